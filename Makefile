@@ -1,0 +1,27 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
+PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: demo test install clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q $(PIP_FLAGS) -e '.[test,export,tensorboard]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/segnet demo --out demo_output
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,200 @@
+"""The ``segnet`` command line: it parses arguments and calls the typed functions of each module.
+
+Errors the user can fix (:class:`~segnet.errors.SegnetError`) print as one line, without a
+traceback unless ``--debug`` is given. Heavy modules are imported inside each command so that
+``segnet --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from segnet import DEFAULT_CLASSES, __version__
+from segnet.errors import SegnetError
+
+MODEL_CHOICES = ("segnet", "segnet-basic", "bayesian-segnet", "bayesian-segnet-basic", "notebook-segnet")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--tile", type=_positive_int, default=None, help="segment in tiles of this many pixels, blended with a Gaussian weight (default: whole image)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips and 90-degree rotations")
+    parser.add_argument("--min-area", type=int, default=30, help="objects smaller than this many pixels are not counted (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segnet",
+        description="Train and run SegNet to segment darkfield microscopy images into background, "
+        "red blood cells and spirochetes, and count them.",
+    )
+    parser.add_argument("--version", action="version", version=f"segnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="write a synthetic darkfield dataset (images/ and masks/)")
+    synth.add_argument("dir", type=Path, help="output folder")
+    synth.add_argument("--count", type=_positive_int, default=40, help="number of images (default: %(default)s)")
+    synth.add_argument("--size", type=_positive_int, default=256, help="image side in pixels (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on a folder of labelled images",
+        description="Train a model. Options not given come from --config, then from defaults; data-dependent "
+        "defaults (crop size, normalisation, class weights) come from the dataset fingerprint. "
+        "Under torchrun the same command trains on several processes.",
+    )
+    train.add_argument("--data", help="dataset folder with images/ and masks/ (or flattened_masks/)")
+    train.add_argument("--out", help="run folder for checkpoints, history and config")
+    train.add_argument("--config", type=Path, help="YAML file of options (flags win over it)")
+    train.add_argument("--model", choices=MODEL_CHOICES, help="architecture (default: segnet-basic)")
+    train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
+    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 30)")
+    train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 8)")
+    train.add_argument("--image-size", type=_positive_int, help="training crop side in pixels (default: from the data, at most 256)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adamw, 0.05 for sgd)")
+    train.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimiser (default: adamw; sgd uses momentum 0.9 as in the paper)")
+    train.add_argument("--schedule", choices=("cosine", "poly", "none"), help="learning-rate schedule after warm-up (default: cosine)")
+    train.add_argument("--class-weights", choices=("median", "sqrt-median", "none"), help="loss weighting by median frequency balancing (default: sqrt-median)")
+    train.add_argument("--loss", choices=("ce", "ce+dice"), help="cross-entropy, or cross-entropy plus soft Dice (default: ce)")
+    train.add_argument("--val-fraction", type=float, help="share of images held out for validation (default: 0.1)")
+    train.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default: 1)")
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: bfloat16 where the CPU/GPU computes it natively)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory layout (default: on)")
+    train.add_argument("--num-workers", type=int, help="data loading worker processes (default: 2)")
+    train.add_argument("--seed", type=int, help="seed for the split, the weights and augmentation (default: 0)")
+    train.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    train.add_argument("--pretrained", help="local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt")
+    evaluate.add_argument("--data", required=True, type=Path, help="dataset folder")
+    evaluate.add_argument("--split", choices=("val", "all"), default="val", help="val: the run's held-out images (split.json); all: every image")
+    evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
+    evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
+    evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
+    _add_inference_options(evaluate)
+
+    predict = commands.add_parser("predict", help="segment and count cells in new images")
+    predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt")
+    predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
+    predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s)")
+    predict.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default: %(default)s)")
+    predict.add_argument("--mc-samples", type=int, default=0, help="Monte Carlo dropout samples for bayesian models; writes uncertainty maps (default: off)")
+    _add_inference_options(predict)
+
+    report = commands.add_parser("report", help="write RUN/report.html from a run and its evaluation")
+    report.add_argument("run", type=Path, help="run folder")
+    report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation)")
+
+    check = commands.add_parser("check", help="scan a dataset folder and report every problem")
+    check.add_argument("dir", type=Path, help="dataset folder")
+    check.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES), help="class names (default: %(default)s)")
+
+    demo = commands.add_parser("demo", help="synthesise data, train segnet-basic, evaluate and predict (about 10 minutes on a laptop CPU)")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Dispatch a parsed command; returns the exit status."""
+    if args.command == "synth":
+        from segnet.synthetic import write_dataset
+
+        out = write_dataset(args.dir, count=args.count, size=args.size, seed=args.seed)
+        print(f"wrote {args.count} synthetic images and masks to {out}")
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        from segnet.evaluate import evaluate_run, format_metrics_table
+
+        metrics = evaluate_run(
+            args.checkpoint, args.data, split=args.split, out=args.out, device=args.device, ignore_index=args.ignore_index,
+            tile=args.tile, tta=args.tta, min_area=args.min_area, report=args.report,
+        )
+        print(format_metrics_table(metrics))
+        return 0
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "report":
+        from segnet.report import write_report
+
+        print(f"report: {write_report(args.run, args.evaluation)}")
+        return 0
+    if args.command == "check":
+        from segnet.check import check_dataset, format_check_report
+
+        result = check_dataset(args.dir, args.classes)
+        print(format_check_report(result))
+        return 1 if result.problems else 0
+    if args.command == "demo":
+        from segnet.demo import run_demo
+
+        run_demo(args.out, device=args.device)
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from segnet.config import load_config
+    from segnet.train import train
+
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "lr", "optimizer", "schedule",
+            "class_weights", "loss", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
+        )
+    }
+    config = load_config(args.config, overrides)
+    if not config.data or not config.out:
+        raise SegnetError("train needs --data and --out (or data: and out: in --config)")
+    run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"run folder: {run_dir} (best.pt, last.pt, history.csv, config.yaml)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from segnet.predict import Predictor, predict_paths
+
+    if args.checkpoint is None:
+        raise SegnetError("predict needs --checkpoint RUN/best.pt")
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, device=args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+        tta=args.tta, mc_samples=args.mc_samples,
+    )
+    written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area)
+    print(f"wrote {len(written)} files to {args.out} (masks, overlays, counts.csv)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``segnet`` and ``python -m segnet``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except SegnetError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"segnet: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("segnet: interrupted; checkpoints written so far are intact (train --resume continues)", file=sys.stderr)
+        return 130

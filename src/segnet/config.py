@@ -1,0 +1,125 @@
+"""One training config: defaults here, overridden by a YAML file, overridden by command-line flags.
+
+The fully resolved config (data-derived values filled in) is written to ``RUN/config.yaml`` and
+stored in every checkpoint. Fields left ``None`` are derived from the dataset fingerprint at the
+start of training (see ``segnet.train.resolve_data_defaults``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segnet import DEFAULT_CLASSES
+from segnet.errors import SegnetError
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run. ``None`` means "derive from the data"."""
+
+    data: str = ""
+    out: str = ""
+    model: str = "segnet-basic"
+    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    mask_palette: dict[str, list[int]] | None = None  # class name -> RGB, for colour masks
+    pretrained: str | None = None  # local VGG16-BN state dict for the segnet encoder
+
+    epochs: int = 30
+    steps_per_epoch: int | None = None  # None: one random crop per training image per epoch
+    batch_size: int = 8
+    image_size: int | None = None  # training crop side; None: from the fingerprint
+    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    focus_probability: float = 0.33  # share of crops centred on the rarest class
+
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float | None = None  # None: 1e-3 for adamw, 0.05 for sgd
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | poly | none
+    warmup_epochs: int = 1
+    class_weights: str = "sqrt-median"  # median | sqrt-median | none
+    loss: str = "ce"  # ce | ce+dice
+    grad_clip: float | None = None
+
+    amp: bool | None = None  # mixed precision; None: on where the device computes bf16 natively
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU
+
+    val_fraction: float = 0.1
+    val_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+
+    @property
+    def learning_rate(self) -> float:
+        """The configured learning rate, or the optimiser's default."""
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 1e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def palette_by_index(self) -> dict[int, list[int]] | None:
+        """``mask_palette`` keyed by class index, as the mask readers take it."""
+        if not self.mask_palette:
+            return None
+        unknown = [name for name in self.mask_palette if name not in self.classes]
+        if unknown:
+            raise SegnetError(f"mask_palette names classes that are not in classes: {unknown}")
+        return {self.classes.index(name): list(rgb) for name, rgb in self.mask_palette.items()}
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "poly", "none"),
+    "class_weights": ("median", "sqrt-median", "none"),
+    "loss": ("ce", "ce+dice"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise SegnetError(f"{path}: cannot read config ({error})") from error
+        if not isinstance(loaded, dict):
+            raise SegnetError(f"{path}: a config must be a mapping of option: value")
+        unknown = sorted(set(loaded) - FIELD_NAMES)
+        if unknown:
+            raise SegnetError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(FIELD_NAMES))}")
+        values.update(loaded)
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject values that would fail later, naming the option and the valid choices."""
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise SegnetError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(config, name)}'")
+    if len(config.classes) < 2 or len(set(config.classes)) != len(config.classes):
+        raise SegnetError(f"classes must list at least two distinct names, got {config.classes}")
+    if not 0 <= config.val_fraction < 1:
+        raise SegnetError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    for name in ("epochs", "batch_size", "val_every"):
+        if getattr(config, name) < 1:
+            raise SegnetError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.image_size is not None and config.image_size < 16:
+        raise SegnetError(f"image_size must be at least 16, got {config.image_size}")
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,375 @@
+"""Finding image/mask pairs, decoding images and masks, the train/validation split, the fingerprint.
+
+The default layout is the public darkfield dataset's::
+
+    DIR/images/NNN.png    RGB images (.png, .jpg, .jpeg, .tif, .tiff)
+    DIR/masks/NNN.png     class index per pixel: an RGB PNG with three identical channels, or one channel
+
+``DIR/flattened_masks/`` is accepted instead of ``DIR/masks/``. Images and masks are paired by file
+stem, never by listing order. Every problem raises :class:`~segnet.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segnet.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MASK_FOLDERS = ("masks", "flattened_masks")
+IGNORE_INDEX = 255
+"""Mask value for pixels that carry no label (crop padding); the loss and the metrics skip them."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One labelled example: an image file and its mask file, sharing a stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` with an image extension, sorted; hidden files and subfolders are skipped."""
+    return [
+        path
+        for path in sorted(folder.iterdir())
+        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    ]
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in image_files(folder):
+        if path.stem in files:
+            raise DataError(path, f"two files share the stem '{path.stem}' ({files[path.stem].name} and {path.name})")
+        files[path.stem] = path
+    return files
+
+
+def find_mask_folder(root: Path) -> Path:
+    """Return ``root/masks`` or ``root/flattened_masks``, whichever exists."""
+    for name in MASK_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(root, "no masks/ (or flattened_masks/) folder beside images/")
+
+
+def find_pairs(root: str | Path) -> list[Pair]:
+    """Pair ``root/images/*`` with ``root/masks/*`` by file stem, sorted by stem.
+
+    An image without a mask, or a mask without an image, is an error naming the file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    image_folder = root / "images"
+    if not image_folder.is_dir():
+        raise DataError(root, "no images/ folder (expected DIR/images/ and DIR/masks/)")
+    images = _files_by_stem(image_folder)
+    masks = _files_by_stem(find_mask_folder(root))
+    for stem, path in images.items():
+        if stem not in masks:
+            raise DataError(path, "image has no mask with the same name")
+    for stem, path in masks.items():
+        if stem not in images:
+            raise DataError(path, "mask has no image with the same name")
+    if not images:
+        raise DataError(image_folder, "no images found (.png, .jpg, .tif)")
+    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+# What Pillow's format plugins raise on malformed files and metadata (tests/test_data_fuzz.py finds them).
+_MALFORMED_FILE_ERRORS = (OSError, SyntaxError, ValueError, struct.error)
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into a DataError naming it."""
+    try:
+        image = Image.open(path)
+        # Checked here rather than by turning Pillow's warning into an error: warnings.catch_warnings
+        # is not thread-safe, and images are read from thread pools (check, predict).
+        if Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise DataError(path, f"image too large to decode safely ({image.width}x{image.height} pixels)")
+        image.load()
+    except FileNotFoundError as error:
+        raise DataError(path, "file not found") from error
+    except UnidentifiedImageError as error:
+        problem = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image file (or an unsupported format)"
+        raise DataError(path, problem) from error
+    except Image.DecompressionBombError as error:
+        raise DataError(path, f"image too large to decode safely ({error})") from error
+    except _MALFORMED_FILE_ERRORS as error:
+        raise DataError(path, f"unreadable or truncated image ({error})") from error
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation tag: 2-8 for flips and rotations, else 1 (pixels as stored).
+
+    An absent tag, an invalid value or an unreadable EXIF block count as 1, as image viewers treat them.
+    """
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except _MALFORMED_FILE_ERRORS:
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, so that pixels are laid out as viewers show the photo."""
+    return image if exif_orientation(image) == 1 else ImageOps.exif_transpose(image)
+
+
+def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
+    """Scale 16-bit or float pixel data to 8 bit (images only; masks must be integer already)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        top = 65535 if array.max(initial=0) > 255 else 255
+        return np.clip(array.astype(np.float64) * (255 / top), 0, 255).round().astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise DataError(path, "image holds NaN or infinite values")
+        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        return np.clip(array * (255 / top), 0, 255).round().astype(np.uint8)
+    raise DataError(path, f"unsupported pixel type {array.dtype}")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as an ``H x W x 3`` uint8 RGB array.
+
+    Grayscale is repeated to three channels, alpha is dropped, 16-bit and float data are scaled to
+    8 bit, and an EXIF orientation tag is applied (as viewers show the image).
+    """
+    path = Path(path)
+    return image_to_rgb(_open(path), path)
+
+
+def image_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """The conversion behind :func:`read_image`, for an image already opened; ``path`` names it in errors."""
+    image = _upright(image)
+    if image.mode in ("RGB", "L"):
+        array = np.asarray(image)
+    elif image.mode.startswith(("I", "F")):  # 16-bit, 32-bit and float: keep the range, then scale
+        array = _to_uint8(np.asarray(image), path)
+    else:  # RGBA, LA, P, PA, 1, CMYK, YCbCr, ...
+        try:
+            array = np.asarray(image.convert("RGB"))
+        except ValueError as error:
+            raise DataError(path, f"unsupported pixel mode {image.mode} ({error})") from error
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DataError(path, f"expected an RGB or grayscale image, got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def read_mask(path: str | Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
+    """Read a mask as an ``H x W`` uint8 array of class indices.
+
+    Accepted: one channel of class indices, or RGB with three identical channels (the public
+    dataset's format), or, with ``palette`` (class index -> RGB colour), a colour mask. Values
+    outside ``0..num_classes-1`` are an error listing the values found. Alpha is ignored, a 1-bit
+    mask holds classes 0 and 1, and an EXIF orientation tag is applied as for the image.
+    """
+    path = Path(path)
+    return image_to_mask(_open(path), path, num_classes, palette)
+
+
+def image_to_mask(image: Image.Image, path: Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
+    """The conversion behind :func:`read_mask`, for an image already opened; ``path`` names it in errors."""
+    image = _upright(image)
+    if palette is not None:
+        try:
+            rgb = image.convert("RGB")
+        except ValueError as error:
+            raise DataError(path, f"cannot read a {image.mode} mask as colours ({error})") from error
+        return _decode_palette(np.asarray(rgb), palette, path)
+    array = np.asarray(image)  # a "P" image gives its palette indices, which are the classes
+    if array.ndim == 3 and array.shape[2] == 2:  # LA or PA: the value and its alpha
+        array = array[:, :, 0]
+    elif array.ndim == 3:
+        channels = array[:, :, :3]
+        if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):
+            raise DataError(
+                path,
+                "colour mask: its RGB channels differ; map colours to classes with the mask_palette config option (class name: [R, G, B])",
+            )
+        array = channels[:, :, 0]
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(path, f"mask must hold integer class indices, got {array.dtype}")
+    values = np.flatnonzero(np.bincount(array.ravel())) if array.dtype == np.uint8 else np.unique(array)  # bincount: 10x faster
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise DataError(path, f"mask values {bad.tolist()[:10]} are outside the {num_classes} classes (0..{num_classes - 1})")
+    return array.astype(np.uint8)
+
+
+def _decode_palette(rgb: np.ndarray, palette: Mapping[int, Sequence[int]], path: Path) -> np.ndarray:
+    packed = (rgb[:, :, 0].astype(np.int64) << 16) | (rgb[:, :, 1].astype(np.int64) << 8) | rgb[:, :, 2]
+    colour_to_class = {(r << 16) | (g << 8) | b: index for index, (r, g, b) in palette.items()}
+    colours, inverse = np.unique(packed, return_inverse=True)
+    unmapped = [c for c in colours.tolist() if c not in colour_to_class]
+    if unmapped:
+        found = ", ".join(f"({c >> 16},{(c >> 8) & 255},{c & 255})" for c in unmapped[:8])
+        raise DataError(path, f"mask colours not in the palette: {found}")
+    lookup = np.array([colour_to_class[c] for c in colours.tolist()], dtype=np.uint8)
+    return lookup[inverse].reshape(packed.shape)
+
+
+def load_pair(pair: Pair, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its mask, checking that their sizes match."""
+    image = read_image(pair.image)
+    mask = read_mask(pair.mask, num_classes, palette)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            pair.mask,
+            f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]} ({pair.image.name})",
+        )
+    return image, mask
+
+
+def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Shuffle by ``seed`` and hold out ``round(n * val_fraction)`` pairs (at least one when > 0).
+
+    Reproducible: the order is taken from the sorted stems, so it does not depend on the file system.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(pairs, key=lambda p: p.stem)
+    n_val = max(1, round(len(ordered) * val_fraction)) if val_fraction > 0 else 0
+    if n_val >= len(ordered):
+        raise DataError(ordered[0].image.parent if ordered else Path("."), f"{len(ordered)} images are too few to hold out {n_val} for validation")
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    val = sorted((ordered[i] for i in order[:n_val]), key=lambda p: p.stem)
+    train = sorted((ordered[i] for i in order[n_val:]), key=lambda p: p.stem)
+    return train, val
+
+
+def write_split(path: str | Path, train: Sequence[Pair], val: Sequence[Pair]) -> None:
+    """Record which stems were used for training and validation."""
+    Path(path).write_text(json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1))
+
+
+def read_split(path: str | Path, pairs: Sequence[Pair], name: str) -> list[Pair]:
+    """Select the pairs listed under ``name`` ("train" or "val") in a ``split.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "split file not found (evaluate --split val needs the run's split.json)")
+    stems = json.loads(path.read_text())[name]
+    by_stem = {p.stem: p for p in pairs}
+    missing = [s for s in stems if s not in by_stem]
+    if missing:
+        raise DataError(path, f"the split names images that are not in the data folder: {missing[:5]}")
+    return [by_stem[s] for s in stems]
+
+
+def compute_fingerprint(samples: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
+    """Describe the training data: image sizes, per-channel mean/std on [0, 1], class frequencies.
+
+    ``samples`` yields decoded (image, mask) pairs. ``class_frequencies`` are pixel fractions over
+    all images; ``class_presence_frequencies`` are each class's pixels over the pixels of the images
+    that contain it (the SegNet paper's median-frequency-balancing input); ``images_per_class``
+    counts images containing each class.
+    """
+    channel_sum = np.zeros(3)
+    channel_sq = np.zeros(3)
+    class_pixels = np.zeros(num_classes, dtype=np.int64)
+    presence_pixels = np.zeros(num_classes, dtype=np.int64)
+    images_per_class = np.zeros(num_classes, dtype=np.int64)
+    heights, widths = [], []
+    for image, mask in samples:
+        heights.append(image.shape[0])
+        widths.append(image.shape[1])
+        pixels = image.reshape(-1, 3).astype(np.float64) / 255.0
+        channel_sum += pixels.sum(0)
+        channel_sq += (pixels**2).sum(0)
+        counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+        class_pixels += counts
+        present = counts > 0
+        presence_pixels[present] += mask.size
+        images_per_class += present
+    total = class_pixels.sum()
+    mean = channel_sum / total
+    std = np.sqrt(np.maximum(channel_sq / total - mean**2, 1e-12))
+    return {
+        "num_images": len(heights),
+        "height": {"min": int(min(heights)), "median": float(np.median(heights)), "max": int(max(heights))},
+        "width": {"min": int(min(widths)), "median": float(np.median(widths)), "max": int(max(widths))},
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "class_frequencies": (class_pixels / total).tolist(),
+        "class_presence_frequencies": np.where(presence_pixels > 0, class_pixels / np.maximum(presence_pixels, 1), 0.0).tolist(),
+        "images_per_class": images_per_class.tolist(),
+    }
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Image/mask pairs as normalised ``(3, H, W)`` float tensors and ``(H, W)`` int64 masks.
+
+    Decoded arrays are cached in memory after the first read, so no epoch decodes a file twice
+    (with ``preload=True`` they are decoded up front, before DataLoader workers fork and share them).
+    ``transform`` is an albumentations pipeline taking ``image=`` and ``mask=`` numpy arrays.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        transform: Callable | None = None,
+        preload: bool = False,
+        palette: Mapping[int, Sequence[int]] | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.num_classes = num_classes
+        self.set_normalization(mean, std)
+        self.transform = transform
+        self.palette = palette
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if preload:
+            for index in range(len(self.pairs)):
+                self.load(index)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Standardise with ``mean``/``std`` given per channel on [0, 1] images."""
+        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
+        self.std = np.asarray(std, dtype=np.float32) * 255.0
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded (uint8 image, uint8 mask) of pair ``index``, cached."""
+        if index not in self._cache:
+            self._cache[index] = load_pair(self.pairs[index], self.num_classes, self.palette)
+        return self._cache[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return normalize(image, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def normalize(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray) -> torch.Tensor:
+    """uint8 ``H x W x 3`` -> float32 ``(3, H, W)``, standardised with mean/std given on 0..255."""
+    array = (image.astype(np.float32) - mean_255) / std_255
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -1,0 +1,83 @@
+"""Class weights and the training loss.
+
+Median frequency balancing (Eigen & Fergus, used by the SegNet paper): each class is weighted by
+``median(f) / f_c``, where ``f_c`` is the class's pixel count divided by the pixel count of the
+training images that contain it. ``sqrt-median`` takes the square root of those weights: on the
+darkfield data full weights over-predict the rare spirochete class at bright cell rims (see
+docs/decisions.md for the measurements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segnet.data import IGNORE_INDEX
+
+CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
+LOSSES = ("ce", "ce+dice")
+
+
+def median_frequency_weights(presence_frequencies: Sequence[float]) -> list[float]:
+    """``median(f) / f_c`` per class; a class never seen (f_c = 0) gets weight 0."""
+    freqs = np.asarray(presence_frequencies, dtype=np.float64)
+    seen = freqs > 0
+    if not seen.any():
+        return [1.0] * len(freqs)
+    median = np.median(freqs[seen])
+    return np.where(seen, median / np.where(seen, freqs, 1.0), 0.0).tolist()
+
+
+def class_weights(presence_frequencies: Sequence[float], scheme: str) -> list[float] | None:
+    """The weights for ``scheme`` (one of ``CLASS_WEIGHTINGS``), or None for an unweighted loss."""
+    if scheme == "none":
+        return None
+    weights = median_frequency_weights(presence_frequencies)
+    if scheme == "sqrt-median":
+        return np.sqrt(weights).tolist()
+    if scheme == "median":
+        return weights
+    raise ValueError(f"unknown class weighting '{scheme}' (choose from {', '.join(CLASS_WEIGHTINGS)})")
+
+
+class SegmentationLoss(nn.Module):
+    """Weighted cross-entropy, optionally plus a soft Dice term over the classes.
+
+    Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in neither term.
+    """
+
+    def __init__(self, weights: Sequence[float] | None = None, dice_weight: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
+        self.dice_weight = dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
+        if self.dice_weight > 0:
+            loss = loss + self.dice_weight * soft_dice_loss(logits, target)
+        return loss
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over classes present in the batch, ignoring ``IGNORE_INDEX`` pixels."""
+    num_classes = logits.shape[1]
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    proba = logits.float().softmax(1) * valid
+    one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
+    dims = (0, 2, 3)
+    intersection = (proba * one_hot).sum(dims)
+    total = proba.sum(dims) + one_hot.sum(dims)
+    present = one_hot.sum(dims) > 0
+    dice = (2 * intersection + 1.0) / (total + 1.0)
+    return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
+
+
+def build_loss(presence_frequencies: Sequence[float], weighting: str, loss: str = "ce") -> SegmentationLoss:
+    """The training loss for a config's ``class_weights`` and ``loss`` choices."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
+    return SegmentationLoss(class_weights(presence_frequencies, weighting), dice_weight=1.0 if loss == "ce+dice" else 0.0)

@@ -1,0 +1,421 @@
+"""SegNet models: the paper's SegNet and SegNet-Basic, their Bayesian variants, and the notebook baseline.
+
+Every model is a :class:`SegNet`: a list of :class:`EncoderStage` (convs, then a 2x2 max-pool that
+keeps its indices), a mirrored list of :class:`DecoderStage` (max-unpool with those indices, then
+convs) and a per-pixel classifier head. The variants differ only in the stage widths, the kernel
+size, where dropout sits and what the head is:
+
+==========================  ======================================================================
+``segnet``                  Badrinarayanan et al., TPAMI 2017. VGG16 encoder (13 convs 3x3 + BN +
+                            ReLU in 5 stages of 2,2,3,3,3 convs, widths 64,128,256,512,512) and a
+                            mirrored decoder of 12 convs + a 3x3 classifier conv (the paper's
+                            Caffe model uses 3x3 for ``conv1_1_D``). Total stride 32.
+``segnet-basic``            The paper's SegNet-Basic: 4 encoder layers (7x7 conv, 64 channels, BN,
+                            ReLU, pool) and 4 decoder layers (unpool, 7x7 conv, 64 channels, BN,
+                            *no* ReLU, as in the paper), then a 1x1 classifier. Total stride 16.
+``bayesian-segnet``         Kendall et al. 2015: ``segnet`` with dropout p=0.5 after encoder stages
+                            3, 4, 5 (after their pooling) and after decoder stages 5, 4, 3 (after
+                            their last conv), i.e. the Caffe model's encdrop3-5 / decdrop5-3.
+``bayesian-segnet-basic``   ``segnet-basic`` with dropout p=0.5 after the central two encoder
+                            layers (3 and 4, after pooling) and after the central two decoder
+                            layers (decoder 4 and 3, the first two the signal passes through).
+``notebook-segnet``         The original notebook's model, kept only as a baseline: 3 VGG-style
+                            stages of 2 convs (64,128,256), mirrored decoder, and a head
+                            conv -> BatchNorm -> ReLU *on the logits*. That ReLU is a mistake: it
+                            clips every logit at zero, so a class can never be pushed below
+                            another by a negative score and softmax/argmax ties at 0 are common.
+                            Total stride 8.
+==========================  ======================================================================
+
+All models return RAW logits of shape ``(N, num_classes, H, W)`` for any ``H`` and ``W``: the input
+is zero-padded at the bottom and right to a multiple of ``model.total_stride`` and the output is
+cropped back. Zero padding (not reflect) is used because it works for every size, including
+inputs smaller than the padding (reflect needs ``pad < size``, which fails for e.g. a 1x1 input
+and a stride of 32), and it is what the convolutions already do at the borders.
+
+Dropout is ``nn.Dropout`` (element-wise), as in the Caffe Bayesian SegNet, not ``nn.Dropout2d``
+(whole channels): dropping whole 512-channel feature maps at p=0.5 after pooling is a much
+stronger, different regulariser than the one the paper's uncertainty estimates were made with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segnet.errors import SegnetError
+
+__all__ = [
+    "MODEL_NAMES",
+    "DecoderStage",
+    "EncoderStage",
+    "SegNet",
+    "build_model",
+    "count_parameters",
+    "enable_mc_dropout",
+    "load_pretrained_encoder",
+    "vgg16_bn_key_map",
+]
+
+MODEL_NAMES: tuple[str, ...] = (
+    "segnet",
+    "segnet-basic",
+    "bayesian-segnet",
+    "bayesian-segnet-basic",
+    "notebook-segnet",
+)
+
+#: Models whose encoder has exactly the layout of torchvision's ``vgg16_bn().features``.
+VGG_ENCODER_MODELS: tuple[str, ...] = ("segnet", "bayesian-segnet")
+
+# VGG16: convs per encoder stage and their widths.
+_VGG16_DEPTHS = (2, 2, 3, 3, 3)
+_VGG16_WIDTHS = (64, 128, 256, 512, 512)
+# The mirrored SegNet decoder, deepest stage first (decoder stage 5, 4, 3, 2, 1); the classifier
+# follows decoder stage 1.
+_SEGNET_DECODER_WIDTHS = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,))
+
+_DROPOUT_P = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, relu: bool = True) -> nn.Sequential:
+    """``Conv2d`` ('same' padding, with bias as in VGG16-BN) -> ``BatchNorm2d`` -> optional ``ReLU``.
+
+    Index 0 is the conv and index 1 the BatchNorm, which :func:`load_pretrained_encoder` relies on.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class EncoderStage(nn.Module):
+    """Convs (each conv -> BN -> ReLU), then a 2x2/2 max-pool that returns its indices, then dropout.
+
+    ``forward(x)`` returns ``(pooled, indices)``; ``indices`` feed the mirrored :class:`DecoderStage`.
+    """
+
+    def __init__(
+        self, in_channels: int, widths: Sequence[int], kernel_size: int = 3, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        layers = []
+        for width in widths:
+            layers.append(conv_bn(in_channels, width, kernel_size))
+            in_channels = width
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, return_indices=True)
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.convs(x)
+        x, indices = self.pool(x)
+        return self.dropout(x), indices
+
+
+class DecoderStage(nn.Module):
+    """Max-unpool 2x2/2 with the encoder's indices, then convs (conv -> BN [-> ReLU]), then dropout.
+
+    Unpooling writes each value back at the position its max came from and zeros elsewhere; the
+    convs then densify that sparse map. ``relu=False`` gives SegNet-Basic's decoder (no ReLU).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int],
+        kernel_size: int = 3,
+        relu: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
+        layers = []
+        for width in widths:
+            layers.append(conv_bn(in_channels, width, kernel_size, relu=relu))
+            in_channels = width
+        self.convs = nn.Sequential(*layers)
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        # The input is padded to a multiple of the total stride, so every pooling was exact and the
+        # default unpool output size (2x) is the pre-pooling size: no output_size is needed.
+        x = self.unpool(x, indices)
+        return self.dropout(self.convs(x))
+
+
+class SegNet(nn.Module):
+    """Encoder stages -> mirrored decoder stages (unpooling with the encoder's indices) -> head.
+
+    Attributes:
+        name: the model name from :data:`MODEL_NAMES`.
+        num_classes, in_channels: as built.
+        total_stride: ``2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        encoder: Sequence[EncoderStage],
+        decoder: Sequence[DecoderStage],
+        classifier: nn.Module,
+        num_classes: int,
+        in_channels: int,
+    ) -> None:
+        super().__init__()
+        if len(encoder) != len(decoder):
+            raise ValueError("encoder and decoder need the same number of stages")
+        self.name = name
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.encoder = nn.ModuleList(encoder)
+        self.decoder = nn.ModuleList(decoder)
+        self.classifier = classifier
+        self.total_stride: int = 2 ** len(encoder)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
+        height, width = x.shape[-2], x.shape[-1]
+        stride = self.total_stride
+        pad_h = (stride - height % stride) % stride
+        pad_w = (stride - width % stride) % stride
+        x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros at the right and bottom
+        indices = []
+        for stage in self.encoder:
+            x, idx = stage(x)
+            indices.append(idx)
+        for stage, idx in zip(self.decoder, reversed(indices)):
+            x = stage(x, idx)
+        x = self.classifier(x)
+        return x[:, :, :height, :width]
+
+
+def _init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convs (fan_out, ReLU gain), zero biases; BatchNorm weight 1, bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# The variants
+# --------------------------------------------------------------------------------------------
+
+
+def _segnet(name: str, num_classes: int, in_channels: int, bayesian: bool) -> SegNet:
+    drop = _DROPOUT_P if bayesian else 0.0
+    encoder = []
+    channels = in_channels
+    for stage, (depth, width) in enumerate(zip(_VGG16_DEPTHS, _VGG16_WIDTHS), start=1):
+        encoder.append(EncoderStage(channels, [width] * depth, dropout=drop if stage >= 3 else 0.0))
+        channels = width
+    decoder = []
+    for stage, widths in zip((5, 4, 3, 2, 1), _SEGNET_DECODER_WIDTHS):
+        decoder.append(DecoderStage(channels, widths, dropout=drop if stage >= 3 else 0.0))
+        channels = widths[-1]
+    classifier = nn.Conv2d(channels, num_classes, kernel_size=3, padding=1)
+    return SegNet(name, encoder, decoder, classifier, num_classes, in_channels)
+
+
+def _segnet_basic(name: str, num_classes: int, in_channels: int, bayesian: bool) -> SegNet:
+    drop = _DROPOUT_P if bayesian else 0.0
+    width, kernel = 64, 7
+    encoder = [
+        EncoderStage(in_channels if layer == 1 else width, [width], kernel, dropout=drop if layer >= 3 else 0.0)
+        for layer in (1, 2, 3, 4)
+    ]
+    # Decoder layers 4, 3, 2, 1 (deepest first); the central two are decoder 4 and 3.
+    decoder = [
+        DecoderStage(width, [width], kernel, relu=False, dropout=drop if layer >= 3 else 0.0)
+        for layer in (4, 3, 2, 1)
+    ]
+    classifier = nn.Conv2d(width, num_classes, kernel_size=1)
+    return SegNet(name, encoder, decoder, classifier, num_classes, in_channels)
+
+
+def _notebook_segnet(name: str, num_classes: int, in_channels: int) -> SegNet:
+    encoder = [
+        EncoderStage(in_channels, [64, 64]),
+        EncoderStage(64, [128, 128]),
+        EncoderStage(128, [256, 256]),
+    ]
+    decoder = [
+        DecoderStage(256, [256, 128]),
+        DecoderStage(128, [128, 64]),
+        DecoderStage(64, [64]),
+    ]
+    # The notebook's mistake, kept on purpose for the baseline: BN + ReLU on the logits.
+    classifier = conv_bn(64, num_classes, kernel_size=3, relu=True)
+    return SegNet(name, encoder, decoder, classifier, num_classes, in_channels)
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Build the model called ``name`` (one of :data:`MODEL_NAMES`) with freshly initialised weights.
+
+    Raises:
+        SegnetError: unknown ``name`` (the message lists the valid names), or ``num_classes`` /
+            ``in_channels`` below 1.
+    """
+    if name not in MODEL_NAMES:
+        raise SegnetError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise SegnetError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise SegnetError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if name in ("segnet", "bayesian-segnet"):
+        return _segnet(name, num_classes, in_channels, bayesian=name.startswith("bayesian"))
+    if name in ("segnet-basic", "bayesian-segnet-basic"):
+        return _segnet_basic(name, num_classes, in_channels, bayesian=name.startswith("bayesian"))
+    return _notebook_segnet(name, num_classes, in_channels)
+
+
+# --------------------------------------------------------------------------------------------
+# Pretrained VGG16-BN encoder
+# --------------------------------------------------------------------------------------------
+
+_CONV_KEYS = ("weight", "bias")
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+_BN_OPTIONAL_KEYS = ("num_batches_tracked",)  # absent from the old official vgg16_bn file
+
+
+def vgg16_bn_key_map(model: nn.Module) -> dict[str, str]:
+    """Map torchvision ``vgg16_bn`` state-dict keys to this model's keys (required keys only).
+
+    torchvision's ``features`` is a flat Sequential: per conv ``Conv2d`` (i), ``BatchNorm2d`` (i+1),
+    ``ReLU`` (i+2), and one ``MaxPool2d`` after each stage. So with stages ``s`` = 0..4 and conv
+    ``c`` within a stage, this gives e.g.::
+
+        features.0.*   -> encoder.0.convs.0.0.*   (conv)    features.1.*  -> encoder.0.convs.0.1.* (BN)
+        features.3.*   -> encoder.0.convs.1.0.*             features.4.*  -> encoder.0.convs.1.1.*
+        features.7.*   -> encoder.1.convs.0.0.*   (6 is pool1)  ...
+        features.40.*  -> encoder.4.convs.2.0.*             features.41.* -> encoder.4.convs.2.1.*
+
+    The optional ``num_batches_tracked`` buffers are handled by :func:`load_pretrained_encoder`.
+    """
+    if not isinstance(model, SegNet) or model.name not in VGG_ENCODER_MODELS:
+        name = getattr(model, "name", type(model).__name__)
+        raise SegnetError(
+            f"pretrained VGG16-BN weights only fit {' and '.join(VGG_ENCODER_MODELS)}, not {name}"
+        )
+    mapping: dict[str, str] = {}
+    index = 0
+    for s, stage in enumerate(model.encoder):
+        for c in range(len(stage.convs)):
+            ours = f"encoder.{s}.convs.{c}"
+            for key in _CONV_KEYS:
+                mapping[f"features.{index}.{key}"] = f"{ours}.0.{key}"
+            for key in _BN_KEYS:
+                mapping[f"features.{index + 1}.{key}"] = f"{ours}.1.{key}"
+            index += 3  # conv, bn, relu
+        index += 1  # max-pool
+    return mapping
+
+
+def load_pretrained_encoder(model: nn.Module, path: str | Path) -> None:
+    """Initialise the encoder of ``segnet`` / ``bayesian-segnet`` from a local VGG16-BN state dict.
+
+    The file holds a state dict with torchvision's ``vgg16_bn`` key layout (``features.0.weight``,
+    ``features.1.running_mean``, ...; see :func:`vgg16_bn_key_map`). ``classifier.*`` keys are
+    ignored; any other key must map onto the encoder with the same shape. It is read with
+    ``torch.load(weights_only=True)`` (no code runs) and nothing is downloaded. The model is only
+    changed once every key has been checked, so a bad file leaves it untouched.
+
+    Raises:
+        SegnetError: the model has no VGG encoder; the file is missing or unreadable; or a key is
+            missing, unexpected or has the wrong shape (the message names the file and the key).
+    """
+    mapping = vgg16_bn_key_map(model)
+    path = Path(path)
+    if not path.is_file():
+        raise SegnetError(f"{path}: pretrained encoder file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to read means an unusable file
+        raise SegnetError(f"{path}: cannot read pretrained encoder weights ({error})") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegnetError(f"{path}: not a state dict of tensors (expected torchvision vgg16_bn keys)")
+
+    ours = model.state_dict()
+    optional = {}
+    for theirs, mine in mapping.items():
+        prefix, _, key = theirs.rpartition(".")
+        if key == "running_var":
+            for extra in _BN_OPTIONAL_KEYS:
+                optional[f"{prefix}.{extra}"] = mine.rpartition(".")[0] + f".{extra}"
+
+    updates: dict[str, torch.Tensor] = {}
+    for theirs, mine in mapping.items():
+        if theirs not in state:
+            raise SegnetError(f"{path}: missing key {theirs!r} (expected for {mine})")
+    for theirs, tensor in state.items():
+        if theirs.startswith("classifier."):
+            continue
+        mine = mapping.get(theirs) or optional.get(theirs)
+        if mine is None:
+            raise SegnetError(f"{path}: unexpected key {theirs!r} for a VGG16-BN encoder")
+        expected = ours[mine].shape
+        if tensor.shape != expected:
+            raise SegnetError(
+                f"{path}: key {theirs!r} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected)} for {mine}"
+            )
+        updates[mine] = tensor
+    with torch.no_grad():
+        for mine, tensor in updates.items():
+            ours[mine].copy_(tensor)
+
+
+# --------------------------------------------------------------------------------------------
+# Utilities
+# --------------------------------------------------------------------------------------------
+
+
+def enable_mc_dropout(model: nn.Module) -> None:
+    """Prepare ``model`` for Monte Carlo dropout sampling.
+
+    Puts the whole model in eval mode (BatchNorm uses its running statistics) and then only the
+    dropout layers back in train mode, so repeated forward passes sample different dropout masks.
+
+    Raises:
+        SegnetError: the model has no dropout layers (only the bayesian-* models have them), so
+            every sample would be identical.
+    """
+    model.eval()
+    found = False
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.train()
+            found = True
+    if not found:
+        name = getattr(model, "name", type(model).__name__)
+        raise SegnetError(
+            f"model {name} has no dropout layers; Monte Carlo dropout needs "
+            "bayesian-segnet or bayesian-segnet-basic"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (``requires_grad``); BatchNorm running stats are buffers."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,469 @@
+"""The run report: one self-contained HTML page, and the training-curve plot.
+
+``write_report`` reads a run folder and its evaluation folder (written by
+``segnet.evaluate.evaluate_run``) and writes ``RUN/report.html``: training curves, the metric
+tables, the confusion matrix, the count agreement and the worst and best images. Every picture is
+embedded as a base64 PNG and the page loads nothing from elsewhere, so it opens from disk, can be
+mailed, and stays readable offline.
+
+Plots use matplotlib's object API (``Figure``, drawn by the Agg renderer) rather than pyplot, so
+no GUI backend is touched and no figure outlives the call (training redraws the curves every epoch).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from segnet.data import Pair, read_mask
+from segnet.errors import DataError
+from segnet.evaluate import (
+    COUNT_HEADER,
+    METRICS_FILE,
+    PER_CLASS_HEADER,
+    PER_IMAGE_FILE,
+    PREDICTIONS_FOLDER,
+    count_rows,
+    load_labelled_pair,
+    per_class_rows,
+    summary_rows,
+)
+from segnet.predict import class_palette, colorize
+
+REPORT_FILE = "report.html"
+HISTORY_FILE = "history.csv"
+THUMBNAIL_WIDTH = 600
+"""Gallery pictures wider than this are downscaled, which keeps the page a few MB."""
+WORST_IMAGES, BEST_IMAGES = 6, 3
+CORRECT_COLOUR = (70, 70, 70)
+"""Error map: correctly classified pixels are dim gray; wrong ones take the predicted class's colour."""
+IGNORED_COLOUR = (96, 96, 160)
+"""Unlabelled (``ignore_index``) pixels, in the ground truth and on the error map: a slate blue
+that is neither a class colour nor the dim gray of correct pixels."""
+NEAR_BLACK = 100
+"""A class colour whose brightest channel is below this (the black background) is drawn white on
+the error map, where it would otherwise vanish against the dim gray of the correct pixels."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Training curves
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_history(history_csv: Path) -> dict[str, np.ndarray]:
+    """Columns of history.csv as float arrays; empty cells (epochs without validation) are NaN."""
+    columns = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr")
+    try:
+        with history_csv.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise DataError(history_csv, f"cannot read the training history ({error.strerror or error})") from error
+    if rows and any(column not in rows[0] for column in columns):
+        raise DataError(history_csv, f"not a training history: expected the columns {', '.join(columns)}")
+    try:
+        return {column: np.array([float(row[column]) if row[column] else math.nan for row in rows]) for column in columns}
+    except (TypeError, ValueError) as error:
+        raise DataError(history_csv, f"a value is not a number ({error})") from error
+
+
+def _curves_figure(history: dict[str, np.ndarray]) -> Figure:
+    figure = Figure(figsize=(16, 3.8), layout="constrained")
+    loss, accuracy, iou, lr = figure.subplots(1, 4)
+    epochs = history["epoch"]
+
+    def plot(axes, column: str, label: str, colour: str) -> None:
+        # Validation may run only every few epochs: join the epochs that have a value.
+        known = ~np.isnan(history[column])
+        if known.any():
+            axes.plot(epochs[known], history[column][known], marker="o", markersize=3, label=label, color=colour)
+
+    plot(loss, "train_loss", "train", "tab:blue")
+    plot(loss, "val_loss", "validation", "tab:orange")
+    loss.set_title("Loss")
+    if loss.lines:
+        loss.legend()
+    plot(accuracy, "val_global_accuracy", "validation", "tab:orange")
+    accuracy.set_title("Validation pixel accuracy")
+    plot(iou, "val_mean_iou", "validation", "tab:orange")
+    iou.set_title("Validation mean IoU")
+    if not np.isnan(history["val_mean_iou"]).all():
+        best = int(np.nanargmax(history["val_mean_iou"]))
+        iou.plot(epochs[best], history["val_mean_iou"][best], marker="*", markersize=14, color="tab:red", linestyle="none",
+                 label=f"best {history['val_mean_iou'][best]:.3f} (epoch {int(epochs[best])})")
+        iou.legend(loc="lower right")
+    plot(lr, "lr", "learning rate", "tab:green")
+    lr.set_title("Learning rate")
+    rates = history["lr"][~np.isnan(history["lr"])]
+    if rates.size and (rates > 0).all():
+        lr.set_yscale("log")
+    # One epoch range on every panel, wide enough that a single epoch sits mid-axis.
+    first, last = (epochs.min(), epochs.max()) if epochs.size else (1, 1)
+    margin = max(0.5, 0.03 * (last - first))
+    for axes in (loss, accuracy, iou, lr):
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        axes.set_xlim(first - margin, last + margin)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if not axes.lines:
+            axes.set_yticks([])
+            axes.text(0.5, 0.5, "no values yet", transform=axes.transAxes, ha="center", va="center", color="gray")
+    return figure
+
+
+def plot_training_curves(history_csv: str | Path, out_png: str | Path) -> None:
+    """Plot loss, validation pixel accuracy, validation mean IoU and learning rate per epoch.
+
+    The PNG is written to a temporary file and renamed over ``out_png``, so an image viewer
+    watching it during training never sees a half-written file.
+    """
+    history_csv, out_png = Path(history_csv), Path(out_png)
+    figure = _curves_figure(_read_history(history_csv))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_png.name}.", suffix=".tmp", dir=out_png.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png", dpi=100)
+        os.replace(tmp_name, out_png)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation plots
+# ------------------------------------------------------------------------------------------------
+
+
+def _confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrix: each row shows where the pixels of one true class went."""
+    support = confusion.sum(axis=1, keepdims=True)
+    fractions = np.divide(confusion, support, out=np.zeros(confusion.shape, dtype=float), where=support > 0)
+    size = len(class_names)
+    figure = Figure(figsize=(1.5 * size + 2.8, 1.2 * size + 1.8), layout="constrained")
+    axes = figure.subplots()
+    shown = axes.imshow(fractions * 100, cmap="Blues", vmin=0, vmax=100)
+    figure.colorbar(shown, ax=axes, label="% of the true class's pixels", shrink=0.85)
+    for row in range(size):
+        for column in range(size):
+            text = f"{100 * fractions[row, column]:.1f}%" if support[row, 0] else "-"
+            colour = "white" if fractions[row, column] > 0.5 else "black"
+            axes.text(column, row, f"{text}\n{confusion[row, column]:,} px", ha="center", va="center", color=colour, fontsize=9)
+    axes.set_xticks(range(size), class_names)
+    axes.set_yticks(range(size), class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("Confusion matrix (rows sum to 100%)")
+    return figure
+
+
+def _count_figure(rows: Sequence[dict[str, str]], counts: dict[str, dict]) -> Figure:
+    """Per counted class: predicted against true objects per image, with the y = x line."""
+    names = list(counts)
+    figure = Figure(figsize=(4.6 * len(names), 4.4), layout="constrained")
+    for axes, name in zip(np.atleast_1d(figure.subplots(1, len(names))), names):
+        true = np.array([float(row[f"true_count_{name}"]) for row in rows])
+        pred = np.array([float(row[f"pred_count_{name}"]) for row in rows])
+        top = max(true.max(initial=0), pred.max(initial=0), 1) * 1.08
+        axes.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1, label="y = x")
+        axes.scatter(true, pred, s=22, alpha=0.6, color="tab:blue", edgecolors="none", label="one image")
+        axes.set_xlim(-0.04 * top, top)
+        axes.set_ylim(-0.04 * top, top)
+        axes.set_aspect("equal")
+        axes.set_xlabel("true count")
+        axes.set_ylabel("predicted count")
+        agreement = counts[name]
+        r = agreement["pearson_r"]
+        axes.set_title(f"{name}\nMAE {agreement['mean_absolute_error']:.2f}, r {'n/a' if r is None else f'{r:.3f}'}")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left", fontsize=8)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def _figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def _png(array: np.ndarray, nearest: bool) -> bytes:
+    """PNG of an RGB array, downscaled to :data:`THUMBNAIL_WIDTH`; class maps use nearest so no
+    blended colours appear between classes."""
+    image = Image.fromarray(array)
+    if image.width > THUMBNAIL_WIDTH:
+        height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
+        image = image.resize((THUMBNAIL_WIDTH, height), Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{html.escape(alt)}">'
+
+
+# ------------------------------------------------------------------------------------------------
+# Gallery of the worst and best images
+# ------------------------------------------------------------------------------------------------
+
+
+def _error_colours(class_colours: np.ndarray) -> np.ndarray:
+    """Colour of a wrong pixel on the error map, by predicted class."""
+    near_black = class_colours.max(axis=1) < NEAR_BLACK
+    return np.where(near_black[:, None], 255, class_colours).astype(np.uint8)
+
+
+def _error_map(truth: np.ndarray, pred: np.ndarray, error_colours: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """RGB map: correct pixels dim gray, wrong ones in the colour of the class predicted there."""
+    errors = np.empty(truth.shape + (3,), dtype=np.uint8)
+    errors[:] = CORRECT_COLOUR
+    wrong = truth != pred
+    if ignore_index is not None:
+        ignored = truth == ignore_index
+        wrong &= ~ignored
+        errors[ignored] = IGNORED_COLOUR
+    errors[wrong] = error_colours[pred[wrong]]
+    return errors
+
+
+def _truth_colours(truth: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    if ignore_index is None:
+        return colorize(truth, num_classes)
+    ignored = truth == ignore_index
+    coloured = colorize(np.where(ignored, 0, truth).astype(np.uint8), num_classes)
+    coloured[ignored] = IGNORED_COLOUR
+    return coloured
+
+
+def _choose_gallery(rows: Sequence[dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """The worst images by mean IoU, then the best of the rest (no image is shown twice)."""
+    scored = sorted((row for row in rows if row["mean_iou"]), key=lambda row: float(row["mean_iou"]))
+    worst = scored[:WORST_IMAGES]
+    best = scored[WORST_IMAGES:][::-1][:BEST_IMAGES]
+    return [("worst", row) for row in worst] + [("best", row) for row in best]
+
+
+def _gallery_row(kind: str, row: dict[str, str], evaluation_dir: Path, class_names: Sequence[str], ignore_index: int | None,
+                 palette: dict[int, list[int]] | None, error_colours: np.ndarray) -> str:
+    num_classes = len(class_names)
+    pair = Pair(row["image"], Path(row["image_path"]), Path(row["mask_path"]))
+    image, truth = load_labelled_pair(pair, num_classes, ignore_index, palette)
+    prediction_path = evaluation_dir / PREDICTIONS_FOLDER / f"{pair.stem}.png"
+    pred = read_mask(prediction_path, num_classes)
+    if pred.shape != truth.shape:
+        raise DataError(prediction_path, f"prediction size differs from its mask {pair.mask} (evaluate again)")
+    panels = [
+        ("image", _png(image, nearest=False)),
+        ("ground truth", _png(_truth_colours(truth, num_classes, ignore_index), nearest=True)),
+        ("prediction", _png(colorize(pred, num_classes), nearest=True)),
+        ("errors", _png(_error_map(truth, pred, error_colours, ignore_index), nearest=True)),
+    ]
+    counts = [
+        f"{html.escape(name)} {row[f'true_count_{name}']} true / {row[f'pred_count_{name}']} predicted"
+        for name in class_names
+        if f"true_count_{name}" in row
+    ]
+    caption = " &middot; ".join(
+        [html.escape(pair.stem), f"mean IoU {float(row['mean_iou']):.3f}", f"pixel accuracy {float(row['pixel_accuracy']):.3f}"]
+    )
+    caption += f'<span class="counts">{" &middot; ".join(counts)}</span>' if counts else ""
+    figures = "".join(f"<figure>{_img(png, f'{pair.stem} {label}')}<figcaption>{label}</figcaption></figure>" for label, png in panels)
+    return f'<div class="sample {kind}"><h3><span class="tag">{kind}</span> {caption}</h3><div class="panels">{figures}</div></div>'
+
+
+def _legend(class_names: Sequence[str], class_colours: np.ndarray, error_colours: np.ndarray, ignore_index: int | None) -> str:
+    def swatch(colour: Sequence[int], label: str) -> str:
+        r, g, b = (int(v) for v in colour)
+        return f'<span class="swatch"><i style="background:rgb({r},{g},{b})"></i>{html.escape(label)}</span>'
+
+    classes = "".join(swatch(colour, name) for colour, name in zip(class_colours, class_names))
+    errors = swatch(CORRECT_COLOUR, "correct") + "".join(
+        swatch(colour, f"wrong, predicted {name}") for colour, name in zip(error_colours, class_names)
+    )
+    ignored = swatch(IGNORED_COLOUR, f"ignored (mask value {ignore_index})") if ignore_index is not None else ""
+    return (
+        f'<p class="legend"><b>Classes</b> (ground truth and prediction): {classes}{ignored}</p>'
+        f'<p class="legend"><b>Error map</b>: correct pixels are dim gray; wrong pixels take the colour of the class '
+        f"the model predicted there (a dark class colour is drawn white): {errors}{ignored}</p>"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The page
+# ------------------------------------------------------------------------------------------------
+
+_CSS = """
+* { box-sizing: border-box; }
+body { margin: 0; background: #f4f5f7; color: #1d2330; font: 15px/1.5 "Segoe UI", "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1280px; margin: 0 auto; padding: 24px 28px 48px; }
+header { border-bottom: 3px solid #2f5d8a; margin-bottom: 8px; padding-bottom: 10px; }
+h1 { margin: 0 0 4px; font-size: 26px; }
+h2 { margin: 0 0 12px; font-size: 19px; color: #2f5d8a; }
+h3 { margin: 0 0 8px; font-size: 15px; font-weight: 600; }
+section { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 18px 22px; margin: 18px 0; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 18px; margin: 8px 0 0; }
+dl.facts dt { color: #5b6475; }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+.tables { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 12px; border-bottom: 1px solid #e3e6eb; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eef1f5; font-weight: 600; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+img { max-width: 100%; height: auto; display: block; }
+.plot img { margin: 6px auto; }
+.note { color: #5b6475; font-size: 13.5px; margin: 6px 0 0; }
+.legend { margin: 4px 0; font-size: 13.5px; }
+.swatch { display: inline-flex; align-items: center; margin: 0 12px 0 4px; white-space: nowrap; }
+.swatch i { display: inline-block; width: 14px; height: 14px; margin-right: 5px; border: 1px solid #888; border-radius: 2px; }
+.sample { border-top: 1px solid #e3e6eb; padding: 14px 0 6px; }
+.panels { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; }
+figure { margin: 0; }
+figure img { width: 100%; border-radius: 3px; }
+figcaption { text-align: center; font-size: 12.5px; color: #5b6475; }
+.tag { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; color: #fff; margin-right: 6px; text-transform: uppercase; letter-spacing: 0.04em; }
+.worst .tag { background: #b3413b; }
+.best .tag { background: #2e7d4f; }
+.counts { display: block; font-weight: normal; color: #5b6475; font-size: 13px; }
+.subtitle { color: #5b6475; margin: 0 0 6px; }
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _facts(items: Sequence[tuple[str, object]]) -> str:
+    return '<dl class="facts">' + "".join(
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(str(value))}</dd>" for label, value in items if value not in (None, "")
+    ) + "</dl>"
+
+
+def _read_per_image(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as error:
+        raise DataError(path, f"cannot read the per-image scores ({error.strerror or error}); run segnet evaluate first") from error
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise DataError(path, f"cannot read the evaluation ({error.strerror or error}); run segnet evaluate first") from error
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"not valid JSON ({error})") from error
+
+
+def _when(iso: str | None) -> str | None:
+    """An ISO timestamp as ``2025-03-01 14:02:11 +01:00`` (readable, still unambiguous)."""
+    return iso.replace("T", " ", 1)[:19] + " " + iso[19:] if iso and len(iso) > 19 else iso
+
+
+def _header(run_name: str, metrics: dict) -> str:
+    evaluation = metrics.get("evaluation", {})
+    checkpoint = None
+    if evaluation.get("checkpoint"):
+        checkpoint = f"{evaluation['checkpoint']} (epoch {evaluation.get('epoch')}, saved {_when(evaluation.get('checkpoint_saved'))})"
+    evaluated_on = None
+    if evaluation.get("data"):
+        evaluated_on = f"{metrics.get('num_images')} images of {evaluation['data']} (split: {evaluation.get('split')})"
+    prediction = [f"tiles of {evaluation['tile']} px" if evaluation.get("tile") else "whole images at full size"]
+    if evaluation.get("tta"):
+        prediction.append("test-time augmentation")
+    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    facts = [
+        ("model", evaluation.get("model")),
+        ("classes", ", ".join(f"{index} {name}" for index, name in enumerate(metrics["classes"]))),
+        ("checkpoint", checkpoint),
+        ("evaluated on", evaluated_on),
+        ("prediction", ", ".join(prediction)),
+        ("evaluated", _when(evaluation.get("evaluated_at"))),
+        ("report written", _when(now)),
+    ]
+    return f'<header><h1>Run {html.escape(run_name)}</h1><p class="subtitle">segnet training and evaluation report</p>{_facts(facts)}</header>'
+
+
+def _gallery_section(rows: Sequence[dict[str, str]], evaluation_dir: Path, class_names: Sequence[str], evaluation: dict) -> str:
+    chosen = _choose_gallery(rows)
+    worst = sum(kind == "worst" for kind, _ in chosen)
+    best = len(chosen) - worst
+    title = f"Worst {worst} and best {best} images by mean IoU" if best else f"All {worst} images by mean IoU, worst first"
+    ignore_index = evaluation.get("ignore_index")
+    palette = evaluation.get("mask_palette")
+    palette = {int(index): rgb for index, rgb in palette.items()} if palette else None  # JSON keys are strings
+    class_colours = class_palette(len(class_names))
+    error_colours = _error_colours(class_colours)
+    samples = "".join(
+        _gallery_row(kind, row, evaluation_dir, class_names, ignore_index, palette, error_colours) for kind, row in chosen
+    )
+    return f"<section><h2>{title}</h2>{_legend(class_names, class_colours, error_colours, ignore_index)}{samples}</section>"
+
+
+def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) -> Path:
+    """Write ``RUN/report.html`` from the run folder and its evaluation; return its path.
+
+    ``evaluation_dir`` defaults to ``RUN/evaluation`` (where ``segnet evaluate`` writes). The page
+    embeds every picture, so it opens from disk in any browser without a server or network.
+    """
+    run_dir = Path(run_dir)
+    run_name = run_dir.resolve().name
+    evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / "evaluation"
+    metrics = _read_metrics(evaluation_dir / METRICS_FILE)
+    rows = _read_per_image(evaluation_dir / PER_IMAGE_FILE)
+    evaluation = metrics.get("evaluation", {})
+    class_names = list(metrics["classes"])
+
+    history_csv = run_dir / HISTORY_FILE
+    if history_csv.is_file():
+        curves = _img(_figure_png(_curves_figure(_read_history(history_csv))), "training curves")
+    else:
+        curves = f'<p class="note">No training history: {html.escape(str(history_csv))} does not exist.</p>'
+
+    confusion = _img(_figure_png(_confusion_figure(np.array(metrics["confusion_matrix"]), class_names)), "confusion matrix")
+    counts = '<p class="note">No object classes to count.</p>'
+    if metrics.get("counts") and rows:
+        counts = (
+            _html_table(COUNT_HEADER, count_rows(metrics))
+            + f'<p class="note">Objects are connected regions of at least {evaluation.get("min_area")} px of one class '
+            "(a larger floor on large images); touching red cells are split at their narrow necks.</p>"
+            + f'<div class="plot">{_img(_figure_png(_count_figure(rows, metrics["counts"])), "true against predicted counts")}</div>'
+        )
+
+    sections = [
+        _header(run_name, metrics),
+        f"<section><h2>Training curves</h2>{curves}</section>",
+        '<section><h2>Metrics</h2><div class="tables">'
+        f"{_html_table(PER_CLASS_HEADER, per_class_rows(metrics))}{_html_table(('summary', ''), summary_rows(metrics))}</div>"
+        '<p class="note">Pixel scores come from one confusion matrix over all pixels of all evaluated images. '
+        "Accuracy is the share of a class's pixels found (recall); dice is the per-class F1; BF1 is the boundary F1 score "
+        "(tolerance 0.75% of the image diagonal), averaged over images; a dash means undefined (class absent).</p></section>",
+        f'<section><h2>Confusion matrix</h2><div class="plot">{confusion}</div></section>',
+        f"<section><h2>Object counts per image</h2>{counts}</section>",
+        _gallery_section(rows, evaluation_dir, class_names, evaluation),
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>segnet report: {html.escape(run_name)}</title><style>{_CSS}</style></head>"
+        f"<body><main>{''.join(sections)}</main></body></html>\n"
+    )
+    path = run_dir / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,365 @@
+"""The training loop: a plain PyTorch loop that runs unchanged on one CPU, one GPU, or under torchrun.
+
+Single process::
+
+    segnet train --data DIR --out RUN
+
+Several GPUs (DistributedDataParallel, one process per GPU; gloo on CPU)::
+
+    torchrun --nproc_per_node=4 -m segnet train --data DIR --out RUN
+
+Each epoch: random crops of the training images (one per image), then validation on the held-out
+images at their own size; metrics come from one confusion matrix summed over all processes.
+``RUN/last.pt`` is written every epoch and ``RUN/best.pt`` whenever the validation mean IoU
+improves, both atomically. Every epoch's randomness is derived from (seed, epoch), so a resumed run
+draws the same crops as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from segnet import distributed as dist
+from segnet.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from segnet.config import TrainConfig, save_config
+from segnet.data import Pair, SegmentationDataset, compute_fingerprint, find_pairs, read_split, split_pairs, write_split
+from segnet.errors import SegnetError
+from segnet.losses import build_loss
+from segnet.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.model import build_model, load_pretrained_encoder
+from segnet.transforms import train_transform
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr", "epoch_seconds")
+RUN_MARKERS = ("last.pt", "config.yaml")
+
+
+def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Create ``out``; refuse to clobber an earlier run unless resuming or overwriting."""
+    holds_run = any((out / name).exists() for name in RUN_MARKERS)
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise SegnetError(f"{out}: nothing to resume (no last.pt)")
+        return
+    if holds_run:
+        if not overwrite:
+            raise SegnetError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+        for name in ("last.pt", "best.pt", "history.csv", "curves.png"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def resolve_data_defaults(config: TrainConfig, fingerprint: dict) -> dict[str, Any]:
+    """Derive what the data decides: crop size, the rare class to oversample (nnU-Net-style plan).
+
+    The crop is the largest multiple of 32 up to 256 that fits the median image, so small images are
+    not padded and large ones are cropped at the size the throughput budget allows.
+    """
+    median_side = min(fingerprint["height"]["median"], fingerprint["width"]["median"])
+    crop = config.image_size or int(max(32, min(256, median_side // 32 * 32)))
+    frequencies = np.asarray(fingerprint["class_frequencies"])
+    present = np.flatnonzero(frequencies > 0)
+    rarest = int(present[np.argmin(frequencies[present])]) if present.size else None
+    return {"image_size": crop, "focus_class": rarest}
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
+    """Per-step multiplier of the base learning rate: linear warm-up, then cosine or poly decay."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "poly":
+            return (1 - progress) ** 0.9
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own albumentations stream, derived from the epoch's seed."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, epoch: int, pin_memory: bool) -> DataLoader:
+    """The epoch's loader; its shuffling and augmentation are functions of (seed, epoch) only."""
+    epoch_seed = config.seed * 100_003 + epoch
+    generator = torch.Generator().manual_seed(epoch_seed)
+    if dist.world_size() > 1:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    if config.num_workers == 0:
+        dataset.transform.set_random_seed(epoch_seed * 1000 + dist.rank())
+    per_process_batch = max(1, config.batch_size // dist.world_size())
+    return DataLoader(
+        dataset,
+        batch_size=per_process_batch,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker if config.num_workers > 0 else None,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=len(dataset) >= per_process_batch * dist.world_size() * 2,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    epoch: int,
+    epochs: int,
+    grad_clip: float | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> float:
+    """One pass over ``loader``; returns the mean training loss (over all processes).
+
+    With ``amp_dtype`` the forward pass runs under autocast; float16 needs a gradient scaler,
+    bfloat16 (the same exponent range as float32) does not.
+    """
+    model.train()
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not dist.is_main_process(), dynamic_ncols=True)
+    for images, masks in bar:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = loss_fn(model(images), masks)
+        if not torch.isfinite(loss):
+            raise SegnetError(
+                f"training loss became {loss.item()} at epoch {epoch}: lower the learning rate (--lr) "
+                "or check the data (segnet check); the last good checkpoint is kept"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64, device=device)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    dist.all_reduce_sum(loss_sum)
+    return (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    loss_fn: nn.Module,
+    device: torch.device,
+    class_names: Sequence[str],
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Score whole validation images at their own size; each process takes every N-th image.
+
+    The confusion matrix and the loss are summed over processes, so the result equals a
+    single-process evaluation of the same images (no image is padded in or counted twice).
+    """
+    model.eval()
+    confusion = ConfusionMatrix(len(class_names), device=device)
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    indices = range(dist.rank(), len(dataset), dist.world_size())
+    for index in tqdm(indices, desc="validation", unit="image", leave=False, disable=not dist.is_main_process(), dynamic_ncols=True):
+        image, mask = dataset[index]
+        image, mask = image[None].to(device), mask[None].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(image).float()
+        loss_sum += torch.tensor([loss_fn(logits, mask).item(), 1.0], dtype=torch.float64, device=device)
+        confusion.update(mask, logits.argmax(1))
+    confusion.reduce_from_all_processes()
+    dist.all_reduce_sum(loss_sum)
+    metrics = metrics_from_confusion(confusion.mat, class_names)
+    metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
+    return metrics
+
+
+def append_history(path: Path, row: dict[str, Any]) -> None:
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_FIELDS})
+
+
+def truncate_history(path: Path, epochs_done: int) -> None:
+    """On resume, drop rows of epochs after the checkpoint (they will be trained again)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= epochs_done]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_curves(run_dir: Path) -> None:
+    from segnet.report import plot_training_curves  # matplotlib is slow to import; only rank 0 needs it
+
+    plot_training_curves(run_dir / "history.csv", run_dir / "curves.png")
+
+
+def load_training_data(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Pair], list[Pair]]:
+    """Find the pairs and split them, reusing the run's split.json when resuming."""
+    pairs = find_pairs(config.data)
+    if resume and (run_dir / "split.json").is_file():
+        return read_split(run_dir / "split.json", pairs, "train"), read_split(run_dir / "split.json", pairs, "val")
+    return split_pairs(pairs, config.val_fraction, config.seed)
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, progress_log=print) -> Path:
+    """Train a model as ``config`` says; returns the run folder. See the module docstring."""
+    device = dist.init_distributed(config.device)
+    run_dir = Path(config.out)
+    if dist.is_main_process():
+        prepare_run_folder(run_dir, resume, overwrite)
+    dist.barrier()
+    log = progress_log if dist.is_main_process() else (lambda *a, **k: None)
+    torch.manual_seed(config.seed)
+    class_names = list(config.classes)
+    num_classes = len(class_names)
+    palette = config.palette_by_index()
+
+    train_pairs, val_pairs = load_training_data(config, run_dir, resume)
+    log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images from {config.data}")
+    # Decode everything once, before DataLoader workers fork and share the arrays.
+    train_set = SegmentationDataset(train_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
+    val_set = SegmentationDataset(val_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
+    fingerprint = compute_fingerprint((train_set.load(i) for i in range(len(train_set))), num_classes)
+    plan = resolve_data_defaults(config, fingerprint)
+    config.image_size = plan["image_size"]
+    normalization = {"mean": fingerprint["mean"], "std": fingerprint["std"]}
+    for dataset in (train_set, val_set):
+        dataset.set_normalization(normalization["mean"], normalization["std"])
+    train_set.transform = train_transform(
+        config.image_size, config.scale_range, num_classes, plan["focus_class"], config.focus_probability
+    )
+    if dist.is_main_process():
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
+        write_split(run_dir / "split.json", train_pairs, val_pairs)
+
+    model = build_model(config.model, num_classes)
+    if config.pretrained and not resume:
+        load_pretrained_encoder(model, config.pretrained)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    amp_dtype = dist.autocast_dtype(device, config.amp)
+    model_without_ddp = model
+    if dist.world_size() > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model_without_ddp = model.module
+    loss_fn = build_loss(fingerprint["class_presence_frequencies"], config.class_weights, config.loss).to(device)
+    optimizer = build_optimizer(config, model_without_ddp)
+    steps_per_epoch = len(make_train_loader(train_set, config, 0, pin_memory=False))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
+    )
+
+    start_epoch, best_score = 0, None
+    if resume:
+        state = load_checkpoint(run_dir / "last.pt", map_location=device)
+        check_compatible(state, config.model, class_names, run_dir / "last.pt")
+        model_without_ddp.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scheduler.load_state_dict(state["scheduler_state"])
+        start_epoch, best_score = state["epoch"], state["best_score"]
+        if dist.is_main_process():
+            truncate_history(run_dir / "history.csv", start_epoch)
+        log(f"resuming after epoch {start_epoch} (best validation mean IoU so far: {best_score})")
+    log(
+        f"model {config.model} ({sum(p.numel() for p in model_without_ddp.parameters()):,} parameters) on {device}, "
+        f"{dist.world_size()} process(es); crops {config.image_size}px, batch {config.batch_size}, "
+        f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "
+        f"{'mixed precision ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'float32'}"
+    )
+
+    def checkpoint_state(epoch: int) -> dict[str, Any]:
+        return {
+            "model": {"name": config.model, "num_classes": num_classes, "in_channels": 3},
+            "model_state": model_without_ddp.state_dict(),
+            "class_names": class_names,
+            "normalization": normalization,
+            "config": config.to_dict(),
+            "fingerprint": fingerprint,
+            "epoch": epoch,
+            "best_score": best_score,
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(),
+        }
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any other torch randomness
+        loader = make_train_loader(train_set, config, epoch, pin_memory=device.type == "cuda")
+        train_loss = train_one_epoch(
+            model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
+        )
+        metrics = None
+        if val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
+            metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
+        seconds = time.perf_counter() - started
+        improved = metrics is not None and metrics["mean_iou"] is not None and (best_score is None or metrics["mean_iou"] > best_score)
+        if improved:
+            best_score = metrics["mean_iou"]
+        if dist.is_main_process():
+            state = checkpoint_state(epoch)
+            save_checkpoint(state, run_dir / "last.pt")
+            if improved or not val_pairs:
+                shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
+                (run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
+            append_history(
+                run_dir / "history.csv",
+                {
+                    "epoch": epoch,
+                    "train_loss": f"{train_loss:.5f}",
+                    "val_loss": f"{metrics['loss']:.5f}" if metrics else None,
+                    "val_global_accuracy": f"{metrics['global_accuracy']:.5f}" if metrics else None,
+                    "val_mean_iou": f"{metrics['mean_iou']:.5f}" if metrics and metrics["mean_iou"] is not None else None,
+                    "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                    "epoch_seconds": f"{seconds:.1f}",
+                },
+            )
+            write_curves(run_dir)
+        summary = f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}"
+        if metrics:
+            summary += f", val loss {metrics['loss']:.4f}, pixel accuracy {metrics['global_accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
+        log(summary + f" ({seconds:.0f}s){' *best*' if improved else ''}")
+    dist.barrier()
+    dist.cleanup()
+    return run_dir

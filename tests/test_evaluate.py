@@ -1,0 +1,207 @@
+"""Tests for segnet.evaluate: a hand-built run folder evaluated end to end on the CPU.
+
+The run holds an untrained segnet-basic checkpoint (its predictions are arbitrary, which is all
+these tests need: they check that the files and the numbers agree with each other and with the
+data, not that the model is good) and four 48x48 synthetic images split 2 train / 2 val.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segnet import DEFAULT_CLASSES
+from segnet.checkpoint import save_checkpoint
+from segnet.counting import count_objects
+from segnet.data import find_pairs, read_mask, write_split
+from segnet.errors import DataError, SegnetError
+from segnet.evaluate import evaluate_run, format_metrics_table
+from segnet.model import build_model
+from segnet.synthetic import write_dataset
+
+torch.set_num_threads(1)
+
+SIZE = 48
+CLASSES = list(DEFAULT_CLASSES)
+MIN_AREA = 10  # synthetic cells at 48 px are small; the default 30 px would count almost none
+
+
+def make_run(root: Path) -> tuple[Path, Path]:
+    """A run folder (checkpoint, split.json, history.csv) and a 4-image dataset; returns (run, data)."""
+    data = write_dataset(root / "data", count=4, size=SIZE)
+    run = root / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model = build_model("segnet-basic", len(CLASSES))
+    save_checkpoint(
+        {
+            "model": {"name": "segnet-basic", "num_classes": len(CLASSES), "in_channels": 3},
+            "model_state": model.state_dict(),
+            "class_names": CLASSES,
+            "normalization": {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]},
+            "config": {"model": "segnet-basic", "classes": CLASSES, "mask_palette": None},
+            "epoch": 3,
+            "best_score": 0.4,
+        },
+        run / "best.pt",
+    )
+    pairs = find_pairs(data)
+    write_split(run / "split.json", pairs[:2], pairs[2:])
+    (run / "history.csv").write_text(
+        "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n"
+        "1,1.10,1.05,0.60,0.30,1.000e-03,2.0\n"
+        "2,0.90,,,,9.000e-04,2.1\n"
+        "3,0.70,0.80,0.75,0.42,5.000e-04,2.0\n"
+    )
+    return run, data
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """The run evaluated once on its validation split (shared by the tests that only read it)."""
+    run, data = make_run(tmp_path_factory.mktemp("evaluate"))
+    metrics = evaluate_run(run / "best.pt", data, device="cpu", min_area=MIN_AREA, progress=False)
+    return run, data, metrics
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, Path, dict]) -> None:
+    run, data, metrics = evaluated
+    out = run / "evaluation"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    for key in ("classes", "global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou", "per_class", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["classes"] == CLASSES
+    assert metrics["num_images"] == 2
+    assert set(metrics["boundary_f1"]) == {"mean", "per_class"}
+    assert set(metrics["boundary_f1"]["per_class"]) == set(CLASSES)
+    assert set(metrics["counts"]) == {"erythrocyte", "spirochete"}
+    for agreement in metrics["counts"].values():
+        assert set(agreement) == {"mean_absolute_error", "pearson_r", "mean_true", "mean_predicted"}
+    assert metrics["evaluation"]["model"] == "segnet-basic"
+    assert metrics["evaluation"]["split"] == "val"
+
+    val_stems = json.loads((run / "split.json").read_text())["val"]
+    rows = read_rows(out / "per_image.csv")
+    assert [row["image"] for row in rows] == val_stems
+    assert list(rows[0]) == [
+        "image", "image_path", "mask_path", "pixel_accuracy", "mean_iou",
+        "iou_background", "iou_erythrocyte", "iou_spirochete",
+        "true_count_erythrocyte", "pred_count_erythrocyte", "true_count_spirochete", "pred_count_spirochete",
+    ]  # fmt: skip
+    for stem in val_stems:
+        prediction = np.asarray(Image.open(out / "predictions" / f"{stem}.png"))
+        assert prediction.shape == (SIZE, SIZE) and prediction.dtype == np.uint8
+        assert prediction.max() < len(CLASSES)
+    assert sorted(p.stem for p in (out / "predictions").iterdir()) == sorted(val_stems)
+
+
+def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path, dict]) -> None:
+    run, data, metrics = evaluated
+    out = run / "evaluation"
+    rows = read_rows(out / "per_image.csv")
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == len(rows) * SIZE * SIZE
+    assert confusion.trace() / confusion.sum() == pytest.approx(metrics["global_accuracy"])
+    # Images of one size: the mean per-image pixel accuracy is the global accuracy.
+    assert np.mean([float(row["pixel_accuracy"]) for row in rows]) == pytest.approx(metrics["global_accuracy"], abs=1e-5)
+
+    # Recompute from the files: truth from the masks, prediction from predictions/.
+    recomputed = np.zeros_like(confusion)
+    for row in rows:
+        truth = read_mask(row["mask_path"], len(CLASSES))
+        pred = read_mask(out / "predictions" / f"{row['image']}.png", len(CLASSES))
+        recomputed += np.bincount(len(CLASSES) * truth.ravel().astype(int) + pred.ravel(), minlength=len(CLASSES) ** 2).reshape(3, 3)
+        assert float(row["pixel_accuracy"]) == pytest.approx(np.mean(truth == pred), abs=1e-5)
+        true_counts = count_objects(truth, [1, 2], min_area=MIN_AREA)
+        pred_counts = count_objects(pred, [1, 2], min_area=MIN_AREA)
+        for class_id, name in ((1, "erythrocyte"), (2, "spirochete")):
+            assert int(row[f"true_count_{name}"]) == true_counts[class_id]
+            assert int(row[f"pred_count_{name}"]) == pred_counts[class_id]
+        for c, name in enumerate(CLASSES):
+            union = np.count_nonzero((truth == c) | (pred == c))
+            cell = row[f"iou_{name}"]
+            if union == 0:
+                assert cell == ""
+            else:
+                assert float(cell) == pytest.approx(np.count_nonzero((truth == c) & (pred == c)) / union, abs=1e-5)
+    np.testing.assert_array_equal(recomputed, confusion)
+    for name, agreement in metrics["counts"].items():
+        assert agreement["mean_true"] == pytest.approx(np.mean([int(row[f"true_count_{name}"]) for row in rows]))
+        assert agreement["mean_predicted"] == pytest.approx(np.mean([int(row[f"pred_count_{name}"]) for row in rows]))
+    supports = [metrics["per_class"][name]["support"] for name in CLASSES]
+    assert supports == confusion.sum(axis=1).tolist()
+
+
+def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dict]) -> None:
+    table = format_metrics_table(evaluated[2])
+    for text in ("IoU", "precision", "dice", "BF1", "support", "global accuracy", "class-average accuracy", "mean IoU",
+                 "frequency-weighted IoU", "mean boundary F1", "count MAE", "count r", *CLASSES):
+        assert text in table
+    assert f"{evaluated[2]['mean_iou']:.3f}" in table
+    assert "None" not in table and "nan" not in table
+
+
+def test_split_all_and_custom_out(tmp_path: Path) -> None:
+    run, data = make_run(tmp_path)
+    out = tmp_path / "elsewhere"
+    metrics = evaluate_run(run / "best.pt", data, split="all", out=out, device="cpu", progress=False)
+    assert metrics["num_images"] == 4
+    assert np.sum(metrics["confusion_matrix"]) == 4 * SIZE * SIZE
+    assert len(read_rows(out / "per_image.csv")) == 4
+    assert not (run / "evaluation").exists()
+
+
+def test_ignore_index_leaves_pixels_out(tmp_path: Path) -> None:
+    run, data = make_run(tmp_path)
+    mask_path = data / "masks" / "003.png"  # a validation image
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[:10, :] = 255  # ten unlabelled rows
+    Image.fromarray(mask).save(mask_path)
+
+    with pytest.raises(DataError, match="003.png"):
+        evaluate_run(run / "best.pt", data, device="cpu", progress=False)
+    metrics = evaluate_run(run / "best.pt", data, device="cpu", ignore_index=255, progress=False)
+    assert np.sum(metrics["confusion_matrix"]) == 2 * SIZE * SIZE - 10 * SIZE
+    rows = read_rows(run / "evaluation" / "per_image.csv")
+    assert all(0 <= float(row["pixel_accuracy"]) <= 1 for row in rows)
+
+
+def test_bad_split_and_missing_split_file(tmp_path: Path) -> None:
+    run, data = make_run(tmp_path)
+    with pytest.raises(SegnetError, match="unknown split 'test'"):
+        evaluate_run(run / "best.pt", data, split="test", device="cpu", progress=False)
+    (run / "split.json").unlink()
+    with pytest.raises(DataError, match="split.json"):
+        evaluate_run(run / "best.pt", data, device="cpu", progress=False)
+
+
+def test_undefined_scores_are_dashes() -> None:
+    metrics = {
+        "classes": ["background", "cell"],
+        "global_accuracy": 1.0,
+        "class_average_accuracy": 1.0,
+        "mean_iou": 1.0,
+        "frequency_weighted_iou": 1.0,
+        "per_class": {
+            "background": {"iou": 1.0, "accuracy": 1.0, "precision": 1.0, "dice": 1.0, "support": 2304},
+            "cell": {"iou": None, "accuracy": None, "precision": None, "dice": None, "support": 0},
+        },
+        "boundary_f1": {"mean": 1.0, "per_class": {"background": 1.0, "cell": None}},
+        "counts": {"cell": {"mean_absolute_error": 0.0, "pearson_r": None, "mean_true": 0.0, "mean_predicted": 0.0}},
+    }
+    table = format_metrics_table(metrics)
+    per_class_line, count_line = [line.split() for line in table.splitlines() if line.startswith("cell ")]
+    assert per_class_line == ["cell", "-", "-", "-", "-", "-", "0"]
+    assert count_line == ["cell", "0.00", "-", "0.0", "0.0"]
+    assert "2,304" in table

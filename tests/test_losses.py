@@ -1,0 +1,41 @@
+"""Median frequency balancing and the loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from segnet.data import IGNORE_INDEX
+from segnet.losses import build_loss, class_weights, median_frequency_weights, soft_dice_loss
+
+
+def test_median_frequency_weights_by_hand():
+    # median(0.8, 0.15, 0.02) = 0.15
+    assert median_frequency_weights([0.8, 0.15, 0.02]) == pytest.approx([0.15 / 0.8, 1.0, 0.15 / 0.02])
+
+
+def test_absent_class_gets_zero_weight_and_sqrt_variant():
+    assert median_frequency_weights([0.5, 0.0, 0.5]) == pytest.approx([1.0, 0.0, 1.0])
+    assert class_weights([0.8, 0.15, 0.02], "sqrt-median")[2] == pytest.approx(math.sqrt(7.5))
+    assert class_weights([0.8, 0.15, 0.02], "none") is None
+
+
+def test_loss_skips_ignored_pixels():
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.randint(0, 3, (1, 4, 4))
+    loss = build_loss([0.8, 0.15, 0.05], "median")
+    masked = target.clone()
+    masked[0, :2] = IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(logits[..., 2:, :], target[:, 2:], weight=loss.weights)
+    assert loss(logits, masked).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dice_term_is_zero_for_a_perfect_prediction_and_positive_otherwise():
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(torch.zeros(1, 3, 2, 2), target).item() > 0.3
+    combined = build_loss([0.5, 0.3, 0.2], "none", "ce+dice")
+    assert combined(torch.zeros(1, 3, 2, 2), target).item() > build_loss([0.5, 0.3, 0.2], "none")(torch.zeros(1, 3, 2, 2), target).item()

@@ -1,0 +1,355 @@
+"""Tests for segnet.model: shapes, pooling indices, parameter counts, pretrained loading, MC dropout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segnet.errors import SegnetError
+from segnet.model import (
+    MODEL_NAMES,
+    DecoderStage,
+    EncoderStage,
+    build_model,
+    count_parameters,
+    enable_mc_dropout,
+    load_pretrained_encoder,
+)
+
+torch.set_num_threads(1)
+
+STRIDES = {
+    "segnet": 32,
+    "bayesian-segnet": 32,
+    "segnet-basic": 16,
+    "bayesian-segnet-basic": 16,
+    "notebook-segnet": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {name: build_model(name, num_classes=3).eval() for name in MODEL_NAMES}
+
+
+# ------------------------------------------------------------------------------------ shapes
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("size", [(37, 45), (1, 1), (32, 16)])
+def test_output_shape_any_size(models: dict[str, nn.Module], name: str, size: tuple[int, int]) -> None:
+    model = models[name]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 3, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_total_stride(models: dict[str, nn.Module], name: str) -> None:
+    assert models[name].total_stride == STRIDES[name]
+
+
+def test_other_channels_and_classes() -> None:
+    model = build_model("segnet-basic", num_classes=5, in_channels=1).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 19, 23))
+    assert out.shape == (2, 5, 19, 23)
+
+
+def test_padding_is_zeros_at_bottom_right(models: dict[str, nn.Module]) -> None:
+    model = models["notebook-segnet"]
+    x = torch.randn(1, 3, 13, 21)
+    with torch.no_grad():
+        out = model(x)
+        padded = model(F.pad(x, (0, 3, 0, 3)))  # 16 x 24: already a multiple of 8
+    assert padded.shape[-2:] == (16, 24)
+    torch.testing.assert_close(out, padded[:, :, :13, :21])
+
+
+# ------------------------------------------------------------------------- pool / unpool
+
+
+def test_unpool_restores_values_at_pooled_positions() -> None:
+    torch.manual_seed(1)
+    enc = EncoderStage(2, [4])
+    dec = DecoderStage(4, [4])
+    x = torch.randn(2, 2, 6, 8)
+    with torch.no_grad():
+        features = enc.convs(x)
+        pooled, indices = enc(x)
+        restored = dec.unpool(pooled, indices)
+    assert pooled.shape == (2, 4, 3, 4)
+    assert restored.shape == features.shape
+    # Independently find each 2x2 block's maximum position.
+    blocks = features.reshape(2, 4, 3, 2, 4, 2).permute(0, 1, 2, 4, 3, 5).reshape(2, 4, 3, 4, 4)
+    winner = blocks.argmax(dim=-1)
+    mask = F.one_hot(winner, 4).bool().reshape(2, 4, 3, 4, 2, 2).permute(0, 1, 2, 4, 3, 5)
+    mask = mask.reshape(features.shape)
+    torch.testing.assert_close(restored[mask], features[mask])
+    assert (restored[~mask] == 0).all()
+    assert mask.sum() == pooled.numel()
+
+
+# ---------------------------------------------------------------------- parameter counts
+
+
+def _conv(cin: int, cout: int, k: int, bn: bool = True) -> int:
+    return k * k * cin * cout + cout + (2 * cout if bn else 0)  # weight + bias + BN gamma/beta
+
+
+def test_segnet_parameter_count(models: dict[str, nn.Module]) -> None:
+    encoder = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+    decoder = [(512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256),
+               (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64)]
+    expected = sum(_conv(a, b, 3) for a, b in encoder + decoder) + _conv(64, 3, 3, bn=False)
+    assert expected == 29_444_739
+    assert count_parameters(models["segnet"]) == expected
+    assert 29.4e6 <= expected <= 29.5e6  # the paper's 29.5M-ish figure
+    # Dropout adds no parameters.
+    assert count_parameters(models["bayesian-segnet"]) == expected
+
+
+def test_segnet_basic_parameter_count(models: dict[str, nn.Module]) -> None:
+    expected = _conv(3, 64, 7) + 7 * _conv(64, 64, 7) + _conv(64, 3, 1, bn=False)
+    assert expected == 1_416_067
+    assert count_parameters(models["segnet-basic"]) == expected
+    assert count_parameters(models["bayesian-segnet-basic"]) == expected
+
+
+def test_notebook_parameter_count(models: dict[str, nn.Module]) -> None:
+    layers = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
+              (256, 256), (256, 128), (128, 128), (128, 64), (64, 64), (64, 3)]
+    expected = sum(_conv(a, b, 3) for a, b in layers)
+    assert expected == 2_293_641
+    assert count_parameters(models["notebook-segnet"]) == expected
+
+
+def test_count_parameters_skips_frozen() -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    assert count_parameters(model) == 3
+
+
+# ----------------------------------------------------------------------------- logits
+
+
+@pytest.mark.parametrize("name", ["segnet", "segnet-basic", "bayesian-segnet-basic"])
+def test_logits_can_be_negative(models: dict[str, nn.Module], name: str) -> None:
+    torch.manual_seed(2)
+    with torch.no_grad():
+        out = models[name](torch.randn(1, 3, 24, 24))
+    assert (out < 0).any()
+    assert (out > 0).any()
+
+
+def test_notebook_logits_are_clipped_at_zero(models: dict[str, nn.Module]) -> None:
+    torch.manual_seed(2)
+    with torch.no_grad():
+        out = models["notebook-segnet"](torch.randn(1, 3, 24, 24))
+    assert (out >= 0).all()
+    assert (out == 0).any()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(SegnetError) as info:
+        build_model("unet", num_classes=3)
+    message = str(info.value)
+    assert "unet" in message
+    for name in MODEL_NAMES:
+        assert name in message
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 3, "in_channels": 0}])
+def test_bad_sizes_rejected(kwargs: dict[str, int]) -> None:
+    with pytest.raises(SegnetError):
+        build_model("segnet-basic", **kwargs)
+
+
+# ------------------------------------------------------------------ pretrained encoder
+
+
+def _fake_vgg16_bn_state(in_channels: int = 3) -> dict[str, torch.Tensor]:
+    """A state dict laid out like torchvision's vgg16_bn, built here independently of segnet.model."""
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            channels = v
+    features = nn.Sequential(*layers)
+    generator = torch.Generator().manual_seed(3)
+    state = {}
+    for key, value in features.state_dict().items():
+        if value.is_floating_point():
+            value = torch.rand(value.shape, generator=generator) + 0.1  # positive: valid running_var
+        else:
+            value = torch.tensor(7)
+        state[f"features.{key}"] = value
+    state["classifier.0.weight"] = torch.randn(4096, 25088 // 64)  # any shape: ignored
+    state["classifier.6.bias"] = torch.randn(1000)
+    return state
+
+
+def _encoder_layers(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    return [(block[0], block[1]) for stage in model.encoder for block in stage.convs]
+
+
+@pytest.mark.parametrize("name", ["segnet", "bayesian-segnet"])
+def test_load_pretrained_encoder_round_trip(tmp_path: Path, name: str) -> None:
+    state = _fake_vgg16_bn_state()
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(state, path)
+    model = build_model(name, num_classes=3)
+    decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    load_pretrained_encoder(model, path)
+
+    conv_indices = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    layers = _encoder_layers(model)
+    assert len(layers) == len(conv_indices) == 13
+    for i, (conv, bn) in zip(conv_indices, layers):
+        assert torch.equal(conv.weight, state[f"features.{i}.weight"])
+        assert torch.equal(conv.bias, state[f"features.{i}.bias"])
+        assert torch.equal(bn.weight, state[f"features.{i + 1}.weight"])
+        assert torch.equal(bn.bias, state[f"features.{i + 1}.bias"])
+        assert torch.equal(bn.running_mean, state[f"features.{i + 1}.running_mean"])
+        assert torch.equal(bn.running_var, state[f"features.{i + 1}.running_var"])
+        assert int(bn.num_batches_tracked) == 7
+    for key, value in model.decoder.state_dict().items():
+        assert torch.equal(value, decoder_before[key])
+
+
+def test_load_pretrained_without_num_batches_tracked(tmp_path: Path) -> None:
+    state = {k: v for k, v in _fake_vgg16_bn_state().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pth"
+    torch.save(state, path)
+    model = build_model("segnet", num_classes=3)
+    load_pretrained_encoder(model, path)
+    assert torch.equal(model.encoder[4].convs[2][0].weight, state["features.40.weight"])
+
+
+def test_load_pretrained_wrong_shape_names_key(tmp_path: Path) -> None:
+    state = _fake_vgg16_bn_state()
+    state["features.10.weight"] = torch.zeros(128, 64, 3, 3)  # should be (128, 128, 3, 3)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    model = build_model("segnet", num_classes=3)
+    before = model.encoder[0].convs[0][0].weight.clone()
+    with pytest.raises(SegnetError) as info:
+        load_pretrained_encoder(model, path)
+    assert "features.10.weight" in str(info.value)
+    assert "bad.pth" in str(info.value)
+    assert torch.equal(model.encoder[0].convs[0][0].weight, before)  # nothing half-loaded
+
+
+def test_load_pretrained_other_in_channels_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.pth"
+    torch.save(_fake_vgg16_bn_state(in_channels=3), path)
+    model = build_model("segnet", num_classes=3, in_channels=1)
+    with pytest.raises(SegnetError, match="features.0.weight"):
+        load_pretrained_encoder(model, path)
+
+
+def test_load_pretrained_missing_key(tmp_path: Path) -> None:
+    state = _fake_vgg16_bn_state()
+    del state["features.41.running_var"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(SegnetError, match="features.41.running_var"):
+        load_pretrained_encoder(build_model("segnet", num_classes=3), path)
+
+
+def test_load_pretrained_missing_and_unreadable_file(tmp_path: Path) -> None:
+    model = build_model("segnet", num_classes=3)
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(SegnetError, match="nope.pth"):
+        load_pretrained_encoder(model, missing)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a torch file")
+    with pytest.raises(SegnetError, match="garbage.pth"):
+        load_pretrained_encoder(model, garbage)
+
+
+def test_load_pretrained_rejects_basic(tmp_path: Path) -> None:
+    path = tmp_path / "vgg.pth"
+    torch.save(_fake_vgg16_bn_state(), path)
+    with pytest.raises(SegnetError, match="only fit segnet"):
+        load_pretrained_encoder(build_model("segnet-basic", num_classes=3), path)
+
+
+# ------------------------------------------------------------------------- MC dropout
+
+
+def test_enable_mc_dropout_samples_differ_bn_stays_eval() -> None:
+    torch.manual_seed(4)
+    model = build_model("bayesian-segnet-basic", num_classes=3)
+    model.train()
+    enable_mc_dropout(model)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(dropouts) == 4
+    assert all(m.training for m in dropouts)
+    assert norms and not any(m.training for m in norms)
+    running_mean = norms[0].running_mean.clone()
+    x = torch.randn(1, 3, 20, 20)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert not torch.equal(a, b)
+    assert torch.equal(norms[0].running_mean, running_mean)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_bayesian_segnet_has_six_dropouts(models: dict[str, nn.Module]) -> None:
+    dropouts = [m for m in models["bayesian-segnet"].modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 6
+    assert all(m.p == 0.5 for m in dropouts)
+    assert not any(isinstance(m, nn.Dropout) for m in models["segnet"].modules())
+
+
+def test_enable_mc_dropout_without_dropout_raises(models: dict[str, nn.Module]) -> None:
+    with pytest.raises(SegnetError, match="bayesian"):
+        enable_mc_dropout(models["segnet-basic"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("name", ["segnet-basic", "bayesian-segnet-basic", "notebook-segnet"])
+def test_forward_backward(name: str) -> None:
+    torch.manual_seed(5)
+    model = build_model(name, num_classes=3).train()
+    x = torch.randn(2, 3, 21, 27)
+    target = torch.randint(0, 3, (2, 21, 27))
+    loss = F.cross_entropy(model(x), target)
+    loss.backward()
+    assert torch.isfinite(loss)
+    first = model.encoder[0].convs[0][0].weight.grad
+    last = model.classifier.weight if isinstance(model.classifier, nn.Conv2d) else model.classifier[0].weight
+    assert first is not None and first.abs().sum() > 0
+    assert last.grad is not None and last.grad.abs().sum() > 0
+
+
+def test_segnet_forward_backward(models: dict[str, nn.Module]) -> None:
+    torch.manual_seed(6)
+    model = build_model("segnet", num_classes=3).train()
+    x = torch.randn(2, 3, 33, 35)  # padded to 64x64, 2x2 at the bottleneck
+    target = torch.randint(0, 3, (2, 33, 35))
+    out = model(x)
+    assert out.shape == (2, 3, 33, 35)
+    F.cross_entropy(out, target).backward()
+    assert model.encoder[0].convs[0][0].weight.grad.abs().sum() > 0
+    assert model.classifier.weight.grad.abs().sum() > 0

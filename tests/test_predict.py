@@ -1,0 +1,392 @@
+"""Tests for segnet.predict: sliding windows, TTA, MC dropout, pictures, inputs and predict_paths."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from segnet.checkpoint import save_checkpoint
+from segnet.errors import CheckpointError, DataError, SegnetError
+from segnet.model import build_model
+from segnet.predict import (
+    Predictor,
+    class_palette,
+    colorize,
+    expand_inputs,
+    gaussian_importance_map,
+    overlay,
+    predict_paths,
+    predictive_entropy,
+    sliding_window_starts,
+)
+from segnet.synthetic import generate_sample
+
+torch.set_num_threads(1)
+
+CLASSES = ["background", "erythrocyte", "spirochete"]
+MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
+CPU = torch.device("cpu")
+
+
+def sample_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return generate_sample(height, width, np.random.default_rng(seed))[0]
+
+
+def local_model(seed: int = 0) -> nn.Module:
+    """A deterministic net with a 5x5 receptive field: tiles see all the context a pixel needs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+
+class PoolingModel(nn.Module):
+    """A two-level SegNet in miniature (pool with indices, unpool), small receptive field, stride 4."""
+
+    total_stride = 4
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoder = nn.ModuleList([nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)])
+        self.decoder = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, -width % self.total_stride, 0, -height % self.total_stride))
+        indices = []
+        for conv in self.encoder:
+            x, pooled_at = F.max_pool2d(torch.relu(conv(x)), 2, return_indices=True)
+            indices.append(pooled_at)
+        for conv, pooled_at in zip(self.decoder, reversed(indices)):
+            x = conv(F.max_unpool2d(x, pooled_at, 2))
+        return x[..., :height, :width]
+
+
+def pointwise_model(seed: int = 0) -> nn.Module:
+    """Each output pixel depends on its input pixel only, so it commutes with flips and rotations."""
+    torch.manual_seed(seed)
+    return nn.Conv2d(3, 3, 1)
+
+
+def predictor(model: nn.Module, **options) -> Predictor:
+    return Predictor(model, CLASSES, MEAN, STD, CPU, **options)
+
+
+# ------------------------------------------------------------------------------ sliding windows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.integers(1, 3000),
+    tile_in_strides=st.integers(1, 300),
+    stride=st.sampled_from([1, 2, 16, 32]),
+    overlap=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]),
+)
+def test_window_starts_cover_the_axis_and_end_at_the_edge(length: int, tile_in_strides: int, stride: int, overlap: float) -> None:
+    tile = tile_in_strides * stride
+    starts = sliding_window_starts(length, tile, overlap, stride)
+    edge = -(-length // stride) * stride  # the model pads its input up to a multiple of its stride
+    if edge <= tile:
+        assert starts == [0]
+        return
+    assert starts[0] == 0
+    assert starts[-1] + tile == edge
+    assert all(start % stride == 0 for start in starts)
+    steps = np.diff(starts) // stride
+    assert (steps > 0).all()
+    target_step = max(tile_in_strides * (1 - overlap), 1)
+    # Rounding the evenly spread starts moves each by at most half a stride.
+    assert (steps <= math.ceil(target_step)).all()
+    # The fewest windows: one window fewer could not keep the step within the target.
+    assert (len(starts) - 2) * target_step < (edge - tile) // stride
+
+
+def test_window_starts_examples() -> None:
+    assert sliding_window_starts(150, 64, 0.25) == [0, 43, 86]
+    assert sliding_window_starts(128, 64, 0.0) == [0, 64]
+    assert sliding_window_starts(150, 64, 0.25, stride=16) == [0, 48, 96]  # 150 pads to 160
+    with pytest.raises(ValueError, match="multiple"):
+        sliding_window_starts(150, 60, 0.25, stride=16)
+
+
+def test_gaussian_importance_map_is_symmetric_positive_and_peaks_at_one() -> None:
+    weights = gaussian_importance_map(64, 48)
+    assert weights.shape == (64, 48) and weights.dtype == torch.float32
+    assert weights.max().item() == pytest.approx(1.0)
+    assert weights.min().item() > 0
+    assert torch.equal(weights, weights.flip(0)) and torch.equal(weights, weights.flip(1))
+
+
+# ------------------------------------------------------------------------------ predict_proba
+
+
+def test_whole_image_probabilities_sum_to_one() -> None:
+    image = sample_image(50, 70)
+    proba = predictor(build_model("segnet-basic", 3)).predict_proba(image)
+    assert proba.shape == (3, 50, 70) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
+    mask = predictor(build_model("segnet-basic", 3)).predict(image)
+    assert mask.shape == (50, 70) and mask.dtype == np.uint8
+
+
+def test_tiling_reproduces_whole_image_inference() -> None:
+    image = sample_image(150, 130)
+    model = local_model()
+    whole = predictor(model).predict(image)
+    tiled_proba = predictor(model, tile=64, batch_size=3).predict_proba(image)
+    np.testing.assert_allclose(tiled_proba.sum(0), 1.0, atol=1e-5)
+    assert (tiled_proba.argmax(0) == whole).mean() >= 0.99
+
+
+def test_tiling_a_pooling_model_keeps_its_pooling_grid() -> None:
+    # Windows off the stride grid would unpool to other positions (about 72% agreement here).
+    image = sample_image(150, 130)
+    model = PoolingModel()
+    whole = predictor(model).predict(image)
+    assert (predictor(model, tile=64).predict(image) == whole).mean() >= 0.99
+
+
+def test_tiling_a_pointwise_model_is_exact() -> None:
+    image = sample_image(150, 130)
+    model = pointwise_model()
+    whole = predictor(model).predict_proba(image)
+    np.testing.assert_allclose(predictor(model, tile=64, overlap=0.5).predict_proba(image), whole, atol=1e-5)
+
+
+def test_tile_batch_size_does_not_change_the_result() -> None:
+    image = sample_image(100, 90)
+    model = local_model()
+    one = predictor(model, tile=48, batch_size=1).predict_proba(image)
+    many = predictor(model, tile=48, batch_size=5).predict_proba(image)
+    np.testing.assert_allclose(one, many, atol=1e-6)
+
+
+def test_tiling_reports_window_progress() -> None:
+    calls: list[tuple[int, int]] = []
+    predictor(local_model(), tile=48, batch_size=2).predict_proba(sample_image(100, 90), progress=lambda *a: calls.append(a))
+    assert calls == [(2, 9), (4, 9), (6, 9), (8, 9), (9, 9)]
+
+
+def test_images_smaller_than_a_tile() -> None:
+    model = build_model("segnet-basic", 3)
+    for shape in [(40, 30), (7, 5)]:
+        image = sample_image(*shape)
+        tiled = predictor(model, tile=64).predict_proba(image)
+        np.testing.assert_allclose(tiled, predictor(model).predict_proba(image), atol=1e-5)
+    # Smaller than a tile in one direction only: one row of windows.
+    tiled = predictor(model, tile=64).predict_proba(sample_image(40, 100))
+    assert tiled.shape == (3, 40, 100)
+    np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-5)
+
+
+def test_tta_averages_the_eight_flips_and_rotations() -> None:
+    model = build_model("segnet-basic", 3)
+    image = sample_image(48, 40)  # not square: rotated views have another shape
+    plain = predictor(model)
+    manual = np.zeros((3, 48, 40), dtype=np.float64)
+    for flip in (False, True):
+        for turns in range(4):
+            view = np.rot90(image[:, ::-1] if flip else image, turns)
+            proba = np.rot90(plain.predict_proba(np.ascontiguousarray(view)), -turns, axes=(1, 2))
+            manual += proba[:, :, ::-1] if flip else proba
+    manual /= 8
+    np.testing.assert_allclose(predictor(model, tta=True).predict_proba(image), manual, atol=1e-5)
+
+
+def test_tta_with_tiles_undoes_each_view() -> None:
+    image = sample_image(100, 70)
+    model = pointwise_model()
+    expected = predictor(model).predict_proba(image)
+    np.testing.assert_allclose(predictor(model, tile=48, tta=True).predict_proba(image), expected, atol=1e-5)
+
+
+def test_mc_dropout_samples_vary_and_give_entropy() -> None:
+    torch.manual_seed(0)
+    model = build_model("bayesian-segnet-basic", 3)
+    sampler = predictor(model, mc_samples=3)
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(m.training for m in model.modules() if isinstance(m, nn.Dropout))
+    image = sample_image(48, 48)
+    first, second = sampler.predict_proba(image), sampler.predict_proba(image)
+    assert not np.allclose(first, second)
+    np.testing.assert_allclose(first.sum(0), 1.0, atol=1e-5)
+    entropy = predictive_entropy(first)
+    assert entropy.shape == (48, 48) and entropy.dtype == np.float32
+    assert (entropy >= 0).all() and (entropy <= math.log(3) + 1e-5).all()
+    assert entropy.max() > 0
+
+
+def test_mc_dropout_needs_dropout_layers() -> None:
+    with pytest.raises(SegnetError, match="dropout"):
+        predictor(build_model("segnet-basic", 3), mc_samples=2)
+
+
+class NanModel(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 3, *x.shape[2:]), float("nan"))
+
+
+@pytest.mark.parametrize("tile", [None, 32])
+def test_non_finite_output_is_an_error(tile: int | None) -> None:
+    with pytest.raises(SegnetError, match="NaN"):
+        predictor(NanModel(), tile=tile).predict_proba(sample_image(40, 40))
+
+
+def test_bad_options_and_images_are_errors() -> None:
+    model = local_model()
+    for options in [{"tile": 0}, {"overlap": 1.0}, {"batch_size": 0}, {"mc_samples": -1}]:
+        with pytest.raises(SegnetError):
+            predictor(model, **options)
+    with pytest.raises(SegnetError, match="class names"):
+        Predictor(build_model("segnet-basic", 4), CLASSES, MEAN, STD, CPU)
+    with pytest.raises(SegnetError, match="uint8"):
+        predictor(model).predict_proba(np.zeros((10, 10), dtype=np.uint8))
+
+
+# ------------------------------------------------------------------------------ pictures
+
+
+def test_predictive_entropy_limits() -> None:
+    uniform = np.full((4, 2, 3), 0.25, dtype=np.float32)
+    np.testing.assert_allclose(predictive_entropy(uniform), math.log(4), rtol=1e-6)
+    certain = np.zeros((4, 2, 3), dtype=np.float32)
+    certain[2] = 1
+    assert (predictive_entropy(certain) == 0).all()
+
+
+def test_colorize_uses_the_fixed_palette() -> None:
+    mask = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    colours = colorize(mask, 4)
+    assert colours.dtype == np.uint8 and colours.shape == (2, 2, 3)
+    assert colours[0, 0].tolist() == [0, 0, 0]
+    assert colours[0, 1].tolist() == [255, 0, 0]
+    assert colours[1, 0].tolist() == [0, 255, 0]
+    assert len({tuple(c) for c in class_palette(6).tolist()}) == 6
+    with pytest.raises(ValueError):
+        colorize(mask, 3)
+
+
+def test_overlay_keeps_background_and_blends_classes() -> None:
+    image = np.full((2, 2, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    blended = overlay(image, mask, 3, alpha=0.5)
+    assert blended.dtype == np.uint8
+    assert blended[0, 0].tolist() == [100, 100, 100] and blended[1, 1].tolist() == [100, 100, 100]
+    assert blended[0, 1].tolist() == [178, 50, 50]  # halfway to red (rounded half to even)
+    assert blended[1, 0].tolist() == [50, 178, 50]
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_expand_inputs_takes_files_folders_and_patterns(tmp_path: Path) -> None:
+    image = sample_image(8, 8)
+    b, a = write_png(tmp_path / "in" / "b.png", image), write_png(tmp_path / "in" / "a.png", image)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    c = write_png(tmp_path / "other" / "c.jpg", image)
+    assert expand_inputs([str(tmp_path / "in")]) == [a, b]
+    assert expand_inputs([str(tmp_path / "*" / "*.*")]) == [a, b, c]
+    assert expand_inputs([str(c), str(tmp_path / "in"), str(a)]) == [c, a, b]
+
+
+@pytest.mark.parametrize("entry", ["missing.png", "nothing_*.png", "empty"])
+def test_expand_inputs_names_an_input_that_matches_nothing(tmp_path: Path, entry: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=entry.replace("*", r"\*")):
+        expand_inputs([str(tmp_path / entry)])
+
+
+def write_checkpoint(path: Path, model_name: str) -> Path:
+    model = build_model(model_name, len(CLASSES))
+    save_checkpoint(
+        {
+            "model": {"name": model_name, "num_classes": len(CLASSES), "in_channels": 3},
+            "model_state": model.state_dict(),
+            "class_names": CLASSES,
+            "normalization": {"mean": MEAN, "std": STD},
+            "config": {},
+            "epoch": 0,
+            "best_score": None,
+        },
+        path,
+    )
+    return path
+
+
+def test_from_checkpoint_builds_the_model(tmp_path: Path) -> None:
+    loaded = Predictor.from_checkpoint(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), device="cpu", tile=32)
+    assert loaded.class_names == CLASSES and loaded.tile == 32
+    assert loaded.predict(sample_image(40, 40)).shape == (40, 40)
+
+
+def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> None:
+    path = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
+    state = torch.load(path, weights_only=True)
+    state["model"]["name"] = "notebook-segnet"
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="model.pt"):
+        Predictor.from_checkpoint(path, device="cpu")
+
+
+def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Path) -> None:
+    first = write_png(tmp_path / "in" / "first.png", sample_image(48, 40, seed=1))
+    second = write_png(tmp_path / "in" / "second.png", sample_image(36, 52, seed=2))
+    checkpoint = write_checkpoint(tmp_path / "model.pt", "bayesian-segnet-basic")
+    loaded = Predictor.from_checkpoint(checkpoint, device="cpu", tile=32, mc_samples=2)
+    out = tmp_path / "out"
+    written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False)
+
+    suffixes = ["mask", "overlay", "uncertainty", "uncertainty_overlay"]
+    expected = [out / f"{stem}_{suffix}.png" for stem in ("first", "second") for suffix in suffixes]
+    assert written == expected + [out / "counts.csv"]
+    for path, (height, width) in [(first, (48, 40)), (second, (36, 52))]:
+        mask = np.asarray(Image.open(out / f"{path.stem}_mask.png"))
+        assert mask.shape == (height, width) and mask.dtype == np.uint8 and mask.max() < 3
+        assert np.asarray(Image.open(out / f"{path.stem}_overlay.png")).shape == (height, width, 3)
+        uncertainty = Image.open(out / f"{path.stem}_uncertainty.png")
+        assert uncertainty.mode.startswith("I") and uncertainty.size == (width, height)
+        assert np.asarray(Image.open(out / f"{path.stem}_uncertainty_overlay.png")).shape == (height, width, 3)
+
+    with (out / "counts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "file", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
+    ]
+    assert [Path(row["file"]).name for row in rows] == ["first.png", "second.png"]
+    for row in rows:
+        assert int(row["erythrocyte_count"]) >= 0 and 0 <= float(row["spirochete_area_fraction"]) <= 1
+
+
+def test_predict_paths_without_mc_writes_no_uncertainty(tmp_path: Path) -> None:
+    write_png(tmp_path / "one.png", sample_image(32, 32))
+    written = predict_paths(predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False)
+    assert [p.name for p in written] == ["one_mask.png", "one_overlay.png", "counts.csv"]
+
+
+def test_predict_paths_names_a_bad_input_file(tmp_path: Path) -> None:
+    write_png(tmp_path / "good.png", sample_image(32, 32))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        predict_paths(predictor(local_model()), [str(tmp_path)], tmp_path / "out", progress=False)
+
+
+def test_predict_paths_refuses_inputs_whose_outputs_collide(tmp_path: Path) -> None:
+    write_png(tmp_path / "a" / "same.png", sample_image(16, 16))
+    write_png(tmp_path / "b" / "same.png", sample_image(16, 16))
+    with pytest.raises(DataError, match="same"):
+        predict_paths(predictor(local_model()), [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out", progress=False)
