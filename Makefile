@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/segnet demo --out demo_output
 
-test: $(VENV)/.installed
+# The report test renders report.html in Debian's headless Chromium; install it when missing
+# (it skips with a reason where that is impossible, e.g. without root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium could not be installed: the browser test of the report will be skipped"
+
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -q
 
 clean:

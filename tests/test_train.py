@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
 
 import pytest
 import torch
@@ -101,3 +103,80 @@ def test_data_defaults_follow_the_fingerprint():
     assert plan == {"image_size": 256, "focus_class": 2}
     small = dict(fingerprint, height={"median": 100.0})
     assert resolve_data_defaults(load_config(), small)["image_size"] == 96
+
+
+def test_deterministic_runs_repeat_bit_for_bit(synthetic_dataset, tmp_path):
+    # One DataLoader worker, so the per-worker augmentation seeding is part of what must repeat.
+    runs = [tmp_path / "first", tmp_path / "second"]
+    try:
+        for run in runs:
+            train(tiny_config(synthetic_dataset, run, epochs=1, deterministic=True, num_workers=1), progress_log=lambda *a: None)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        train(tiny_config(synthetic_dataset, tmp_path / "third", epochs=1), progress_log=lambda *a: None)
+    first, second = (load_checkpoint(run / "last.pt")["model_state"] for run in runs)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert not torch.are_deterministic_algorithms_enabled()  # the next run is free to be fast again
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(synthetic_dataset, tmp_path, monkeypatch):
+    import segnet.train as training
+
+    scripted_iou = {1: 0.5, 2: 0.4, 3: 0.45, 4: 0.9}
+    real_validate = training.validate
+    epochs_validated = []
+
+    def scripted_validate(*args, **kwargs):
+        metrics = real_validate(*args, **kwargs)
+        epochs_validated.append(len(epochs_validated) + 1)
+        metrics["mean_iou"] = scripted_iou[epochs_validated[-1]]
+        return metrics
+
+    monkeypatch.setattr(training, "validate", scripted_validate)
+    lines = []
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=4, patience=2), progress_log=lines.append)
+    assert epochs_validated == [1, 2, 3]
+    assert any("early stopping after epoch 3" in line and "best 0.5000 at epoch 1" in line for line in lines), lines
+    assert json.loads((run / "best_metrics.json").read_text())["epoch"] == 1
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["best_epoch"] == 1
+
+
+def test_patience_needs_validation_images(synthetic_dataset, tmp_path):
+    with pytest.raises(SegnetError, match="no images are held out"):
+        train(tiny_config(synthetic_dataset, tmp_path / "run", patience=2, val_fraction=0), progress_log=lambda *a: None)
+
+
+def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_path, monkeypatch):
+    clipped_norms = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        real_clip(parameters, max_norm, *args, **kwargs)
+        clipped_norms.append((max_norm, torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None])).item()))
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    lines = []
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=1, grad_clip=0.25, tensorboard=True), progress_log=lines.append)
+    assert clipped_norms and all(max_norm == 0.25 and norm <= 0.25 + 1e-4 for max_norm, norm in clipped_norms)
+    epoch_line = next(line for line in lines if line.startswith("epoch 1/1"))
+    assert re.search(r"lr \d\.\d\de[-+]\d+, \d+s \([\d.]+ images/s, \d+% waiting for data\)", epoch_line), epoch_line
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/val", "val/global_accuracy", "val/mean_iou", "learning_rate", "val_iou/spirochete"} <= scalars
+    images = events.Tags()["images"]
+    assert len(images) == 3 and all(tag.startswith("validation/") for tag in images)
+    example = events.Images(images[0])[0]
+    assert (example.width, example.height) == (3 * 48, 48)  # image | truth | prediction
+
+
+def test_grad_clip_and_patience_are_validated():
+    with pytest.raises(SegnetError, match="grad_clip must be a positive"):
+        load_config(None, {"grad_clip": 0})
+    with pytest.raises(SegnetError, match="patience must be at least 1"):
+        load_config(None, {"patience": 0})

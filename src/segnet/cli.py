@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default: 1)")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: bfloat16 where the CPU/GPU computes it natively)")
     train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory layout (default: on)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the training step: faster steps after a compile of a minute or more (default: off)")
     train.add_argument("--num-workers", type=int, help="data loading worker processes (default: 2)")
+    train.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
+    train.add_argument("--patience", type=_positive_int, help="stop early after this many epochs without a better validation mean IoU (default: train all epochs)")
+    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="bit-for-bit repeatable training: deterministic kernels, slower on GPUs (default: off)")
+    train.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="also write TensorBoard scalars and example predictions to RUN/tensorboard (default: off)")
+    train.add_argument("--folds", type=_positive_int, help="K-fold cross-validation: train K models into RUN/fold_1 .. RUN/fold_K and summarise them")
     train.add_argument("--seed", type=int, help="seed for the split, the weights and augmentation (default: 0)")
     train.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     train.add_argument("--pretrained", help="local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder")
@@ -81,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
-    evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt")
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt; or a cross-validation RUN folder to score every fold on its own held-out images")
     evaluate.add_argument("--data", required=True, type=Path, help="dataset folder")
     evaluate.add_argument("--split", choices=("val", "all"), default="val", help="val: the run's held-out images (split.json); all: every image")
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
@@ -91,12 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="segment and count cells in new images")
     predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt")
+    predict.add_argument("--onnx", type=Path, help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
     predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default: %(default)s)")
     predict.add_argument("--mc-samples", type=int, default=0, help="Monte Carlo dropout samples for bayesian models; writes uncertainty maps (default: off)")
     _add_inference_options(predict)
+
+    export = commands.add_parser(
+        "export",
+        help="export a checkpoint to ONNX and/or a bioimage.io model package",
+        description="Export a checkpoint. The ONNX graph takes the normalised image and returns logits; classes and "
+        "normalisation are stored in its metadata, which 'segnet predict --onnx' reads.",
+    )
+    export.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt")
+    export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")
+    export.add_argument("--bioimageio", type=Path, metavar="DIR", help="folder for a bioimage.io model package (rdf.yaml, ONNX and PyTorch weights, test tensors, cover, README)")
+    export.add_argument("--sample", type=Path, help="image for the package's test tensors and cover (default: a synthetic image)")
+    export.add_argument("--author", action="append", dest="authors", metavar="NAME", help="package author, repeatable (default: your login name)")
+    export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)")
 
     report = commands.add_parser("report", help="write RUN/report.html from a run and its evaluation")
     report.add_argument("run", type=Path, help="run folder")
@@ -122,6 +142,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         return _train(args)
+    if args.command == "evaluate" and args.checkpoint.is_dir():
+        return _evaluate_cross_validation(args)
     if args.command == "evaluate":
         from segnet.evaluate import evaluate_run, format_metrics_table
 
@@ -133,6 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "predict":
         return _predict(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "report":
         from segnet.report import write_report
 
@@ -154,6 +178,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from segnet.config import load_config
+    from segnet.distributed import is_main_process
     from segnet.train import train
 
     overrides = {
@@ -161,27 +186,69 @@ def _train(args: argparse.Namespace) -> int:
         for key in (
             "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "lr", "optimizer", "schedule",
             "class_weights", "loss", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
+            "compile", "grad_clip", "patience", "deterministic", "tensorboard",
         )
     }
     config = load_config(args.config, overrides)
     if not config.data or not config.out:
         raise SegnetError("train needs --data and --out (or data: and out: in --config)")
+    main_process = is_main_process()  # under torchrun only rank 0 prints
+    if args.folds:
+        from segnet.crossval import format_cv_table, train_cross_validation
+
+        summary = train_cross_validation(config, args.folds, resume=args.resume, overwrite=args.overwrite)
+        if main_process:
+            print(format_cv_table(summary))
+            print(f"cross-validation run folder: {config.out} (folds.json, cv_summary.json, fold_1 .. fold_{args.folds})")
+        return 0
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
-    print(f"run folder: {run_dir} (best.pt, last.pt, history.csv, config.yaml)")
+    if main_process:
+        print(f"run folder: {run_dir} (best.pt, last.pt, history.csv, config.yaml)")
+    return 0
+
+
+def _evaluate_cross_validation(args: argparse.Namespace) -> int:
+    """``evaluate --checkpoint RUN`` on a cross-validation run: each fold's model on its own fold."""
+    from segnet.crossval import evaluate_cross_validation, format_cv_table
+
+    if args.split != "val":
+        raise SegnetError(f"{args.checkpoint}: a cross-validation run is scored on each fold's held-out images only (--split val)")
+    summary = evaluate_cross_validation(
+        args.checkpoint, args.data, out=args.out, device=args.device, ignore_index=args.ignore_index,
+        tile=args.tile, tta=args.tta, min_area=args.min_area, report=args.report,
+    )
+    print(format_cv_table(summary))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    # Imports only segnet.predict: with --onnx, torch is never loaded.
     from segnet.predict import Predictor, predict_paths
 
-    if args.checkpoint is None:
-        raise SegnetError("predict needs --checkpoint RUN/best.pt")
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-        tta=args.tta, mc_samples=args.mc_samples,
-    )
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise SegnetError("predict needs either --checkpoint RUN/best.pt or --onnx model.onnx")
+    options = {
+        "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tta": args.tta, "mc_samples": args.mc_samples,
+    }
+    if args.onnx is not None:
+        predictor = Predictor.from_onnx(args.onnx, device=args.device, **options)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
     written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area)
     print(f"wrote {len(written)} files to {args.out} (masks, overlays, counts.csv)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from segnet.export import export_bioimageio, export_onnx
+
+    if args.out is None and args.bioimageio is None:
+        raise SegnetError("export needs --out model.onnx and/or --bioimageio DIR")
+    if args.out is not None:
+        print(f"ONNX model: {export_onnx(args.checkpoint, args.out)} (checked against PyTorch)")
+    if args.bioimageio is not None:
+        rdf = export_bioimageio(args.checkpoint, args.bioimageio, sample=args.sample, authors=args.authors, license_id=args.license)
+        print(f"bioimage.io package: {rdf} (validated with bioimageio.spec)")
     return 0
 
 

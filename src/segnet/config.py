@@ -44,16 +44,20 @@ class TrainConfig:
     warmup_epochs: int = 1
     class_weights: str = "sqrt-median"  # median | sqrt-median | none
     loss: str = "ce"  # ce | ce+dice
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # clip the gradient norm to this value; None: no clipping
 
     amp: bool | None = None  # mixed precision; None: on where the device computes bf16 natively
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU
+    compile: bool = False  # torch.compile the training step: faster steps after a compile of a minute or more
+    deterministic: bool = False  # bit-for-bit repeatable runs (deterministic kernels, slower on GPU)
 
     val_fraction: float = 0.1
     val_every: int = 1
+    patience: int | None = None  # stop after this many epochs without a better validation mean IoU
     seed: int = 0
     device: str = "auto"
     num_workers: int = 2
+    tensorboard: bool = False  # also write TensorBoard scalars and example predictions to RUN/tensorboard
 
     @property
     def learning_rate(self) -> float:
@@ -119,6 +123,12 @@ def validate(config: TrainConfig) -> None:
             raise SegnetError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.image_size is not None and config.image_size < 16:
         raise SegnetError(f"image_size must be at least 16, got {config.image_size}")
+    if config.patience is not None and config.patience < 1:
+        raise SegnetError(f"patience must be at least 1 epoch, got {config.patience}")
+    if config.grad_clip is not None and not config.grad_clip > 0:
+        raise SegnetError(f"grad_clip must be a positive gradient norm, got {config.grad_clip}")
+    if config.num_workers < 0:
+        raise SegnetError(f"num_workers must be 0 or more, got {config.num_workers}")
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

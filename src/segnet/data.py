@@ -16,12 +16,15 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segnet.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so reading images never loads it
+    import torch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_FOLDERS = ("masks", "flattened_masks")
@@ -319,8 +322,11 @@ def compute_fingerprint(samples: Iterable[tuple[np.ndarray, np.ndarray]], num_cl
     }
 
 
-class SegmentationDataset(torch.utils.data.Dataset):
+class SegmentationDataset:
     """Image/mask pairs as normalised ``(3, H, W)`` float tensors and ``(H, W)`` int64 masks.
+
+    A map-style dataset (``__len__`` and ``__getitem__``) for ``torch.utils.data.DataLoader``; it does
+    not subclass ``torch.utils.data.Dataset`` so that this module loads without torch (ONNX inference).
 
     Decoded arrays are cached in memory after the first read, so no epoch decodes a file twice
     (with ``preload=True`` they are decoded up front, before DataLoader workers fork and share them).
@@ -362,6 +368,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self._cache[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         image, mask = self.load(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
@@ -369,7 +377,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return normalize(image, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
-def normalize(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray) -> torch.Tensor:
-    """uint8 ``H x W x 3`` -> float32 ``(3, H, W)``, standardised with mean/std given on 0..255."""
+def normalize_array(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray) -> np.ndarray:
+    """uint8 ``H x W x 3`` -> contiguous float32 ``(3, H, W)`` numpy array, standardised with mean/std on 0..255."""
     array = (image.astype(np.float32) - mean_255) / std_255
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def normalize(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray) -> torch.Tensor:
+    """:func:`normalize_array` as a torch tensor (sharing its memory)."""
+    import torch
+
+    return torch.from_numpy(normalize_array(image, mean_255, std_255))

@@ -16,20 +16,22 @@ from segnet.predict import Predictor, predict_paths
 from segnet.synthetic import write_dataset
 from segnet.train import train
 
-DEMO_IMAGES = 200
-DEMO_IMAGE_SIZE = 192
-DEMO_EPOCHS = 12
+DEMO_IMAGES = 160
+DEMO_IMAGE_SIZE = 128
+DEMO_EPOCHS = 20
 
 
-def run_demo(out: str | Path, device: str = "auto") -> dict:
+def run_demo(
+    out: str | Path, device: str = "auto", images: int = DEMO_IMAGES, size: int = DEMO_IMAGE_SIZE, epochs: int = DEMO_EPOCHS
+) -> dict:
     """Run synth -> train -> evaluate -> predict under ``out``; returns the validation metrics."""
     out = Path(out)
     data_dir = out / "data"
-    print(f"1/4 writing {DEMO_IMAGES} synthetic {DEMO_IMAGE_SIZE}x{DEMO_IMAGE_SIZE} darkfield images to {data_dir}")
-    write_dataset(data_dir, count=DEMO_IMAGES, size=DEMO_IMAGE_SIZE, seed=0)
+    print(f"1/4 writing {images} synthetic {size}x{size} darkfield images to {data_dir}")
+    write_dataset(data_dir, count=images, size=size, seed=0)
     print("2/4 training segnet-basic")
     config = load_config(
-        overrides={"data": str(data_dir), "out": str(out / "run"), "model": "segnet-basic", "epochs": DEMO_EPOCHS, "device": device}
+        overrides={"data": str(data_dir), "out": str(out / "run"), "model": "segnet-basic", "epochs": epochs, "device": device}
     )
     run_dir = train(config, overwrite=True)
     print("3/4 evaluating the validation images at full size")

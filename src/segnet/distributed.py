@@ -1,4 +1,4 @@
-"""Device choice and the few torch.distributed helpers the training loop needs.
+"""Device choice, determinism, and the few torch.distributed helpers the training loop needs.
 
 Launched by ``torchrun``, the environment holds RANK, WORLD_SIZE and LOCAL_RANK; otherwise the
 process is rank 0 of 1 and every helper here is a no-op.
@@ -6,10 +6,14 @@ process is rank 0 of 1 and every helper here is a no-op.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from segnet.errors import SegnetError
 
@@ -42,6 +46,25 @@ def autocast_dtype(device: torch.device, requested: bool | None) -> torch.dtype 
     return torch.bfloat16 if (native_bf16 or requested) else None
 
 
+def configure_determinism(enabled: bool) -> None:
+    """Make training bit-for-bit repeatable (``enabled``) or let torch pick its fastest kernels.
+
+    Sets ``torch.use_deterministic_algorithms`` and cuDNN's flags, and on CUDA the cuBLAS workspace
+    that deterministic matrix products need (it must be set before cuBLAS starts, so call this
+    before any CUDA work). SegNet's max-unpooling is flagged by torch as nondeterministic because
+    unpooling may, in general, write two values to one place; here its indices come from 2x2/2
+    pooling windows that do not overlap, so every output position is written at most once and the
+    result is deterministic. Operators are therefore checked with ``warn_only``: the unpooling
+    warning is silenced, any other nondeterministic operator still warns.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic implementation")
+    torch.backends.cudnn.deterministic = enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -62,7 +85,8 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank; before the process group starts (or after it ends), torchrun's RANK."""
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
@@ -83,6 +107,41 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every process.
+
+    Without SyncBatchNorm (CPU training) each process updates its running statistics from its own
+    batches, so after an epoch they differ slightly; rank 0's are the ones its checkpoint saves,
+    and every rank must validate with those.
+    """
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src)
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict, in key order."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas_in_sync(module: nn.Module) -> str:
+    """The digest of ``module``'s state; raises unless every process holds exactly the same one."""
+    local = state_digest(module.state_dict())
+    if not is_distributed():
+        return local
+    digests: list[str | None] = [None] * world_size()
+    dist.all_gather_object(digests, local)
+    if len(set(digests)) > 1:
+        differing = [index for index, digest in enumerate(digests) if digest != digests[0]]
+        raise SegnetError(f"model weights differ between processes (ranks {differing} differ from rank 0); the run is not trustworthy")
+    return local
 
 
 def cleanup() -> None:

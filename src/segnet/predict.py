@@ -12,6 +12,13 @@ an optional flip), each undone on the output. Monte Carlo dropout (Bayesian SegN
 2015) keeps the dropout layers sampling at test time and averages ``mc_samples`` stochastic passes;
 the spread of those samples shows up as predictive entropy (:func:`predictive_entropy`).
 
+The network itself sits behind an :class:`InferenceBackend`: a batch of normalised float32
+``(N, 3, H, W)`` numpy tiles in, float32 logits ``(N, C, H, W)`` out. Windows, views, softmax and
+blending are numpy, so the same pipeline runs a PyTorch model (:class:`TorchBackend`) or an ONNX
+file from ``segnet export`` on onnxruntime (:class:`OnnxBackend`); the ONNX path never imports
+torch. An ONNX file carries what inference needs besides the graph in its metadata
+(:class:`OnnxModelInfo`): class names, normalisation and the model's total stride.
+
 :func:`predict_paths` runs a :class:`Predictor` over files, folders and glob patterns and writes,
 per image, the class mask, a colour overlay, (with Monte Carlo dropout) an uncertainty map, and
 one row of cell counts in ``counts.csv``.
@@ -19,37 +26,43 @@ one row of cell counts in ``counts.csv``.
 
 from __future__ import annotations
 
+import abc
 import csv
 import glob
+import json
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import matplotlib
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from scipy.special import entr
-from torch import nn
+from scipy.special import entr, softmax
 from tqdm import tqdm
 
-from segnet.checkpoint import load_checkpoint
 from segnet.counting import count_objects, coverage
-from segnet.data import IMAGE_EXTENSIONS, normalize, read_image
-from segnet.distributed import resolve_device
+from segnet.data import IMAGE_EXTENSIONS, normalize_array, read_image
 from segnet.errors import CheckpointError, DataError, SegnetError
-from segnet.model import build_model, enable_mc_dropout
+
+if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs
+    import torch
+    from torch import nn
 
 __all__ = [
+    "InferenceBackend",
+    "OnnxBackend",
+    "OnnxModelInfo",
     "Predictor",
+    "TorchBackend",
     "class_palette",
     "colorize",
     "expand_inputs",
     "gaussian_importance_map",
+    "gaussian_importance_weights",
     "overlay",
     "predict_paths",
     "predictive_entropy",
@@ -102,21 +115,28 @@ def sliding_window_starts(length: int, tile: int, overlap: float, stride: int = 
     return [round(actual_step * index) * stride for index in range(count)]
 
 
-def gaussian_importance_map(height: int, width: int) -> torch.Tensor:
+def gaussian_importance_weights(height: int, width: int) -> np.ndarray:
     """``(height, width)`` float32 Gaussian weights, sigma = size / 8 per axis, peak 1.
 
     Values are clamped below at a small positive minimum, so a pixel covered only by window
     borders still gets a (tiny, but non-zero) weight and the final division is always defined.
     """
-    def axis(size: int) -> torch.Tensor:
+    def axis(size: int) -> np.ndarray:
         # Centred between the middle pixels, so the map is symmetric (flips and rotations of a
         # square window see the same weights, which keeps TTA consistent).
-        offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-        return torch.exp(-0.5 * (offsets / (size / 8)) ** 2)
+        offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+        return np.exp(-0.5 * (offsets / (size / 8)) ** 2)
 
     weights = axis(height)[:, None] * axis(width)[None, :]
     weights /= weights.max()
-    return weights.clamp_(min=_MIN_IMPORTANCE).float()
+    return np.maximum(weights, _MIN_IMPORTANCE).astype(np.float32)
+
+
+def gaussian_importance_map(height: int, width: int) -> torch.Tensor:
+    """:func:`gaussian_importance_weights` as a float32 torch tensor, for callers working in torch."""
+    import torch
+
+    return torch.from_numpy(gaussian_importance_weights(height, width))
 
 
 def _dihedral_views(tta: bool) -> list[tuple[int, bool]]:
@@ -126,15 +146,160 @@ def _dihedral_views(tta: bool) -> list[tuple[int, bool]]:
     return [(turns, flip) for flip in (False, True) for turns in range(4)]
 
 
-def _apply_view(batch: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+def _apply_view(batch: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """The ``(N, C, H, W)`` batch flipped left-right (if ``flip``), then turned ``turns`` quarters."""
     if flip:
-        batch = batch.flip(-1)
-    return torch.rot90(batch, turns, dims=(-2, -1))
+        batch = batch[..., ::-1]
+    return np.rot90(batch, turns, axes=(-2, -1))
 
 
-def _undo_view(batch: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
-    batch = torch.rot90(batch, -turns, dims=(-2, -1))
-    return batch.flip(-1) if flip else batch
+def _undo_view(batch: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    batch = np.rot90(batch, -turns, axes=(-2, -1))
+    return batch[..., ::-1] if flip else batch
+
+
+# --------------------------------------------------------------------------------------------
+# Backends: PyTorch and onnxruntime
+# --------------------------------------------------------------------------------------------
+
+
+class InferenceBackend(abc.ABC):
+    """Runs the network on a batch of normalised float32 ``(N, 3, H, W)`` tiles.
+
+    Attributes:
+        stride: the network pads its input to a multiple of this and pools on that grid.
+        num_classes: output channels, or ``None`` if unknown.
+        device: where it runs, for messages and reports.
+        samples_dropout: whether repeated calls sample dropout (Monte Carlo dropout is on).
+    """
+
+    stride: int = 1
+    num_classes: int | None = None
+    device: Any = "cpu"
+    samples_dropout: bool = False
+
+    @abc.abstractmethod
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 logits ``(N, C, H, W)`` for a C-contiguous float32 batch ``(N, 3, H, W)``."""
+
+
+class TorchBackend(InferenceBackend):
+    """A PyTorch model in eval mode on ``device``; with ``mc_dropout`` its dropout layers keep sampling."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", *, mc_dropout: bool = False) -> None:
+        import torch
+
+        from segnet.model import enable_mc_dropout
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.model.eval()
+        if mc_dropout:
+            enable_mc_dropout(self.model)
+        self.samples_dropout = mc_dropout
+        self.stride = getattr(model, "total_stride", 1)
+        self.num_classes = getattr(model, "num_classes", None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            return logits.float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class OnnxModelInfo:
+    """What ``segnet export`` stores in an ONNX file's ``metadata_props`` beside the graph.
+
+    The graph's input ``input`` is the *normalised* float32 image batch ``(N, 3, H, W)`` (any N, H,
+    W): ``(pixel / 255 - mean) / std`` per channel, with ``mean`` and ``std`` given here on [0, 1]
+    as in the checkpoint. Its output ``logits`` is ``(N, C, H, W)``, raw scores before softmax.
+    Keeping normalisation out of the graph lets tiles be zero-padded in normalised space exactly as
+    the model pads a whole image.
+    """
+
+    model_name: str
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    total_stride: int
+
+    _KEYS: ClassVar[dict[str, str]] = {
+        "model_name": "segnet.model",
+        "class_names": "segnet.class_names",
+        "mean": "segnet.normalization.mean",
+        "std": "segnet.normalization.std",
+        "total_stride": "segnet.total_stride",
+    }
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``metadata_props`` entries (values JSON-encoded)."""
+        return {key: json.dumps(getattr(self, field)) for field, key in self._KEYS.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], path: str | Path) -> OnnxModelInfo:
+        """Read :meth:`to_metadata`'s entries back; a missing or malformed one is an error naming ``path``."""
+        values: dict[str, Any] = {}
+        for field, key in cls._KEYS.items():
+            if key not in metadata:
+                raise CheckpointError(f"{path}: ONNX model has no '{key}' metadata; export it with 'segnet export'")
+            try:
+                values[field] = json.loads(metadata[key])
+            except json.JSONDecodeError as error:
+                raise CheckpointError(f"{path}: ONNX metadata '{key}' is not valid JSON ({error})") from error
+        return cls(
+            str(values["model_name"]),
+            tuple(map(str, values["class_names"])),
+            tuple(map(float, values["mean"])),
+            tuple(map(float, values["std"])),
+            int(values["total_stride"]),
+        )
+
+
+def _onnx_providers(device: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime execution providers for ``device`` (``auto``, ``cpu`` or ``cuda``)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("auto", "cuda"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "cuda":
+            raise SegnetError("device cuda was asked for, but this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        return ["CPUExecutionProvider"]
+    raise SegnetError(f"unknown device {device!r} for an ONNX model; use auto, cpu or cuda")
+
+
+class OnnxBackend(InferenceBackend):
+    """An ONNX file written by ``segnet export``, run by onnxruntime; torch is not imported.
+
+    Attributes:
+        info: the file's :class:`OnnxModelInfo` (class names, normalisation, stride).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or lacks segnet's metadata.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        import onnxruntime
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: ONNX model not found")
+        providers = _onnx_providers(device, onnxruntime.get_available_providers())
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{path}: not a readable ONNX model ({first_line})") from error
+        self.info = OnnxModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.stride = self.info.total_stride
+        self.num_classes = len(self.info.class_names)
+        self.device = f"onnxruntime {self.session.get_providers()[0]}"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,10 +311,12 @@ class Predictor:
     """Segment whole images with a trained model.
 
     Args:
-        model: returns logits ``(N, C, H, W)`` for inputs ``(N, 3, H, W)`` of any size.
+        model: a PyTorch model returning logits ``(N, C, H, W)`` for inputs ``(N, 3, H, W)`` of any
+            size (run on ``device``), or an :class:`InferenceBackend` such as :class:`OnnxBackend`
+            (``device`` is then unused; see :meth:`from_onnx`).
         class_names: one name per output class; index 0 is the background.
         mean, std: per-channel normalisation on images scaled to [0, 1], as stored in the checkpoint.
-        device: where the model runs (it is moved there).
+        device: where a PyTorch model runs (it is moved there); ``None`` is the CPU.
         tile: window size for sliding-window inference, rounded down to a multiple of the model's
             ``total_stride`` (at least one stride); ``None`` runs each image whole.
         overlap: fraction of a window shared with its neighbour (the step is at most
@@ -157,16 +324,17 @@ class Predictor:
         batch_size: windows per forward pass.
         tta: average over the 8 flips/rotations of the input.
         mc_samples: with ``N > 0``, keep dropout active and average ``N`` stochastic passes
-            (needs a model with dropout layers: ``bayesian-segnet`` or ``bayesian-segnet-basic``).
+            (needs a PyTorch model with dropout layers: ``bayesian-segnet`` or
+            ``bayesian-segnet-basic``).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | InferenceBackend,
         class_names: Sequence[str],
         mean: Sequence[float],
         std: Sequence[float],
-        device: torch.device,
+        device: torch.device | str | None = None,
         *,
         tile: int | None = None,
         overlap: float = 0.25,
@@ -184,25 +352,28 @@ class Predictor:
             raise SegnetError(f"Monte Carlo samples must be 0 (off) or more, got {mc_samples}")
         if len(mean) != 3 or len(std) != 3:
             raise SegnetError(f"normalisation needs 3 channel means and stds, got {list(mean)} and {list(std)}")
-        model_classes = getattr(model, "num_classes", len(class_names))
-        if model_classes != len(class_names):
+        if isinstance(model, InferenceBackend):
+            if mc_samples > 0 and not model.samples_dropout:
+                raise SegnetError(
+                    f"Monte Carlo dropout needs a PyTorch checkpoint of a bayesian model; {model.device} runs without dropout"
+                )
+            self.backend = model
+        else:
+            self.backend = TorchBackend(model, device if device is not None else "cpu", mc_dropout=mc_samples > 0)
+        model_classes = self.backend.num_classes
+        if model_classes is not None and model_classes != len(class_names):
             raise SegnetError(f"the model predicts {model_classes} classes but {len(class_names)} class names were given")
-        self.model = model.to(device)
         self.class_names = list(class_names)
-        self.device = device
         self.tile = tile
         self.overlap = overlap
         self.batch_size = batch_size
         self.tta = tta
         self.mc_samples = mc_samples
         # The model pads its input to a multiple of this and pools on that grid (_predict_tiled).
-        self.stride: int = getattr(model, "total_stride", 1)
-        # segnet.data.normalize takes mean/std on 0..255 (training does the same).
+        self.stride: int = self.backend.stride
+        # segnet.data.normalize_array takes mean/std on 0..255 (training does the same).
         self.mean_255 = np.asarray(mean, dtype=np.float32) * 255.0
         self.std_255 = np.asarray(std, dtype=np.float32) * 255.0
-        self.model.eval()
-        if mc_samples > 0:
-            enable_mc_dropout(self.model)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
@@ -212,6 +383,10 @@ class Predictor:
         keyword arguments of :class:`Predictor` (``tile``, ``overlap``, ``batch_size``, ``tta``,
         ``mc_samples``).
         """
+        from segnet.checkpoint import load_checkpoint
+        from segnet.distributed import resolve_device
+        from segnet.model import build_model
+
         state = load_checkpoint(path)
         spec = state["model"]
         if spec.get("in_channels", 3) != 3:
@@ -225,9 +400,25 @@ class Predictor:
         normalization = state["normalization"]
         return cls(model, state["class_names"], normalization["mean"], normalization["std"], resolve_device(device), **options)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+        """Run an ONNX file from ``segnet export`` on onnxruntime, without importing torch.
+
+        Classes and normalisation come from the file's metadata. ``device`` is ``auto`` (CUDA when
+        this onnxruntime has it), ``cpu`` or ``cuda``; ``options`` as for :meth:`from_checkpoint`
+        (Monte Carlo dropout is not available: the exported graph has no dropout).
+        """
+        backend = OnnxBackend(path, device)
+        return cls(backend, backend.info.class_names, backend.info.mean, backend.info.std, **options)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def device(self) -> Any:
+        """Where the model runs (a ``torch.device``, or a description of the onnxruntime provider)."""
+        return self.backend.device
 
     def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray:
         """Softmax probabilities ``(C, H, W)`` float32 for a uint8 ``H x W x 3`` RGB image.
@@ -240,11 +431,10 @@ class Predictor:
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SegnetError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} of {image.dtype}")
-        with torch.inference_mode():
-            if self.tile is None:
-                batch = normalize(image, self.mean_255, self.std_255)[None]
-                return self._average_softmax(batch)[0].cpu().numpy()
-            return self._predict_tiled(image, progress)
+        if self.tile is None:
+            batch = normalize_array(image, self.mean_255, self.std_255)[None]
+            return self._average_softmax(batch)[0]
+        return self._predict_tiled(image, progress)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
@@ -266,18 +456,15 @@ class Predictor:
             for top in sliding_window_starts(height, tile_h, self.overlap, stride)
             for left in sliding_window_starts(width, tile_w, self.overlap, stride)
         ]
-        importance = gaussian_importance_map(tile_h, tile_w).to(self.device)
-        summed = torch.zeros((self.num_classes, height, width), dtype=torch.float32, device=self.device)
-        weights = torch.zeros((height, width), dtype=torch.float32, device=self.device)
+        importance = gaussian_importance_weights(tile_h, tile_w)
+        summed = np.zeros((self.num_classes, height, width), dtype=np.float32)
+        weights = np.zeros((height, width), dtype=np.float32)
         for done in range(0, len(windows), self.batch_size):
             batch_windows = windows[done : done + self.batch_size]
             crops = [image[top : top + tile_h, left : left + tile_w] for top, left in batch_windows]
-            batch = torch.stack(
-                [
-                    F.pad(normalize(crop, self.mean_255, self.std_255), (0, tile_w - crop.shape[1], 0, tile_h - crop.shape[0]))
-                    for crop in crops
-                ]
-            )
+            batch = np.zeros((len(crops), 3, tile_h, tile_w), dtype=np.float32)
+            for window, crop in zip(batch, crops):
+                window[:, : crop.shape[0], : crop.shape[1]] = normalize_array(crop, self.mean_255, self.std_255)
             proba = self._average_softmax(batch) * importance
             for (top, left), crop, window_proba in zip(batch_windows, crops, proba):
                 inside_h, inside_w = crop.shape[:2]  # the padding's predictions are dropped
@@ -286,24 +473,22 @@ class Predictor:
             if progress is not None:
                 progress(done + len(batch_windows), len(windows))
         summed /= weights
-        return summed.cpu().numpy()
+        return summed
 
-    def _average_softmax(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mean softmax ``(N, C, h, w)`` over the TTA views and MC samples of a normalised batch."""
-        batch = batch.to(self.device)
+    def _average_softmax(self, batch: np.ndarray) -> np.ndarray:
+        """Mean softmax ``(N, C, h, w)`` float32 over the TTA views and MC samples of a normalised batch."""
         views = _dihedral_views(self.tta)
         samples = max(self.mc_samples, 1)
-        total: torch.Tensor | None = None
+        total: np.ndarray | None = None
         for turns, flip in views:
-            view = _apply_view(batch, turns, flip)
+            view = np.ascontiguousarray(_apply_view(batch, turns, flip))
             for _ in range(samples):
-                logits = self.model(view)
-                if not torch.isfinite(logits).all():
+                logits = self.backend(view)
+                if not np.isfinite(logits).all():
                     raise SegnetError("the model produced NaN or infinite values; its weights are probably broken")
-                proba = _undo_view(torch.softmax(logits.float(), dim=1), turns, flip)
+                proba = _undo_view(softmax(logits.astype(np.float32, copy=False), axis=1), turns, flip)
                 total = proba if total is None else total + proba
-        return total / (len(views) * samples)
-
+        return total / np.float32(len(views) * samples)
 
 # --------------------------------------------------------------------------------------------
 # Uncertainty and pictures

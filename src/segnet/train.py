@@ -1,18 +1,38 @@
 """The training loop: a plain PyTorch loop that runs unchanged on one CPU, one GPU, or under torchrun.
 
-Single process::
+One process (one GPU, or the CPU)::
 
     segnet train --data DIR --out RUN
 
-Several GPUs (DistributedDataParallel, one process per GPU; gloo on CPU)::
+Several GPUs of one machine (DistributedDataParallel, one process per GPU, NCCL)::
 
-    torchrun --nproc_per_node=4 -m segnet train --data DIR --out RUN
+    torchrun --standalone --nproc_per_node=4 -m segnet train --data DIR --out RUN
+
+Several machines (run the same command on every machine; HOST is the first machine's address, and
+DIR and RUN must be the same shared folders everywhere)::
+
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
+        --rdzv-id=segnet-run -m segnet train --data DIR --out RUN
+
+CPU processes talk over gloo instead of NCCL (``--device cpu``; useful to try the set-up). The
+batch size is the global one: each of N processes takes ``batch_size / N`` images per step, so the
+optimisation is the same as on one device. Only rank 0 logs and writes the run folder.
 
 Each epoch: random crops of the training images (one per image), then validation on the held-out
-images at their own size; metrics come from one confusion matrix summed over all processes.
-``RUN/last.pt`` is written every epoch and ``RUN/best.pt`` whenever the validation mean IoU
-improves, both atomically. Every epoch's randomness is derived from (seed, epoch), so a resumed run
-draws the same crops as an uninterrupted one.
+images at their own size, each process scoring every N-th image; the metrics come from one
+confusion matrix summed over all processes, so they equal a single-process evaluation.
+``RUN/last.pt`` is written every epoch and ``RUN/best.pt`` (with ``RUN/best_metrics.json``) whenever
+the validation mean IoU improves, all atomically. Every epoch's randomness is derived from
+(seed, epoch), so a resumed run draws the same crops as an uninterrupted one, and with
+``--deterministic`` two runs with the same seed end with the same weights bit for bit (tested on
+the CPU; on a GPU, torch warns about each operator that has no deterministic kernel).
+
+Speed switches (measured by ``benchmarks/train_speed.py``): ``--amp`` (bfloat16 autocast, on by
+default where the CPU or GPU computes bf16 natively), ``--channels-last`` (default on),
+``--num-workers`` (default 2; the decoded images are cached in memory before the workers start),
+``--compile`` (torch.compile; off by default: it compiles for a minute or more before the first
+step). ``--patience N`` stops after N epochs without a better validation mean IoU,
+``--grad-clip`` clips the gradient norm, ``--tensorboard`` logs to ``RUN/tensorboard``.
 """
 
 from __future__ import annotations
@@ -20,9 +40,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +67,49 @@ from segnet.transforms import train_transform
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr", "epoch_seconds")
 RUN_MARKERS = ("last.pt", "config.yaml")
+BEST_METRICS_FILE = "best_metrics.json"
+TENSORBOARD_FOLDER = "tensorboard"
+TENSORBOARD_EXAMPLES = 3
+"""Validation images drawn with their predictions in TensorBoard each validated epoch."""
+TENSORBOARD_PANEL_SIDE = 512
+"""Example panels larger than this are subsampled, to keep the event files small."""
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did, over all processes."""
+
+    loss: float  # mean training loss per image
+    images: int  # training images seen by all processes
+    seconds: float  # wall time of the epoch's steps
+    data_seconds: float  # of which spent waiting for the data loader (mean over processes)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def data_wait_fraction(self) -> float:
+        return self.data_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume nothing or to clobber an earlier run (checked by every process)."""
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise SegnetError(f"{out}: nothing to resume (no last.pt)")
+    elif any((out / name).exists() for name in RUN_MARKERS) and not overwrite:
+        raise SegnetError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
 
 
 def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Create ``out``; refuse to clobber an earlier run unless resuming or overwriting."""
-    holds_run = any((out / name).exists() for name in RUN_MARKERS)
+    check_run_folder(out, resume, overwrite)
     if resume:
-        if not (out / "last.pt").is_file():
-            raise SegnetError(f"{out}: nothing to resume (no last.pt)")
         return
-    if holds_run:
-        if not overwrite:
-            raise SegnetError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
-        for name in ("last.pt", "best.pt", "history.csv", "curves.png"):
-            (out / name).unlink(missing_ok=True)
+    for name in ("last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / TENSORBOARD_FOLDER, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -98,6 +149,13 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
+def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile`` the model; on the CPU, Inductor builds C++ kernels and needs a compiler."""
+    if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise SegnetError("--compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; install one or train without --compile")
+    return torch.compile(model)
+
+
 def seed_worker(worker_id: int) -> None:
     """Give each DataLoader worker its own albumentations stream, derived from the epoch's seed."""
     info = torch.utils.data.get_worker_info()
@@ -105,7 +163,10 @@ def seed_worker(worker_id: int) -> None:
 
 
 def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, epoch: int, pin_memory: bool) -> DataLoader:
-    """The epoch's loader; its shuffling and augmentation are functions of (seed, epoch) only."""
+    """The epoch's loader; its shuffling and augmentation are functions of (seed, epoch) only.
+
+    Under torch.distributed a DistributedSampler gives each process its own share of the images.
+    """
     epoch_seed = config.seed * 100_003 + epoch
     generator = torch.Generator().manual_seed(epoch_seed)
     if dist.world_size() > 1:
@@ -140,8 +201,8 @@ def train_one_epoch(
     grad_clip: float | None = None,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-) -> float:
-    """One pass over ``loader``; returns the mean training loss (over all processes).
+) -> EpochStats:
+    """One pass over ``loader``; returns the mean training loss (over all processes) and the timings.
 
     With ``amp_dtype`` the forward pass runs under autocast; float16 needs a gradient scaler,
     bfloat16 (the same exponent range as float32) does not.
@@ -149,9 +210,13 @@ def train_one_epoch(
     model.train()
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    # loss x images, images, seconds spent waiting for data: summed over steps, then over processes
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    data_seconds = 0.0
     bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not dist.is_main_process(), dynamic_ncols=True)
+    started = step_done = time.perf_counter()
     for images, masks in bar:
+        data_seconds += time.perf_counter() - step_done
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -169,10 +234,26 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_sum += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64, device=device)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    dist.all_reduce_sum(loss_sum)
-    return (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
+        loss_value = loss.item()  # waits for the step to finish, so the timings below are true
+        totals[0] += loss_value * len(images)
+        totals[1] += len(images)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        step_done = time.perf_counter()
+    seconds = time.perf_counter() - started
+    totals[2] = data_seconds
+    dist.all_reduce_sum(totals)
+    return EpochStats(
+        loss=(totals[0] / totals[1].clamp(min=1)).item(),
+        images=int(totals[1].item()),
+        seconds=seconds,
+        data_seconds=totals[2].item() / dist.world_size(),
+    )
+
+
+def predict_logits(model: nn.Module, image: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """Float32 logits ``(1, C, H, W)`` of one normalised ``(3, H, W)`` image."""
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        return model(image[None].to(device)).float()
 
 
 @torch.inference_mode()
@@ -195,9 +276,8 @@ def validate(
     indices = range(dist.rank(), len(dataset), dist.world_size())
     for index in tqdm(indices, desc="validation", unit="image", leave=False, disable=not dist.is_main_process(), dynamic_ncols=True):
         image, mask = dataset[index]
-        image, mask = image[None].to(device), mask[None].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(image).float()
+        mask = mask[None].to(device)
+        logits = predict_logits(model, image, device, amp_dtype)
         loss_sum += torch.tensor([loss_fn(logits, mask).item(), 1.0], dtype=torch.float64, device=device)
         confusion.update(mask, logits.argmax(1))
     confusion.reduce_from_all_processes()
@@ -234,6 +314,50 @@ def write_curves(run_dir: Path) -> None:
     plot_training_curves(run_dir / "history.csv", run_dir / "curves.png")
 
 
+def open_tensorboard(run_dir: Path, first_epoch: int):
+    """A SummaryWriter on ``RUN/tensorboard``; on resume, events of epochs to be redone are dropped."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise SegnetError("--tensorboard needs the tensorboard package (pip install tensorboard)") from error
+    return SummaryWriter(str(run_dir / TENSORBOARD_FOLDER), purge_step=first_epoch)
+
+
+def log_tensorboard(writer, epoch: int, stats: EpochStats, metrics: dict[str, Any] | None, lr: float, seconds: float) -> None:
+    """The epoch's scalars: losses, accuracy, IoUs, learning rate and speed."""
+    writer.add_scalar("loss/train", stats.loss, epoch)
+    writer.add_scalar("learning_rate", lr, epoch)
+    writer.add_scalar("speed/epoch_seconds", seconds, epoch)
+    writer.add_scalar("speed/images_per_second", stats.images_per_second, epoch)
+    writer.add_scalar("speed/data_wait_fraction", stats.data_wait_fraction, epoch)
+    if metrics is None:
+        return
+    writer.add_scalar("loss/val", metrics["loss"], epoch)
+    for key in ("global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou"):
+        if metrics[key] is not None:
+            writer.add_scalar(f"val/{key}", metrics[key], epoch)
+    for name, scores in metrics["per_class"].items():
+        if scores["iou"] is not None:
+            writer.add_scalar(f"val_iou/{name}", scores["iou"], epoch)
+
+
+@torch.inference_mode()
+def log_tensorboard_examples(
+    writer, model: nn.Module, dataset: SegmentationDataset, device: torch.device, amp_dtype: torch.dtype | None, epoch: int
+) -> None:
+    """The first validation images as image | true mask | predicted mask, in class colours."""
+    from segnet.predict import colorize  # imports matplotlib; only needed with --tensorboard
+
+    model.eval()
+    for index in range(min(TENSORBOARD_EXAMPLES, len(dataset))):
+        raw_image, truth = dataset.load(index)
+        prediction = predict_logits(model, dataset[index][0], device, amp_dtype).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        num_classes = dataset.num_classes
+        panel = np.concatenate([raw_image, colorize(truth, num_classes), colorize(prediction, num_classes)], axis=1)
+        step = math.ceil(max(raw_image.shape[:2]) / TENSORBOARD_PANEL_SIDE)
+        writer.add_image(f"validation/{dataset.pairs[index].stem}", panel[::step, ::step], epoch, dataformats="HWC")
+
+
 def load_training_data(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Pair], list[Pair]]:
     """Find the pairs and split them, reusing the run's split.json when resuming."""
     pairs = find_pairs(config.data)
@@ -242,20 +366,42 @@ def load_training_data(config: TrainConfig, run_dir: Path, resume: bool) -> tupl
     return split_pairs(pairs, config.val_fraction, config.seed)
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, progress_log=print) -> Path:
-    """Train a model as ``config`` says; returns the run folder. See the module docstring."""
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress_log=print,
+    *,
+    split: tuple[Sequence[Pair], Sequence[Pair]] | None = None,
+) -> Path:
+    """Train a model as ``config`` says; returns the run folder. See the module docstring.
+
+    Args:
+        config: the resolved training config (``segnet.config.load_config``).
+        resume: continue the run in ``config.out`` from its ``last.pt``.
+        overwrite: replace a run already in ``config.out``.
+        progress_log: where the per-epoch lines go (rank 0 only).
+        split: (training pairs, validation pairs) to use instead of a random split by
+            ``config.val_fraction`` (cross-validation passes each fold this way).
+    """
+    dist.configure_determinism(config.deterministic)  # before any CUDA work (cuBLAS reads its env once)
+    owns_process_group = not dist.is_distributed()  # cross-validation keeps one group over all folds
     device = dist.init_distributed(config.device)
     run_dir = Path(config.out)
+    check_run_folder(run_dir, resume, overwrite)  # on every process, so all stop together
     if dist.is_main_process():
         prepare_run_folder(run_dir, resume, overwrite)
     dist.barrier()
-    log = progress_log if dist.is_main_process() else (lambda *a, **k: None)
+    main_process = dist.is_main_process()
+    log = progress_log if main_process else (lambda *a, **k: None)
     torch.manual_seed(config.seed)
     class_names = list(config.classes)
     num_classes = len(class_names)
     palette = config.palette_by_index()
 
-    train_pairs, val_pairs = load_training_data(config, run_dir, resume)
+    train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume)
+    if config.patience and not val_pairs:
+        raise SegnetError("--patience stops on the validation mean IoU, but no images are held out for validation (val_fraction is 0)")
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images from {config.data}")
     # Decode everything once, before DataLoader workers fork and share the arrays.
     train_set = SegmentationDataset(train_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
@@ -269,7 +415,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
     train_set.transform = train_transform(
         config.image_size, config.scale_range, num_classes, plan["focus_class"], config.focus_probability
     )
-    if dist.is_main_process():
+    if main_process:
         save_config(config, run_dir / "config.yaml")
         (run_dir / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
         write_split(run_dir / "split.json", train_pairs, val_pairs)
@@ -279,11 +425,15 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
         load_pretrained_encoder(model, config.pretrained)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     amp_dtype = dist.autocast_dtype(device, config.amp)
+    if dist.world_size() > 1 and device.type == "cuda":
+        # BatchNorm statistics over the global batch. SyncBatchNorm works only on GPUs: CPU processes
+        # keep per-process statistics, and rank 0's are copied to the others after every epoch.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model_without_ddp = model
     if dist.world_size() > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        model_without_ddp = model.module
+    # The training steps run compiled; validation (whole images of varying sizes) runs eagerly.
+    training_model = compile_model(model, device) if config.compile else model
     loss_fn = build_loss(fingerprint["class_presence_frequencies"], config.class_weights, config.loss).to(device)
     optimizer = build_optimizer(config, model_without_ddp)
     steps_per_epoch = len(make_train_loader(train_set, config, 0, pin_memory=False))
@@ -291,7 +441,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
 
-    start_epoch, best_score = 0, None
+    start_epoch, best_score, best_epoch = 0, None, None
     if resume:
         state = load_checkpoint(run_dir / "last.pt", map_location=device)
         check_compatible(state, config.model, class_names, run_dir / "last.pt")
@@ -299,15 +449,21 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
         optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler_state"])
         start_epoch, best_score = state["epoch"], state["best_score"]
-        if dist.is_main_process():
+        # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
+        best_epoch = state.get("best_epoch", start_epoch if best_score is not None else None)
+        if main_process:
             truncate_history(run_dir / "history.csv", start_epoch)
         log(f"resuming after epoch {start_epoch} (best validation mean IoU so far: {best_score})")
+    per_process_batch = max(1, config.batch_size // dist.world_size())
     log(
         f"model {config.model} ({sum(p.numel() for p in model_without_ddp.parameters()):,} parameters) on {device}, "
-        f"{dist.world_size()} process(es); crops {config.image_size}px, batch {config.batch_size}, "
+        f"{dist.world_size()} process(es) x batch {per_process_batch}; crops {config.image_size}px, "
         f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "
         f"{'mixed precision ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'float32'}"
+        f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
+        f"{', deterministic' if config.deterministic else ''}"
     )
+    writer = open_tensorboard(run_dir, start_epoch + 1) if config.tensorboard and main_process else None
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
         return {
@@ -319,47 +475,73 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
             "fingerprint": fingerprint,
             "epoch": epoch,
             "best_score": best_score,
+            "best_epoch": best_epoch,
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict(),
         }
 
+    digest = None
     for epoch in range(start_epoch + 1, config.epochs + 1):
+        if config.patience and best_epoch is not None and epoch - 1 - best_epoch >= config.patience:
+            log(
+                f"early stopping after epoch {epoch - 1}: the validation mean IoU has not improved for "
+                f"{epoch - 1 - best_epoch} epochs (patience {config.patience}); best {best_score:.4f} at epoch {best_epoch}"
+            )
+            break
         started = time.perf_counter()
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any other torch randomness
         loader = make_train_loader(train_set, config, epoch, pin_memory=device.type == "cuda")
-        train_loss = train_one_epoch(
-            model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
+        stats = train_one_epoch(
+            training_model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
         )
+        dist.broadcast_buffers(model_without_ddp)
+        if dist.world_size() > 1:
+            digest = dist.check_replicas_in_sync(model_without_ddp)
         metrics = None
         if val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
             metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
         seconds = time.perf_counter() - started
         improved = metrics is not None and metrics["mean_iou"] is not None and (best_score is None or metrics["mean_iou"] > best_score)
         if improved:
-            best_score = metrics["mean_iou"]
-        if dist.is_main_process():
-            state = checkpoint_state(epoch)
-            save_checkpoint(state, run_dir / "last.pt")
+            best_score, best_epoch = metrics["mean_iou"], epoch
+        lr = scheduler.get_last_lr()[0]
+        if main_process:
+            save_checkpoint(checkpoint_state(epoch), run_dir / "last.pt")
             if improved or not val_pairs:
                 shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
                 (run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
+            if improved:
+                (run_dir / BEST_METRICS_FILE).write_text(json.dumps({"epoch": epoch, **metrics}, indent=1))
             append_history(
                 run_dir / "history.csv",
                 {
                     "epoch": epoch,
-                    "train_loss": f"{train_loss:.5f}",
+                    "train_loss": f"{stats.loss:.5f}",
                     "val_loss": f"{metrics['loss']:.5f}" if metrics else None,
                     "val_global_accuracy": f"{metrics['global_accuracy']:.5f}" if metrics else None,
                     "val_mean_iou": f"{metrics['mean_iou']:.5f}" if metrics and metrics["mean_iou"] is not None else None,
-                    "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                    "lr": f"{lr:.3e}",
                     "epoch_seconds": f"{seconds:.1f}",
                 },
             )
             write_curves(run_dir)
-        summary = f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}"
+            if writer is not None:
+                log_tensorboard(writer, epoch, stats, metrics, lr, seconds)
+                if metrics is not None:
+                    log_tensorboard_examples(writer, model_without_ddp, val_set, device, amp_dtype, epoch)
+                writer.flush()
+        summary = f"epoch {epoch}/{config.epochs}: train loss {stats.loss:.4f}"
         if metrics:
             summary += f", val loss {metrics['loss']:.4f}, pixel accuracy {metrics['global_accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
-        log(summary + f" ({seconds:.0f}s){' *best*' if improved else ''}")
+        log(
+            f"{summary}; lr {lr:.2e}, {seconds:.0f}s ({stats.images_per_second:.1f} images/s, "
+            f"{100 * stats.data_wait_fraction:.0f}% waiting for data){' *best*' if improved else ''}"
+        )
+    if digest is not None:
+        log(f"model weights identical on all {dist.world_size()} processes (sha256 {digest})")
+    if writer is not None:
+        writer.close()
     dist.barrier()
-    dist.cleanup()
+    if owns_process_group:
+        dist.cleanup()
     return run_dir

@@ -1,0 +1,129 @@
+"""Train with the project's defaults on the real darkfield images and score the held-out 10%.
+
+    python benchmarks/real_darkfield.py --data ../shared/darkfield
+
+In the same run it trains the original notebook's recipe as a baseline, on the same split and
+scored the same way (every validation pixel at full resolution, one confusion matrix):
+its 3-stage SegNet with BatchNorm+ReLU on the logits, images and masks resized to 256x256 (the
+mask bilinearly, as the notebook did), Adam at lr 0.01, class weights 1 - frequency, no
+augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
+
+Prints both metric tables and a comparison, and writes OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from segnet.config import load_config
+from segnet.data import find_pairs, load_pair, read_split
+from segnet.distributed import resolve_device
+from segnet.evaluate import evaluate_run, format_metrics_table
+from segnet.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.model import build_model
+from segnet.train import train
+
+NOTEBOOK_SIZE = 256
+
+
+def resize_tensor(array: np.ndarray, mode: str) -> torch.Tensor:
+    """HxW[xC] array -> (C, 256, 256) float tensor, resized with ``mode``."""
+    tensor = torch.from_numpy(array).float()
+    tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
+    return F.interpolate(tensor[None], size=(NOTEBOOK_SIZE, NOTEBOOK_SIZE), mode=mode, align_corners=False)[0]
+
+
+def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str]) -> dict:
+    """Train and score the notebook's recipe; returns metrics plus training minutes."""
+    pairs = find_pairs(data)
+    train_pairs, val_pairs = read_split(split_file, pairs, "train"), read_split(split_file, pairs, "val")
+    num_classes = len(class_names)
+    images, masks = [], []
+    for pair in tqdm(train_pairs, desc="baseline: resizing", leave=False):
+        image, mask = load_pair(pair, num_classes)
+        images.append(resize_tensor(image, "bilinear") / 255.0)
+        # The notebook resized masks bilinearly and truncated to integers, inventing labels at edges.
+        masks.append(resize_tensor(mask, "bilinear")[0].long())
+    images, masks = torch.stack(images), torch.stack(masks)
+    frequencies = torch.bincount(masks.flatten(), minlength=num_classes).float() / masks.numel()
+    torch.manual_seed(0)
+    model = build_model("notebook-segnet", num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=(1 - frequencies).to(device))
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(images))
+        losses = []
+        for start in tqdm(range(0, len(order), 8), desc=f"baseline epoch {epoch}/{epochs}", leave=False):
+            batch = order[start : start + 8]
+            loss = loss_fn(model(images[batch].to(device)), masks[batch].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        print(f"baseline epoch {epoch}/{epochs}: train loss {np.mean(losses):.4f}", flush=True)
+    minutes = (time.perf_counter() - started) / 60
+    model.eval()
+    confusion = ConfusionMatrix(num_classes)
+    with torch.inference_mode():
+        for pair in tqdm(val_pairs, desc="baseline: scoring", leave=False):
+            image, mask = load_pair(pair, num_classes)
+            logits = model((resize_tensor(image, "bilinear") / 255.0)[None].to(device))
+            prediction = F.interpolate(logits.argmax(1, keepdim=True).float(), size=mask.shape, mode="nearest")[0, 0].long()
+            confusion.update(torch.from_numpy(mask).long(), prediction.cpu())
+    metrics = metrics_from_confusion(confusion.mat, class_names)
+    metrics["num_images"] = len(val_pairs)
+    metrics["train_minutes"] = minutes
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="real darkfield folder")
+    parser.add_argument("--out", type=Path, default=Path("runs/real_darkfield"), help="output folder")
+    parser.add_argument("--model", default="segnet-basic", help="model trained with the project's defaults")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for the project's model (default: the config default)")
+    parser.add_argument("--val-every", type=int, default=None, help="validate every N epochs (default: the config default)")
+    parser.add_argument("--baseline-epochs", type=int, default=8, help="epochs for the notebook baseline (0 skips it)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--config", type=Path, help="YAML config for the project's model (flags win)")
+    args = parser.parse_args()
+
+    run_dir = args.out / args.model
+    config = load_config(
+        args.config,
+        {"data": str(args.data), "out": str(run_dir), "model": args.model, "epochs": args.epochs, "val_every": args.val_every, "device": args.device},
+    )
+    started = time.perf_counter()
+    train(config, overwrite=True)
+    train_minutes = (time.perf_counter() - started) / 60
+    metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", device=args.device, report=True)
+    summary = {"project": {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics}}
+    print(f"\n== {args.model}, project defaults: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
+    print(format_metrics_table(metrics))
+
+    if args.baseline_epochs > 0:
+        baseline = notebook_baseline(args.data, run_dir / "split.json", args.baseline_epochs, resolve_device(args.device), config.classes)
+        summary["notebook_baseline"] = baseline
+        print(f"\n== notebook recipe baseline: trained {baseline['train_minutes']:.1f} min ==")
+        print(format_metrics_table(baseline))
+        print("\nclass IoU        project  notebook")
+        for name in config.classes:
+            ours, theirs = metrics["per_class"][name]["iou"], baseline["per_class"][name]["iou"]
+            print(f"{name:<15} {ours if ours is None else f'{ours:.3f}':>7}  {theirs if theirs is None else f'{theirs:.3f}':>8}")
+        print(f"{'mean IoU':<15} {metrics['mean_iou']:>7.3f}  {baseline['mean_iou']:>8.3f}")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"\nsummary: {args.out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

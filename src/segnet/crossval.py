@@ -1,0 +1,258 @@
+"""K-fold cross-validation: K models, each scored on the images that the other K-1 trained on.
+
+With few labelled images, one held-out split gives a noisy score; K folds give K scores, their
+mean and spread, and a pooled score in which every image is predicted exactly once by a model
+that never trained on it. ``segnet train --folds K`` writes::
+
+    RUN/folds.json       K, the seed, and the validation stems of each fold
+    RUN/fold_k/          an ordinary run folder (k = 1..K): split.json, best.pt, history.csv, ...
+    RUN/cv_summary.json  each metric per fold, its mean and sample standard deviation (ddof=1),
+                         and "pooled": the metrics of the fold confusion matrices summed
+
+``segnet evaluate --checkpoint RUN --data DIR`` scores every fold's ``best.pt`` on its own fold
+(``RUN/evaluation/fold_k/``, the usual evaluation files) and summarises them the same way in
+``RUN/evaluation/cv_summary.json``. Ensembling the K models for prediction is not provided: use one
+fold's ``best.pt``, or train once on all images with the settings cross-validation supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segnet import distributed as dist
+from segnet.config import TrainConfig
+from segnet.data import Pair, find_pairs
+from segnet.errors import DataError, SegnetError
+from segnet.evaluate import _text_table, evaluate_run, format_score
+from segnet.metrics import metrics_from_confusion
+from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, train
+
+FOLDS_FILE = "folds.json"
+SUMMARY_FILE = "cv_summary.json"
+WHOLE_IMAGE_SCORES = (
+    ("global accuracy", "global_accuracy"),
+    ("class-average accuracy", "class_average_accuracy"),
+    ("mean IoU", "mean_iou"),
+    ("frequency-weighted IoU", "frequency_weighted_iou"),
+)
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    """The run folder of fold ``fold`` (counted from 1)."""
+    return run_dir / f"fold_{fold}"
+
+
+def k_fold_split(pairs: Sequence[Pair], folds: int, seed: int) -> list[list[Pair]]:
+    """Deal the pairs, shuffled by ``seed``, into ``folds`` validation folds of near-equal size.
+
+    Reproducible: the order is taken from the sorted stems, as in ``segnet.data.split_pairs``.
+    """
+    if folds < 2:
+        raise SegnetError(f"cross-validation needs at least 2 folds, got {folds}")
+    ordered = sorted(pairs, key=lambda p: p.stem)
+    if len(ordered) < folds:
+        where = ordered[0].image.parent if ordered else Path(".")
+        raise DataError(where, f"{len(ordered)} images are too few for {folds} folds")
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    return [sorted((ordered[i] for i in order[k::folds]), key=lambda p: p.stem) for k in range(folds)]
+
+
+def read_folds(run_dir: Path, pairs: Sequence[Pair]) -> list[list[Pair]]:
+    """The folds recorded in ``RUN/folds.json``, as pairs of the data folder."""
+    path = run_dir / FOLDS_FILE
+    try:
+        stems = json.loads(path.read_text())["stems"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(path, f"not a readable folds file ({error})") from error
+    by_stem = {p.stem: p for p in pairs}
+    missing = [s for fold in stems for s in fold if s not in by_stem]
+    if missing:
+        raise DataError(path, f"the folds name images that are not in the data folder: {missing[:5]}")
+    return [[by_stem[s] for s in fold] for fold in stems]
+
+
+def train_cross_validation(
+    config: TrainConfig,
+    folds: int,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress_log: Callable[..., None] = print,
+) -> dict[str, Any]:
+    """Train one model per fold into ``config.out``/fold_k and summarise their validation scores.
+
+    Each fold's score is its best epoch's validation metrics (``fold_k/best_metrics.json``).
+    ``config.val_fraction`` is not used: fold k validates on the k-th fold. With ``resume``,
+    finished folds are kept, an interrupted fold continues from its ``last.pt`` and folds not
+    begun are trained. Returns the summary written to ``RUN/cv_summary.json``.
+    """
+    run_dir = Path(config.out)
+    dist.configure_determinism(config.deterministic)
+    owns_process_group = not dist.is_distributed()
+    dist.init_distributed(config.device)  # one process group for all folds
+    log = progress_log if dist.is_main_process() else (lambda *a, **k: None)
+    pairs = find_pairs(config.data)
+    if resume:
+        if not (run_dir / FOLDS_FILE).is_file():
+            raise SegnetError(f"{run_dir}: nothing to resume (no {FOLDS_FILE})")
+        validation_folds = read_folds(run_dir, pairs)
+        if len(validation_folds) != folds:
+            raise SegnetError(f"{run_dir / FOLDS_FILE}: the run has {len(validation_folds)} folds, but --folds {folds} was given")
+    else:
+        if not overwrite and any((run_dir / name).exists() for name in (FOLDS_FILE, *RUN_MARKERS)):
+            raise SegnetError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+        validation_folds = k_fold_split(pairs, folds, config.seed)
+        if dist.is_main_process():
+            for old_fold in run_dir.glob("fold_*"):
+                shutil.rmtree(old_fold)
+            (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record = {"folds": folds, "seed": config.seed, "stems": [[p.stem for p in fold] for fold in validation_folds]}
+            (run_dir / FOLDS_FILE).write_text(json.dumps(record, indent=1))
+        dist.barrier()
+
+    for k, val_pairs in enumerate(validation_folds, start=1):
+        train_pairs = [p for other, fold in enumerate(validation_folds, start=1) if other != k for p in fold]
+        out = fold_dir(run_dir, k)
+        log(f"cross-validation fold {k}/{folds}: {len(train_pairs)} training and {len(val_pairs)} validation images")
+        fold_resume = resume and (out / "last.pt").is_file()
+        # A fold folder without last.pt holds nothing to keep (it stopped before its first epoch ended).
+        train(
+            dataclasses.replace(config, out=str(out)),
+            resume=fold_resume,
+            overwrite=not fold_resume,
+            progress_log=progress_log,
+            split=(train_pairs, val_pairs),
+        )
+
+    summary = summarize_folds([read_best_metrics(fold_dir(run_dir, k)) for k in range(1, folds + 1)])
+    if dist.is_main_process():
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    dist.barrier()
+    if owns_process_group:
+        dist.cleanup()
+    return summary
+
+
+def read_best_metrics(run_dir: Path) -> dict[str, Any]:
+    """A fold's validation metrics at its best epoch."""
+    path = run_dir / BEST_METRICS_FILE
+    if not path.is_file():
+        raise DataError(path, "not found: the fold never produced a validation score")
+    return json.loads(path.read_text())
+
+
+def fold_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The scores summarised across folds, by row label: whole-image scores, per-class IoU, and
+    (from an evaluation) mean boundary F1 and count errors."""
+    scores: dict[str, float | None] = {label: metrics[key] for label, key in WHOLE_IMAGE_SCORES}
+    for name in metrics["classes"]:
+        scores[f"IoU {name}"] = metrics["per_class"][name]["iou"]
+    if "boundary_f1" in metrics:
+        scores["mean boundary F1"] = metrics["boundary_f1"]["mean"]
+    for name, agreement in metrics.get("counts", {}).items():
+        scores[f"count MAE {name}"] = agreement["mean_absolute_error"]
+    return scores
+
+
+def summarize_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each score per fold with its mean and sample standard deviation, and the pooled metrics.
+
+    A score undefined in a fold (a class absent from its images and predictions) is left out of
+    that score's mean and deviation; the deviation needs two defined values.
+    """
+    class_names = per_fold[0]["classes"]
+    per_fold_scores = [fold_scores(metrics) for metrics in per_fold]
+    scores = {}
+    for label in per_fold_scores[0]:
+        values = [fold.get(label) for fold in per_fold_scores]
+        defined = np.array([v for v in values if v is not None], dtype=np.float64)
+        scores[label] = {
+            "per_fold": values,
+            "mean": float(defined.mean()) if defined.size else None,
+            "std": float(defined.std(ddof=1)) if defined.size >= 2 else None,
+        }
+    pooled_confusion = np.sum([np.asarray(metrics["confusion_matrix"], dtype=np.int64) for metrics in per_fold], axis=0)
+    pooled = metrics_from_confusion(pooled_confusion, class_names)
+    return {
+        "folds": len(per_fold),
+        "classes": class_names,
+        "scores": scores,
+        "pooled": fold_scores(pooled),
+        "pooled_metrics": pooled,
+    }
+
+
+def format_cv_table(summary: dict[str, Any]) -> str:
+    """The summary as a plain-text table: one row per score; folds, mean, std and pooled columns."""
+    folds = summary["folds"]
+    header = ["score", *(f"fold {k}" for k in range(1, folds + 1)), "mean", "std", "pooled"]
+    rows = []
+    for label, entry in summary["scores"].items():
+        digits = 2 if label.startswith("count") else 3
+        rows.append(
+            [
+                label,
+                *(format_score(value, digits) for value in entry["per_fold"]),
+                format_score(entry["mean"], digits),
+                format_score(entry["std"], digits),
+                format_score(summary["pooled"].get(label), digits),
+            ]
+        )
+    note = (
+        f"{folds}-fold cross-validation: std is the sample standard deviation over folds; pooled scores one "
+        "confusion matrix summed over the folds (every image predicted once, by the model that did not train on it)"
+    )
+    return _text_table(header, rows) + "\n" + note + "\n"
+
+
+def evaluate_cross_validation(
+    run_dir: str | Path,
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    checkpoint_name: str = "best.pt",
+    device: str = "auto",
+    ignore_index: int | None = None,
+    tile: int | None = None,
+    tta: bool = False,
+    min_area: int = 30,
+    report: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate each fold's model on its own held-out fold and summarise across folds.
+
+    Args:
+        run_dir: the cross-validation run folder (holding folds.json and fold_1 .. fold_K).
+        data: the dataset folder the run was trained on.
+        out: where the per-fold evaluation folders and ``cv_summary.json`` go; default ``RUN/evaluation``.
+        checkpoint_name: which checkpoint of each fold to score.
+        device, ignore_index, tile, tta, min_area, report, progress: as for
+            :func:`segnet.evaluate.evaluate_run`, applied to every fold.
+
+    Returns:
+        The summary (as :func:`summarize_folds`), also written to ``OUT/cv_summary.json``.
+    """
+    run_dir = Path(run_dir)
+    folds_file = run_dir / FOLDS_FILE
+    if not folds_file.is_file():
+        raise SegnetError(f"{run_dir}: not a cross-validation run (no {FOLDS_FILE}); pass a checkpoint such as RUN/best.pt")
+    folds = len(read_folds(run_dir, find_pairs(data)))
+    out_dir = Path(out) if out is not None else run_dir / "evaluation"
+    per_fold = []
+    for k in range(1, folds + 1):
+        per_fold.append(
+            evaluate_run(
+                fold_dir(run_dir, k) / checkpoint_name, data, split="val", out=out_dir / f"fold_{k}", device=device,
+                ignore_index=ignore_index, tile=tile, tta=tta, min_area=min_area, report=report, progress=progress,
+            )
+        )
+    summary = summarize_folds(per_fold)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary

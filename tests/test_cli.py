@@ -1,0 +1,84 @@
+"""The command line end to end, as a user types it: synth, train, evaluate, predict, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segnet.cli import build_parser, main
+
+SUBCOMMANDS = ("synth", "train", "evaluate", "predict", "report", "check", "demo")
+
+
+def segnet(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segnet", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_explains_its_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in subparser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help text"
+            assert action.option_strings[-1] in text
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    result = segnet("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "missing: dataset folder not found" in result.stderr and "Traceback" not in result.stderr
+    debug = segnet("--debug", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
+    assert "Traceback" in debug.stderr
+
+
+def test_synth_train_evaluate_predict_end_to_end(tmp_path):
+    data, run, evaluation, predictions = tmp_path / "data", tmp_path / "run", tmp_path / "evaluation", tmp_path / "predictions"
+    assert segnet("synth", str(data), "--count", "10", "--size", "40", "--seed", "1").returncode == 0
+    assert len(list((data / "images").glob("*.png"))) == 10
+
+    trained = segnet(
+        "train", "--data", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "4", "--image-size", "32",
+        "--num-workers", "0", "--val-fraction", "0.2", "--seed", "4",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "epoch 2/2" in trained.stdout
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["val"]) == 2 and len(split["train"]) == 8
+
+    evaluated = segnet("evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--out", str(evaluation), "--report")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["num_images"] == 2
+    assert sum(map(sum, metrics["confusion_matrix"])) == 2 * 40 * 40
+    for key in ("classes", "global_accuracy", "class_average_accuracy", "mean_iou", "per_class", "confusion_matrix"):
+        assert key in metrics
+    assert "mean IoU" in evaluated.stdout
+    with (evaluation / "per_image.csv").open() as handle:
+        assert sorted(row["image"] for row in csv.DictReader(handle)) == sorted(split["val"])
+    assert (run / "report.html").is_file()
+
+    predicted = segnet("predict", "--checkpoint", str(run / "best.pt"), str(data / "images" / "001.png"), str(data / "images" / "00[23].png"), "--out", str(predictions))
+    assert predicted.returncode == 0, predicted.stderr
+    for stem in ("001", "002", "003"):
+        mask = np.asarray(Image.open(predictions / f"{stem}_mask.png"))
+        assert mask.shape == (40, 40) and mask.dtype == np.uint8 and mask.max() <= 2
+        assert np.asarray(Image.open(predictions / f"{stem}_overlay.png")).shape == (40, 40, 3)
+    with (predictions / "counts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and "erythrocyte_count" in rows[0] and "spirochete_area_fraction" in rows[0]
+
+
+def test_python_dash_m_is_the_same_command():
+    result = segnet("--version")
+    assert result.returncode == 0 and result.stdout.startswith("segnet ")

@@ -1,0 +1,91 @@
+"""Cross-validation: the fold split, K runs and their summary, and scoring each fold on its own images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segnet.cli import main
+from segnet.config import load_config
+from segnet.crossval import evaluate_cross_validation, format_cv_table, k_fold_split, summarize_folds, train_cross_validation
+from segnet.data import find_pairs
+from segnet.errors import SegnetError
+from segnet.metrics import metrics_from_confusion
+
+
+def test_folds_partition_the_images_reproducibly(synthetic_dataset):
+    pairs = find_pairs(synthetic_dataset)
+    folds = k_fold_split(pairs, 5, seed=1)
+    stems = [p.stem for fold in folds for p in fold]
+    assert sorted(stems) == sorted(p.stem for p in pairs)  # every image in exactly one fold
+    assert sorted(len(fold) for fold in folds) == [2, 2, 2, 3, 3]
+    assert [[p.stem for p in fold] for fold in k_fold_split(list(reversed(pairs)), 5, seed=1)] == [[p.stem for p in fold] for fold in folds]
+    assert k_fold_split(pairs, 5, seed=2) != folds
+    with pytest.raises(SegnetError, match="at least 2 folds"):
+        k_fold_split(pairs, 1, seed=0)
+    with pytest.raises(SegnetError, match="too few for 13 folds"):
+        k_fold_split(pairs, 13, seed=0)
+
+
+def test_summary_mean_std_and_pooled():
+    def fold(confusion):
+        return metrics_from_confusion(np.asarray(confusion), ["background", "cell"])
+
+    summary = summarize_folds([fold([[8, 0], [0, 2]]), fold([[6, 2], [2, 0]])])
+    iou = summary["scores"]["IoU cell"]
+    assert iou["per_fold"] == [1.0, 0.0] and iou["mean"] == 0.5 and iou["std"] == pytest.approx(np.sqrt(0.5))
+    assert summary["pooled_metrics"]["confusion_matrix"] == [[14, 2], [2, 2]]
+    assert summary["pooled"]["global accuracy"] == pytest.approx(16 / 20)
+    table = format_cv_table(summary)
+    assert "fold 1" in table and "pooled" in table and "IoU cell" in table
+
+
+@pytest.fixture(scope="module")
+def cross_validation_run(synthetic_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cv") / "run"
+    status = main(
+        ["train", "--data", str(synthetic_dataset), "--out", str(run), "--folds", "3", "--epochs", "1",
+         "--batch-size", "4", "--image-size", "32", "--num-workers", "0"]
+    )
+    assert status == 0
+    return run
+
+
+def test_cross_validation_writes_folds_runs_and_summary(cross_validation_run, synthetic_dataset):
+    run = cross_validation_run
+    folds = json.loads((run / "folds.json").read_text())
+    assert folds["folds"] == 3 and sorted(sum(folds["stems"], [])) == sorted(p.stem for p in find_pairs(synthetic_dataset))
+    for k, stems in enumerate(folds["stems"], start=1):
+        assert json.loads((run / f"fold_{k}" / "split.json").read_text())["val"] == stems
+        assert (run / f"fold_{k}" / "best.pt").is_file()
+    summary = json.loads((run / "cv_summary.json").read_text())
+    assert summary["folds"] == 3
+    for label in ("global accuracy", "mean IoU", "IoU background", "IoU erythrocyte", "IoU spirochete"):
+        entry = summary["scores"][label]
+        assert len(entry["per_fold"]) == 3 and entry["mean"] is not None and entry["std"] is not None
+    # Pooled over the folds, every pixel of every image is scored exactly once.
+    assert np.sum(summary["pooled_metrics"]["confusion_matrix"]) == 12 * 48 * 48
+    with pytest.raises(SegnetError, match="already holds a run"):
+        train_cross_validation(load_config(None, {"data": str(synthetic_dataset), "out": str(run)}), 3)
+
+
+def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synthetic_dataset, capsys):
+    run = cross_validation_run
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(synthetic_dataset), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed and "fold 3" in printed and "count MAE" in printed
+    folds = json.loads((run / "folds.json").read_text())["stems"]
+    for k, stems in enumerate(folds, start=1):
+        metrics = json.loads((run / "evaluation" / f"fold_{k}" / "metrics.json").read_text())
+        assert metrics["num_images"] == len(stems)
+        assert metrics["evaluation"]["checkpoint"] == str(run / f"fold_{k}" / "best.pt")
+    summary = json.loads((run / "evaluation" / "cv_summary.json").read_text())
+    assert np.sum(summary["pooled_metrics"]["confusion_matrix"]) == 12 * 48 * 48
+    assert "mean boundary F1" in summary["scores"]
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_cross_validation_run(synthetic_dataset, tmp_path):
+    with pytest.raises(SegnetError, match="not a cross-validation run"):
+        evaluate_cross_validation(tmp_path, synthetic_dataset)

@@ -1,0 +1,279 @@
+"""Tests for segnet.export and ONNX inference: export fidelity, torch-free prediction, bioimage.io packages."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import yaml
+from PIL import Image
+from scipy.special import softmax
+
+from segnet.checkpoint import save_checkpoint
+from segnet.cli import main
+from segnet.errors import CheckpointError, SegnetError
+from segnet.export import check_onnx_export, export_onnx, model_to_onnx, validate_bioimageio
+from segnet.model import DecoderStage, EncoderStage, SegNet, build_model
+from segnet.predict import OnnxModelInfo, Predictor
+from segnet.synthetic import generate_sample
+
+CLASSES = ["background", "erythrocyte", "spirochete"]
+MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
+# (batch, height, width): odd sizes, a 1x1 image, batches of one and two. The model pads to its
+# stride inside the graph, so the padding must follow the dynamic size.
+SHAPES = [(1, 37, 45), (2, 37, 45), (2, 64, 96), (1, 1, 1)]
+
+
+def write_checkpoint(path: Path, model_name: str) -> Path:
+    """A checkpoint of a freshly initialised model whose BatchNorm statistics are not the identity."""
+    torch.manual_seed(0)
+    model = build_model(model_name, len(CLASSES))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(
+        {
+            "model": {"name": model_name, "num_classes": len(CLASSES), "in_channels": 3},
+            "model_state": model.state_dict(),
+            "class_names": CLASSES,
+            "normalization": {"mean": MEAN, "std": STD},
+            "config": {"epochs": 1},
+            "epoch": 1,
+            "best_score": 0.5,
+        },
+        path,
+    )
+    return path
+
+
+def load_model(checkpoint: Path) -> torch.nn.Module:
+    state = torch.load(checkpoint, weights_only=True)
+    model = build_model(state["model"]["name"], state["model"]["num_classes"])
+    model.load_state_dict(state["model_state"])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def basic_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, ONNX file) of segnet-basic, exported through the command line."""
+    folder = tmp_path_factory.mktemp("onnx")
+    checkpoint = write_checkpoint(folder / "model.pt", "segnet-basic")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(folder / "model.onnx")]) == 0
+    return checkpoint, folder / "model.onnx"
+
+
+def write_png(path: Path, height: int, width: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(generate_sample(height, width, np.random.default_rng(seed))[0]).save(path)
+    return path
+
+
+def pooling_skeleton(stages: int) -> SegNet:
+    """SegNet without convolutions: pad, ``stages`` max-pools with indices, as many unpools, crop.
+
+    Its output is the input where a pixel was the maximum of its window at every level, else 0.
+    Only comparisons happen, no arithmetic, so ONNX must reproduce it exactly: this isolates the
+    index layout, the padding to the stride and the dynamic shapes.
+    """
+    encoder = [EncoderStage(3, []) for _ in range(stages)]
+    decoder = [DecoderStage(3, []) for _ in range(stages)]
+    return SegNet("skeleton", encoder, decoder, torch.nn.Identity(), num_classes=3, in_channels=3).eval()
+
+
+def export_in_code(model: SegNet, path: Path) -> Path:
+    model_to_onnx(model, OnnxModelInfo(model.name, tuple(CLASSES), tuple(MEAN), tuple(STD), model.total_stride), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def skeleton_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[SegNet, Path]:
+    """The 4-stage skeleton (stride 16) and its ONNX file."""
+    model = pooling_skeleton(4)
+    return model, export_in_code(model, tmp_path_factory.mktemp("skeleton") / "skeleton.onnx")
+
+
+# ------------------------------------------------------------------------------ ONNX export
+
+
+@pytest.mark.parametrize("stages", [4, 5])  # the strides of segnet-basic and segnet
+def test_pooling_and_unpooling_export_exactly(stages: int, skeleton_export: tuple[SegNet, Path], tmp_path: Path) -> None:
+    model, path = skeleton_export if stages == 4 else (pooling_skeleton(stages), None)
+    path = path or export_in_code(model, tmp_path / "skeleton.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    for batch, height, width in SHAPES:
+        inputs = torch.randn(batch, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = model(inputs).numpy()
+        (got,) = session.run(None, {"input": inputs.numpy()})
+        np.testing.assert_array_equal(got, expected)
+        assert np.count_nonzero(expected) > 0
+
+
+@pytest.mark.parametrize("model_name", ["segnet-basic", "segnet"])
+def test_onnx_export_reproduces_pytorch(model_name: str, tmp_path: Path, basic_export: tuple[Path, Path]) -> None:
+    if model_name == "segnet-basic":  # exported by the command line
+        checkpoint, onnx_path = basic_export
+        model = load_model(checkpoint)
+    else:
+        model = load_model(write_checkpoint(tmp_path / "model.pt", model_name))
+        onnx_path = export_in_code(model, tmp_path / "model.onnx")
+    check = check_onnx_export(model, onnx_path, shapes=SHAPES, seed=1)
+    assert check.max_difference <= 1e-4
+    # Near-ties that rounding resolves the other way are rare: about one in 10^5 windows.
+    assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000
+
+
+def test_export_check_catches_a_graph_of_other_weights(basic_export: tuple[Path, Path]) -> None:
+    other = load_model(basic_export[0])
+    with torch.no_grad():
+        other.classifier.bias.add_(1e-3)
+    with pytest.raises(SegnetError, match="differ from PyTorch"):
+        check_onnx_export(other, basic_export[1])
+
+
+def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]) -> None:
+    proto = onnx.load(basic_export[1])
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        assert [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
+    info = OnnxModelInfo.from_metadata({prop.key: prop.value for prop in proto.metadata_props}, basic_export[1])
+    assert info == OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16)
+
+
+def test_export_needs_an_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--checkpoint", str(tmp_path / "model.pt")]) == 1
+    assert "--out" in capsys.readouterr().err
+
+
+def test_export_names_a_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        export_onnx(tmp_path / "missing.pt", tmp_path / "model.onnx")
+
+
+# ------------------------------------------------------------------------------ ONNX prediction
+
+
+def test_onnx_predictor_runs_the_same_pipeline(skeleton_export: tuple[SegNet, Path]) -> None:
+    # The skeleton's graph is exact, so windows, TTA, normalisation and blending must agree exactly too.
+    model, path = skeleton_export
+    image = generate_sample(50, 70, np.random.default_rng(0))[0]
+    for options in ({}, {"tile": 32, "tta": True, "batch_size": 3}):
+        from_onnx = Predictor.from_onnx(path, device="cpu", **options)
+        in_torch = Predictor(model, CLASSES, MEAN, STD, **options)
+        assert from_onnx.class_names == CLASSES and from_onnx.stride == 16
+        np.testing.assert_allclose(from_onnx.predict_proba(image), in_torch.predict_proba(image), atol=1e-6)
+
+
+def test_onnx_and_pytorch_predictors_agree_on_a_real_model(basic_export: tuple[Path, Path]) -> None:
+    checkpoint, onnx_path = basic_export
+    image = generate_sample(50, 70, np.random.default_rng(0))[0]
+    from_onnx = Predictor.from_onnx(onnx_path, device="cpu", tile=32).predict_proba(image)
+    from_torch = Predictor.from_checkpoint(checkpoint, device="cpu", tile=32).predict_proba(image)
+    # Equal up to rare near-tie poolings (see check_onnx_export), which move probabilities locally.
+    assert np.mean(np.abs(from_onnx - from_torch) <= 1e-4) >= 0.95
+    assert np.mean(from_onnx.argmax(0) == from_torch.argmax(0)) >= 0.99
+
+
+def test_predict_with_onnx_never_imports_torch(basic_export: tuple[Path, Path], tmp_path: Path) -> None:
+    write_png(tmp_path / "in" / "a.png", 40, 52, seed=1)
+    write_png(tmp_path / "in" / "b.png", 33, 47, seed=2)
+    out = tmp_path / "out"
+    args = ["predict", "--onnx", str(basic_export[1]), str(tmp_path / "in"), "--out", str(out), "--tile", "32", "--tta", "--device", "cpu"]
+    script = (
+        "import sys\n"
+        "from segnet.cli import main\n"
+        f"assert main({args!r}) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png", "counts.csv"]
+    assert np.asarray(Image.open(out / "b_mask.png")).shape == (33, 47)
+
+
+def test_onnx_predictor_refuses_monte_carlo_dropout(basic_export: tuple[Path, Path]) -> None:
+    with pytest.raises(SegnetError, match="Monte Carlo"):
+        Predictor.from_onnx(basic_export[1], device="cpu", mc_samples=2)
+
+
+def test_onnx_files_without_segnet_metadata_are_refused(basic_export: tuple[Path, Path], tmp_path: Path) -> None:
+    proto = onnx.load(basic_export[1])
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "bare.onnx")
+    with pytest.raises(CheckpointError, match=r"bare.onnx.*segnet export"):
+        Predictor.from_onnx(tmp_path / "bare.onnx", device="cpu")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="junk.onnx"):
+        Predictor.from_onnx(tmp_path / "junk.onnx", device="cpu")
+    with pytest.raises(CheckpointError, match="missing.onnx"):
+        Predictor.from_onnx(tmp_path / "missing.onnx", device="cpu")
+
+
+# ------------------------------------------------------------------------------ bioimage.io
+
+
+@pytest.fixture(scope="module")
+def bioimageio_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package of a segnet-basic checkpoint with a 70x90 sample image, written through the command line."""
+    folder = tmp_path_factory.mktemp("bioimageio")
+    checkpoint = write_checkpoint(folder / "model.pt", "segnet-basic")
+    sample = write_png(folder / "sample.png", 70, 90, seed=3)
+    package = folder / "package"
+    args = ["export", "--checkpoint", str(checkpoint), "--bioimageio", str(package), "--sample", str(sample), "--author", "A. Tester"]
+    assert main(args) == 0
+    return package
+
+
+def test_bioimageio_package_validates_and_its_test_tensors_reproduce(bioimageio_package: Path) -> None:
+    package = bioimageio_package
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    assert rdf["type"] == "model" and str(rdf["format_version"]).startswith("0.5.")
+    assert rdf["authors"] == [{"name": "A. Tester"}]
+    assert set(rdf["weights"]) == {"onnx", "pytorch_state_dict"}
+    from bioimageio.spec import load_description
+
+    description = load_description(package / "rdf.yaml", perform_io_checks=True)
+    assert description.validation_summary.status in ("valid-format", "passed"), description.validation_summary.format()
+
+    # The test input (image values 0..255, a stride-aligned crop of the sample) through the
+    # declared preprocessing, onnxruntime and the declared softmax gives the test output.
+    test_input = np.load(package / rdf["inputs"][0]["test_tensor"]["source"])
+    test_output = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
+    assert test_input.shape == (1, 3, 64, 80) and test_input.dtype == np.float32 and test_input.max() <= 255
+    preprocessing = rdf["inputs"][0]["preprocessing"][0]
+    assert preprocessing["id"] == "fixed_zero_mean_unit_variance"
+    mean = np.asarray(preprocessing["kwargs"]["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(preprocessing["kwargs"]["std"], dtype=np.float32)[:, None, None]
+    assert rdf["outputs"][0]["postprocessing"] == [{"id": "softmax", "kwargs": {"axis": "channel"}}]
+    session = onnxruntime.InferenceSession(str(package / rdf["weights"]["onnx"]["source"]), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": (test_input - mean) / std})
+    (tolerance,) = rdf["config"]["bioimageio"]["reproducibility_tolerance"]
+    mismatched = ~np.isclose(softmax(logits, axis=1), test_output, rtol=tolerance["relative_tolerance"], atol=tolerance["absolute_tolerance"])
+    assert mismatched.mean() * 1e6 <= tolerance["mismatched_elements_per_million"]
+    assert np.mean(np.abs(softmax(logits, axis=1) - test_output) <= 1e-4) >= 0.98
+
+    # The PyTorch state dict fits the declared architecture.
+    architecture = rdf["weights"]["pytorch_state_dict"]["architecture"]
+    assert (architecture["import_from"], architecture["callable"]) == ("segnet.model", "build_model")
+    model = build_model(**architecture["kwargs"])
+    model.load_state_dict(torch.load(package / rdf["weights"]["pytorch_state_dict"]["source"], weights_only=True))
+
+    # The cover: the 64x80 test image and its colour prediction side by side, scaled to 256 rows.
+    cover = Image.open(package / rdf["covers"][0]["source"])
+    assert cover.format == "PNG" and cover.size == (2 * 80 * 256 // 64, 256)
+    assert "## Validation" in (package / rdf["documentation"]["source"]).read_text()
+
+
+def test_validation_reports_a_broken_package(bioimageio_package: Path, tmp_path: Path) -> None:
+    package = shutil.copytree(bioimageio_package, tmp_path / "package")
+    np.save(package / "test_output.npy", np.zeros((1, 3, 8, 8), dtype=np.float32))  # no longer its sha256
+    with pytest.raises(SegnetError, match="test_output"):
+        validate_bioimageio(package / "rdf.yaml")
