@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from segnet.config import load_config
 from segnet.data import find_pairs, load_pair, read_split
-from segnet.distributed import resolve_device
+from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run, format_metrics_table
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model
@@ -55,7 +55,9 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
     images, masks = torch.stack(images), torch.stack(masks)
     frequencies = torch.bincount(masks.flatten(), minlength=num_classes).float() / masks.numel()
     torch.manual_seed(0)
-    model = build_model("notebook-segnet", num_classes).to(device)
+    # The recipe is the notebook's; the speed switches are the project's, so both get the same hardware.
+    model = build_model("notebook-segnet", num_classes).to(device, memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(device, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss(weight=(1 - frequencies).to(device))
     started = time.perf_counter()
@@ -65,7 +67,9 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
         losses = []
         for start in tqdm(range(0, len(order), 8), desc=f"baseline epoch {epoch}/{epochs}", leave=False):
             batch = order[start : start + 8]
-            loss = loss_fn(model(images[batch].to(device)), masks[batch].to(device))
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(images[batch].to(device, memory_format=torch.channels_last))
+            loss = loss_fn(logits.float(), masks[batch].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

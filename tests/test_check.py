@@ -233,3 +233,32 @@ def test_missing_folders(tmp_path: Path) -> None:
     result = check(tmp_path)
     assert len(result.problems) == 1 and "no masks/" in result.problems[0].message
     assert result.good_pairs == [] and "1 problem:" in format_check_report(result)
+
+
+def test_check_command_reads_classes_and_palette_from_a_training_config(tmp_path: Path, capsys) -> None:
+    from segnet.cli import main
+
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    Image.new("RGB", (8, 8), (40, 40, 90)).save(tmp_path / "data" / "images" / "001.png")
+    colours = np.zeros((8, 8, 3), dtype=np.uint8)
+    colours[:4] = (255, 0, 0)
+    colours[0, 0] = (7, 8, 9)  # a colour the palette does not map
+    Image.fromarray(colours).save(tmp_path / "data" / "masks" / "001.png")
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"data: {tmp_path / 'data'}\nclasses: [background, cell]\nmask_palette: {{background: [0, 0, 0], cell: [255, 0, 0]}}\n"
+    )
+
+    assert main(["check", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "001.png: mask colours not in the palette: (7,8,9)" in out
+
+    colours[0, 0] = (0, 0, 0)
+    Image.fromarray(colours).save(tmp_path / "data" / "masks" / "001.png")
+    assert main(["check", str(tmp_path / "data"), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "No problems found." in out and "cell" in out and "spirochete" not in out
+    # Without the palette, the colour mask is refused with a pointer to the option.
+    assert main(["check", str(tmp_path / "data")]) == 1
+    assert "mask_palette" in capsys.readouterr().out

@@ -336,6 +336,18 @@ def check_dataset(
     return CheckResult(problems, notes, summary, good_pairs)
 
 
+PROBLEMS_LISTED = 10
+"""How many problems :func:`format_problems` lists before pointing to ``segnet check``."""
+
+
+def format_problems(problems: Sequence[Problem], root: str | Path, limit: int = PROBLEMS_LISTED) -> str:
+    """The first ``limit`` problems, one indented line each, then how many more and how to see them."""
+    lines = [f"  {problem}" for problem in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  and {len(problems) - limit} more; run segnet check {root} to list them all")
+    return "\n".join(lines)
+
+
 def format_check_report(result: CheckResult) -> str:
     """The check's findings for the terminal: every problem, notes grouped by kind, then the summary."""
     summary = result.summary

@@ -13,50 +13,97 @@ Keys:
     epoch            number of epochs completed
     best_score       best validation mean IoU so far (or None)
     optimizer_state, scheduler_state   present in training checkpoints, for ``--resume``
+
+Every file of a run folder that is rewritten in place is written with :func:`atomic_write`, so a
+crash, a full disk or ``kill -9`` leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from segnet.errors import CheckpointError
+from segnet.errors import CheckpointError, SegnetError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
+TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
+"""Temporary files of atomic writes, ``.NAME.RANDOM.tmp``: hidden, and never mistaken for ``*.pt``."""
+
+
+def describe_write_error(path: str | Path, error: OSError, what: str = "file") -> str:
+    """One line for a failed write (disk full, read-only folder), naming the file and what to do."""
+    reason = error.strerror or str(error)
+    return f"{path}: could not write {what} ({reason}): free some space or choose a writable folder"
+
+
+@contextmanager
+def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends it replaces ``path`` atomically.
+
+    The temporary file is flushed to disk and renamed over ``path`` (a rename within one file system
+    is atomic), so readers and crashes see the old file or the new one. On any failure the
+    temporary file is removed and ``path`` is left as it was; an ``OSError`` becomes a
+    :class:`~segnet.errors.SegnetError` naming ``path`` and ``what`` it holds.
+    """
+    path = Path(path)
+    # Named here rather than by tempfile.mkstemp, which creates files readable by their owner only.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        yield temporary
+        with temporary.open("r+b") as written:  # r+: Windows flushes only handles open for writing
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        kept = f"; the previous {what} is kept" if path.exists() else ""
+        raise SegnetError(describe_write_error(path, error, what) + kept) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files that a killed process left behind in ``folder``; returns them.
+
+    Only one process writes a run folder, so when it starts, no write of its files is in progress.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [path for path in folder.iterdir() if TEMPORARY_NAME.match(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one.
 
-    The data goes to a temporary file in the same folder, is flushed to disk, and is then renamed
-    over ``path`` (a rename within one file system is atomic).
+    Raises:
+        CheckpointError: the file could not be written (disk full, read-only folder); the
+            previous checkpoint at ``path`` is kept.
     """
     path = Path(path)
     state = {"format_version": FORMAT_VERSION, **state}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path, "checkpoint") as temporary, temporary.open("xb") as handle:
             torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise CheckpointError(
-                f"{path}: could not write checkpoint ({error.strerror or error}); "
-                "the previous checkpoint is kept"
-            ) from error
-        raise
+    except SegnetError as error:
+        raise CheckpointError(str(error)) from error.__cause__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`save_checkpoint`."""
+    """Load and check a checkpoint written by :func:`save_checkpoint`.
+
+    Only tensors and plain containers are unpickled (``weights_only=True``): a file that would run
+    code when opened is refused with a :class:`~segnet.errors.CheckpointError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimiser (default: adamw; sgd uses momentum 0.9 as in the paper)")
     train.add_argument("--schedule", choices=("cosine", "poly", "none"), help="learning-rate schedule after warm-up (default: cosine)")
     train.add_argument("--class-weights", choices=("median", "sqrt-median", "none"), help="loss weighting by median frequency balancing (default: sqrt-median)")
-    train.add_argument("--loss", choices=("ce", "ce+dice"), help="cross-entropy, or cross-entropy plus soft Dice (default: ce)")
+    train.add_argument("--loss", choices=("ce", "ce+dice"), help="cross-entropy, or cross-entropy plus soft Dice (default: ce+dice)")
     train.add_argument("--val-fraction", type=float, help="share of images held out for validation (default: 0.1)")
     train.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default: 1)")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: bfloat16 where the CPU/GPU computes it natively)")
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", help="local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument(
+        "--skip-bad", action="store_true", default=None,
+        help="train without the image/mask pairs that 'segnet check' finds problems with, listing them (default: refuse a dataset with problems)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt; or a cross-validation RUN folder to score every fold on its own held-out images")
@@ -123,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation)")
 
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
-    check.add_argument("dir", type=Path, help="dataset folder")
-    check.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES), help="class names (default: %(default)s)")
+    check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
+    check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
+    check.add_argument("--classes", nargs="+", help=f"class names (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
 
     demo = commands.add_parser("demo", help="synthesise data, train segnet-basic, evaluate and predict (about 10 minutes on a laptop CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
@@ -163,11 +168,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"report: {write_report(args.run, args.evaluation)}")
         return 0
     if args.command == "check":
-        from segnet.check import check_dataset, format_check_report
-
-        result = check_dataset(args.dir, args.classes)
-        print(format_check_report(result))
-        return 1 if result.problems else 0
+        return _check(args)
     if args.command == "demo":
         from segnet.demo import run_demo
 
@@ -186,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
         for key in (
             "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "lr", "optimizer", "schedule",
             "class_weights", "loss", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
-            "compile", "grad_clip", "patience", "deterministic", "tensorboard",
+            "compile", "grad_clip", "patience", "deterministic", "tensorboard", "skip_bad",
         )
     }
     config = load_config(args.config, overrides)
@@ -205,6 +206,32 @@ def _train(args: argparse.Namespace) -> int:
     if main_process:
         print(f"run folder: {run_dir} (best.pt, last.pt, history.csv, config.yaml)")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``segnet check``: with --config, the classes, colour palette and data folder of a training config."""
+    from segnet.check import check_dataset, format_check_report
+    from segnet.config import load_config
+
+    config = load_config(args.config, {"classes": args.classes, "data": args.dir and str(args.dir)})
+    if not config.data:
+        raise SegnetError("check needs a dataset folder: segnet check DIR (or data: in --config)")
+    result = check_dataset(config.data, config.classes, config.palette_by_index())
+    print(format_check_report(result))
+    return 1 if result.problems else 0
+
+
+def _out_of_memory_message(args: argparse.Namespace) -> str:
+    """What ran out and which option lowers the memory a command needs."""
+    if args.command in ("predict", "evaluate"):
+        if args.tile is None:
+            return "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
+        batch = f" x {args.batch_size} tiles per pass" if args.command == "predict" else ""
+        lower = "--tile or --batch-size" if args.command == "predict" else "--tile"
+        return f"out of GPU memory at tile size {args.tile}{batch}: lower {lower}"
+    if args.command == "train":
+        return "out of GPU memory: lower --batch-size or --image-size"
+    return f"out of GPU memory in segnet {args.command}: run it on a GPU with more free memory"
 
 
 def _evaluate_cross_validation(args: argparse.Namespace) -> int:
@@ -263,5 +290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"segnet: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("segnet: interrupted; checkpoints written so far are intact (train --resume continues)", file=sys.stderr)
+        message = "segnet: interrupted"
+        if args.command == "train":
+            message += "; the checkpoints written so far are intact: run the same command with --resume to continue"
+        print(message, file=sys.stderr)
         return 130
+    except Exception as error:
+        torch = sys.modules.get("torch")  # imported by the commands that use it; --onnx predict never loads it
+        if torch is None or not isinstance(error, torch.OutOfMemoryError):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"segnet: error: {_out_of_memory_message(args)}", file=sys.stderr)
+        return 1

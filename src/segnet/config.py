@@ -30,7 +30,6 @@ class TrainConfig:
     pretrained: str | None = None  # local VGG16-BN state dict for the segnet encoder
 
     epochs: int = 30
-    steps_per_epoch: int | None = None  # None: one random crop per training image per epoch
     batch_size: int = 8
     image_size: int | None = None  # training crop side; None: from the fingerprint
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
@@ -43,7 +42,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | poly | none
     warmup_epochs: int = 1
     class_weights: str = "sqrt-median"  # median | sqrt-median | none
-    loss: str = "ce"  # ce | ce+dice
+    loss: str = "ce+dice"  # ce | ce+dice (measured: benchmarks/loss_choices.py)
     grad_clip: float | None = None  # clip the gradient norm to this value; None: no clipping
 
     amp: bool | None = None  # mixed precision; None: on where the device computes bf16 natively
@@ -57,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 2
+    skip_bad: bool = False  # leave out the image/mask pairs that segnet check finds problems with
     tensorboard: bool = False  # also write TensorBoard scalars and example predictions to RUN/tensorboard
 
     @property

@@ -32,7 +32,7 @@ from segnet.data import Pair, find_pairs
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import _text_table, evaluate_run, format_score
 from segnet.metrics import metrics_from_confusion
-from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, train
+from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, checked_pairs, train
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "cv_summary.json"
@@ -97,7 +97,7 @@ def train_cross_validation(
     owns_process_group = not dist.is_distributed()
     dist.init_distributed(config.device)  # one process group for all folds
     log = progress_log if dist.is_main_process() else (lambda *a, **k: None)
-    pairs = find_pairs(config.data)
+    pairs = checked_pairs(config, log)
     if resume:
         if not (run_dir / FOLDS_FILE).is_file():
             raise SegnetError(f"{run_dir}: nothing to resume (no {FOLDS_FILE})")

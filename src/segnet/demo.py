@@ -18,7 +18,7 @@ from segnet.train import train
 
 DEMO_IMAGES = 160
 DEMO_IMAGE_SIZE = 128
-DEMO_EPOCHS = 20
+DEMO_EPOCHS = 24
 
 
 def run_demo(

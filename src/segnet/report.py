@@ -18,8 +18,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from segnet.checkpoint import atomic_write
 from segnet.data import Pair, read_mask
 from segnet.errors import DataError
 from segnet.evaluate import (
@@ -132,13 +131,8 @@ def plot_training_curves(history_csv: str | Path, out_png: str | Path) -> None:
     """
     history_csv, out_png = Path(history_csv), Path(out_png)
     figure = _curves_figure(_read_history(history_csv))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_png.name}.", suffix=".tmp", dir=out_png.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=100)
-        os.replace(tmp_name, out_png)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_write(out_png, "training curves") as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,12 +18,17 @@ CPU processes talk over gloo instead of NCCL (``--device cpu``; useful to try th
 batch size is the global one: each of N processes takes ``batch_size / N`` images per step, so the
 optimisation is the same as on one device. Only rank 0 logs and writes the run folder.
 
-Each epoch: random crops of the training images (one per image), then validation on the held-out
-images at their own size, each process scoring every N-th image; the metrics come from one
-confusion matrix summed over all processes, so they equal a single-process evaluation.
+Before training, the dataset gets the checks of ``segnet check`` (every file decoded, pairs and
+sizes matched): a broken dataset is refused with a list of its problems, or with ``--skip-bad`` the
+pairs with problems are left out. Each epoch: random crops of the training images (one per image),
+then validation on the held-out images at their own size, each process scoring every N-th image;
+the metrics come from one confusion matrix summed over all processes, so they equal a
+single-process evaluation.
 ``RUN/last.pt`` is written every epoch and ``RUN/best.pt`` (with ``RUN/best_metrics.json``) whenever
-the validation mean IoU improves, all atomically. Every epoch's randomness is derived from
-(seed, epoch), so a resumed run draws the same crops as an uninterrupted one, and with
+the validation mean IoU improves, all atomically: a crash, ``kill -9`` or a full disk leaves each
+file as it was or fully written. ``last.pt`` is written after the epoch's ``history.csv`` row, so
+``--resume`` redoes exactly the epochs that it does not hold. Every epoch's randomness is derived
+from (seed, epoch), so a resumed run draws the same crops as an uninterrupted one, and with
 ``--deterministic`` two runs with the same seed end with the same weights bit for bit (tested on
 the CPU; on a GPU, torch warns about each operator that has no deterministic kernel).
 
@@ -43,7 +48,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +61,18 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from segnet import distributed as dist
-from segnet.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from segnet.check import check_dataset, format_problems
+from segnet.checkpoint import (
+    atomic_write,
+    check_compatible,
+    describe_write_error,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from segnet.config import TrainConfig, save_config
-from segnet.data import Pair, SegmentationDataset, compute_fingerprint, find_pairs, read_split, split_pairs, write_split
-from segnet.errors import SegnetError
+from segnet.data import Pair, SegmentationDataset, compute_fingerprint, read_split, split_pairs, write_split
+from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
@@ -97,7 +110,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to resume nothing or to clobber an earlier run (checked by every process)."""
     if resume:
         if not (out / "last.pt").is_file():
-            raise SegnetError(f"{out}: nothing to resume (no last.pt)")
+            raise SegnetError(f"{out}: nothing to resume (no last.pt: no epoch finished); start again with --overwrite")
     elif any((out / name).exists() for name in RUN_MARKERS) and not overwrite:
         raise SegnetError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
 
@@ -105,12 +118,16 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Create ``out``; refuse to clobber an earlier run unless resuming or overwriting."""
     check_run_folder(out, resume, overwrite)
+    remove_stale_temporaries(out)  # of writes a killed run left unfinished; never read as checkpoints
     if resume:
         return
-    for name in ("last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / TENSORBOARD_FOLDER, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in ("last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD_FOLDER, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SegnetError(f"{out}: cannot prepare the run folder ({error.strerror or error}): choose a writable folder") from error
 
 
 def resolve_data_defaults(config: TrainConfig, fingerprint: dict) -> dict[str, Any]:
@@ -288,30 +305,47 @@ def validate(
 
 
 def append_history(path: Path, row: dict[str, Any]) -> None:
+    """Append one epoch's row (the header first, in a new file); a failed write names the file."""
     new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_FIELDS})
+    try:
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in HISTORY_FIELDS})
+    except OSError as error:
+        raise SegnetError(describe_write_error(path, error, "training history")) from error
 
 
 def truncate_history(path: Path, epochs_done: int) -> None:
-    """On resume, drop rows of epochs after the checkpoint (they will be trained again)."""
+    """On resume, drop rows of epochs after the checkpoint (they will be trained again).
+
+    Rewritten atomically: a run killed while resuming keeps its history. Rows that do not parse
+    (a write cut short by a crash) are dropped with the epochs to redo.
+    """
     if not path.exists():
         return
     with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= epochs_done]
-    with path.open("w", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
+    with atomic_write(path, "training history") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
 
+def write_text_atomically(path: Path, text: str, what: str) -> None:
+    """Replace ``path`` with ``text``; readers and crashes see the old file or the new one."""
+    with atomic_write(path, what) as temporary:
+        temporary.write_text(text)
+
+
 def write_curves(run_dir: Path) -> None:
     from segnet.report import plot_training_curves  # matplotlib is slow to import; only rank 0 needs it
 
-    plot_training_curves(run_dir / "history.csv", run_dir / "curves.png")
+    try:
+        plot_training_curves(run_dir / "history.csv", run_dir / "curves.png")
+    except OSError as error:
+        raise SegnetError(describe_write_error(run_dir / "curves.png", error, "training curves")) from error
 
 
 def open_tensorboard(run_dir: Path, first_epoch: int):
@@ -358,12 +392,44 @@ def log_tensorboard_examples(
         writer.add_image(f"validation/{dataset.pairs[index].stem}", panel[::step, ::step], epoch, dataformats="HWC")
 
 
-def load_training_data(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Pair], list[Pair]]:
-    """Find the pairs and split them, reusing the run's split.json when resuming."""
-    pairs = find_pairs(config.data)
+def checked_pairs(config: TrainConfig, log: Callable[..., None] = print) -> list[Pair]:
+    """The dataset's image/mask pairs, sorted by stem, after the checks of ``segnet check``.
+
+    Any problem (unreadable file, missing partner, size mismatch, mask values outside the classes,
+    colours outside ``mask_palette``) stops with the list of problems, unless ``config.skip_bad``:
+    then the pairs with problems are left out and listed through ``log``. Every process runs the
+    same check on the same files, so all train on the same pairs, or all stop together.
+    """
+    result = check_dataset(config.data, config.classes, config.palette_by_index(), progress=dist.is_main_process())
+    problems, good_pairs, root = result.problems, result.good_pairs, Path(config.data)
+    if not problems:
+        return good_pairs
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    if not good_pairs:
+        if len(problems) == 1:
+            raise DataError(problems[0].path, problems[0].message)
+        raise SegnetError(f"{root}: {count} and no usable image/mask pair:\n{format_problems(problems, root)}")
+    if not config.skip_bad:
+        raise SegnetError(
+            f"{root}: {count} in the dataset; fix them, or pass --skip-bad to train without those pairs:\n"
+            f"{format_problems(problems, root)}"
+        )
+    log(f"--skip-bad: training on the {len(good_pairs)} pairs without problems; left out because of {count}:\n{format_problems(problems, root)}")
+    return good_pairs
+
+
+def load_training_data(config: TrainConfig, run_dir: Path, resume: bool, log: Callable[..., None] = print) -> tuple[list[Pair], list[Pair]]:
+    """Check the dataset and split it, reusing the run's split.json when resuming."""
+    pairs = checked_pairs(config, log)
     if resume and (run_dir / "split.json").is_file():
         return read_split(run_dir / "split.json", pairs, "train"), read_split(run_dir / "split.json", pairs, "val")
     return split_pairs(pairs, config.val_fraction, config.seed)
+
+
+def out_of_memory(device: torch.device, advice: str) -> SegnetError:
+    """The error for a failed allocation: what ran out and which option to lower."""
+    memory = "GPU memory" if device.type == "cuda" else "memory"
+    return SegnetError(f"out of {memory} {advice}; the last checkpoint is kept")
 
 
 def train(
@@ -382,7 +448,14 @@ def train(
         overwrite: replace a run already in ``config.out``.
         progress_log: where the per-epoch lines go (rank 0 only).
         split: (training pairs, validation pairs) to use instead of a random split by
-            ``config.val_fraction`` (cross-validation passes each fold this way).
+            ``config.val_fraction`` (cross-validation passes each fold this way); the caller has
+            checked them (see :func:`checked_pairs`).
+
+    Raises:
+        SegnetError: the dataset has problems (without ``config.skip_bad``), the run folder holds
+            a run (without ``resume``/``overwrite``), a file cannot be written, the checkpoint to
+            resume does not fit, the loss diverges, or the GPU runs out of memory. Files written
+            before the error are kept.
     """
     dist.configure_determinism(config.deterministic)  # before any CUDA work (cuBLAS reads its env once)
     owns_process_group = not dist.is_distributed()  # cross-validation keeps one group over all folds
@@ -398,8 +471,12 @@ def train(
     class_names = list(config.classes)
     num_classes = len(class_names)
     palette = config.palette_by_index()
+    resumed = None  # checked before anything is written: a resume with the wrong model or classes changes nothing
+    if resume:
+        resumed = load_checkpoint(run_dir / "last.pt", map_location=device)
+        check_compatible(resumed, config.model, class_names, run_dir / "last.pt")
 
-    train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume)
+    train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
     if config.patience and not val_pairs:
         raise SegnetError("--patience stops on the validation mean IoU, but no images are held out for validation (val_fraction is 0)")
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images from {config.data}")
@@ -415,10 +492,12 @@ def train(
     train_set.transform = train_transform(
         config.image_size, config.scale_range, num_classes, plan["focus_class"], config.focus_probability
     )
-    if main_process:
-        save_config(config, run_dir / "config.yaml")
-        (run_dir / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
-        write_split(run_dir / "split.json", train_pairs, val_pairs)
+    if main_process:  # atomically: a run killed while starting must still resume
+        with atomic_write(run_dir / "config.yaml", "run config") as temporary:
+            save_config(config, temporary)
+        write_text_atomically(run_dir / "fingerprint.json", json.dumps(fingerprint, indent=1), "data fingerprint")
+        with atomic_write(run_dir / "split.json", "train/validation split") as temporary:
+            write_split(temporary, train_pairs, val_pairs)
 
     model = build_model(config.model, num_classes)
     if config.pretrained and not resume:
@@ -442,15 +521,14 @@ def train(
     )
 
     start_epoch, best_score, best_epoch = 0, None, None
-    if resume:
-        state = load_checkpoint(run_dir / "last.pt", map_location=device)
-        check_compatible(state, config.model, class_names, run_dir / "last.pt")
-        model_without_ddp.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        scheduler.load_state_dict(state["scheduler_state"])
-        start_epoch, best_score = state["epoch"], state["best_score"]
+    if resumed is not None:
+        model_without_ddp.load_state_dict(resumed["model_state"])
+        optimizer.load_state_dict(resumed["optimizer_state"])
+        scheduler.load_state_dict(resumed["scheduler_state"])
+        start_epoch, best_score = resumed["epoch"], resumed["best_score"]
         # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
-        best_epoch = state.get("best_epoch", start_epoch if best_score is not None else None)
+        best_epoch = resumed.get("best_epoch", start_epoch if best_score is not None else None)
+        del resumed  # the weights now live in the model and optimizer
         if main_process:
             truncate_history(run_dir / "history.csv", start_epoch)
         log(f"resuming after epoch {start_epoch} (best validation mean IoU so far: {best_score})")
@@ -491,27 +569,37 @@ def train(
         started = time.perf_counter()
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any other torch randomness
         loader = make_train_loader(train_set, config, epoch, pin_memory=device.type == "cuda")
-        stats = train_one_epoch(
-            training_model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
-        )
+        try:
+            stats = train_one_epoch(
+                training_model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
+            )
+        except torch.OutOfMemoryError as error:
+            raise out_of_memory(
+                device,
+                f"training at batch size {config.batch_size} ({per_process_batch} per process) on {config.image_size}x{config.image_size} crops: "
+                "lower --batch-size or --image-size",
+            ) from error
         dist.broadcast_buffers(model_without_ddp)
         if dist.world_size() > 1:
             digest = dist.check_replicas_in_sync(model_without_ddp)
         metrics = None
         if val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
-            metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
+            try:
+                metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
+            except torch.OutOfMemoryError as error:
+                largest = max((val_set.load(i)[0].shape[:2] for i in range(len(val_set))), key=lambda shape: shape[0] * shape[1])
+                raise out_of_memory(
+                    device,
+                    f"validating whole held-out images (up to {largest[1]}x{largest[0]} px; validation does not crop): "
+                    "use --amp, a smaller --model, or smaller images",
+                ) from error
         seconds = time.perf_counter() - started
         improved = metrics is not None and metrics["mean_iou"] is not None and (best_score is None or metrics["mean_iou"] > best_score)
         if improved:
             best_score, best_epoch = metrics["mean_iou"], epoch
         lr = scheduler.get_last_lr()[0]
         if main_process:
-            save_checkpoint(checkpoint_state(epoch), run_dir / "last.pt")
-            if improved or not val_pairs:
-                shutil.copyfile(run_dir / "last.pt", run_dir / ".best.pt.tmp")
-                (run_dir / ".best.pt.tmp").replace(run_dir / "best.pt")
-            if improved:
-                (run_dir / BEST_METRICS_FILE).write_text(json.dumps({"epoch": epoch, **metrics}, indent=1))
+            # The history row and best.pt go before last.pt: resuming from last.pt redoes any epoch a crash cut short.
             append_history(
                 run_dir / "history.csv",
                 {
@@ -524,6 +612,12 @@ def train(
                     "epoch_seconds": f"{seconds:.1f}",
                 },
             )
+            state = checkpoint_state(epoch)
+            if improved or not val_pairs:
+                save_checkpoint(state, run_dir / "best.pt")
+            if improved:
+                write_text_atomically(run_dir / BEST_METRICS_FILE, json.dumps({"epoch": epoch, **metrics}, indent=1), "best metrics")
+            save_checkpoint(state, run_dir / "last.pt")
             write_curves(run_dir)
             if writer is not None:
                 log_tensorboard(writer, epoch, stats, metrics, lr, seconds)

@@ -1,0 +1,450 @@
+"""Faults: broken datasets, kill -9, full disks, mismatched or hostile checkpoints, out of memory, Ctrl-C.
+
+Every fault must end in a one-line error naming the file and what to do, and must never cost work
+already saved: checkpoints are either as before or fully written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import segnet.model
+import segnet.train as training
+from segnet.checkpoint import FORMAT_VERSION, TEMPORARY_NAME, atomic_write, load_checkpoint, save_checkpoint
+from segnet.cli import main
+from segnet.config import load_config
+from segnet.errors import CheckpointError, SegnetError
+from segnet.synthetic import write_dataset
+
+RUN_FILES = {"last.pt", "best.pt", "history.csv", "curves.png", "config.yaml", "fingerprint.json", "split.json", "best_metrics.json"}
+
+
+def quiet(*args, **kwargs) -> None:
+    pass
+
+
+def tiny_config(data: Path, out: Path, **overrides):
+    values = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 4, "image_size": 32, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"}
+    values.update(overrides)
+    return load_config(None, values)
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """``segnet train`` arguments for a tiny CPU run."""
+    return [
+        "train", "--data", str(data), "--out", str(out), "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
+        "--val-fraction", "0.25", "--device", "cpu", *extra,
+    ]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if TEMPORARY_NAME.match(path.name)) if folder.is_dir() else []
+
+
+def error_line(capsys) -> str:
+    """The CLI's error, checked to be one line, last on stderr (after progress bars), without a traceback."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines and [line for line in lines if line.startswith("segnet:")] == lines[-1:], err
+    return lines[-1]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """Eight 32x32 synthetic pairs, 001..008."""
+    return write_dataset(tmp_path / "data", count=8, size=32, seed=1)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(data, run folder) of a finished one-epoch run."""
+    data = write_dataset(tmp_path_factory.mktemp("data"), count=8, size=32, seed=1)
+    run = tmp_path_factory.mktemp("run")
+    training.train(tiny_config(data, run), overwrite=True, progress_log=quiet)
+    return data, run
+
+
+# ------------------------------------------------------------------------------------------------
+# A broken dataset: refused with its problems listed, or trained without them (--skip-bad)
+
+
+def break_dataset(data: Path) -> None:
+    """Twelve problems: a truncated image, a mask value outside the classes, ten masks without images."""
+    image = data / "images" / "002.png"
+    image.write_bytes(image.read_bytes()[:60])
+    Image.fromarray(np.full((32, 32), 7, dtype=np.uint8)).save(data / "masks" / "005.png")
+    for index in range(10):
+        Image.new("L", (32, 32)).save(data / "masks" / f"extra{index:02d}.png")
+
+
+def test_train_refuses_a_broken_dataset_and_lists_its_problems(data, tmp_path, capsys):
+    break_dataset(data)
+    run = tmp_path / "run"
+    with pytest.raises(SegnetError) as error:
+        training.train(tiny_config(data, run), progress_log=quiet)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"{data}: 12 problems in the dataset; fix them, or pass --skip-bad to train without those pairs:"
+    assert any("002.png: unreadable or truncated image" in line for line in lines)
+    assert any("005.png: mask values [7] are outside the 3 classes" in line for line in lines)
+    assert len(lines) == 1 + 10 + 1 and lines[-1] == f"  and 2 more; run segnet check {data} to list them all"
+    assert not (run / "last.pt").exists()
+
+    assert main(train_args(data, run)) == 1
+    err = capsys.readouterr().err
+    assert f"segnet: error: {data}: 12 problems in the dataset" in err and "Traceback" not in err
+
+
+def test_skip_bad_trains_on_the_pairs_without_problems_and_names_the_others(data, tmp_path):
+    break_dataset(data)
+    run = tmp_path / "run"
+    lines = []
+    training.train(tiny_config(data, run, skip_bad=True), progress_log=lines.append)
+    report = next(line for line in lines if line.startswith("--skip-bad"))
+    assert report.startswith("--skip-bad: training on the 6 pairs without problems; left out because of 12 problems:")
+    assert "002.png" in report and "005.png" in report
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == ["001", "003", "004", "006", "007", "008"]
+    assert load_checkpoint(run / "last.pt")["config"]["skip_bad"] is True
+
+
+def test_a_dataset_with_nothing_usable_is_one_line(tmp_path):
+    (tmp_path / "data" / "masks").mkdir(parents=True)
+    with pytest.raises(SegnetError, match=r"data: no images/ folder") as error:
+        training.train(tiny_config(tmp_path / "data", tmp_path / "run", skip_bad=True), progress_log=quiet)
+    assert "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# kill -9 at random moments
+
+
+KILLS = 15
+KILL_TEST_SECONDS = 45  # stop killing after this long on a slow machine (at least MIN_KILLS must happen)
+MIN_KILLS = 8
+
+
+def check_run_folder_after_kill(run: Path, last_epoch: int) -> int:
+    """Every checkpoint loads, nothing else looks like one, resume's files parse; returns last.pt's epoch."""
+    if not run.is_dir():
+        return last_epoch
+    assert {path.name for path in run.glob("*.pt")} <= {"last.pt", "best.pt"}
+    for path in run.iterdir():
+        assert path.name in RUN_FILES or TEMPORARY_NAME.match(path.name), f"unexpected file {path.name}"
+    epochs = {path.name: load_checkpoint(path)["epoch"] for path in run.glob("*.pt")}  # must never fail
+    if "split.json" in (names := {path.name for path in run.iterdir()}):
+        assert set(json.loads((run / "split.json").read_text())) == {"train", "val"}
+    if "config.yaml" in names:
+        assert yaml.safe_load((run / "config.yaml").read_text())["model"] == "segnet-basic"
+    if "last.pt" not in epochs:
+        return last_epoch
+    assert epochs["last.pt"] >= last_epoch, "a kill lost finished epochs"
+    # best.pt is written just before last.pt, so it may be one epoch ahead, never more.
+    assert epochs.get("best.pt", 0) <= epochs["last.pt"] + 1
+    return epochs["last.pt"]
+
+
+def wait_for(pattern: re.Pattern, log: Path, process: subprocess.Popen, timeout: float) -> bool:
+    """Poll the child's output for ``pattern``; False if it exits or the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if pattern.search(log.read_text(errors="replace")):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
+def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
+    """SIGKILL a real training process during start-up and training, resuming each time."""
+    data = write_dataset(tmp_path / "data", count=8, size=32, seed=2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "segnet", *train_args(data, run, "--model", "segnet-basic", "--epochs", "500")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    training_started = re.compile(r"^model segnet-basic", re.MULTILINE)
+    rng = random.Random(0)
+    phases: Counter[str] = Counter()
+    startup_seconds = [3.0]  # spawn to the first step; measured as the test goes
+    last_epoch, kills, began = 0, 0, time.monotonic()
+
+    while kills < KILLS and time.monotonic() - began < KILL_TEST_SECONDS:
+        log = tmp_path / f"attempt_{kills}.log"
+        resume = (run / "last.pt").is_file()
+        with log.open("w") as output:
+            process = subprocess.Popen(command + ["--resume" if resume else "--overwrite"], stdout=output, stderr=subprocess.STDOUT, env=env)
+        spawned = time.monotonic()
+        if rng.random() < 0.6:  # during training: epochs, validation, checkpoint writes
+            if wait_for(training_started, log, process, timeout=60):
+                startup_seconds.append(time.monotonic() - spawned)
+                time.sleep(rng.uniform(0, 1.2))
+        else:  # during start-up: imports, the dataset check, resuming, the run folder's files
+            time.sleep(rng.uniform(0, float(np.median(startup_seconds))))
+        if process.poll() is not None:
+            pytest.fail(f"training exited with {process.returncode} before it was killed:\n{log.read_text()[-3000:]}")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        text = log.read_text(errors="replace")
+        phase = "training" if training_started.search(text) else "checking data" if "data:" in text else "start-up"
+        phases[phase + (" (resumed run)" if resume else "")] += 1
+        if temporaries(run):
+            phases["mid-write (left a temporary file)"] += 1
+        last_epoch = check_run_folder_after_kill(run, last_epoch)
+
+    # One more start: it must resume, and it removes what the killed writes left behind.
+    left_behind = temporaries(run)
+    log = tmp_path / "final.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command + ["--resume"], stdout=output, stderr=subprocess.STDOUT, env=env)
+    resumed = wait_for(training_started, log, process, timeout=60)
+    process.kill()
+    process.wait()
+    assert resumed, log.read_text()[-3000:]
+    assert f"resuming after epoch {last_epoch}" in log.read_text()
+    assert not set(left_behind) & set(temporaries(run))
+    print(f"\nkill test: {kills} kills in {time.monotonic() - began:.0f}s: {dict(phases)}; last.pt reached epoch {last_epoch}")
+    assert kills >= MIN_KILLS and last_epoch >= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Full disk, read-only folder
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("failure", ["disk full", "read-only"])
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(failure, data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    if failure == "disk full":
+        real_save = torch.save
+
+        def save(state, handle, *args, **kwargs):
+            if state.get("epoch") == 2:
+                enospc()
+            real_save(state, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+        reason = "No space left on device"
+    else:
+        real_replace = os.replace
+
+        def replace(source, target, *args, **kwargs):
+            if Path(target).name in ("last.pt", "best.pt") and (run / "last.pt").exists():
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            real_replace(source, target, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", replace)
+        reason = "Read-only file system"
+
+    assert main(train_args(data, run, "--epochs", "2")) == 1
+    err = error_line(capsys)
+    assert re.fullmatch(rf"segnet: error: {re.escape(str(run))}/(best|last)\.pt: could not write checkpoint \({reason}\): "
+                        r"free some space or choose a writable folder; the previous checkpoint is kept", err), err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert temporaries(run) == []
+
+
+def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path, monkeypatch):
+    history = tmp_path / "history.csv"
+    training.append_history(history, {"epoch": 1, "train_loss": "0.5", "lr": "1e-3"})
+    real_open = Path.open
+
+    def full_disk_open(self, mode="r", *args, **kwargs):
+        if self == history and "a" in mode:
+            enospc()
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_disk_open)
+    with pytest.raises(SegnetError, match=rf"^{re.escape(str(history))}: could not write training history \(No space left on device\)"):
+        training.append_history(history, {"epoch": 2, "train_loss": "0.4", "lr": "1e-3"})
+    monkeypatch.undo()
+
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: enospc() if Path(target).name == "curves.png" else real_replace(source, target))
+    with pytest.raises(SegnetError, match=r"curves\.png: could not write training curves \(No space left on device\)"):
+        training.write_curves(tmp_path)
+    assert temporaries(tmp_path) == []
+
+    target = tmp_path / "split.json"
+    target.write_text("old")
+    expected = f"{target}: could not write split (No space left on device): free some space or choose a writable folder; the previous split is kept"
+    with pytest.raises(SegnetError, match=f"^{re.escape(expected)}$"):
+        with atomic_write(target, "split") as temporary:
+            temporary.write_text("new")
+            enospc()
+    assert target.read_text() == "old" and temporaries(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# The run folder, and checkpoints that do not fit
+
+
+def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"an earlier run")
+    assert main(train_args(data, run)) == 1
+    assert error_line(capsys) == f"segnet: error: {run}: already holds a run; pass --resume to continue it or --overwrite to replace it"
+    assert (run / "last.pt").read_bytes() == b"an earlier run"
+    empty = tmp_path / "empty"
+    assert main(train_args(data, empty, "--resume")) == 1
+    assert "nothing to resume (no last.pt: no epoch finished); start again with --overwrite" in error_line(capsys)
+
+
+def copy_run_checkpoint(finished_run: tuple[Path, Path], run: Path, **changes) -> Path:
+    """A run folder whose last.pt is the finished run's, with ``changes`` to the checkpoint dict."""
+    run.mkdir()
+    state = load_checkpoint(finished_run[1] / "last.pt")
+    state.update(changes)
+    save_checkpoint(state, run / "last.pt")
+    return run / "last.pt"
+
+
+def test_resume_refuses_another_class_list(finished_run, tmp_path):
+    copy_run_checkpoint(finished_run, tmp_path / "run")
+    classes = ["background", "erythrocyte", "spirochete", "leukocyte"]
+    with pytest.raises(CheckpointError, match=r"checkpoint classes \['background', 'erythrocyte', 'spirochete'\] differ from \[.*'leukocyte'\]"):
+        training.train(tiny_config(finished_run[0], tmp_path / "run", classes=classes, epochs=2), resume=True, progress_log=quiet)
+
+
+def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(finished_run, tmp_path, capsys):
+    from segnet.predict import Predictor
+
+    checkpoint = copy_run_checkpoint(finished_run, tmp_path / "run", format_version=FORMAT_VERSION + 1)
+    newer = rf"{re.escape(str(checkpoint))}: checkpoint format version {FORMAT_VERSION + 1} is newer than this segnet understands \({FORMAT_VERSION}\); upgrade segnet"
+    with pytest.raises(CheckpointError, match=newer):
+        training.train(tiny_config(finished_run[0], tmp_path / "run", epochs=2), resume=True, progress_log=quiet)
+    with pytest.raises(CheckpointError, match=newer):
+        Predictor.from_checkpoint(checkpoint, device="cpu")
+    image = next((finished_run[0] / "images").iterdir())
+    assert main(["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "predictions"), "--device", "cpu"]) == 1
+    assert re.fullmatch("segnet: error: " + newer, error_line(capsys))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(finished_run[0]), "--split", "all", "--device", "cpu"]) == 1
+    assert re.fullmatch("segnet: error: " + newer, error_line(capsys))
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle payload that creates ``marker`` when loaded by an unrestricted unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("container", ["torch.save", "plain pickle"])
+def test_opening_a_checkpoint_never_runs_code_from_it(container, tmp_path):
+    marker = tmp_path / "code_ran"
+    payload = {"format_version": 1, "model": RunsCodeWhenUnpickled(marker), "model_state": {}, "class_names": [], "normalization": {}}
+    hostile = tmp_path / "hostile.pt"
+    if container == "torch.save":
+        torch.save(payload, hostile)
+    else:
+        hostile.write_bytes(pickle.dumps(payload, protocol=2))  # torch.load's legacy format
+    # The payload is live: an unrestricted load runs it.
+    pickle.loads(pickle.dumps(payload)).pop("model").close()
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(hostile))}: not a readable segnet checkpoint"):
+        load_checkpoint(hostile)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Out of GPU memory
+
+
+def forward_running_out_of_memory(monkeypatch, module, when: str) -> None:
+    """Make ``module.build_model``'s models raise CUDA's out-of-memory error in training or eval mode."""
+    real_build = segnet.model.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        real_forward = model.forward
+
+        def forward(images):
+            if model.training == (when == "training"):
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return real_forward(images)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(module, "build_model", build)
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("training", "out of memory training at batch size 4 (4 per process) on 32x32 crops: lower --batch-size or --image-size"),
+        ("validation", "out of memory validating whole held-out images (up to 32x32 px; validation does not crop)"),
+    ],
+)
+def test_out_of_memory_in_training_names_the_option_to_lower(when, expected, data, tmp_path, monkeypatch):
+    forward_running_out_of_memory(monkeypatch, training, when)
+    with pytest.raises(SegnetError, match=re.escape(expected) + r".*the last checkpoint is kept$"):
+        training.train(tiny_config(data, tmp_path / "run"), progress_log=quiet)
+
+
+def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run, tmp_path, monkeypatch, capsys):
+    data, run = finished_run
+    forward_running_out_of_memory(monkeypatch, segnet.model, "eval")
+    image = str(next((data / "images").iterdir()))
+    predict = ["predict", "--checkpoint", str(run / "best.pt"), image, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*predict, "--tile", "32"]) == 1
+    assert error_line(capsys) == "segnet: error: out of GPU memory at tile size 32 x 4 tiles per pass: lower --tile or --batch-size"
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--out", str(tmp_path / "evaluation"), "--device", "cpu"]) == 1
+    assert "out of GPU memory segmenting whole images: pass --tile 512 (or smaller)" in error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_ctrl_c_mid_epoch_keeps_last_pt_and_says_how_to_resume(data, tmp_path, monkeypatch, capsys):
+    real_build = segnet.model.build_model
+    training_steps = []
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        real_forward = model.forward
+
+        def forward(images):
+            if model.training:
+                training_steps.append(len(images))
+                if len(training_steps) == 4:  # epoch 2's second step: 6 training images, batches of 4
+                    raise KeyboardInterrupt
+            return real_forward(images)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(training, "build_model", build)
+    run = tmp_path / "run"
+    assert main(train_args(data, run, "--epochs", "2")) == 130
+    err = capsys.readouterr().err
+    assert "segnet: interrupted; the checkpoints written so far are intact: run the same command with --resume to continue" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    monkeypatch.undo()
+    assert main(train_args(data, run, "--epochs", "2", "--resume")) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
