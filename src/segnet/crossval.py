@@ -30,7 +30,7 @@ from segnet import distributed as dist
 from segnet.config import TrainConfig
 from segnet.data import Pair, find_pairs
 from segnet.errors import DataError, SegnetError
-from segnet.evaluate import _text_table, evaluate_run, format_score
+from segnet.evaluate import text_table, evaluate_run, format_score
 from segnet.metrics import metrics_from_confusion
 from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, checked_pairs, train
 
@@ -209,7 +209,7 @@ def format_cv_table(summary: dict[str, Any]) -> str:
         f"{folds}-fold cross-validation: std is the sample standard deviation over folds; pooled scores one "
         "confusion matrix summed over the folds (every image predicted once, by the model that did not train on it)"
     )
-    return _text_table(header, rows) + "\n" + note + "\n"
+    return text_table(header, rows) + "\n" + note + "\n"
 
 
 def evaluate_cross_validation(

@@ -299,7 +299,8 @@ def count_rows(metrics: dict) -> list[list[str]]:
     ]
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with a rule under ``header``, columns padded to their widest cell."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     # First column (names) left-aligned, numbers right-aligned.
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in [header, *rows]]
@@ -309,7 +310,7 @@ def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def format_metrics_table(metrics: dict) -> str:
     """The metrics of ``metrics.json`` as a readable plain-text table (per class, summary, counts)."""
-    parts = [_text_table(PER_CLASS_HEADER, per_class_rows(metrics))]
+    parts = [text_table(PER_CLASS_HEADER, per_class_rows(metrics))]
     summary = summary_rows(metrics)
     label_width = max(len(label) for label, _ in summary)
     parts.append("\n".join(f"{label.ljust(label_width)}  {value}" for label, value in summary))
@@ -317,5 +318,5 @@ def format_metrics_table(metrics: dict) -> str:
     if counts:
         min_area = metrics.get("evaluation", {}).get("min_area")
         title = "object counts per image" + (f" (objects of at least {min_area} px)" if min_area is not None else "")
-        parts.append(title + "\n" + _text_table(COUNT_HEADER, counts))
+        parts.append(title + "\n" + text_table(COUNT_HEADER, counts))
     return "\n\n".join(parts) + "\n"
