@@ -68,6 +68,12 @@ def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def write_text_atomically(path: str | Path, text: str, what: str = "file") -> None:
+    """Replace ``path`` with ``text``; readers and crashes see the old file or the new one."""
+    with atomic_write(path, what) as temporary:
+        temporary.write_text(text)
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporary files that a killed process left behind in ``folder``; returns them.
 

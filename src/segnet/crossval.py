@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from segnet import distributed as dist
+from segnet.checkpoint import write_text_atomically
 from segnet.config import TrainConfig
 from segnet.data import Pair, find_pairs
 from segnet.errors import DataError, SegnetError
-from segnet.evaluate import text_table, evaluate_run, format_score
+from segnet.evaluate import evaluate_run, format_score, text_table
 from segnet.metrics import metrics_from_confusion
 from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, checked_pairs, train
 
@@ -114,7 +115,7 @@ def train_cross_validation(
             (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             record = {"folds": folds, "seed": config.seed, "stems": [[p.stem for p in fold] for fold in validation_folds]}
-            (run_dir / FOLDS_FILE).write_text(json.dumps(record, indent=1))
+            write_text_atomically(run_dir / FOLDS_FILE, json.dumps(record, indent=1), "cross-validation folds")
         dist.barrier()
 
     for k, val_pairs in enumerate(validation_folds, start=1):
@@ -133,7 +134,7 @@ def train_cross_validation(
 
     summary = summarize_folds([read_best_metrics(fold_dir(run_dir, k)) for k in range(1, folds + 1)])
     if dist.is_main_process():
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     dist.barrier()
     if owns_process_group:
         dist.cleanup()

@@ -69,6 +69,7 @@ from segnet.checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
+    write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, read_split, split_pairs, write_split
@@ -331,12 +332,6 @@ def truncate_history(path: Path, epochs_done: int) -> None:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def write_text_atomically(path: Path, text: str, what: str) -> None:
-    """Replace ``path`` with ``text``; readers and crashes see the old file or the new one."""
-    with atomic_write(path, what) as temporary:
-        temporary.write_text(text)
 
 
 def write_curves(run_dir: Path) -> None:
