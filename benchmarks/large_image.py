@@ -4,9 +4,11 @@ Usage::
 
     python benchmarks/large_image.py                 # 4096 x 4096, tiles of 512
     python benchmarks/large_image.py --size 2048 --tile 512 --threads 2
+    python benchmarks/large_image.py --checkpoint demo_output/run/best.pt --piece 128 --threads 2
 
-The image is a mosaic of 512 x 512 synthetic darkfield samples (one sample generated at the full
-size would have cells hundreds of pixels wide). The model is an untrained ``segnet-basic``, or a
+The image is a mosaic of ``--piece`` x ``--piece`` synthetic darkfield samples (one sample
+generated at the full size would have cells hundreds of pixels wide; a trained checkpoint should
+see pieces of the size it was trained on: 128 for ``make demo``'s model). The model is an untrained ``segnet-basic``, or a
 trained one with ``--checkpoint``. Each mode runs in a fresh subprocess, so its peak resident
 memory (``ru_maxrss``, which sees torch's allocations; ``tracemalloc`` does not) is its own; the
 process's peak before inference (Python, torch, the model and the image) is reported separately.
@@ -33,17 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-MOSAIC_TILE = 512
-
-
-def make_mosaic(size: int, seed: int = 0) -> np.ndarray:
-    """A ``size x size`` RGB image tiled from synthetic samples (the last row/column cropped)."""
+def make_mosaic(size: int, piece: int, seed: int = 0) -> np.ndarray:
+    """A ``size x size`` RGB image tiled from ``piece``-sided synthetic samples (the last row/column cropped)."""
     from segnet.synthetic import generate_sample
 
-    pieces = -(-size // MOSAIC_TILE)
+    pieces = -(-size // piece)
     rows = []
     for child_row in np.random.SeedSequence(seed).spawn(pieces):
-        row = [generate_sample(MOSAIC_TILE, MOSAIC_TILE, np.random.default_rng(child))[0] for child in child_row.spawn(pieces)]
+        row = [generate_sample(piece, piece, np.random.default_rng(child))[0] for child in child_row.spawn(pieces)]
         rows.append(np.concatenate(row, axis=1))
     return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size])
 
@@ -87,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--checkpoint", help="a trained checkpoint instead of an untrained segnet-basic")
+    parser.add_argument("--piece", type=int, default=512, help="side of the synthetic samples the mosaic is made of (default: %(default)s)")
     parser.add_argument("--mode", choices=("tiled", "whole"), help=argparse.SUPPRESS)  # worker subprocess
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,7 +95,7 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as workdir:
-        np.save(Path(workdir) / "image.npy", make_mosaic(args.size))
+        np.save(Path(workdir) / "image.npy", make_mosaic(args.size, args.piece))
         worker = [sys.executable, __file__, *sys.argv[1:], "--workdir", workdir]
         results = {}
         for mode in ("tiled", "whole"):

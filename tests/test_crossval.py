@@ -6,13 +6,22 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from segnet.cli import main
 from segnet.config import load_config
-from segnet.crossval import evaluate_cross_validation, format_cv_table, k_fold_split, summarize_folds, train_cross_validation
-from segnet.data import find_pairs
+from segnet.crossval import (
+    evaluate_cross_validation,
+    fold_checkpoints,
+    format_cv_table,
+    k_fold_split,
+    summarize_folds,
+    train_cross_validation,
+)
+from segnet.data import find_pairs, read_image
 from segnet.errors import SegnetError
 from segnet.metrics import metrics_from_confusion
+from segnet.predict import Ensemble, Predictor
 
 
 def test_folds_partition_the_images_reproducibly(synthetic_dataset):
@@ -89,3 +98,34 @@ def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synth
 def test_evaluate_refuses_a_folder_that_is_not_a_cross_validation_run(synthetic_dataset, tmp_path):
     with pytest.raises(SegnetError, match="not a cross-validation run"):
         evaluate_cross_validation(tmp_path, synthetic_dataset)
+
+
+def test_predict_with_a_cross_validation_run_averages_the_folds(cross_validation_run, synthetic_dataset, tmp_path):
+    run = cross_validation_run
+    image_path = find_pairs(synthetic_dataset)[0].image
+    checkpoints = fold_checkpoints(run)
+    assert checkpoints == [run / f"fold_{k}" / "best.pt" for k in (1, 2, 3)]
+    image = read_image(image_path)
+    members = [Predictor.from_checkpoint(path, device="cpu") for path in checkpoints]
+    expected = np.mean([member.predict_proba(image) for member in members], axis=0)
+    ensemble = Ensemble.from_checkpoints(checkpoints, device="cpu")
+    np.testing.assert_allclose(ensemble.predict_proba(image), expected, atol=1e-6)
+    # Each fold normalises with its own training images' statistics.
+    assert len({tuple(member.mean_255) for member in members}) == 3
+
+    out = tmp_path / "predicted"
+    assert main(["predict", "--checkpoint", str(run), str(image_path), "--out", str(out), "--device", "cpu"]) == 0
+    mask = np.asarray(Image.open(out / f"{image_path.stem}_mask.png"))
+    np.testing.assert_array_equal(mask, expected.argmax(0))
+    assert (out / f"{image_path.stem}_uncertainty.png").is_file()  # the folds' disagreement
+
+
+def test_predict_refuses_an_unfinished_or_unknown_run_folder(cross_validation_run, synthetic_dataset, tmp_path, capsys):
+    image = str(find_pairs(synthetic_dataset)[0].image)
+    assert main(["predict", "--checkpoint", str(tmp_path), image, "--out", str(tmp_path / "out")]) == 1
+    assert "must be a cross-validation run" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "folds.json").write_text((cross_validation_run / "folds.json").read_text())
+    assert main(["predict", "--checkpoint", str(unfinished), image, "--out", str(tmp_path / "out")]) == 1
+    assert "unfinished" in capsys.readouterr().err

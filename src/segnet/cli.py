@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(evaluate)
 
     predict = commands.add_parser("predict", help="segment and count cells in new images")
-    predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt")
+    predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt; or a cross-validation RUN folder to average its folds' models (an ensemble)")
     predict.add_argument("--onnx", type=Path, help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
@@ -259,6 +259,14 @@ def _predict(args: argparse.Namespace) -> int:
     }
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, device=args.device, **options)
+    elif args.checkpoint.is_dir():
+        from segnet.crossval import fold_checkpoints, is_cross_validation_run
+        from segnet.predict import Ensemble
+
+        if not is_cross_validation_run(args.checkpoint):
+            raise SegnetError(f"{args.checkpoint}: a folder given as --checkpoint must be a cross-validation run (train --folds K); otherwise name RUN/best.pt")
+        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), device=args.device, **options)
+        print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
     written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area)

@@ -11,8 +11,8 @@ that never trained on it. ``segnet train --folds K`` writes::
 
 ``segnet evaluate --checkpoint RUN --data DIR`` scores every fold's ``best.pt`` on its own fold
 (``RUN/evaluation/fold_k/``, the usual evaluation files) and summarises them the same way in
-``RUN/evaluation/cv_summary.json``. Ensembling the K models for prediction is not provided: use one
-fold's ``best.pt``, or train once on all images with the settings cross-validation supported.
+``RUN/evaluation/cv_summary.json``. ``segnet predict --checkpoint RUN`` averages the softmax of the K
+folds' ``best.pt`` models (:func:`fold_checkpoints`, ``segnet.predict.Ensemble``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,29 @@ WHOLE_IMAGE_SCORES = (
 def fold_dir(run_dir: Path, fold: int) -> Path:
     """The run folder of fold ``fold`` (counted from 1)."""
     return run_dir / f"fold_{fold}"
+
+
+def is_cross_validation_run(path: Path) -> bool:
+    """Whether ``path`` is the folder of a ``train --folds K`` run."""
+    return path.is_dir() and (path / FOLDS_FILE).is_file()
+
+
+def fold_checkpoints(run_dir: Path) -> list[Path]:
+    """Every fold's ``best.pt`` of a cross-validation run, in fold order.
+
+    Raises:
+        DataError: the folds file is unreadable, or a fold has no ``best.pt`` (not trained yet).
+    """
+    path = run_dir / FOLDS_FILE
+    try:
+        folds = int(json.loads(path.read_text())["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(path, f"not a readable folds file ({error})") from error
+    checkpoints = [fold_dir(run_dir, k) / "best.pt" for k in range(1, folds + 1)]
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:
+        raise DataError(run_dir, f"cross-validation run is unfinished: no {', '.join(missing)} (resume it with train --folds {folds} --resume)")
+    return checkpoints
 
 
 def k_fold_split(pairs: Sequence[Pair], folds: int, seed: int) -> list[list[Pair]]:

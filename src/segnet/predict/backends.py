@@ -1,0 +1,162 @@
+"""The network behind inference: a PyTorch model or an ONNX file on onnxruntime.
+
+An :class:`InferenceBackend` takes a batch of normalised float32 ``(N, 3, H, W)`` numpy tiles
+and returns float32 logits ``(N, C, H, W)``. The ONNX backend never imports torch; an ONNX file
+carries what inference needs besides the graph in its metadata (:class:`OnnxModelInfo`).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from segnet.errors import CheckpointError, SegnetError
+
+if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs
+    import torch
+    from torch import nn
+
+
+class InferenceBackend(abc.ABC):
+    """Runs the network on a batch of normalised float32 ``(N, 3, H, W)`` tiles.
+
+    Attributes:
+        stride: the network pads its input to a multiple of this and pools on that grid.
+        num_classes: output channels, or ``None`` if unknown.
+        device: where it runs, for messages and reports.
+        samples_dropout: whether repeated calls sample dropout (Monte Carlo dropout is on).
+    """
+
+    stride: int = 1
+    num_classes: int | None = None
+    device: Any = "cpu"
+    samples_dropout: bool = False
+
+    @abc.abstractmethod
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 logits ``(N, C, H, W)`` for a C-contiguous float32 batch ``(N, 3, H, W)``."""
+
+
+class TorchBackend(InferenceBackend):
+    """A PyTorch model in eval mode on ``device``; with ``mc_dropout`` its dropout layers keep sampling."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", *, mc_dropout: bool = False) -> None:
+        import torch
+
+        from segnet.model import enable_mc_dropout
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.model.eval()
+        if mc_dropout:
+            enable_mc_dropout(self.model)
+        self.samples_dropout = mc_dropout
+        self.stride = getattr(model, "total_stride", 1)
+        self.num_classes = getattr(model, "num_classes", None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch).to(self.device))
+            return logits.float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class OnnxModelInfo:
+    """What ``segnet export`` stores in an ONNX file's ``metadata_props`` beside the graph.
+
+    The graph's input ``input`` is the *normalised* float32 image batch ``(N, 3, H, W)`` (any N, H,
+    W): ``(pixel / 255 - mean) / std`` per channel, with ``mean`` and ``std`` given here on [0, 1]
+    as in the checkpoint. Its output ``logits`` is ``(N, C, H, W)``, raw scores before softmax.
+    Keeping normalisation out of the graph lets tiles be zero-padded in normalised space exactly as
+    the model pads a whole image.
+    """
+
+    model_name: str
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    total_stride: int
+
+    _KEYS: ClassVar[dict[str, str]] = {
+        "model_name": "segnet.model",
+        "class_names": "segnet.class_names",
+        "mean": "segnet.normalization.mean",
+        "std": "segnet.normalization.std",
+        "total_stride": "segnet.total_stride",
+    }
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``metadata_props`` entries (values JSON-encoded)."""
+        return {key: json.dumps(getattr(self, field)) for field, key in self._KEYS.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], path: str | Path) -> OnnxModelInfo:
+        """Read :meth:`to_metadata`'s entries back; a missing or malformed one is an error naming ``path``."""
+        values: dict[str, Any] = {}
+        for field, key in cls._KEYS.items():
+            if key not in metadata:
+                raise CheckpointError(f"{path}: ONNX model has no '{key}' metadata; export it with 'segnet export'")
+            try:
+                values[field] = json.loads(metadata[key])
+            except json.JSONDecodeError as error:
+                raise CheckpointError(f"{path}: ONNX metadata '{key}' is not valid JSON ({error})") from error
+        return cls(
+            str(values["model_name"]),
+            tuple(map(str, values["class_names"])),
+            tuple(map(float, values["mean"])),
+            tuple(map(float, values["std"])),
+            int(values["total_stride"]),
+        )
+
+
+def _onnx_providers(device: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime execution providers for ``device`` (``auto``, ``cpu`` or ``cuda``)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("auto", "cuda"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "cuda":
+            raise SegnetError("device cuda was asked for, but this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        return ["CPUExecutionProvider"]
+    raise SegnetError(f"unknown device {device!r} for an ONNX model; use auto, cpu or cuda")
+
+
+class OnnxBackend(InferenceBackend):
+    """An ONNX file written by ``segnet export``, run by onnxruntime; torch is not imported.
+
+    Attributes:
+        info: the file's :class:`OnnxModelInfo` (class names, normalisation, stride).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or lacks segnet's metadata.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        import onnxruntime
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: ONNX model not found")
+        providers = _onnx_providers(device, onnxruntime.get_available_providers())
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"{path}: not a readable ONNX model ({first_line})") from error
+        self.info = OnnxModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.stride = self.info.total_stride
+        self.num_classes = len(self.info.class_names)
+        self.device = f"onnxruntime {self.session.get_providers()[0]}"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]

@@ -1,0 +1,188 @@
+"""Predict files, folders and glob patterns; write masks, overlays, uncertainty maps and counts.csv."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from segnet.counting import count_objects, coverage
+from segnet.data import IMAGE_EXTENSIONS, read_image
+from segnet.errors import DataError, SegnetError
+from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
+from segnet.predict.predictor import Ensemble, Predictor
+
+# Results waiting to be written; more would only hold (C, H, W) arrays in memory.
+_MAX_PENDING_WRITES = 2
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Turn files, folders and glob patterns into a list of image files.
+
+    A file is taken as it is; a folder gives its images (``.png``, ``.jpg``, ``.jpeg``, ``.tif``,
+    ``.tiff``; not recursive), sorted by name; anything else is a glob pattern (``**`` recurses)
+    giving its matching images, sorted. A file reached twice is listed once.
+
+    Raises:
+        DataError: an input names no existing file or folder, or matches no image.
+    """
+    found: dict[Path, None] = {}  # an ordered set
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if _is_image_file(p))
+            if not matches:
+                raise DataError(path, f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        else:
+            matches = sorted(p for p in map(Path, glob.glob(entry, recursive=True)) if _is_image_file(p))
+            if not matches:
+                problem = "no images match this pattern" if glob.has_magic(entry) else "no such file or folder"
+                raise DataError(path, problem)
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def _check_unique_stems(paths: Sequence[Path]) -> None:
+    """Outputs are named by stem, so two inputs with one stem would overwrite each other."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other")
+        seen[path.stem] = path
+
+
+def _write_outputs(
+    path: Path,
+    image: np.ndarray,
+    proba: np.ndarray,
+    out_dir: Path,
+    class_names: Sequence[str],
+    min_area: int,
+    with_uncertainty: bool,
+) -> tuple[list[Path], list[Any]]:
+    """Write one image's pictures; return the written paths and its ``counts.csv`` row."""
+    num_classes = len(class_names)
+    mask = proba.argmax(axis=0).astype(np.uint8)
+    outputs = {
+        "mask": Image.fromarray(mask, mode="L"),
+        "overlay": Image.fromarray(overlay(image, mask, num_classes), mode="RGB"),
+    }
+    if with_uncertainty:
+        # 65535 is the largest possible entropy, log(C): the same grey means the same
+        # uncertainty in every image.
+        max_entropy = math.log(num_classes) if num_classes > 1 else 1.0
+        scaled = np.clip(predictive_entropy(proba) / max_entropy, 0.0, 1.0)
+        outputs["uncertainty"] = Image.fromarray(np.rint(scaled * 65535).astype(np.uint16))
+        outputs["uncertainty_overlay"] = Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB")
+    written = []
+    for suffix, picture in outputs.items():
+        target = out_dir / f"{path.stem}_{suffix}.png"
+        try:
+            picture.save(target)
+        except OSError as error:
+            raise DataError(target, f"could not write ({error.strerror or error})") from error
+        written.append(target)
+
+    object_classes = list(range(1, num_classes))
+    counts = count_objects(mask, object_classes, min_area=min_area)
+    fractions = coverage(mask, object_classes)
+    row: list[Any] = [str(path)]
+    for class_id in object_classes:
+        row += [counts[class_id], f"{fractions[class_id]:.6f}"]
+    return written, row
+
+
+def _read_ahead(paths: Sequence[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray]]:
+    """Yield decoded images in order while the next one is being read in the background."""
+    upcoming: Future | None = reader.submit(read_image, paths[0]) if paths else None
+    for index, path in enumerate(paths):
+        image = upcoming.result()
+        upcoming = reader.submit(read_image, paths[index + 1]) if index + 1 < len(paths) else None
+        yield path, image
+
+
+def predict_paths(
+    predictor: Predictor | Ensemble, inputs: Sequence[str], out_dir: str | Path, *, min_area: int = 30, progress: bool = True
+) -> list[Path]:
+    """Segment every image named by ``inputs`` (see :func:`expand_inputs`); return the files written.
+
+    For each input ``STEM.ext`` this writes into ``out_dir``:
+
+    * ``STEM_mask.png``: class index per pixel (8-bit, one channel, the input's size);
+    * ``STEM_overlay.png``: the image with each class blended in its colour;
+    * with Monte Carlo dropout or an :class:`Ensemble`, ``STEM_uncertainty.png``: predictive entropy as a 16-bit PNG where
+      65535 is ``log(C)``, the largest possible entropy; and ``STEM_uncertainty_overlay.png``:
+      that entropy as a heatmap over the image.
+
+    ``counts.csv`` gets one row per image, written as each image finishes: ``file``, then per
+    non-background class ``<name>_count`` (objects of at least ``min_area`` pixels) and
+    ``<name>_area_fraction``. Images are read and results written in background threads while the
+    model runs; a progress bar counts images (and windows of large images).
+
+    Raises:
+        DataError: an input is missing or unreadable, two inputs share a stem, or an output
+            cannot be written (the message names the file).
+    """
+    paths = expand_inputs(inputs)
+    _check_unique_stems(paths)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
+    object_names = predictor.class_names[1:]
+    header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
+    counts_path = out_dir / "counts.csv"
+    written: list[Path] = []
+    pending: deque[Future] = deque()
+
+    def finish_oldest() -> None:
+        paths_written, row = pending.popleft().result()
+        counts_writer.writerow(row)
+        counts_file.flush()  # an interrupted run still leaves the counts of finished images
+        written.extend(paths_written)
+
+    with (
+        counts_path.open("w", newline="") as counts_file,
+        ThreadPoolExecutor(1, thread_name_prefix="segnet-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
+        tqdm(total=len(paths), unit="image", desc="predict", disable=not progress) as bar,
+    ):
+        counts_writer = csv.writer(counts_file)
+        counts_writer.writerow(header)
+
+        def show_windows(done: int, total: int) -> None:
+            bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
+
+        for path, image in _read_ahead(paths, reader):
+            try:
+                proba = predictor.predict_proba(image, progress=show_windows if progress else None)
+            except SegnetError as error:
+                raise SegnetError(f"{path}: {error}") from error
+            pending.append(
+                writer.submit(
+                    _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area, predictor.samples_uncertainty
+                )
+            )
+            while len(pending) > _MAX_PENDING_WRITES:
+                finish_oldest()
+            bar.update(1)
+        while pending:
+            finish_oldest()
+    written.append(counts_path)
+    return written

@@ -1,0 +1,275 @@
+"""Segment a whole image with one model (:class:`Predictor`) or several (:class:`Ensemble`).
+
+Windows, views, softmax and blending are numpy, so the same pipeline runs any
+:class:`~segnet.predict.backends.InferenceBackend`. Monte Carlo dropout (Bayesian SegNet, Kendall
+et al. 2015) keeps the dropout layers sampling at test time and averages ``mc_samples``
+stochastic passes; their spread shows up as predictive entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.special import softmax
+
+from segnet.data import normalize_array
+from segnet.errors import CheckpointError, SegnetError
+from segnet.predict.backends import InferenceBackend, OnnxBackend, TorchBackend
+from segnet.predict.windows import (
+    TileProgress,
+    _apply_view,
+    _dihedral_views,
+    _undo_view,
+    gaussian_importance_weights,
+    sliding_window_starts,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class Predictor:
+    """Segment whole images with a trained model.
+
+    Args:
+        model: a PyTorch model returning logits ``(N, C, H, W)`` for inputs ``(N, 3, H, W)`` of any
+            size (run on ``device``), or an :class:`InferenceBackend` such as :class:`OnnxBackend`
+            (``device`` is then unused; see :meth:`from_onnx`).
+        class_names: one name per output class; index 0 is the background.
+        mean, std: per-channel normalisation on images scaled to [0, 1], as stored in the checkpoint.
+        device: where a PyTorch model runs (it is moved there); ``None`` is the CPU.
+        tile: window size for sliding-window inference, rounded down to a multiple of the model's
+            ``total_stride`` (at least one stride); ``None`` runs each image whole.
+        overlap: fraction of a window shared with its neighbour (the step is at most
+            ``tile * (1 - overlap)``).
+        batch_size: windows per forward pass.
+        tta: average over the 8 flips/rotations of the input.
+        mc_samples: with ``N > 0``, keep dropout active and average ``N`` stochastic passes
+            (needs a PyTorch model with dropout layers: ``bayesian-segnet`` or
+            ``bayesian-segnet-basic``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | InferenceBackend,
+        class_names: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str | None = None,
+        *,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        tta: bool = False,
+        mc_samples: int = 0,
+    ) -> None:
+        if tile is not None and tile < 1:
+            raise SegnetError(f"tile size must be a positive number of pixels, got {tile}")
+        if not 0 <= overlap < 1:
+            raise SegnetError(f"tile overlap must be at least 0 and below 1, got {overlap}")
+        if batch_size < 1:
+            raise SegnetError(f"batch size must be at least 1, got {batch_size}")
+        if mc_samples < 0:
+            raise SegnetError(f"Monte Carlo samples must be 0 (off) or more, got {mc_samples}")
+        if len(mean) != 3 or len(std) != 3:
+            raise SegnetError(f"normalisation needs 3 channel means and stds, got {list(mean)} and {list(std)}")
+        if isinstance(model, InferenceBackend):
+            if mc_samples > 0 and not model.samples_dropout:
+                raise SegnetError(
+                    f"Monte Carlo dropout needs a PyTorch checkpoint of a bayesian model; {model.device} runs without dropout"
+                )
+            self.backend = model
+        else:
+            self.backend = TorchBackend(model, device if device is not None else "cpu", mc_dropout=mc_samples > 0)
+        model_classes = self.backend.num_classes
+        if model_classes is not None and model_classes != len(class_names):
+            raise SegnetError(f"the model predicts {model_classes} classes but {len(class_names)} class names were given")
+        self.class_names = list(class_names)
+        self.tile = tile
+        self.overlap = overlap
+        self.batch_size = batch_size
+        self.tta = tta
+        self.mc_samples = mc_samples
+        # The model pads its input to a multiple of this and pools on that grid (_predict_tiled).
+        self.stride: int = self.backend.stride
+        # segnet.data.normalize_array takes mean/std on 0..255 (training does the same).
+        self.mean_255 = np.asarray(mean, dtype=np.float32) * 255.0
+        self.std_255 = np.asarray(std, dtype=np.float32) * 255.0
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+        """Build the checkpoint's model with its weights, classes and normalisation.
+
+        ``device`` is ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``; ``options`` are the
+        keyword arguments of :class:`Predictor` (``tile``, ``overlap``, ``batch_size``, ``tta``,
+        ``mc_samples``).
+        """
+        from segnet.checkpoint import load_checkpoint
+        from segnet.distributed import resolve_device
+        from segnet.model import build_model
+
+        state = load_checkpoint(path)
+        spec = state["model"]
+        if spec.get("in_channels", 3) != 3:
+            raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; prediction reads RGB images (3)")
+        model = build_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3))
+        try:
+            model.load_state_dict(state["model_state"])
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: weights do not fit model {spec['name']} ({first_line})") from error
+        normalization = state["normalization"]
+        return cls(model, state["class_names"], normalization["mean"], normalization["std"], resolve_device(device), **options)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+        """Run an ONNX file from ``segnet export`` on onnxruntime, without importing torch.
+
+        Classes and normalisation come from the file's metadata. ``device`` is ``auto`` (CUDA when
+        this onnxruntime has it), ``cpu`` or ``cuda``; ``options`` as for :meth:`from_checkpoint`
+        (Monte Carlo dropout is not available: the exported graph has no dropout).
+        """
+        backend = OnnxBackend(path, device)
+        return cls(backend, backend.info.class_names, backend.info.mean, backend.info.std, **options)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def samples_uncertainty(self) -> bool:
+        """Whether the probabilities average stochastic samples (MC dropout), so entropy maps mean something."""
+        return self.mc_samples > 0
+
+    @property
+    def device(self) -> Any:
+        """Where the model runs (a ``torch.device``, or a description of the onnxruntime provider)."""
+        return self.backend.device
+
+    def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray:
+        """Softmax probabilities ``(C, H, W)`` float32 for a uint8 ``H x W x 3`` RGB image.
+
+        Averaged over the TTA views and Monte Carlo samples when those are on. ``progress`` is
+        told how many windows are done after each batch (sliding-window mode only).
+
+        Raises:
+            SegnetError: the image is not ``H x W x 3`` uint8, or the model output is not finite.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise SegnetError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} of {image.dtype}")
+        if self.tile is None:
+            batch = normalize_array(image, self.mean_255, self.std_255)[None]
+            return self._average_softmax(batch)[0]
+        return self._predict_tiled(image, progress)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
+        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+
+    def _predict_tiled(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
+        height, width = image.shape[:2]
+        # Windows start on multiples of the model's total stride and windows at the bottom/right
+        # edge are zero-padded as the model pads a whole image, so every window sees the same
+        # pooling grid and the same padding as whole-image inference. SegNet's unpooling puts
+        # values back at the argmax positions of that grid; a window shifted off it by a few
+        # pixels gives visibly different predictions.
+        stride = self.stride
+        tile = max(self.tile // stride, 1) * stride
+        tile_h = min(tile, -(-height // stride) * stride)  # a small image is one padded window
+        tile_w = min(tile, -(-width // stride) * stride)
+        windows = [
+            (top, left)
+            for top in sliding_window_starts(height, tile_h, self.overlap, stride)
+            for left in sliding_window_starts(width, tile_w, self.overlap, stride)
+        ]
+        importance = gaussian_importance_weights(tile_h, tile_w)
+        summed = np.zeros((self.num_classes, height, width), dtype=np.float32)
+        weights = np.zeros((height, width), dtype=np.float32)
+        for done in range(0, len(windows), self.batch_size):
+            batch_windows = windows[done : done + self.batch_size]
+            crops = [image[top : top + tile_h, left : left + tile_w] for top, left in batch_windows]
+            batch = np.zeros((len(crops), 3, tile_h, tile_w), dtype=np.float32)
+            for window, crop in zip(batch, crops):
+                window[:, : crop.shape[0], : crop.shape[1]] = normalize_array(crop, self.mean_255, self.std_255)
+            proba = self._average_softmax(batch) * importance
+            for (top, left), crop, window_proba in zip(batch_windows, crops, proba):
+                inside_h, inside_w = crop.shape[:2]  # the padding's predictions are dropped
+                summed[:, top : top + inside_h, left : left + inside_w] += window_proba[:, :inside_h, :inside_w]
+                weights[top : top + inside_h, left : left + inside_w] += importance[:inside_h, :inside_w]
+            if progress is not None:
+                progress(done + len(batch_windows), len(windows))
+        summed /= weights
+        return summed
+
+    def _average_softmax(self, batch: np.ndarray) -> np.ndarray:
+        """Mean softmax ``(N, C, h, w)`` float32 over the TTA views and MC samples of a normalised batch."""
+        views = _dihedral_views(self.tta)
+        samples = max(self.mc_samples, 1)
+        total: np.ndarray | None = None
+        for turns, flip in views:
+            view = np.ascontiguousarray(_apply_view(batch, turns, flip))
+            for _ in range(samples):
+                logits = self.backend(view)
+                if not np.isfinite(logits).all():
+                    raise SegnetError("the model produced NaN or infinite values; its weights are probably broken")
+                proba = _undo_view(softmax(logits.astype(np.float32, copy=False), axis=1), turns, flip)
+                total = proba if total is None else total + proba
+        return total / np.float32(len(views) * samples)
+
+class Ensemble:
+    """Several :class:`Predictor` s, e.g. the K models of a cross-validation run, as one.
+
+    Each member predicts with its own normalisation (every fold computes it on its own training
+    images), tiling, TTA and MC samples; their softmax probabilities are averaged. The members
+    must share the class names. Usable wherever a :class:`Predictor` is (``predict_paths``).
+    """
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        if not members:
+            raise SegnetError("an ensemble needs at least one model")
+        for member in members[1:]:
+            if member.class_names != members[0].class_names:
+                raise SegnetError(f"ensemble members predict different classes: {members[0].class_names} and {member.class_names}")
+        self.members = list(members)
+        self.class_names = members[0].class_names
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", **options: Any) -> Ensemble:
+        """One member per checkpoint; ``options`` as for :meth:`Predictor.from_checkpoint`."""
+        return cls([Predictor.from_checkpoint(path, device=device, **options) for path in paths])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> Any:
+        return self.members[0].device
+
+    @property
+    def samples_uncertainty(self) -> bool:
+        """Always: the members' disagreement (a deep ensemble) shows in the predictive entropy."""
+        return True
+
+    def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray:
+        """The members' mean softmax ``(C, H, W)``; ``progress`` counts the windows of all members."""
+        total: np.ndarray | None = None
+        for index, member in enumerate(self.members):
+            proba = member.predict_proba(image, progress=self._member_progress(progress, index))
+            total = proba if total is None else total + proba
+        return total / np.float32(len(self.members))
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
+        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+
+    def _member_progress(self, progress: TileProgress | None, index: int) -> TileProgress | None:
+        """Member ``index``'s window progress as a share of all members' windows."""
+        if progress is None:
+            return None
+        members = len(self.members)
+        return lambda done, windows: progress(index * windows + done, members * windows)
