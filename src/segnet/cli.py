@@ -260,11 +260,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, device=args.device, **options)
     elif args.checkpoint.is_dir():
-        from segnet.crossval import fold_checkpoints, is_cross_validation_run
+        from segnet.crossval import fold_checkpoints
         from segnet.predict import Ensemble
 
-        if not is_cross_validation_run(args.checkpoint):
-            raise SegnetError(f"{args.checkpoint}: a folder given as --checkpoint must be a cross-validation run (train --folds K); otherwise name RUN/best.pt")
         predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), device=args.device, **options)
         print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:

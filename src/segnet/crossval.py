@@ -29,7 +29,7 @@ import numpy as np
 from segnet import distributed as dist
 from segnet.checkpoint import write_text_atomically
 from segnet.config import TrainConfig
-from segnet.data import Pair, find_pairs
+from segnet.data import Pair
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_score, text_table
 from segnet.metrics import metrics_from_confusion
@@ -50,23 +50,24 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
     return run_dir / f"fold_{fold}"
 
 
-def is_cross_validation_run(path: Path) -> bool:
-    """Whether ``path`` is the folder of a ``train --folds K`` run."""
-    return path.is_dir() and (path / FOLDS_FILE).is_file()
-
-
-def fold_checkpoints(run_dir: Path) -> list[Path]:
-    """Every fold's ``best.pt`` of a cross-validation run, in fold order.
+def fold_checkpoints(run_dir: Path, checkpoint_name: str = "best.pt") -> list[Path]:
+    """Every fold's ``checkpoint_name`` of a cross-validation run, in fold order.
 
     Raises:
-        DataError: the folds file is unreadable, or a fold has no ``best.pt`` (not trained yet).
+        SegnetError: ``run_dir`` is not a cross-validation run (no folds.json).
+        DataError: the folds file is unreadable, or a fold lacks the checkpoint (not trained yet).
     """
     path = run_dir / FOLDS_FILE
+    if not path.is_file():
+        raise SegnetError(
+            f"{run_dir}: not a cross-validation run (no {FOLDS_FILE}); a run folder must be a cross-validation run "
+            "(train --folds K), otherwise pass a checkpoint such as RUN/best.pt"
+        )
     try:
         folds = int(json.loads(path.read_text())["folds"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(path, f"not a readable folds file ({error})") from error
-    checkpoints = [fold_dir(run_dir, k) / "best.pt" for k in range(1, folds + 1)]
+    checkpoints = [fold_dir(run_dir, k) / checkpoint_name for k in range(1, folds + 1)]
     missing = [str(c) for c in checkpoints if not c.is_file()]
     if missing:
         raise DataError(run_dir, f"cross-validation run is unfinished: no {', '.join(missing)} (resume it with train --folds {folds} --resume)")
@@ -264,19 +265,15 @@ def evaluate_cross_validation(
         The summary (as :func:`summarize_folds`), also written to ``OUT/cv_summary.json``.
     """
     run_dir = Path(run_dir)
-    folds_file = run_dir / FOLDS_FILE
-    if not folds_file.is_file():
-        raise SegnetError(f"{run_dir}: not a cross-validation run (no {FOLDS_FILE}); pass a checkpoint such as RUN/best.pt")
-    folds = len(read_folds(run_dir, find_pairs(data)))
     out_dir = Path(out) if out is not None else run_dir / "evaluation"
-    per_fold = []
-    for k in range(1, folds + 1):
-        per_fold.append(
-            evaluate_run(
-                fold_dir(run_dir, k) / checkpoint_name, data, split="val", out=out_dir / f"fold_{k}", device=device,
-                ignore_index=ignore_index, tile=tile, tta=tta, min_area=min_area, report=report, progress=progress,
-            )
+    # Each fold's evaluate_run scores the held-out images of that fold's split.json.
+    per_fold = [
+        evaluate_run(
+            checkpoint, data, split="val", out=out_dir / f"fold_{k}", device=device,
+            ignore_index=ignore_index, tile=tile, tta=tta, min_area=min_area, report=report, progress=progress,
         )
+        for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1)
+    ]
     summary = summarize_folds(per_fold)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
