@@ -13,7 +13,7 @@ from PIL import Image
 
 from segnet.cli import build_parser, main
 
-SUBCOMMANDS = ("synth", "train", "evaluate", "predict", "export", "report", "check", "demo")
+SUBCOMMANDS = ("synth", "train", "calibrate", "evaluate", "predict", "export", "report", "check", "demo")
 
 
 def segnet(*args: str) -> subprocess.CompletedProcess:

@@ -43,6 +43,7 @@ def two_process_run(synthetic_dataset, tmp_path_factory):
         "-m", "segnet", "train", "--data", str(synthetic_dataset), "--out", str(out), "--device", "cpu",
         "--epochs", "2", "--batch-size", "4", "--image-size", "32", "--num-workers", "0", "--val-fraction", "0.25",
         "--no-amp",  # float32, so the single-process evaluation below computes exactly the same logits
+        "--calibration-images", "0",  # and best.pt keeps the raw logits that validation scored
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=out.parent)

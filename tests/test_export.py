@@ -140,6 +140,21 @@ def test_export_check_catches_a_graph_of_other_weights(basic_export: tuple[Path,
         check_onnx_export(other, basic_export[1])
 
 
+def test_onnx_export_carries_calibrated_logit_offsets(tmp_path: Path) -> None:
+    checkpoint = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
+    raw = load_model(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    state["model_state"]["logit_offsets"] = torch.tensor([0.0, 0.75, -1.5])
+    save_checkpoint(state, checkpoint)
+    onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
+    inputs = torch.randn(1, 3, 37, 45, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = raw(inputs).numpy() + np.array([0.0, 0.75, -1.5], dtype=np.float32)[None, :, None, None]
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": inputs.numpy()})
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]) -> None:
     proto = onnx.load(basic_export[1])
     for value in (proto.graph.input[0], proto.graph.output[0]):

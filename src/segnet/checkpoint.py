@@ -13,6 +13,7 @@ Keys:
     epoch            number of epochs completed
     best_score       best validation mean IoU so far (or None)
     optimizer_state, scheduler_state   present in training checkpoints, for ``--resume``
+    calibration      present once :mod:`segnet.calibration` has set the model's logit offsets
 
 Every file of a run folder that is rewritten in place is written with :func:`atomic_write`, so a
 crash, a full disk or ``kill -9`` leaves either the old file or the new one, never half of one.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from segnet.errors import CheckpointError, SegnetError
 
@@ -126,7 +128,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: checkpoint format version {version} is newer than this segnet "
             f"understands ({FORMAT_VERSION}); upgrade segnet"
         )
+    # Checkpoints written before models had logit offsets: theirs were zero.
+    if isinstance(state["model_state"], dict) and "logit_offsets" not in state["model_state"]:
+        state["model_state"]["logit_offsets"] = torch.zeros(int(state["model"]["num_classes"]))
     return state
+
+
+def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model of a loaded checkpoint, with its weights, in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: the weights do not fit the model the checkpoint names.
+    """
+    from segnet.model import build_model  # segnet.model needs nothing from here; imported late to keep this module light
+
+    spec = state["model"]
+    model = build_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit model {spec['name']} ({first_line})") from error
+    return model.eval()
 
 
 def check_compatible(state: dict[str, Any], model_name: str, class_names: list[str], path: str | Path) -> None:

@@ -62,13 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=MODEL_CHOICES, help="architecture (default: segnet-basic)")
     train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
     train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 30)")
-    train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 8)")
+    train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 4)")
     train.add_argument("--image-size", type=_positive_int, help="training crop side in pixels (default: from the data, at most 256)")
     train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adamw, 0.05 for sgd)")
     train.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimiser (default: adamw; sgd uses momentum 0.9 as in the paper)")
     train.add_argument("--schedule", choices=("cosine", "poly", "none"), help="learning-rate schedule after warm-up (default: cosine)")
     train.add_argument("--class-weights", choices=("median", "sqrt-median", "none"), help="loss weighting by median frequency balancing (default: sqrt-median)")
     train.add_argument("--loss", choices=("ce", "ce+dice"), help="cross-entropy, or cross-entropy plus soft Dice (default: ce+dice)")
+    train.add_argument(
+        "--calibration-images", type=int,
+        help="after training, set per-class logit offsets for the best mean IoU on up to this many training images; 0: off (default: 32)",
+    )
     train.add_argument("--val-fraction", type=float, help="share of images held out for validation (default: 0.1)")
     train.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default: 1)")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: bfloat16 where the CPU/GPU computes it natively)")
@@ -98,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
     evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
     _add_inference_options(evaluate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="set a checkpoint's per-class logit offsets on its training images (done by train)",
+        description="Undo the bias that class weighting puts on the decisions: predict up to N of the run's training "
+        "images (split.json), find per-class logit offsets that maximise the mean IoU there, and store them in the "
+        "checkpoint. 'segnet train' does this at the end; use this command for older runs or another N.",
+    )
+    calibrate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt (rewritten in place, atomically)")
+    calibrate.add_argument("--data", required=True, type=Path, help="the dataset folder the run was trained on")
+    calibrate.add_argument("--images", type=_positive_int, default=32, help="training images to use, chosen at random (default: %(default)s)")
+    calibrate.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
 
     predict = commands.add_parser("predict", help="segment and count cells in new images")
     predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt; or a cross-validation RUN folder to average its folds' models (an ensemble)")
@@ -158,6 +174,13 @@ def run_command(args: argparse.Namespace) -> int:
         )
         print(format_metrics_table(metrics))
         return 0
+    if args.command == "calibrate":
+        from segnet.calibration import calibrate_checkpoint, format_calibration
+        from segnet.evaluate import select_pairs
+
+        pairs = select_pairs(args.data, "train", args.checkpoint.parent)
+        print(format_calibration(calibrate_checkpoint(args.checkpoint, pairs, max_images=args.images, device=args.device)))
+        return 0
     if args.command == "predict":
         return _predict(args)
     if args.command == "export":
@@ -186,7 +209,7 @@ def _train(args: argparse.Namespace) -> int:
         key: getattr(args, key)
         for key in (
             "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "lr", "optimizer", "schedule",
-            "class_weights", "loss", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
+            "class_weights", "loss", "calibration_images", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
             "compile", "grad_clip", "patience", "deterministic", "tensorboard", "skip_bad",
         )
     }

@@ -275,5 +275,5 @@ def evaluate_cross_validation(
         for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1)
     ]
     summary = summarize_folds(per_fold)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     return summary

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.checkpoint import load_checkpoint
+from segnet.checkpoint import load_checkpoint, write_text_atomically
 from segnet.config import TrainConfig
-from segnet.counting import count_agreement, count_objects
+from segnet.counting import clean_prediction, count_agreement, count_objects
 from segnet.data import Pair, find_pairs, load_pair, read_split
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
@@ -118,7 +118,7 @@ def evaluate_run(
         # add predicted objects that the truth has no chance to contain.
         counted_pred = pred if ignore_index is None else np.where(truth == ignore_index, ignore_index, pred).astype(np.uint8)
         image_true = count_objects(truth, counted, min_area=min_area)
-        image_pred = count_objects(counted_pred, counted, min_area=min_area)
+        image_pred = count_objects(clean_prediction(counted_pred), counted, min_area=min_area)
         for c in counted:
             true_counts[c].append(image_true[c])
             pred_counts[c].append(image_pred[c])
@@ -145,12 +145,13 @@ def evaluate_run(
         "device": str(predictor.device),
         "tile": tile,
         "tta": tta,
+        "logit_offsets": (state.get("calibration") or {}).get("offsets"),  # segnet.calibration; None: uncalibrated
         "ignore_index": ignore_index,
         "mask_palette": palette,
         "min_area": min_area,
         "evaluated_at": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
     }
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    write_text_atomically(out_dir / METRICS_FILE, json.dumps(metrics, indent=2), "metrics")
     _write_per_image(out_dir / PER_IMAGE_FILE, rows, class_names, counted)
 
     if report:
@@ -317,6 +318,6 @@ def format_metrics_table(metrics: dict) -> str:
     counts = count_rows(metrics)
     if counts:
         min_area = metrics.get("evaluation", {}).get("min_area")
-        title = "object counts per image" + (f" (objects of at least {min_area} px)" if min_area is not None else "")
+        title = "object counts per image" + (f" (objects of at least {min_area} px; predicted masks cleaned first)" if min_area is not None else "")
         parts.append(title + "\n" + text_table(COUNT_HEADER, counts))
     return "\n\n".join(parts) + "\n"

@@ -55,10 +55,9 @@ from PIL import Image
 from scipy.special import softmax
 from torch import nn
 
-from segnet.checkpoint import load_checkpoint
+from segnet.checkpoint import load_checkpoint, load_model
 from segnet.data import normalize_array, read_image
 from segnet.errors import CheckpointError, DataError, SegnetError
-from segnet.model import build_model
 from segnet.predict import OnnxModelInfo, colorize
 from segnet.synthetic import generate_sample
 
@@ -107,13 +106,7 @@ def _load_model(checkpoint: str | Path) -> tuple[nn.Module, OnnxModelInfo, dict[
     spec = state["model"]
     if spec.get("in_channels", 3) != 3:
         raise CheckpointError(f"{checkpoint}: model expects {spec['in_channels']} input channels; export handles RGB models (3)")
-    model = build_model(spec["name"], spec["num_classes"], 3)
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{checkpoint}: weights do not fit model {spec['name']} ({first_line})") from error
-    model.eval()
+    model = load_model(state, checkpoint)
     normalization = state["normalization"]
     info = OnnxModelInfo(
         model_name=spec["name"],

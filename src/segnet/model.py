@@ -165,6 +165,9 @@ class SegNet(nn.Module):
         name: the model name from :data:`MODEL_NAMES`.
         num_classes, in_channels: as built.
         total_stride: ``2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
+        logit_offsets: a buffer of one constant per class added to the logits; zero while training,
+            set afterwards by :mod:`segnet.calibration` to undo the bias that class weighting
+            puts on the decisions. Part of the state dict, so checkpoints and exports carry it.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class SegNet(nn.Module):
         self.decoder = nn.ModuleList(decoder)
         self.classifier = classifier
         self.total_stride: int = 2 ** len(encoder)
+        self.register_buffer("logit_offsets", torch.zeros(num_classes))
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,7 +205,7 @@ class SegNet(nn.Module):
             indices.append(idx)
         for stage, idx in zip(self.decoder, reversed(indices)):
             x = stage(x, idx)
-        x = self.classifier(x)
+        x = self.classifier(x) + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
         return x[:, :, :height, :width]
 
 

@@ -381,6 +381,9 @@ def _header(run_name: str, metrics: dict) -> str:
     prediction = [f"tiles of {evaluation['tile']} px" if evaluation.get("tile") else "whole images at full size"]
     if evaluation.get("tta"):
         prediction.append("test-time augmentation")
+    offsets = {name: value for name, value in (evaluation.get("logit_offsets") or {}).items() if value}
+    if offsets:
+        prediction.append("calibrated logit offsets " + ", ".join(f"{name} {value:+.2f}" for name, value in offsets.items()))
     now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     facts = [
         ("model", evaluation.get("model")),

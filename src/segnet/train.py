@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from segnet import distributed as dist
 from segnet.check import check_dataset, format_problems
+from segnet.calibration import calibrate_checkpoint, format_calibration
 from segnet.checkpoint import (
     atomic_write,
     check_compatible,
@@ -630,6 +631,9 @@ def train(
         log(f"model weights identical on all {dist.world_size()} processes (sha256 {digest})")
     if writer is not None:
         writer.close()
+    if main_process and config.calibration_images and (run_dir / "best.pt").is_file():
+        summary = calibrate_checkpoint(run_dir / "best.pt", train_pairs, max_images=config.calibration_images, device=device, seed=config.seed)
+        log(format_calibration(summary))
     dist.barrier()
     if owns_process_group:
         dist.cleanup()

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.counting import count_objects, coverage
+from segnet.counting import clean_prediction, count_objects, coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
@@ -99,7 +99,7 @@ def _write_outputs(
         written.append(target)
 
     object_classes = list(range(1, num_classes))
-    counts = count_objects(mask, object_classes, min_area=min_area)
+    counts = count_objects(clean_prediction(mask), object_classes, min_area=min_area)
     fractions = coverage(mask, object_classes)
     row: list[Any] = [str(path)]
     for class_id in object_classes:
@@ -130,8 +130,9 @@ def predict_paths(
       that entropy as a heatmap over the image.
 
     ``counts.csv`` gets one row per image, written as each image finishes: ``file``, then per
-    non-background class ``<name>_count`` (objects of at least ``min_area`` pixels) and
-    ``<name>_area_fraction``. Images are read and results written in background threads while the
+    non-background class ``<name>_count`` (objects of at least ``min_area`` pixels in the mask
+    after :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
+    written). Images are read and results written in background threads while the
     model runs; a progress bar counts images (and windows of large images).
 
     Raises:

@@ -108,20 +108,14 @@ class Predictor:
         keyword arguments of :class:`Predictor` (``tile``, ``overlap``, ``batch_size``, ``tta``,
         ``mc_samples``).
         """
-        from segnet.checkpoint import load_checkpoint
+        from segnet.checkpoint import load_checkpoint, load_model
         from segnet.distributed import resolve_device
-        from segnet.model import build_model
 
         state = load_checkpoint(path)
         spec = state["model"]
         if spec.get("in_channels", 3) != 3:
             raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; prediction reads RGB images (3)")
-        model = build_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3))
-        try:
-            model.load_state_dict(state["model_state"])
-        except RuntimeError as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: weights do not fit model {spec['name']} ({first_line})") from error
+        model = load_model(state, path)
         normalization = state["normalization"]
         return cls(model, state["class_names"], normalization["mean"], normalization["std"], resolve_device(device), **options)
 

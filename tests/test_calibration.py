@@ -1,0 +1,134 @@
+"""Decision calibration: the offset search, the model's offsets, and calibration inside a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segnet.calibration import CALIBRATION_FILE, OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
+from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.cli import main
+from segnet.config import load_config
+from segnet.errors import SegnetError
+from segnet.evaluate import evaluate_run
+from segnet.model import build_model
+from segnet.predict import Predictor
+from segnet.train import train
+
+CLASSES = ["background", "erythrocyte", "spirochete"]
+
+
+def biased_log_proba(pixels: int, bias: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy posteriors of a rare-class problem, with ``bias`` nats added to the rarest class."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(3, size=pixels, p=[0.85, 0.12, 0.03])
+    logits = rng.normal(0.0, 1.0, size=(pixels, 3)) + np.log([0.85, 0.12, 0.03])
+    logits[np.arange(pixels), truth] += 2.5
+    logits[:, 2] += bias
+    log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return log_proba.astype(np.float32), truth
+
+
+def test_offsets_take_back_a_bias_added_to_one_class():
+    unbiased = fit_logit_offsets(*biased_log_proba(60_000, bias=0.0), CLASSES)
+    log_proba, truth = biased_log_proba(60_000, bias=-2.0)
+    offsets, before, after = fit_logit_offsets(log_proba, truth, CLASSES)
+    assert offsets[0] == 0
+    # The search lands where it would have without the bias: the 2 nats come back, to a grid step.
+    assert offsets[2] - 2.0 == pytest.approx(unbiased[0][2], abs=0.25)
+    assert after == pytest.approx(unbiased[2], abs=0.005)
+    assert after > before + 0.05
+    assert after == pytest.approx(mean_iou_with_offsets(log_proba, truth, offsets, CLASSES))
+
+
+def test_decisions_that_cannot_improve_keep_zero_offsets():
+    truth = np.repeat(np.arange(3), 100)
+    log_proba = np.full((300, 3), -30.0, dtype=np.float32)
+    log_proba[np.arange(300), truth] = 0.0  # every pixel right by a margin no grid offset overturns
+    offsets, before, after = fit_logit_offsets(log_proba, truth, CLASSES)
+    assert np.all(offsets == 0) and before == after == 1.0
+    assert abs(OFFSET_GRID).max() < 30
+
+
+def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("segnet-basic", 3).eval()
+    inputs = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        raw = model(inputs)
+        model.logit_offsets.copy_(torch.tensor([0.0, 1.5, -2.0]))
+        shifted = model(inputs)
+    torch.testing.assert_close(shifted - raw, torch.tensor([0.0, 1.5, -2.0]).view(1, 3, 1, 1).expand_as(raw))
+    state = {
+        "model": {"name": "segnet-basic", "num_classes": 3, "in_channels": 3},
+        "model_state": model.state_dict(),
+        "class_names": CLASSES,
+        "normalization": {"mean": [0.2] * 3, "std": [0.2] * 3},
+    }
+    save_checkpoint(state, tmp_path / "calibrated.pt")
+    reloaded = load_model(load_checkpoint(tmp_path / "calibrated.pt"), tmp_path / "calibrated.pt")
+    assert reloaded.logit_offsets.tolist() == [0.0, 1.5, -2.0]
+
+    # A checkpoint from before logit offsets existed loads with zero offsets.
+    del state["model_state"]["logit_offsets"]
+    save_checkpoint(state, tmp_path / "old.pt")
+    assert load_model(load_checkpoint(tmp_path / "old.pt"), tmp_path / "old.pt").logit_offsets.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibrated")
+    config = load_config(None, {
+        "data": str(synthetic_dataset), "out": str(out), "epochs": 2, "batch_size": 4, "image_size": 32,
+        "num_workers": 0, "val_fraction": 0.25, "calibration_images": 5,
+    })
+    train(config, progress_log=lambda *a: None)
+    return synthetic_dataset, out
+
+
+def test_training_calibrates_best_on_training_images_only(calibrated_run):
+    data, run = calibrated_run
+    summary = json.loads((run / CALIBRATION_FILE).read_text())
+    split = json.loads((run / "split.json").read_text())
+    assert len(summary["images"]) == 5 and set(summary["images"]) <= set(split["train"])
+    assert summary["mean_iou_after"] >= summary["mean_iou_before"]
+    state = load_checkpoint(run / "best.pt")
+    assert state["calibration"] == summary
+    assert state["model_state"]["logit_offsets"].tolist() == list(summary["offsets"].values())
+    assert "calibration" not in load_checkpoint(run / "last.pt")  # training resumes from raw weights
+
+    # The stored offsets are what prediction applies: raw probabilities times e^offset, renormalised.
+    image = np.asarray(Image.open(data / "images" / f"{split['val'][0]}.png").convert("RGB"))
+    calibrated = Predictor.from_checkpoint(run / "best.pt", device="cpu").predict_proba(image)
+    raw_model = load_model(state, run / "best.pt")
+    raw_model.logit_offsets.zero_()
+    raw = Predictor(raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"]).predict_proba(image)
+    expected = raw * np.exp(np.array(list(summary["offsets"].values()), dtype=np.float32))[:, None, None]
+    np.testing.assert_allclose(calibrated, expected / expected.sum(axis=0), atol=1e-4)
+
+
+def test_calibrate_command_refits_from_the_raw_model(calibrated_run, capsys):
+    data, run = calibrated_run
+    first = json.loads((run / CALIBRATION_FILE).read_text())
+    assert main(["calibrate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--images", "5", "--device", "cpu"]) == 0
+    assert "logit offsets" in capsys.readouterr().out
+    again = json.loads((run / CALIBRATION_FILE).read_text())
+    # Same images, same pixels: stacking the old offsets onto the new fit would change the result.
+    assert again == first
+
+
+def test_calibration_refuses_an_empty_training_list(calibrated_run):
+    _, run = calibrated_run
+    with pytest.raises(SegnetError, match="no training images"):
+        calibrate_checkpoint(run / "best.pt", [])
+
+
+
+def test_evaluation_records_the_offsets_it_predicted_with(calibrated_run, tmp_path):
+    data, run = calibrated_run
+    metrics = evaluate_run(run / "best.pt", data, out=tmp_path / "evaluation", device="cpu", progress=False)
+    assert metrics["evaluation"]["logit_offsets"] == json.loads((run / CALIBRATION_FILE).read_text())["offsets"]
