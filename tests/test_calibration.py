@@ -13,7 +13,7 @@ from segnet.calibration import CALIBRATION_FILE, OFFSET_GRID, calibrate_checkpoi
 from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
-from segnet.errors import SegnetError
+from segnet.errors import CheckpointError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.model import build_model
 from segnet.predict import Predictor
@@ -77,6 +77,11 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
     del state["model_state"]["logit_offsets"]
     save_checkpoint(state, tmp_path / "old.pt")
     assert load_model(load_checkpoint(tmp_path / "old.pt"), tmp_path / "old.pt").logit_offsets.tolist() == [0.0, 0.0, 0.0]
+
+    # Prediction, calibration and export all feed RGB: a model of other inputs is refused by name.
+    state["model"]["in_channels"] = 1
+    with pytest.raises(CheckpointError, match="other.pt: model expects 1 input channels"):
+        load_model(state, tmp_path / "other.pt")
 
 
 @pytest.fixture(scope="module")

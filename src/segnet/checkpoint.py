@@ -138,12 +138,15 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
     """The model of a loaded checkpoint, with its weights, in eval mode on the CPU.
 
     Raises:
-        CheckpointError: the weights do not fit the model the checkpoint names.
+        CheckpointError: the model does not take RGB images (what prediction, calibration and
+            export feed it), or the weights do not fit the model the checkpoint names.
     """
     from segnet.model import build_model  # segnet.model needs nothing from here; imported late to keep this module light
 
     spec = state["model"]
-    model = build_model(spec["name"], spec["num_classes"], spec.get("in_channels", 3))
+    if spec.get("in_channels", 3) != 3:
+        raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; segnet reads RGB images (3)")
+    model = build_model(spec["name"], spec["num_classes"], 3)
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:

@@ -57,7 +57,7 @@ from torch import nn
 
 from segnet.checkpoint import load_checkpoint, load_model
 from segnet.data import normalize_array, read_image
-from segnet.errors import CheckpointError, DataError, SegnetError
+from segnet.errors import DataError, SegnetError
 from segnet.predict import OnnxModelInfo, colorize
 from segnet.synthetic import generate_sample
 
@@ -103,13 +103,10 @@ _CITATIONS = {
 def _load_model(checkpoint: str | Path) -> tuple[nn.Module, OnnxModelInfo, dict[str, Any]]:
     """The checkpoint's model in eval mode (on the CPU), its ONNX metadata and the raw state."""
     state = load_checkpoint(checkpoint)
-    spec = state["model"]
-    if spec.get("in_channels", 3) != 3:
-        raise CheckpointError(f"{checkpoint}: model expects {spec['in_channels']} input channels; export handles RGB models (3)")
     model = load_model(state, checkpoint)
     normalization = state["normalization"]
     info = OnnxModelInfo(
-        model_name=spec["name"],
+        model_name=state["model"]["name"],
         class_names=tuple(state["class_names"]),
         mean=tuple(map(float, normalization["mean"])),
         std=tuple(map(float, normalization["std"])),

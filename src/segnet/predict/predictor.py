@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import softmax
 
 from segnet.data import normalize_array
-from segnet.errors import CheckpointError, SegnetError
+from segnet.errors import SegnetError
 from segnet.predict.backends import InferenceBackend, OnnxBackend, TorchBackend
 from segnet.predict.windows import (
     TileProgress,
@@ -112,9 +112,6 @@ class Predictor:
         from segnet.distributed import resolve_device
 
         state = load_checkpoint(path)
-        spec = state["model"]
-        if spec.get("in_channels", 3) != 3:
-            raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; prediction reads RGB images (3)")
         model = load_model(state, path)
         normalization = state["normalization"]
         return cls(model, state["class_names"], normalization["mean"], normalization["std"], resolve_device(device), **options)
