@@ -15,6 +15,7 @@ from segnet.data import (
     compute_fingerprint,
     find_pairs,
     load_pair,
+    mask_thickness,
     read_image,
     read_mask,
     read_split,
@@ -153,6 +154,20 @@ def test_fingerprint_statistics_match_numpy():
     # Class 2 fills the one image it appears in: its presence frequency is 1.
     assert fingerprint["class_presence_frequencies"][2] == pytest.approx(1.0)
     assert fingerprint["height"] == {"min": 4, "median": 6.0, "max": 6}
+    # Class 2 fills its image, and the image border is no boundary: as thick as it can be.
+    assert fingerprint["class_thickness"][2] == 2 * 36
+
+
+@pytest.mark.parametrize("width", [2, 3, 6])
+def test_thickness_of_a_band_is_its_width(width):
+    region = np.zeros((40, 200), bool)
+    region[10 : 10 + width, 20:180] = True
+    assert mask_thickness(region) == pytest.approx(width, rel=0.05)
+
+
+def test_thickness_is_none_for_a_class_in_no_image():
+    samples = [(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))]
+    assert compute_fingerprint(samples, 3)["class_thickness"] == [2 * 64, None, None]
 
 
 def test_dataset_normalises_with_given_statistics(synthetic_dataset):

@@ -132,6 +132,15 @@ def test_onnx_export_reproduces_pytorch(model_name: str, tmp_path: Path, basic_e
     assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000
 
 
+def test_onnx_export_reproduces_a_downsampled_model(tmp_path: Path) -> None:
+    """Block averaging and the bilinear resize back are in the graph, for every input size."""
+    torch.manual_seed(0)
+    model = build_model("segnet-basic", len(CLASSES), downsample=2).eval()
+    check = check_onnx_export(model, export_in_code(model, tmp_path / "model.onnx"), shapes=SHAPES, seed=1)
+    assert check.max_difference <= 1e-4
+    assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000
+
+
 def test_export_check_catches_a_graph_of_other_weights(basic_export: tuple[Path, Path]) -> None:
     other = load_model(basic_export[0])
     with torch.no_grad():

@@ -157,6 +157,27 @@ def test_notebook_logits_are_clipped_at_zero(models: dict[str, nn.Module]) -> No
     assert (out == 0).any()
 
 
+# ---------------------------------------------------------------------------- downsample
+
+
+def test_downsampled_model_runs_the_same_network_on_block_averages() -> None:
+    torch.manual_seed(0)
+    full = build_model("segnet-basic", num_classes=3).eval()
+    half = build_model("segnet-basic", num_classes=3, downsample=2).eval()
+    half.load_state_dict(full.state_dict())  # same weights: downsampling adds no parameters
+    half.logit_offsets.copy_(torch.tensor([0.0, 0.5, -1.0]))
+    assert half.total_stride == 32
+    image = torch.randn(1, 3, 70, 101)
+    padded = F.pad(image, (0, 128 - 101, 0, 96 - 70))  # to the stride of 32
+    with torch.no_grad():
+        low = full(F.avg_pool2d(padded, 2))
+        expected = F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)[..., :70, :101]
+        got = half(image)
+    assert got.shape == (1, 3, 70, 101)
+    offsets = torch.tensor([0.0, 0.5, -1.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(got, expected + offsets, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------- errors
 
 
@@ -169,7 +190,9 @@ def test_unknown_name_lists_valid_names() -> None:
         assert name in message
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 3, "in_channels": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_classes": 0}, {"num_classes": 3, "in_channels": 0}, {"num_classes": 3, "downsample": 0}, {"num_classes": 3, "downsample": True}]
+)
 def test_bad_sizes_rejected(kwargs: dict[str, int]) -> None:
     with pytest.raises(SegnetError):
         build_model("segnet-basic", **kwargs)

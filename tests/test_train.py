@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from segnet.checkpoint import load_checkpoint, save_checkpoint
+from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
 from segnet.train import resolve_data_defaults, train
@@ -45,7 +45,7 @@ def test_checkpoint_is_self_describing(finished_run):
     assert state["epoch"] == 2
     assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
-    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3}
+    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1}
     assert "optimizer_state" in state and "scheduler_state" in state
 
 
@@ -100,9 +100,38 @@ def test_nan_loss_stops_with_a_clear_message(synthetic_dataset, tmp_path):
 def test_data_defaults_follow_the_fingerprint():
     fingerprint = {"height": {"median": 530.0}, "width": {"median": 700.0}, "class_frequencies": [0.86, 0.13, 0.01]}
     plan = resolve_data_defaults(load_config(), fingerprint)
-    assert plan == {"image_size": 256, "focus_class": 2}
+    assert plan == {"image_size": 256, "downsample": 1, "focus_class": 2}
     small = dict(fingerprint, height={"median": 100.0})
     assert resolve_data_defaults(load_config(), small)["image_size"] == 96
+
+
+@pytest.mark.parametrize(
+    "thickness, downsample, crop",
+    [
+        ([300.0, 61.0, 10.9], 2, 512),  # the real darkfield images: spirochetes about 11 px thick
+        ([300.0, 23.0, 3.5], 1, 256),  # the synthetic ones: 3.5 px
+        ([300.0, 200.0, None], 4, 512),  # at most 4; crops still fit the median image
+    ],
+)
+def test_resolution_follows_the_thinnest_class(thickness, downsample, crop):
+    fingerprint = {
+        "height": {"median": 530.0}, "width": {"median": 700.0}, "class_frequencies": [0.86, 0.13, 0.01],
+        "class_thickness": thickness,
+    }
+    plan = resolve_data_defaults(load_config(), fingerprint)
+    assert (plan["downsample"], plan["image_size"]) == (downsample, crop)
+    assert resolve_data_defaults(load_config(None, {"downsample": 1}), fingerprint)["downsample"] == 1
+
+
+def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2), progress_log=lambda *a: None)
+    state = load_checkpoint(run / "last.pt")
+    assert state["model"]["downsample"] == 2
+    assert load_model(state, run / "last.pt").total_stride == 32
+    assert yaml.safe_load((run / "config.yaml").read_text())["downsample"] == 2
+    with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
+        train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
 
 
 def test_deterministic_runs_repeat_bit_for_bit(synthetic_dataset, tmp_path):

@@ -146,7 +146,7 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
     spec = state["model"]
     if spec.get("in_channels", 3) != 3:
         raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; segnet reads RGB images (3)")
-    model = build_model(spec["name"], spec["num_classes"], 3)
+    model = build_model(spec["name"], spec["num_classes"], 3, spec.get("downsample", 1))
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:

@@ -63,7 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
     train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 30)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 4)")
-    train.add_argument("--image-size", type=_positive_int, help="training crop side in pixels (default: from the data, at most 256)")
+    train.add_argument(
+        "--image-size", type=_positive_int,
+        help="training crop side in image pixels (default: from the data, at most 256 x downsample)",
+    )
+    train.add_argument(
+        "--downsample", type=_positive_int,
+        help="the model works at 1/K of the image resolution, outputs at full size (default: from the data: "
+        "the thinnest class's median thickness / 5, so 2 on the real darkfield images)",
+    )
     train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adamw, 0.05 for sgd)")
     train.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimiser (default: adamw; sgd uses momentum 0.9 as in the paper)")
     train.add_argument("--schedule", choices=("cosine", "poly", "none"), help="learning-rate schedule after warm-up (default: cosine)")
@@ -208,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {
         key: getattr(args, key)
         for key in (
-            "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "lr", "optimizer", "schedule",
+            "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "downsample", "lr", "optimizer", "schedule",
             "class_weights", "loss", "calibration_images", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
             "compile", "grad_clip", "patience", "deterministic", "tensorboard", "skip_bad",
         )

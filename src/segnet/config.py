@@ -32,6 +32,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 4  # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     image_size: int | None = None  # training crop side; None: from the fingerprint
+    downsample: int | None = None  # the model works at 1/downsample resolution; None: from the thinnest class's thickness
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     focus_probability: float = 0.33  # share of crops centred on the rarest class
 
@@ -124,6 +125,8 @@ def validate(config: TrainConfig) -> None:
             raise SegnetError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.image_size is not None and config.image_size < 16:
         raise SegnetError(f"image_size must be at least 16, got {config.image_size}")
+    if config.downsample is not None and config.downsample < 1:
+        raise SegnetError(f"downsample must be at least 1, got {config.downsample}")
     if config.patience is not None and config.patience < 1:
         raise SegnetError(f"patience must be at least 1 epoch, got {config.patience}")
     if config.grad_clip is not None and not config.grad_clip > 0:

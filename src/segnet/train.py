@@ -84,6 +84,9 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val
 RUN_MARKERS = ("last.pt", "config.yaml")
 BEST_METRICS_FILE = "best_metrics.json"
 TENSORBOARD_FOLDER = "tensorboard"
+# Pixels of thickness the thinnest class keeps at model resolution when downsample is automatic.
+# Real spirochetes are about 11 px thick (downsample 2), the synthetic ones 3.5 px (downsample 1).
+MIN_MODEL_THICKNESS = 5
 TENSORBOARD_EXAMPLES = 3
 """Validation images drawn with their predictions in TensorBoard each validated epoch."""
 TENSORBOARD_PANEL_SIDE = 512
@@ -133,17 +136,25 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def resolve_data_defaults(config: TrainConfig, fingerprint: dict) -> dict[str, Any]:
-    """Derive what the data decides: crop size, the rare class to oversample (nnU-Net-style plan).
+    """Derive what the data decides: resolution, crop size, the rare class to oversample (nnU-Net-style plan).
 
-    The crop is the largest multiple of 32 up to 256 that fits the median image, so small images are
-    not padded and large ones are cropped at the size the throughput budget allows.
+    The model works at 1/downsample of the image resolution, the largest factor (up to 4) that keeps
+    the thinnest foreground class at least ``MIN_MODEL_THICKNESS`` pixels thick at model resolution:
+    thin structures need the pixels, thick ones gain field of view. The crop is the largest multiple
+    of 32 x downsample up to 256 x downsample that fits the median image, so small images are not
+    padded and the model sees crops of at most 256 pixels, the size the throughput budget allows.
     """
+    downsample = config.downsample
+    if downsample is None:
+        thickness = [t for t in fingerprint.get("class_thickness", [])[1:] if t is not None]
+        downsample = int(min(4, max(1, min(thickness) // MIN_MODEL_THICKNESS))) if thickness else 1
     median_side = min(fingerprint["height"]["median"], fingerprint["width"]["median"])
-    crop = config.image_size or int(max(32, min(256, median_side // 32 * 32)))
+    unit = 32 * downsample
+    crop = config.image_size or int(max(unit, min(256 * downsample, median_side // unit * unit)))
     frequencies = np.asarray(fingerprint["class_frequencies"])
     present = np.flatnonzero(frequencies > 0)
     rarest = int(present[np.argmin(frequencies[present])]) if present.size else None
-    return {"image_size": crop, "focus_class": rarest}
+    return {"image_size": crop, "downsample": downsample, "focus_class": rarest}
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -481,7 +492,12 @@ def train(
     val_set = SegmentationDataset(val_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
     fingerprint = compute_fingerprint((train_set.load(i) for i in range(len(train_set))), num_classes)
     plan = resolve_data_defaults(config, fingerprint)
-    config.image_size = plan["image_size"]
+    config.image_size, config.downsample = plan["image_size"], plan["downsample"]
+    if resumed is not None and resumed["model"].get("downsample", 1) != config.downsample:
+        raise SegnetError(
+            f"{run_dir / 'last.pt'}: the run was trained with downsample {resumed['model'].get('downsample', 1)}, "
+            f"not {config.downsample}; resume without --downsample"
+        )
     normalization = {"mean": fingerprint["mean"], "std": fingerprint["std"]}
     for dataset in (train_set, val_set):
         dataset.set_normalization(normalization["mean"], normalization["std"])
@@ -495,7 +511,7 @@ def train(
         with atomic_write(run_dir / "split.json", "train/validation split") as temporary:
             write_split(temporary, train_pairs, val_pairs)
 
-    model = build_model(config.model, num_classes)
+    model = build_model(config.model, num_classes, downsample=config.downsample)
     if config.pretrained and not resume:
         load_pretrained_encoder(model, config.pretrained)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
@@ -531,7 +547,8 @@ def train(
     per_process_batch = max(1, config.batch_size // dist.world_size())
     log(
         f"model {config.model} ({sum(p.numel() for p in model_without_ddp.parameters()):,} parameters) on {device}, "
-        f"{dist.world_size()} process(es) x batch {per_process_batch}; crops {config.image_size}px, "
+        f"{dist.world_size()} process(es) x batch {per_process_batch}; crops {config.image_size}px"
+        f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
         f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "
         f"{'mixed precision ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'float32'}"
         f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
@@ -541,7 +558,7 @@ def train(
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
         return {
-            "model": {"name": config.model, "num_classes": num_classes, "in_channels": 3},
+            "model": {"name": config.model, "num_classes": num_classes, "in_channels": 3, "downsample": config.downsample},
             "model_state": model_without_ddp.state_dict(),
             "class_names": class_names,
             "normalization": normalization,
