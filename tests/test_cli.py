@@ -64,6 +64,7 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     for key in ("classes", "global_accuracy", "class_average_accuracy", "mean_iou", "per_class", "confusion_matrix"):
         assert key in metrics
     assert "mean IoU" in evaluated.stdout
+    assert metrics["evaluation"]["tta"] is True  # on unless --no-tta
     with (evaluation / "per_image.csv").open() as handle:
         assert sorted(row["image"] for row in csv.DictReader(handle)) == sorted(split["val"])
     assert (run / "report.html").is_file()
@@ -77,6 +78,14 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     with (predictions / "counts.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and "erythrocyte_count" in rows[0] and "spirochete_area_fraction" in rows[0]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_test_time_augmentation_is_on_unless_switched_off(command):
+    required = ["--data", "DIR"] if command == "evaluate" else ["IMAGE", "--out", "DIR"]
+    parse = build_parser().parse_args
+    assert parse([command, "--checkpoint", "best.pt", *required]).tta is True
+    assert parse([command, "--checkpoint", "best.pt", *required, "--no-tta"]).tta is False
 
 
 def test_python_dash_m_is_the_same_command():

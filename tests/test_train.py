@@ -108,7 +108,7 @@ def test_data_defaults_follow_the_fingerprint():
 @pytest.mark.parametrize(
     "thickness, downsample, crop",
     [
-        ([300.0, 61.0, 10.9], 2, 512),  # the real darkfield images: spirochetes about 11 px thick
+        ([300.0, 61.0, 10.9], 3, 480),  # the real darkfield images: spirochetes about 11 px thick
         ([300.0, 23.0, 3.5], 1, 256),  # the synthetic ones: 3.5 px
         ([300.0, 200.0, None], 4, 512),  # at most 4; crops still fit the median image
     ],

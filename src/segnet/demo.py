@@ -35,9 +35,10 @@ def run_demo(
     )
     run_dir = train(config, overwrite=True)
     print("3/4 evaluating the validation images at full size")
-    metrics = evaluate_run(run_dir / "best.pt", data_dir, split="val", device=device, report=True)
+    # TTA as `segnet evaluate` and `segnet predict` do by default.
+    metrics = evaluate_run(run_dir / "best.pt", data_dir, split="val", device=device, tta=True, report=True)
     print("4/4 segmenting and counting the validation images")
-    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device=device)
+    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device=device, tta=True)
     prediction_dir = out / "predictions"
     validation_images = [str(pair.image) for pair in read_split(run_dir / "split.json", find_pairs(data_dir), "val")]
     predict_paths(predictor, validation_images, prediction_dir)

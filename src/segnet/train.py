@@ -85,8 +85,9 @@ RUN_MARKERS = ("last.pt", "config.yaml")
 BEST_METRICS_FILE = "best_metrics.json"
 TENSORBOARD_FOLDER = "tensorboard"
 # Pixels of thickness the thinnest class keeps at model resolution when downsample is automatic.
-# Real spirochetes are about 11 px thick (downsample 2), the synthetic ones 3.5 px (downsample 1).
-MIN_MODEL_THICKNESS = 5
+# Real spirochetes are about 11 px thick (downsample 3: measured best per CPU minute, see
+# docs/decisions.md), the synthetic ones 3.5 px (downsample 1).
+MIN_MODEL_THICKNESS = 3
 TENSORBOARD_EXAMPLES = 3
 """Validation images drawn with their predictions in TensorBoard each validated epoch."""
 TENSORBOARD_PANEL_SIDE = 512
