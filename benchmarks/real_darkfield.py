@@ -115,7 +115,7 @@ def main() -> None:
     # without TTA show what TTA adds.
     metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", device=args.device, tta=True, report=True)
     plain = evaluate_run(run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", device=args.device, tta=False)
-    history = list(csv.DictReader((run_dir / "history.csv").open()))
+    history = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
     summary = {"project": {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics, "metrics_without_tta": plain}}

@@ -132,6 +132,9 @@ def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, t
     assert yaml.safe_load((run / "config.yaml").read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
         train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
+    # Without --downsample the run resumes at its own, although these images alone would give 1.
+    train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
+    assert load_checkpoint(run / "last.pt")["model"]["downsample"] == 2
 
 
 def test_deterministic_runs_repeat_bit_for_bit(synthetic_dataset, tmp_path):

@@ -155,8 +155,10 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
     return model.eval()
 
 
-def check_compatible(state: dict[str, Any], model_name: str, class_names: list[str], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint of another model or another class list."""
+def check_compatible(
+    state: dict[str, Any], model_name: str, class_names: list[str], path: str | Path, downsample: int | None = None
+) -> None:
+    """Refuse to resume from a checkpoint of another model, class list or (if one is asked for) downsample."""
     if state["model"]["name"] != model_name:
         raise CheckpointError(
             f"{path}: checkpoint holds model '{state['model']['name']}', but '{model_name}' was asked for"
@@ -164,4 +166,9 @@ def check_compatible(state: dict[str, Any], model_name: str, class_names: list[s
     if list(state["class_names"]) != list(class_names):
         raise CheckpointError(
             f"{path}: checkpoint classes {list(state['class_names'])} differ from {list(class_names)}"
+        )
+    trained_downsample = state["model"].get("downsample", 1)
+    if downsample is not None and downsample != trained_downsample:
+        raise CheckpointError(
+            f"{path}: the run was trained with downsample {trained_downsample}, not {downsample}; resume without --downsample"
         )

@@ -36,9 +36,9 @@ and a stride of 32), and it is what the convolutions already do at the borders.
 ``downsample`` (an integer k, 1 by default) makes a model work at 1/k of the image's resolution:
 the padded input is averaged over k x k blocks, the network runs on that, and its logits are
 resized back bilinearly, so inputs, outputs and the loss stay at full resolution. On the real
-darkfield images (spirochetes about 11 px thick, red cells up to 300 px across) k = 2 gives the
-same network twice the field of view per pixel for a quarter of the computation per image;
-training picks k from the thinnest class in the dataset fingerprint (``segnet.train``).
+darkfield images (spirochetes about 11 px thick, red cells up to 300 px across) k = 3 gives the
+same network three times the field of view for a ninth of the computation per image; training
+picks k from the thinnest class in the dataset fingerprint (``segnet.train``).
 
 Dropout is ``nn.Dropout`` (element-wise), as in the Caffe Bayesian SegNet, not ``nn.Dropout2d``
 (whole channels): dropping whole 512-channel feature maps at p=0.5 after pooling is a much

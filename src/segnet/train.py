@@ -482,7 +482,9 @@ def train(
     resumed = None  # checked before anything is written: a resume with the wrong model or classes changes nothing
     if resume:
         resumed = load_checkpoint(run_dir / "last.pt", map_location=device)
-        check_compatible(resumed, config.model, class_names, run_dir / "last.pt")
+        check_compatible(resumed, config.model, class_names, run_dir / "last.pt", config.downsample)
+        # An automatic resolution resumes at the run's own, even where today's rule would pick another.
+        config.downsample = resumed["model"].get("downsample", 1)
 
     train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
     if config.patience and not val_pairs:
@@ -494,11 +496,6 @@ def train(
     fingerprint = compute_fingerprint((train_set.load(i) for i in range(len(train_set))), num_classes)
     plan = resolve_data_defaults(config, fingerprint)
     config.image_size, config.downsample = plan["image_size"], plan["downsample"]
-    if resumed is not None and resumed["model"].get("downsample", 1) != config.downsample:
-        raise SegnetError(
-            f"{run_dir / 'last.pt'}: the run was trained with downsample {resumed['model'].get('downsample', 1)}, "
-            f"not {config.downsample}; resume without --downsample"
-        )
     normalization = {"mean": fingerprint["mean"], "std": fingerprint["std"]}
     for dataset in (train_set, val_set):
         dataset.set_normalization(normalization["mean"], normalization["std"])
