@@ -210,6 +210,17 @@ def test_tta_with_tiles_undoes_each_view() -> None:
     np.testing.assert_allclose(predictor(model, tile=48, tta=True).predict_proba(image), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 50), (50, 1)])
+@pytest.mark.parametrize("tile", [None, 48])
+def test_tta_on_an_image_one_pixel_thin(shape: tuple[int, int], tile: int | None) -> None:
+    # Flipping a side of 1 pixel gives a view numpy calls contiguous despite its negative strides.
+    image = sample_image(*shape)
+    model = pointwise_model()  # commutes with the views, so TTA must change nothing
+    expected = predictor(model).predict_proba(image)
+    np.testing.assert_allclose(predictor(model, tile=tile, tta=True).predict_proba(image), expected, atol=1e-5)
+    assert predictor(build_model("segnet-basic", 3), tile=tile, tta=True).predict(image).shape == shape
+
+
 def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
     image = sample_image(100, 70)
     members = [predictor(PoolingModel(seed), tile=32) for seed in (0, 1)]

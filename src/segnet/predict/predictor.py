@@ -202,7 +202,9 @@ class Predictor:
         samples = max(self.mc_samples, 1)
         total: np.ndarray | None = None
         for turns, flip in views:
-            view = np.ascontiguousarray(_apply_view(batch, turns, flip))
+            # A copy, not ascontiguousarray: a view of a side of 1 pixel counts as contiguous while
+            # keeping its negative strides, which torch.from_numpy refuses.
+            view = _apply_view(batch, turns, flip).copy()
             for _ in range(samples):
                 logits = self.backend(view)
                 if not np.isfinite(logits).all():
