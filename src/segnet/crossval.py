@@ -33,7 +33,7 @@ from segnet.data import Pair
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_score, text_table
 from segnet.metrics import metrics_from_confusion
-from segnet.train import BEST_METRICS_FILE, RUN_MARKERS, checked_pairs, train
+from segnet.train import BEST_METRICS_FILE, RUN_FILES, checked_pairs, train
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "cv_summary.json"
@@ -130,8 +130,10 @@ def train_cross_validation(
         if len(validation_folds) != folds:
             raise SegnetError(f"{run_dir / FOLDS_FILE}: the run has {len(validation_folds)} folds, but --folds {folds} was given")
     else:
-        if not overwrite and any((run_dir / name).exists() for name in (FOLDS_FILE, *RUN_MARKERS)):
-            raise SegnetError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+        outputs = (run_dir / FOLDS_FILE, run_dir / SUMMARY_FILE, *sorted(run_dir.glob("fold_*")), *(run_dir / name for name in RUN_FILES))
+        held = [path.name for path in outputs if path.exists()]
+        if held and not overwrite:
+            raise SegnetError(f"{run_dir}: already holds a run ({', '.join(held)}); pass --resume to continue it or --overwrite to replace it")
         validation_folds = k_fold_split(pairs, folds, config.seed)
         if dist.is_main_process():
             for old_fold in run_dir.glob("fold_*"):
@@ -147,7 +149,13 @@ def train_cross_validation(
         out = fold_dir(run_dir, k)
         log(f"cross-validation fold {k}/{folds}: {len(train_pairs)} training and {len(val_pairs)} validation images")
         fold_resume = resume and (out / "last.pt").is_file()
-        # A fold folder without last.pt holds nothing to keep (it stopped before its first epoch ended).
+        # A fold folder without last.pt holds nothing to keep (it stopped before its first epoch
+        # ended), unless its last.pt was pruned from a finished fold: that fold's model is kept.
+        if resume and not fold_resume and (out / "best.pt").is_file():
+            raise SegnetError(
+                f"{out}: holds a trained model (best.pt) but no last.pt to resume from; "
+                "train the cross-validation again with --overwrite instead of --resume"
+            )
         train(
             dataclasses.replace(config, out=str(out)),
             resume=fold_resume,

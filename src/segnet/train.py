@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from segnet import distributed as dist
 from segnet.check import check_dataset, format_problems
-from segnet.calibration import calibrate_checkpoint, format_calibration
+from segnet.calibration import CALIBRATION_FILE, calibrate_checkpoint, format_calibration
 from segnet.checkpoint import (
     atomic_write,
     check_compatible,
@@ -81,9 +81,14 @@ from segnet.model import build_model, load_pretrained_encoder
 from segnet.transforms import train_transform
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr", "epoch_seconds")
-RUN_MARKERS = ("last.pt", "config.yaml")
 BEST_METRICS_FILE = "best_metrics.json"
 TENSORBOARD_FOLDER = "tensorboard"
+RUN_FILES = (
+    "last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE, CALIBRATION_FILE,
+    "config.yaml", "fingerprint.json", "split.json", TENSORBOARD_FOLDER,
+)
+"""What training writes into a run folder. A folder holding any of them holds a run (a kept best.pt
+whose last.pt was pruned is one), which only ``--overwrite`` replaces; it then deletes them all."""
 # Pixels of thickness the thinnest class keeps at model resolution when downsample is automatic.
 # Real spirochetes are about 11 px thick (downsample 3: measured best per CPU minute, see
 # docs/decisions.md), the synthetic ones 3.5 px (downsample 1).
@@ -117,8 +122,8 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / "last.pt").is_file():
             raise SegnetError(f"{out}: nothing to resume (no last.pt: no epoch finished); start again with --overwrite")
-    elif any((out / name).exists() for name in RUN_MARKERS) and not overwrite:
-        raise SegnetError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    elif not overwrite and (held := [name for name in RUN_FILES if (out / name).exists()]):
+        raise SegnetError(f"{out}: already holds a run ({', '.join(held)}); pass --resume to continue it or --overwrite to replace it")
 
 
 def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -128,9 +133,11 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         return
     try:
-        for name in ("last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / TENSORBOARD_FOLDER, ignore_errors=True)
+        for name in RUN_FILES:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise SegnetError(f"{out}: cannot prepare the run folder ({error.strerror or error}): choose a writable folder") from error
