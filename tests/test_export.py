@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -239,6 +240,48 @@ def test_onnx_files_without_segnet_metadata_are_refused(basic_export: tuple[Path
         Predictor.from_onnx(tmp_path / "junk.onnx", device="cpu")
     with pytest.raises(CheckpointError, match="missing.onnx"):
         Predictor.from_onnx(tmp_path / "missing.onnx", device="cpu")
+
+
+def with_metadata(source: Path, out: Path, **changes: str) -> Path:
+    """A copy of the ONNX file ``source`` whose metadata entries ``changes`` (key: JSON text) are replaced."""
+    proto = onnx.load(source)
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    metadata.update(changes)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        # A fourth name for three outputs: counts.csv would get shifted columns.
+        ("segnet.class_names", '["background", "erythrocyte", "spirochete", "leukocyte"]', "output has shape ['batch', 3, 'height', 'width']"),
+        ("segnet.class_names", '["background", "erythrocyte"]', "C = 2 classes, as the metadata names ['background', 'erythrocyte']"),
+        ("segnet.class_names", '"abc"', "'segnet.class_names' is wrong: Input should be a valid list"),
+        ("segnet.class_names", '["a", "a", "b"]', "names a class twice"),
+        ("segnet.normalization.mean", "[0.5, 0.5]", "'segnet.normalization.mean' is wrong: List should have at least 3 items"),
+        ("segnet.normalization.std", '"0.2"', "'segnet.normalization.std' is wrong: Input should be a valid list"),
+        ("segnet.normalization.std", "[0.2, 0, 0.2]", "'segnet.normalization.std' is wrong: Input should be greater than 0"),
+        ("segnet.normalization.mean", "[NaN, 0.5, 0.5]", "'segnet.normalization.mean' is wrong: Input should be a finite number"),
+        ("segnet.total_stride", '"16"', "'segnet.total_stride' is wrong: Input should be a valid integer"),
+        ("segnet.total_stride", "0", "'segnet.total_stride' is wrong: Input should be greater than or equal to 1"),
+        ("segnet.model", "{}", "'segnet.model' is wrong: Input should be a valid string"),
+    ],
+)
+def test_onnx_metadata_that_does_not_fit_is_refused_naming_the_file(
+    key: str, value: str, problem: str, skeleton_export: tuple[SegNet, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = with_metadata(skeleton_export[1], tmp_path / "forged.onnx", **{key: value})
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: ") as error:
+        Predictor.from_onnx(path, device="cpu")
+    assert problem in str(error.value)
+    write_png(tmp_path / "in" / "a.png", 20, 20, seed=1)
+    assert main(["predict", "--onnx", str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == f"segnet: error: {error.value}"
+    assert not (tmp_path / "out" / "counts.csv").exists()
 
 
 # ------------------------------------------------------------------------------ bioimage.io

@@ -302,11 +302,35 @@ def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_pat
     run.mkdir()
     (run / "last.pt").write_bytes(b"an earlier run")
     assert main(train_args(data, run)) == 1
-    assert error_line(capsys) == f"segnet: error: {run}: already holds a run; pass --resume to continue it or --overwrite to replace it"
+    assert error_line(capsys) == f"segnet: error: {run}: already holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
     assert (run / "last.pt").read_bytes() == b"an earlier run"
     empty = tmp_path / "empty"
     assert main(train_args(data, empty, "--resume")) == 1
     assert "nothing to resume (no last.pt: no epoch finished); start again with --overwrite" in error_line(capsys)
+
+
+@pytest.mark.parametrize("kept", [("best.pt", "history.csv", "curves.png", "best_metrics.json"), *((name,) for name in training.RUN_FILES)])
+def test_any_file_training_would_replace_makes_a_folder_a_run(kept, data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in kept:
+        (run / name).write_bytes(b"kept from an earlier run")
+    assert main(train_args(data, run)) == 1
+    assert f"{run}: already holds a run ({', '.join(kept)}); pass --resume" in error_line(capsys)
+    assert all((run / name).read_bytes() == b"kept from an earlier run" for name in kept)
+    assert sorted(path.name for path in run.iterdir()) == sorted(kept)
+
+
+def test_a_cross_validation_folder_with_only_a_kept_fold_model_is_a_run(data, tmp_path, capsys):
+    run = tmp_path / "cv"
+    (run / "fold_1").mkdir(parents=True)
+    (run / "fold_1" / "best.pt").write_bytes(b"kept")
+    assert main(train_args(data, run, "--folds", "2")) == 1
+    assert f"{run}: already holds a run (fold_1); pass --resume" in error_line(capsys)
+    (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "stems": [["001", "002", "003", "004"], ["005", "006", "007", "008"]]}))
+    assert main(train_args(data, run, "--folds", "2", "--resume")) == 1
+    assert f"{run / 'fold_1'}: holds a trained model (best.pt) but no last.pt to resume from" in error_line(capsys)
+    assert (run / "fold_1" / "best.pt").read_bytes() == b"kept"
 
 
 def copy_run_checkpoint(finished_run: tuple[Path, Path], run: Path, **changes) -> Path:
@@ -365,9 +389,90 @@ def test_opening_a_checkpoint_never_runs_code_from_it(container, tmp_path):
     assert marker.exists()
     marker.unlink()
 
-    with pytest.raises(CheckpointError, match=rf"{re.escape(str(hostile))}: not a readable segnet checkpoint"):
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(hostile))}: not a segnet checkpoint: it holds Python objects \(") as error:
         load_checkpoint(hostile)
     assert not marker.exists()
+    # Never PyTorch's advice to load the file with weights_only=False, which would run the code.
+    assert "was not written by this tool" in str(error.value) and "weights_only" not in str(error.value)
+
+
+def test_a_file_that_is_no_checkpoint_is_named_without_advice_to_load_it_unsafely(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(garbage))}: not a segnet checkpoint") as error:
+        load_checkpoint(garbage)
+    assert "weights_only" not in str(error.value)
+
+
+FORGERIES = {
+    "model is a string": ({"model": "segnet-basic"}, "model: Input should be a valid dictionary (found 'segnet-basic')"),
+    "model_state is a list": ({"model_state": [1, 2]}, "model_state: Input should be a valid dictionary (found [1, 2])"),
+    "normalization is empty": ({"normalization": {}}, "normalization.mean: Field required (found {})"),
+    "calibration is a number": ({"calibration": 7}, "calibration: Input should be a valid dictionary (found 7)"),
+    "num_classes is text": (
+        {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3}}, "model.num_classes: Input should be a valid integer"
+    ),
+    "std has two numbers": ({"normalization": {"mean": [0.1] * 3, "std": [0.2, 0.2]}}, "normalization.std: List should have at least 3 items"),
+    "a class too many": ({"class_names": ["a", "b", "c", "d"]}, "class_names ['a', 'b', 'c', 'd'] are not 3 distinct names"),
+    "format_version is text": ({"format_version": "1"}, "not a segnet checkpoint (format version '1' is not a positive whole number)"),
+    "unknown model": ({"model": {"name": "resnet", "num_classes": 3, "in_channels": 3}}, "checkpoint of an unknown model 'resnet'; segnet builds segnet, "),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_run, tmp_path, capsys):
+    changes, problem = FORGERIES[forgery]
+    run = tmp_path / "run"
+    checkpoint = copy_run_checkpoint(finished_run, run, **changes)
+    (run / "split.json").write_text((finished_run[1] / "split.json").read_text())
+    data = finished_run[0]
+    image = str(next((data / "images").iterdir()))
+    commands = [
+        ["predict", "--checkpoint", str(checkpoint), image, "--out", str(tmp_path / "predictions"), "--device", "cpu"],
+        ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu"],
+        ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "model.onnx")],
+        train_args(data, run, "--epochs", "2", "--resume"),
+    ]
+    for command in commands:
+        assert main(command) == 1, command
+        line = error_line(capsys)
+        assert line.startswith(f"segnet: error: {checkpoint}: ") and problem in line, (command, line)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"train": ["001", "002"], "val": ["00', "not valid JSON"),
+        ('["001", "002"]', 'not a split file: expected {"train": [stems], "val": [stems]}'),
+        ('{"train": ["001"], "val": "002"}', 'not a split file: expected {"train": [stems], "val": [stems]}'),
+        ('{"train": ["001", "002"], "val": ["002"]}', "lists 002 for both training and validation"),
+    ],
+)
+def test_a_damaged_split_file_is_one_line_naming_it(content, problem, finished_run, tmp_path, capsys):
+    data, finished = finished_run
+    run = tmp_path / "run"
+    copy_run_checkpoint(finished_run, run)
+    for name in ("best.pt", "config.yaml", "fingerprint.json"):
+        (run / name).write_bytes((finished / name).read_bytes())
+    (run / "split.json").write_text(content)
+    commands = [
+        ["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--device", "cpu"],
+        ["calibrate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--device", "cpu"],
+        train_args(data, run, "--epochs", "2", "--resume"),
+    ]
+    for command in commands:
+        assert main(command) == 1, command
+        line = error_line(capsys)
+        assert line.startswith(f"segnet: error: {run / 'split.json'}: ") and problem in line, (command, line)
+
+
+def test_predict_names_the_model_options_it_was_given(finished_run, tmp_path, capsys):
+    image = str(next((finished_run[0] / "images").iterdir()))
+    both = ["predict", "--checkpoint", "best.pt", "--onnx", "model.onnx", image, "--out", str(tmp_path)]
+    assert main(both) == 1
+    assert error_line(capsys) == "segnet: error: predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both"
+    assert main(["predict", image, "--out", str(tmp_path)]) == 1
+    assert error_line(capsys) == "segnet: error: predict needs a model: --checkpoint RUN/best.pt or --onnx model.onnx"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,17 +27,126 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import ConfigDict, Field, InstanceOf, TypeAdapter, ValidationError, with_config
 from torch import nn
+from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
+from segnet.data import ChannelMeans, ChannelStds, FiniteNumber
 from segnet.errors import CheckpointError, SegnetError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
 TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
 """Temporary files of atomic writes, ``.NAME.RANDOM.tmp``: hidden, and never mistaken for ``*.pt``."""
+
+
+# The checkpoint's layout (module docstring) as types, checked on every load: a damaged or forged
+# file is refused naming the key, rather than failing later as a traceback or a silent wrong result.
+# Strict: "3" is no number of classes and true no epoch. Keys not listed here are not checked.
+_STRICT = ConfigDict(strict=True)
+_Positive = Annotated[int, Field(ge=1)]
+_Colour = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+
+
+@with_config(_STRICT)
+class _ModelSpec(TypedDict):
+    name: str
+    num_classes: _Positive
+    in_channels: NotRequired[_Positive]
+    downsample: NotRequired[_Positive]
+
+
+@with_config(_STRICT)
+class _Normalization(TypedDict):
+    mean: ChannelMeans
+    std: ChannelStds
+
+
+@with_config(_STRICT)
+class _Calibration(TypedDict):
+    offsets: dict[str, FiniteNumber]
+
+
+@with_config(_STRICT)
+class _Config(TypedDict):
+    mask_palette: NotRequired[dict[str, _Colour] | None]
+
+
+@with_config(_STRICT)
+class _Checkpoint(TypedDict):
+    model: _ModelSpec
+    model_state: dict[str, InstanceOf[torch.Tensor]]
+    class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    normalization: _Normalization
+    calibration: NotRequired[_Calibration]
+    config: NotRequired[_Config]
+    fingerprint: NotRequired[dict[str, Any]]
+    epoch: NotRequired[Annotated[int, Field(ge=0)]]
+    best_score: NotRequired[FiniteNumber | None]
+    best_epoch: NotRequired[Annotated[int, Field(ge=0)] | None]
+    optimizer_state: NotRequired[dict[str, Any]]
+    scheduler_state: NotRequired[dict[str, Any]]
+
+
+_CHECKPOINT = TypeAdapter(_Checkpoint)
+
+
+def validate_checkpoint(state: Any, path: str | Path) -> None:
+    """Refuse a loaded checkpoint that is not laid out as :func:`save_checkpoint` writes it.
+
+    Raises:
+        CheckpointError: naming ``path``, the first key that is wrong and what was found there.
+    """
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else list(REQUIRED_KEYS)
+        raise CheckpointError(f"{path}: not a segnet checkpoint (missing {', '.join(missing)})")
+    version = state["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: not a segnet checkpoint (format version {version!r} is not a positive whole number)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is newer than this segnet understands ({FORMAT_VERSION}); upgrade segnet"
+        )
+    try:
+        _CHECKPOINT.validate_python(state)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        found = repr(first["input"])
+        found = found if len(found) <= 60 else found[:57] + "..."
+        raise CheckpointError(f"{path}: damaged or forged checkpoint: {where}: {first['msg']} (found {found})") from None
+    from segnet.model import MODEL_NAMES  # late, as in load_model
+
+    names, spec = state["class_names"], state["model"]
+    if spec["name"] not in MODEL_NAMES:
+        raise CheckpointError(f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(MODEL_NAMES)}")
+    if len(names) != spec["num_classes"] or len(set(names)) != len(names):
+        raise CheckpointError(
+            f"{path}: damaged or forged checkpoint: class_names {names} are not {spec['num_classes']} distinct names, "
+            "one per output of the model"
+        )
+
+
+def _describe_load_error(error: Exception) -> str:
+    """Why ``torch.load`` refused a file, in the user's terms (never its advice to unpickle it unsafely)."""
+    text = str(error).strip()
+    refused = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if refused:
+        reason = refused.group(1).strip()
+        code = re.match(r"Unsupported global: GLOBAL (\S+)", reason)
+        if code:
+            return (
+                f"not a segnet checkpoint: it holds Python objects ({code.group(1)}), which segnet never loads "
+                "because opening them could run code; it was not written by this tool"
+            )
+        return f"not a segnet checkpoint ({reason})"
+    first_sentence = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    if "weights_only" in first_sentence:  # torch's hint to load unsafely: never passed on
+        return "not a segnet checkpoint (unreadable file)"
+    return f"not a readable segnet checkpoint ({first_sentence}: damaged, truncated or not a checkpoint)"
 
 
 def describe_write_error(path: str | Path, error: OSError, what: str = "file") -> str:
@@ -118,19 +227,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt or unsafe file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable segnet checkpoint ({first_line})") from error
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        raise CheckpointError(f"{path}: not a segnet checkpoint (missing keys)")
-    version = state["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version} is newer than this segnet "
-            f"understands ({FORMAT_VERSION}); upgrade segnet"
-        )
+        raise CheckpointError(f"{path}: {_describe_load_error(error)}") from error
+    validate_checkpoint(state, path)
     # Checkpoints written before models had logit offsets: theirs were zero.
-    if isinstance(state["model_state"], dict) and "logit_offsets" not in state["model_state"]:
-        state["model_state"]["logit_offsets"] = torch.zeros(int(state["model"]["num_classes"]))
+    if "logit_offsets" not in state["model_state"]:
+        state["model_state"]["logit_offsets"] = torch.zeros(state["model"]["num_classes"])
     return state
 
 

@@ -287,8 +287,10 @@ def _predict(args: argparse.Namespace) -> int:
     # Imports only segnet.predict: with --onnx, torch is never loaded.
     from segnet.predict import Predictor, predict_paths
 
-    if (args.checkpoint is None) == (args.onnx is None):
-        raise SegnetError("predict needs either --checkpoint RUN/best.pt or --onnx model.onnx")
+    if args.checkpoint is not None and args.onnx is not None:
+        raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
+    if args.checkpoint is None and args.onnx is None:
+        raise SegnetError("predict needs a model: --checkpoint RUN/best.pt or --onnx model.onnx")
     options = {
         "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tta": args.tta, "mc_samples": args.mc_samples,
     }

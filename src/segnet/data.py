@@ -16,10 +16,11 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import AllowInfNan, Field
 
 from segnet.errors import DataError
 
@@ -30,6 +31,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_FOLDERS = ("masks", "flattened_masks")
 IGNORE_INDEX = 255
 """Mask value for pixels that carry no label (crop padding); the loss and the metrics skip them."""
+FiniteNumber = Annotated[float, AllowInfNan(False)]
+ChannelMeans = Annotated[list[FiniteNumber], Field(min_length=3, max_length=3)]
+ChannelStds = Annotated[list[Annotated[FiniteNumber, Field(gt=0)]], Field(min_length=3, max_length=3)]
+"""Types (for pydantic) of a model's normalisation as checkpoints and ONNX files store it: per RGB channel on [0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -269,12 +274,40 @@ def write_split(path: str | Path, train: Sequence[Pair], val: Sequence[Pair]) ->
     Path(path).write_text(json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1))
 
 
-def read_split(path: str | Path, pairs: Sequence[Pair], name: str) -> list[Pair]:
-    """Select the pairs listed under ``name`` ("train" or "val") in a ``split.json``."""
+SPLIT_NAMES = ("train", "val")
+
+
+def read_split_stems(path: str | Path) -> dict[str, list[str]]:
+    """The stems a ``split.json`` lists under "train" and "val", checked to be what :func:`write_split` writes.
+
+    Raises:
+        DataError: the file is missing, not JSON, not of that layout, or lists a stem twice (in one
+            list, or for both training and validation, which would score the model on its training images).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "split file not found (evaluate --split val needs the run's split.json)")
-    stems = json.loads(path.read_text())[name]
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(path, f"not valid JSON ({error}); it was damaged: evaluate with --split all, or train the run again") from error
+    if not isinstance(split, dict) or not all(
+        isinstance(split.get(name), list) and all(isinstance(stem, str) for stem in split[name]) for name in SPLIT_NAMES
+    ):
+        raise DataError(path, 'not a split file: expected {"train": [stems], "val": [stems]}')
+    listed = split["train"] + split["val"]
+    repeated = sorted({stem for stem in listed if listed.count(stem) > 1})
+    if repeated:
+        both = set(split["train"]) & set(split["val"])
+        where = "for both training and validation" if both else "twice"
+        raise DataError(path, f"lists {', '.join(sorted(both) or repeated)[:200]} {where}")
+    return {name: split[name] for name in SPLIT_NAMES}
+
+
+def read_split(path: str | Path, pairs: Sequence[Pair], name: str) -> list[Pair]:
+    """Select the pairs listed under ``name`` ("train" or "val") in a ``split.json``."""
+    path = Path(path)
+    stems = read_split_stems(path)[name]
     by_stem = {p.stem: p for p in pairs}
     missing = [s for s in stems if s not in by_stem]
     if missing:

@@ -12,10 +12,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
+from segnet.data import ChannelMeans, ChannelStds
 from segnet.errors import CheckpointError, SegnetError
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs
@@ -68,6 +71,20 @@ class TorchBackend(InferenceBackend):
             return logits.float().cpu().numpy()
 
 
+@with_config(ConfigDict(strict=True))
+class _OnnxMetadata(TypedDict):
+    """The decoded metadata's types: strict, so "3" is no stride and [0.5, 0.5] no normalisation."""
+
+    model_name: Annotated[str, Field(min_length=1)]
+    class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    mean: ChannelMeans
+    std: ChannelStds
+    total_stride: Annotated[int, Field(ge=1)]
+
+
+_ONNX_METADATA = TypeAdapter(_OnnxMetadata)
+
+
 @dataclass(frozen=True)
 class OnnxModelInfo:
     """What ``segnet export`` stores in an ONNX file's ``metadata_props`` beside the graph.
@@ -108,12 +125,20 @@ class OnnxModelInfo:
                 values[field] = json.loads(metadata[key])
             except json.JSONDecodeError as error:
                 raise CheckpointError(f"{path}: ONNX metadata '{key}' is not valid JSON ({error})") from error
+        try:
+            _ONNX_METADATA.validate_python(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = cls._KEYS[first["loc"][0]]
+            raise CheckpointError(f"{path}: ONNX metadata '{key}' is wrong: {first['msg']} (found {metadata[key][:60]})") from None
+        if len(set(values["class_names"])) != len(values["class_names"]):
+            raise CheckpointError(f"{path}: ONNX metadata '{cls._KEYS['class_names']}' names a class twice: {values['class_names']}")
         return cls(
-            str(values["model_name"]),
-            tuple(map(str, values["class_names"])),
-            tuple(map(float, values["mean"])),
-            tuple(map(float, values["std"])),
-            int(values["total_stride"]),
+            values["model_name"],
+            tuple(values["class_names"]),
+            tuple(values["mean"]),
+            tuple(values["std"]),
+            values["total_stride"],
         )
 
 
@@ -153,10 +178,26 @@ class OnnxBackend(InferenceBackend):
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"{path}: not a readable ONNX model ({first_line})") from error
         self.info = OnnxModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
         self.stride = self.info.total_stride
         self.num_classes = len(self.info.class_names)
         self.device = f"onnxruntime {self.session.get_providers()[0]}"
+        # The class names must fit the graph, or counts.csv would get shifted columns.
+        names = list(self.info.class_names)
+        for values, what, channels, meaning in (
+            (self.session.get_inputs(), "input", 3, "3 RGB channels"),
+            (self.session.get_outputs(), "output", self.num_classes, f"{self.num_classes} classes, as the metadata names {names}"),
+        ):
+            shape = values[0].shape if values else []
+            if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != channels):
+                raise CheckpointError(f"{path}: the ONNX graph's {what} has shape {shape}; segnet needs (N, C, H, W) with C = {meaning}")
+        self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        logits = self.session.run(None, {self.input_name: batch})[0]
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes:
+            raise CheckpointError(
+                f"{self.path}: the ONNX graph gave logits of shape {logits.shape}, but its metadata names "
+                f"{self.num_classes} classes {list(self.info.class_names)}"
+            )
+        return logits
