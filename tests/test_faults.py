@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -347,6 +348,51 @@ def test_resume_refuses_another_class_list(finished_run, tmp_path):
     classes = ["background", "erythrocyte", "spirochete", "leukocyte"]
     with pytest.raises(CheckpointError, match=r"checkpoint classes \['background', 'erythrocyte', 'spirochete'\] differ from \[.*'leukocyte'\]"):
         training.train(tiny_config(finished_run[0], tmp_path / "run", classes=classes, epochs=2), resume=True, progress_log=quiet)
+
+
+def resumable_copy(finished_run: tuple[Path, Path], run: Path) -> Path:
+    """A copy of the finished one-epoch run, to resume to a second epoch."""
+    shutil.copytree(finished_run[1], run)
+    return run
+
+
+def test_resume_on_other_images_is_refused_before_anything_is_written(finished_run, tmp_path, capsys):
+    data, _ = finished_run
+    run = resumable_copy(finished_run, tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "last.pt", "split.json", "fingerprint.json")}
+    other = write_dataset(tmp_path / "other", count=8, size=32, seed=2)  # the same stems, other images
+    assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
+    assert error_line(capsys) == (
+        f"segnet: error: {other}: not the data the run in {run} was trained on ({data}): the training images differ "
+        "(mean, std, class_frequencies, class_presence_frequencies, images_per_class, class_thickness); "
+        "resume with the run's --data, or start a new run"
+    )
+    assert {name: (run / name).read_bytes() for name in before} == before
+    (other / "images" / "003.png").unlink()
+    (other / "masks" / "003.png").unlink()
+    assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
+    assert f"{run / 'split.json'}: the split names images that are not in the data folder: ['003']" in error_line(capsys)
+
+
+def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_path):
+    run = resumable_copy(finished_run, tmp_path / "run")
+    moved = Path(shutil.copytree(finished_run[0], tmp_path / "moved"))
+    assert main(train_args(moved, run, "--epochs", "2", "--resume")) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(moved)
+
+
+def test_resume_on_its_own_folder_whose_images_changed_goes_on_with_its_normalisation(finished_run, tmp_path):
+    run = resumable_copy(finished_run, tmp_path / "run")
+    data = Path(shutil.copytree(finished_run[0], tmp_path / "data"))
+    state = load_checkpoint(run / "last.pt")
+    save_checkpoint({**state, "config": {**state["config"], "data": str(data)}}, run / "last.pt")  # the run's own folder
+    image = data / "images" / f"{json.loads((run / 'split.json').read_text())['train'][0]}.png"
+    Image.fromarray(255 - np.asarray(Image.open(image))).save(image)  # a corrected image
+    lines = []
+    training.train(tiny_config(data, run, epochs=2), resume=True, progress_log=lines.append)
+    assert any(line.startswith(f"{data}: the training images changed since the run began (") for line in lines)
+    assert load_checkpoint(run / "last.pt")["normalization"] == state["normalization"]
 
 
 def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(finished_run, tmp_path, capsys):

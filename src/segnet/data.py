@@ -360,6 +360,24 @@ def compute_fingerprint(samples: Iterable[tuple[np.ndarray, np.ndarray]], num_cl
     }
 
 
+def fingerprint_differences(recorded: Mapping, computed: Mapping) -> list[str]:
+    """The keys, of those both fingerprints hold, whose values differ beyond rounding.
+
+    Keys only one holds are skipped: a fingerprint from another segnet version may describe more.
+    """
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(map(same, a, b))
+        if isinstance(a, float | int) and isinstance(b, float | int):
+            return bool(np.isclose(a, b, rtol=1e-9, atol=1e-12))
+        return a == b
+
+    return [key for key in recorded if key in computed and not same(recorded[key], computed[key])]
+
+
 def mask_thickness(region: np.ndarray) -> float:
     """Mean thickness in pixels of the shapes in a boolean mask: twice the area over the boundary pixels.
 

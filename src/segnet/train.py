@@ -73,7 +73,7 @@ from segnet.checkpoint import (
     write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
-from segnet.data import Pair, SegmentationDataset, compute_fingerprint, read_split, split_pairs, write_split
+from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, read_split, split_pairs, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
@@ -441,6 +441,26 @@ def load_training_data(config: TrainConfig, run_dir: Path, resume: bool, log: Ca
     return split_pairs(pairs, config.val_fraction, config.seed)
 
 
+def check_resumed_data(resumed: dict[str, Any], fingerprint: dict, config: TrainConfig, run_dir: Path, log: Callable[..., None]) -> None:
+    """Refuse to resume a run on other images than its own, which would train on and score them silently.
+
+    The training images are compared by their fingerprint with the one in the run's checkpoint. A
+    dataset moved to another folder matches; one changed in its own folder is trained on as asked.
+    """
+    recorded = resumed.get("fingerprint")
+    differences = fingerprint_differences(recorded, fingerprint) if isinstance(recorded, dict) else []
+    if not differences:
+        return
+    trained_on = (resumed.get("config") or {}).get("data")
+    if trained_on and Path(trained_on).resolve() == Path(config.data).resolve():
+        log(f"{config.data}: the training images changed since the run began ({', '.join(differences)} differ); resuming on them as asked")
+        return
+    raise SegnetError(
+        f"{config.data}: not the data the run in {run_dir} was trained on{f' ({trained_on})' if trained_on else ''}: "
+        f"the training images differ ({', '.join(differences)}); resume with the run's --data, or start a new run"
+    )
+
+
 def out_of_memory(device: torch.device, advice: str) -> SegnetError:
     """The error for a failed allocation: what ran out and which option to lower."""
     memory = "GPU memory" if device.type == "cuda" else "memory"
@@ -501,9 +521,12 @@ def train(
     train_set = SegmentationDataset(train_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
     val_set = SegmentationDataset(val_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
     fingerprint = compute_fingerprint((train_set.load(i) for i in range(len(train_set))), num_classes)
+    if resumed is not None:  # before config.yaml is rewritten to name the data given now
+        check_resumed_data(resumed, fingerprint, config, run_dir, log)
     plan = resolve_data_defaults(config, fingerprint)
     config.image_size, config.downsample = plan["image_size"], plan["downsample"]
-    normalization = {"mean": fingerprint["mean"], "std": fingerprint["std"]}
+    # The model's input convention: a resumed run keeps its own, even on changed images.
+    normalization = resumed["normalization"] if resumed is not None else {"mean": fingerprint["mean"], "std": fingerprint["std"]}
     for dataset in (train_set, val_set):
         dataset.set_normalization(normalization["mean"], normalization["std"])
     train_set.transform = train_transform(
