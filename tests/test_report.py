@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import pytest
 from PIL import Image
 from test_evaluate import CLASSES, make_run
 
+from segnet.cli import main
+from segnet.config import TrainConfig, save_config
 from segnet.errors import DataError
 from segnet.evaluate import evaluate_run
 from segnet.predict import class_palette
@@ -66,6 +69,21 @@ def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> N
     assert "No training history" in page
     with pytest.raises(DataError, match="metrics.json.*segnet evaluate"):
         write_report(run, tmp_path / "nowhere")
+
+
+def test_report_right_after_training_evaluates_the_validation_images_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run, data = make_run(tmp_path)
+    save_config(TrainConfig(data=str(data), out=str(run)), run / "config.yaml")
+    assert main(["report", str(run), "--device", "cpu", "--no-tta"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{run}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does"
+    assert out[-1] == f"report: {run / 'report.html'}"
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["num_images"] == 2 and metrics["evaluation"]["split"] == "val" and metrics["evaluation"]["tta"] is False
+    assert "All 2 images by mean IoU, worst first" in (run / "report.html").read_text(encoding="utf-8")
+    # A second report reads that evaluation instead of evaluating again.
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"report: {run / 'report.html'}"]
 
 
 def test_report_shows_unlabelled_pixels(tmp_path: Path) -> None:

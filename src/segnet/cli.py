@@ -150,9 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--author", action="append", dest="authors", metavar="NAME", help="package author, repeatable (default: your login name)")
     export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)")
 
-    report = commands.add_parser("report", help="write RUN/report.html from a run and its evaluation")
+    report = commands.add_parser(
+        "report", help="write RUN/report.html from a run and its evaluation",
+        description="Write RUN/report.html. A run without RUN/evaluation is first evaluated as 'segnet evaluate' does "
+        "(best.pt on the run's validation images, with the options below).",
+    )
     report.add_argument("run", type=Path, help="run folder")
-    report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation)")
+    report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation, evaluated first if missing)")
+    _add_inference_options(report)
 
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
@@ -198,9 +203,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "report":
-        from segnet.report import write_report
+        from segnet.report import report_run
 
-        print(f"report: {write_report(args.run, args.evaluation)}")
+        path = report_run(args.run, args.evaluation, log=print, device=args.device, tile=args.tile, tta=args.tta, min_area=args.min_area)
+        print(f"report: {path}")
         return 0
     if args.command == "check":
         return _check(args)
@@ -258,7 +264,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _out_of_memory_message(args: argparse.Namespace) -> str:
     """What ran out and which option lowers the memory a command needs."""
-    if args.command in ("predict", "evaluate"):
+    if args.command in ("predict", "evaluate", "report"):
         if args.tile is None:
             return "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
         batch = f" x {args.batch_size} tiles per pass" if args.command == "predict" else ""

@@ -18,9 +18,10 @@ import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from segnet.checkpoint import atomic_write
+from segnet.config import load_config
 from segnet.data import Pair, read_mask
 from segnet.errors import DataError
 from segnet.evaluate import (
@@ -37,6 +39,7 @@ from segnet.evaluate import (
     PER_IMAGE_FILE,
     PREDICTIONS_FOLDER,
     count_rows,
+    evaluate_run,
     load_labelled_pair,
     per_class_rows,
     summary_rows,
@@ -411,6 +414,23 @@ def _gallery_section(rows: Sequence[dict[str, str]], evaluation_dir: Path, class
         _gallery_row(kind, row, evaluation_dir, class_names, ignore_index, palette, error_colours) for kind, row in chosen
     )
     return f"<section><h2>{title}</h2>{_legend(class_names, class_colours, error_colours, ignore_index)}{samples}</section>"
+
+
+def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *, log: Callable[[str], None], **evaluate_options: Any) -> Path:
+    """:func:`write_report`; a run without an evaluation folder is evaluated first, saying so through ``log``.
+
+    As ``segnet evaluate`` would: ``RUN/best.pt`` on the run's validation images (split.json) of
+    the dataset its ``config.yaml`` names, into ``RUN/evaluation``; ``evaluate_options`` are the
+    keyword arguments of :func:`~segnet.evaluate.evaluate_run` (device, tile, tta, min_area).
+    An ``evaluation_dir`` that was asked for is never written: it must hold an evaluation.
+    """
+    run_dir = Path(run_dir)
+    default_dir = run_dir / "evaluation"
+    if evaluation_dir is None and not (default_dir / METRICS_FILE).is_file():
+        data = load_config(run_dir / "config.yaml").data
+        log(f"{run_dir}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does")
+        evaluate_run(run_dir / "best.pt", data, split="val", out=default_dir, **evaluate_options)
+    return write_report(run_dir, evaluation_dir)
 
 
 def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) -> Path:
