@@ -220,7 +220,9 @@ def test_predict_with_onnx_never_imports_torch(basic_export: tuple[Path, Path], 
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png", "counts.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_mask.png", "a_objects.tif", "a_overlay.png", "b_mask.png", "b_objects.tif", "b_overlay.png", "counts.csv", "objects.csv"
+    ]
     assert np.asarray(Image.open(out / "b_mask.png")).shape == (33, 47)
 
 

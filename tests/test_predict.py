@@ -406,8 +406,8 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False)
 
     suffixes = ["mask", "overlay", "uncertainty", "uncertainty_overlay"]
-    expected = [out / f"{stem}_{suffix}.png" for stem in ("first", "second") for suffix in suffixes]
-    assert written == expected + [out / "counts.csv"]
+    expected = [out / name for stem in ("first", "second") for name in [f"{stem}_{s}.png" for s in suffixes] + [f"{stem}_objects.tif"]]
+    assert written == expected + [out / "counts.csv", out / "objects.csv"]
     for path, (height, width) in [(first, (48, 40)), (second, (36, 52))]:
         mask = np.asarray(Image.open(out / f"{path.stem}_mask.png"))
         assert mask.shape == (height, width) and mask.dtype == np.uint8 and mask.max() < 3
@@ -429,7 +429,7 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
 def test_predict_paths_without_mc_writes_no_uncertainty(tmp_path: Path) -> None:
     write_png(tmp_path / "one.png", sample_image(32, 32))
     written = predict_paths(predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False)
-    assert [p.name for p in written] == ["one_mask.png", "one_overlay.png", "counts.csv"]
+    assert [p.name for p in written] == ["one_mask.png", "one_overlay.png", "one_objects.tif", "counts.csv", "objects.csv"]
 
 
 def test_predict_paths_names_a_bad_input_file(tmp_path: Path) -> None:

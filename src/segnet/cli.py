@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
     predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default: %(default)s)")
+    predict.add_argument(
+        "--pixel-size", type=float, metavar="UM",
+        help="micrometres per pixel: objects.csv gives areas and lengths in um too (default: from a TIFF's resolution tags, else pixels only)",
+    )
     predict.add_argument("--mc-samples", type=int, default=0, help="Monte Carlo dropout samples for bayesian models; writes uncertainty maps (default: off)")
     _add_inference_options(predict)
 
@@ -310,8 +314,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
-    written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area)
-    print(f"wrote {len(written)} files to {args.out} (masks, overlays, counts.csv)")
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
+    written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size)
+    print(f"wrote {len(written)} files to {args.out} (masks, overlays, object labels, counts.csv, objects.csv)")
     return 0
 
 

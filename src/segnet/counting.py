@@ -54,15 +54,19 @@ import numpy as np
 from scipy import ndimage
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# Class indices of the default class list: red cells are solid discs that touch and are split;
+# spirochetes are thin lines, cleaned of specks and measured along their centreline (segnet.measure).
+SPLIT_CLASSES: tuple[int, ...] = (1,)
+THIN_CLASSES: tuple[int, ...] = (2,)
 _LEVEL_STEP = 0.5  # pixels of EDT between two levels of the splitting sweep
 
 
 def clean_prediction(
     mask: np.ndarray,
     *,
-    solid_classes: Collection[int] = (1,),
+    solid_classes: Collection[int] = SPLIT_CLASSES,
     opening_fraction: float = 0.0075,
-    thin_classes: Collection[int] = (2,),
+    thin_classes: Collection[int] = THIN_CLASSES,
     thin_min_area_fraction: float = 5e-4,
     background: int = 0,
 ) -> np.ndarray:
@@ -201,7 +205,7 @@ def count_objects(
     *,
     min_area: int = 30,
     min_area_fraction: float = 5e-5,
-    split_touching: Collection[int] = (1,),
+    split_touching: Collection[int] = SPLIT_CLASSES,
     core_fraction: float = 0.8,
 ) -> dict[int, int]:
     """Number of objects of each class in an ``(H, W)`` class mask.

@@ -25,8 +25,9 @@ The package is split by concern: ``windows`` (window placement, Gaussian weights
 
 :class:`Ensemble` averages several predictors' softmax (the folds of a cross-validation run).
 :func:`predict_paths` runs a :class:`Predictor` (or an ensemble) over files, folders and glob patterns and writes,
-per image, the class mask, a colour overlay, (with Monte Carlo dropout) an uncertainty map, and
-one row of cell counts in ``counts.csv``.
+per image, the class mask, a colour overlay, (with Monte Carlo dropout) an uncertainty map, an
+object label image, one row of cell counts in ``counts.csv`` and one row per object in
+``objects.csv`` (:mod:`segnet.measure`).
 """
 
 from segnet.predict.backends import InferenceBackend, OnnxBackend, OnnxModelInfo, TorchBackend

@@ -15,9 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.counting import clean_prediction, count_objects, coverage
+from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
+from segnet.measure import OBJECT_COLUMNS, ObjectLabels, find_objects, measure_objects, tiff_pixel_size, write_object_labels
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 
@@ -74,8 +75,9 @@ def _write_outputs(
     class_names: Sequence[str],
     min_area: int,
     with_uncertainty: bool,
-) -> tuple[list[Path], list[Any]]:
-    """Write one image's pictures; return the written paths and its ``counts.csv`` row."""
+    pixel_size: float | None,
+) -> tuple[list[Path], list[Any], list[list[str]]]:
+    """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
     num_classes = len(class_names)
     mask = proba.argmax(axis=0).astype(np.uint8)
     outputs = {
@@ -99,12 +101,29 @@ def _write_outputs(
         written.append(target)
 
     object_classes = list(range(1, num_classes))
-    counts = count_objects(clean_prediction(mask), object_classes, min_area=min_area)
+    try:
+        objects = find_objects(mask, object_classes, min_area=min_area)
+    except ValueError as error:
+        raise DataError(path, str(error)) from error
+    labels_path = out_dir / f"{path.stem}_objects.tif"
+    write_object_labels(labels_path, objects, class_names)  # last: its presence marks a finished image
+    written.append(labels_path)
+    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, pixel_size)
+    return written, counts_row, object_rows
+
+
+def _table_rows(
+    path: Path, image: np.ndarray, mask: np.ndarray, objects: ObjectLabels, class_names: Sequence[str], pixel_size: float | None
+) -> tuple[list[Any], list[list[str]]]:
+    """One image's ``counts.csv`` row and ``objects.csv`` rows, both from the same ``objects``."""
+    object_classes = list(range(1, len(class_names)))
+    counts = objects.counts(object_classes)
     fractions = coverage(mask, object_classes)
     row: list[Any] = [str(path)]
     for class_id in object_classes:
         row += [counts[class_id], f"{fractions[class_id]:.6f}"]
-    return written, row
+    object_rows = [measurement.row(str(path), class_names, pixel_size) for measurement in measure_objects(objects, image)]
+    return row, object_rows
 
 
 def _read_ahead(paths: Sequence[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray]]:
@@ -117,7 +136,13 @@ def _read_ahead(paths: Sequence[Path], reader: ThreadPoolExecutor) -> Iterator[t
 
 
 def predict_paths(
-    predictor: Predictor | Ensemble, inputs: Sequence[str], out_dir: str | Path, *, min_area: int = 30, progress: bool = True
+    predictor: Predictor | Ensemble,
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    *,
+    min_area: int = 30,
+    pixel_size: float | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Segment every image named by ``inputs`` (see :func:`expand_inputs`); return the files written.
 
@@ -127,12 +152,16 @@ def predict_paths(
     * ``STEM_overlay.png``: the image with each class blended in its colour;
     * with Monte Carlo dropout or an :class:`Ensemble`, ``STEM_uncertainty.png``: predictive entropy as a 16-bit PNG where
       65535 is ``log(C)``, the largest possible entropy; and ``STEM_uncertainty_overlay.png``:
-      that entropy as a heatmap over the image.
+      that entropy as a heatmap over the image;
+    * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
+      own id, background 0; see :mod:`segnet.measure`).
 
     ``counts.csv`` gets one row per image, written as each image finishes: ``file``, then per
     non-background class ``<name>_count`` (objects of at least ``min_area`` pixels in the mask
     after :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
-    written). Images are read and results written in background threads while the
+    written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
+    in micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution
+    tags state it. Images are read and results written in background threads while the
     model runs; a progress bar counts images (and windows of large images).
 
     Raises:
@@ -148,24 +177,29 @@ def predict_paths(
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
     object_names = predictor.class_names[1:]
     header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
-    counts_path = out_dir / "counts.csv"
+    counts_path, objects_path = out_dir / "counts.csv", out_dir / "objects.csv"
     written: list[Path] = []
     pending: deque[Future] = deque()
 
     def finish_oldest() -> None:
-        paths_written, row = pending.popleft().result()
+        paths_written, row, object_rows = pending.popleft().result()
         counts_writer.writerow(row)
-        counts_file.flush()  # an interrupted run still leaves the counts of finished images
+        objects_writer.writerows(object_rows)
+        # An interrupted run still leaves the tables of finished images.
+        counts_file.flush()
+        objects_file.flush()
         written.extend(paths_written)
 
     with (
         counts_path.open("w", newline="") as counts_file,
+        objects_path.open("w", newline="") as objects_file,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
         tqdm(total=len(paths), unit="image", desc="predict", disable=not progress) as bar,
     ):
-        counts_writer = csv.writer(counts_file)
+        counts_writer, objects_writer = csv.writer(counts_file), csv.writer(objects_file)
         counts_writer.writerow(header)
+        objects_writer.writerow(OBJECT_COLUMNS)
 
         def show_windows(done: int, total: int) -> None:
             bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
@@ -175,9 +209,11 @@ def predict_paths(
                 proba = predictor.predict_proba(image, progress=show_windows if progress else None)
             except SegnetError as error:
                 raise SegnetError(f"{path}: {error}") from error
+            image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
             pending.append(
                 writer.submit(
-                    _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area, predictor.samples_uncertainty
+                    _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area,
+                    predictor.samples_uncertainty, image_pixel_size,
                 )
             )
             while len(pending) > _MAX_PENDING_WRITES:
@@ -185,5 +221,5 @@ def predict_paths(
             bar.update(1)
         while pending:
             finish_oldest()
-    written.append(counts_path)
+    written += [counts_path, objects_path]
     return written
