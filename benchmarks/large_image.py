@@ -57,6 +57,7 @@ def run_mode(args: argparse.Namespace) -> None:
     import torch
 
     from segnet.model import build_model
+    from segnet.spec import ModelSpec
     from segnet.predict import Predictor
 
     torch.set_num_threads(args.threads)
@@ -66,7 +67,7 @@ def run_mode(args: argparse.Namespace) -> None:
         predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", **options)
     else:
         torch.manual_seed(0)  # both modes build the same untrained weights
-        model = build_model("segnet-basic", 3)
+        model = build_model(ModelSpec("segnet-basic", 3))
         class_names = ["background", "erythrocyte", "spirochete"]
         predictor = Predictor(model, class_names, [0.1] * 3, [0.15] * 3, torch.device("cpu"), **options)
     image = np.load(args.workdir / "image.npy")

@@ -29,6 +29,7 @@ import torch
 from segnet.data import normalize_array
 from segnet.export import ONNX_INPUT, model_to_onnx
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.predict import OnnxModelInfo
 from segnet.synthetic import generate_sample
 
@@ -63,7 +64,7 @@ def best_pass_seconds(runners: dict[str, Callable[[np.ndarray], object]], batche
 
 
 def compare(model_name: str, count: int, size: int, threads: int, repeats: int, folder: Path) -> None:
-    model = build_model(model_name, len(CLASSES)).eval()
+    model = build_model(ModelSpec(model_name, len(CLASSES))).eval()
     onnx_path = folder / f"{model_name}.onnx"
     model_to_onnx(model, OnnxModelInfo(model_name, CLASSES, MEAN, STD, model.total_stride), onnx_path)
     options = onnxruntime.SessionOptions()

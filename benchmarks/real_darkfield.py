@@ -30,6 +30,7 @@ from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run, format_metrics_table
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.train import train
 
 NOTEBOOK_SIZE = 256
@@ -57,7 +58,7 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
     frequencies = torch.bincount(masks.flatten(), minlength=num_classes).float() / masks.numel()
     torch.manual_seed(0)
     # The recipe is the notebook's; the speed switches are the project's, so both get the same hardware.
-    model = build_model("notebook-segnet", num_classes).to(device, memory_format=torch.channels_last)
+    model = build_model(ModelSpec("notebook-segnet", num_classes)).to(device, memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss(weight=(1 - frequencies).to(device))

@@ -41,6 +41,7 @@ from segnet.data import SegmentationDataset, find_pairs
 from segnet.distributed import autocast_dtype, resolve_device
 from segnet.losses import build_loss
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.synthetic import write_dataset
 from segnet.train import EpochStats, compile_model, make_train_loader, train_one_epoch
 from segnet.transforms import train_transform
@@ -142,7 +143,7 @@ class VariantRun:
         self.warm_pairs, self.timed_pairs = pairs[: args.batch_size], pairs[args.batch_size : args.batch_size * (args.steps + 1)]
         torch.manual_seed(0)
         memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
-        model = build_model(args.model, self.num_classes).to(device, memory_format=memory_format)
+        model = build_model(ModelSpec(args.model, self.num_classes)).to(device, memory_format=memory_format)
         self.model = compile_model(model, device) if variant.compile else model
         self.loss_fn = build_loss([1.0] * self.num_classes, "none").to(device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -195,7 +196,7 @@ def main() -> None:
             parser.error(f"{data} holds {len(pairs)} images; {needed} are needed for {args.steps} steps of {args.batch_size} (plus a warm-up step)")
         pairs = pairs[:needed]
 
-        model = build_model(args.model, 3).to(device)
+        model = build_model(ModelSpec(args.model, 3)).to(device)
         images = torch.randn(args.batch_size, 3, args.crop, args.crop, device=device)
         masks = torch.randint(0, 3, (args.batch_size, args.crop, args.crop), device=device)
         flops_per_step = training_step_flops(model, build_loss([1.0] * 3, "none").to(device), images, masks)

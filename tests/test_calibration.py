@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 
 from segnet.calibration import CALIBRATION_FILE, OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
-from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.predict import Predictor
 from segnet.train import train
 
@@ -56,19 +57,14 @@ def test_decisions_that_cannot_improve_keep_zero_offsets():
 
 def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
     torch.manual_seed(0)
-    model = build_model("segnet-basic", 3).eval()
+    model = build_model(ModelSpec("segnet-basic", 3)).eval()
     inputs = torch.randn(1, 3, 37, 45)
     with torch.no_grad():
         raw = model(inputs)
         model.logit_offsets.copy_(torch.tensor([0.0, 1.5, -2.0]))
         shifted = model(inputs)
     torch.testing.assert_close(shifted - raw, torch.tensor([0.0, 1.5, -2.0]).view(1, 3, 1, 1).expand_as(raw))
-    state = {
-        "model": {"name": "segnet-basic", "num_classes": 3, "in_channels": 3},
-        "model_state": model.state_dict(),
-        "class_names": CLASSES,
-        "normalization": {"mean": [0.2] * 3, "std": [0.2] * 3},
-    }
+    state = new_checkpoint(model, CLASSES, {"mean": [0.2] * 3, "std": [0.2] * 3})
     save_checkpoint(state, tmp_path / "calibrated.pt")
     reloaded = load_model(load_checkpoint(tmp_path / "calibrated.pt"), tmp_path / "calibrated.pt")
     assert reloaded.logit_offsets.tolist() == [0.0, 1.5, -2.0]

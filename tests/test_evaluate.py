@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 
 from segnet import DEFAULT_CLASSES
-from segnet.checkpoint import save_checkpoint
+from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.counting import clean_prediction, count_objects
 from segnet.data import find_pairs, read_mask, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_metrics_table
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.synthetic import write_dataset
 
 torch.set_num_threads(1)
@@ -38,19 +39,10 @@ def make_run(root: Path) -> tuple[Path, Path]:
     run = root / "run"
     run.mkdir()
     torch.manual_seed(0)
-    model = build_model("segnet-basic", len(CLASSES))
-    save_checkpoint(
-        {
-            "model": {"name": "segnet-basic", "num_classes": len(CLASSES), "in_channels": 3},
-            "model_state": model.state_dict(),
-            "class_names": CLASSES,
-            "normalization": {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]},
-            "config": {"model": "segnet-basic", "classes": CLASSES, "mask_palette": None},
-            "epoch": 3,
-            "best_score": 0.4,
-        },
-        run / "best.pt",
-    )
+    model = build_model(ModelSpec("segnet-basic", len(CLASSES)))
+    normalization = {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]}
+    config = {"model": "segnet-basic", "classes": CLASSES, "mask_palette": None}
+    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config=config, epoch=3, best_score=0.4), run / "best.pt")
     pairs = find_pairs(data)
     write_split(run / "split.json", pairs[:2], pairs[2:])
     (run / "history.csv").write_text(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segnet.errors import SegnetError
+from segnet.errors import CheckpointError, SegnetError
 from segnet.model import (
     MODEL_NAMES,
     DecoderStage,
@@ -19,6 +19,7 @@ from segnet.model import (
     enable_mc_dropout,
     load_pretrained_encoder,
 )
+from segnet.spec import ModelSpec
 
 torch.set_num_threads(1)
 
@@ -34,7 +35,7 @@ STRIDES = {
 @pytest.fixture(scope="module")
 def models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
-    return {name: build_model(name, num_classes=3).eval() for name in MODEL_NAMES}
+    return {name: build_model(ModelSpec(name, num_classes=3)).eval() for name in MODEL_NAMES}
 
 
 # ------------------------------------------------------------------------------------ shapes
@@ -53,10 +54,29 @@ def test_output_shape_any_size(models: dict[str, nn.Module], name: str, size: tu
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_total_stride(models: dict[str, nn.Module], name: str) -> None:
     assert models[name].total_stride == STRIDES[name]
+    # The spec knows the stride without building the network (the ONNX metadata is written from it).
+    for downsample in (1, 3):
+        spec = ModelSpec(name, 3, downsample=downsample)
+        assert spec.total_stride == build_model(spec).total_stride == STRIDES[name] * downsample
+
+
+def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path: Path) -> None:
+    spec = ModelSpec("segnet-basic", 4, downsample=3)
+    assert build_model(spec).spec == spec
+    assert ModelSpec.from_dict(spec.to_dict(), "model.pt") == spec
+    # Checkpoints from before in_channels and downsample were stored were built with 3 and 1.
+    old = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "old.pt")
+    assert (old.in_channels, old.downsample) == (3, 1)
+    with pytest.raises(CheckpointError, match=r"odd.pt: the model spec has unknown keys \['depth'\]"):
+        ModelSpec.from_dict({**spec.to_dict(), "depth": 5}, "odd.pt")
+    with pytest.raises(CheckpointError, match="bad.pt: the model spec has no num_classes"):
+        ModelSpec.from_dict({"name": "segnet"}, "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt: downsample must be a positive integer, got '3'"):
+        ModelSpec.from_dict({**spec.to_dict(), "downsample": "3"}, "bad.pt")
 
 
 def test_other_channels_and_classes() -> None:
-    model = build_model("segnet-basic", num_classes=5, in_channels=1).eval()
+    model = build_model(ModelSpec("segnet-basic", num_classes=5, in_channels=1)).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 1, 19, 23))
     assert out.shape == (2, 5, 19, 23)
@@ -162,8 +182,8 @@ def test_notebook_logits_are_clipped_at_zero(models: dict[str, nn.Module]) -> No
 
 def test_downsampled_model_runs_the_same_network_on_block_averages() -> None:
     torch.manual_seed(0)
-    full = build_model("segnet-basic", num_classes=3).eval()
-    half = build_model("segnet-basic", num_classes=3, downsample=2).eval()
+    full = build_model(ModelSpec("segnet-basic", num_classes=3)).eval()
+    half = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=2)).eval()
     half.load_state_dict(full.state_dict())  # same weights: downsampling adds no parameters
     half.logit_offsets.copy_(torch.tensor([0.0, 0.5, -1.0]))
     assert half.total_stride == 32
@@ -183,7 +203,7 @@ def test_downsampled_model_runs_the_same_network_on_block_averages() -> None:
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(SegnetError) as info:
-        build_model("unet", num_classes=3)
+        build_model(ModelSpec("unet", num_classes=3))
     message = str(info.value)
     assert "unet" in message
     for name in MODEL_NAMES:
@@ -195,7 +215,7 @@ def test_unknown_name_lists_valid_names() -> None:
 )
 def test_bad_sizes_rejected(kwargs: dict[str, int]) -> None:
     with pytest.raises(SegnetError):
-        build_model("segnet-basic", **kwargs)
+        build_model(ModelSpec("segnet-basic", **kwargs))
 
 
 # ------------------------------------------------------------------ pretrained encoder
@@ -235,7 +255,7 @@ def test_load_pretrained_encoder_round_trip(tmp_path: Path, name: str) -> None:
     state = _fake_vgg16_bn_state()
     path = tmp_path / "vgg16_bn.pth"
     torch.save(state, path)
-    model = build_model(name, num_classes=3)
+    model = build_model(ModelSpec(name, num_classes=3))
     decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     load_pretrained_encoder(model, path)
 
@@ -258,7 +278,7 @@ def test_load_pretrained_without_num_batches_tracked(tmp_path: Path) -> None:
     state = {k: v for k, v in _fake_vgg16_bn_state().items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / "old.pth"
     torch.save(state, path)
-    model = build_model("segnet", num_classes=3)
+    model = build_model(ModelSpec("segnet", num_classes=3))
     load_pretrained_encoder(model, path)
     assert torch.equal(model.encoder[4].convs[2][0].weight, state["features.40.weight"])
 
@@ -268,7 +288,7 @@ def test_load_pretrained_wrong_shape_names_key(tmp_path: Path) -> None:
     state["features.10.weight"] = torch.zeros(128, 64, 3, 3)  # should be (128, 128, 3, 3)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
-    model = build_model("segnet", num_classes=3)
+    model = build_model(ModelSpec("segnet", num_classes=3))
     before = model.encoder[0].convs[0][0].weight.clone()
     with pytest.raises(SegnetError) as info:
         load_pretrained_encoder(model, path)
@@ -280,7 +300,7 @@ def test_load_pretrained_wrong_shape_names_key(tmp_path: Path) -> None:
 def test_load_pretrained_other_in_channels_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "rgb.pth"
     torch.save(_fake_vgg16_bn_state(in_channels=3), path)
-    model = build_model("segnet", num_classes=3, in_channels=1)
+    model = build_model(ModelSpec("segnet", num_classes=3, in_channels=1))
     with pytest.raises(SegnetError, match="features.0.weight"):
         load_pretrained_encoder(model, path)
 
@@ -291,11 +311,11 @@ def test_load_pretrained_missing_key(tmp_path: Path) -> None:
     path = tmp_path / "partial.pth"
     torch.save(state, path)
     with pytest.raises(SegnetError, match="features.41.running_var"):
-        load_pretrained_encoder(build_model("segnet", num_classes=3), path)
+        load_pretrained_encoder(build_model(ModelSpec("segnet", num_classes=3)), path)
 
 
 def test_load_pretrained_missing_and_unreadable_file(tmp_path: Path) -> None:
-    model = build_model("segnet", num_classes=3)
+    model = build_model(ModelSpec("segnet", num_classes=3))
     missing = tmp_path / "nope.pth"
     with pytest.raises(SegnetError, match="nope.pth"):
         load_pretrained_encoder(model, missing)
@@ -309,7 +329,7 @@ def test_load_pretrained_rejects_basic(tmp_path: Path) -> None:
     path = tmp_path / "vgg.pth"
     torch.save(_fake_vgg16_bn_state(), path)
     with pytest.raises(SegnetError, match="only fit segnet"):
-        load_pretrained_encoder(build_model("segnet-basic", num_classes=3), path)
+        load_pretrained_encoder(build_model(ModelSpec("segnet-basic", num_classes=3)), path)
 
 
 # ------------------------------------------------------------------------- MC dropout
@@ -317,7 +337,7 @@ def test_load_pretrained_rejects_basic(tmp_path: Path) -> None:
 
 def test_enable_mc_dropout_samples_differ_bn_stays_eval() -> None:
     torch.manual_seed(4)
-    model = build_model("bayesian-segnet-basic", num_classes=3)
+    model = build_model(ModelSpec("bayesian-segnet-basic", num_classes=3))
     model.train()
     enable_mc_dropout(model)
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
@@ -354,7 +374,7 @@ def test_enable_mc_dropout_without_dropout_raises(models: dict[str, nn.Module]) 
 @pytest.mark.parametrize("name", ["segnet-basic", "bayesian-segnet-basic", "notebook-segnet"])
 def test_forward_backward(name: str) -> None:
     torch.manual_seed(5)
-    model = build_model(name, num_classes=3).train()
+    model = build_model(ModelSpec(name, num_classes=3)).train()
     x = torch.randn(2, 3, 21, 27)
     target = torch.randint(0, 3, (2, 21, 27))
     loss = F.cross_entropy(model(x), target)
@@ -368,7 +388,7 @@ def test_forward_backward(name: str) -> None:
 
 def test_segnet_forward_backward(models: dict[str, nn.Module]) -> None:
     torch.manual_seed(6)
-    model = build_model("segnet", num_classes=3).train()
+    model = build_model(ModelSpec("segnet", num_classes=3)).train()
     x = torch.randn(2, 3, 33, 35)  # padded to 64x64, 2x2 at the bottleneck
     target = torch.randint(0, 3, (2, 33, 35))
     out = model(x)

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from segnet.checkpoint import save_checkpoint
+from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.model import build_model
+from segnet.spec import ModelSpec
 from segnet.predict import (
     Ensemble,
     Predictor,
@@ -132,10 +133,10 @@ def test_gaussian_importance_map_is_symmetric_positive_and_peaks_at_one() -> Non
 
 def test_whole_image_probabilities_sum_to_one() -> None:
     image = sample_image(50, 70)
-    proba = predictor(build_model("segnet-basic", 3)).predict_proba(image)
+    proba = predictor(build_model(ModelSpec("segnet-basic", 3))).predict_proba(image)
     assert proba.shape == (3, 50, 70) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
-    mask = predictor(build_model("segnet-basic", 3)).predict(image)
+    mask = predictor(build_model(ModelSpec("segnet-basic", 3))).predict(image)
     assert mask.shape == (50, 70) and mask.dtype == np.uint8
 
 
@@ -178,7 +179,7 @@ def test_tiling_reports_window_progress() -> None:
 
 
 def test_images_smaller_than_a_tile() -> None:
-    model = build_model("segnet-basic", 3)
+    model = build_model(ModelSpec("segnet-basic", 3))
     for shape in [(40, 30), (7, 5)]:
         image = sample_image(*shape)
         tiled = predictor(model, tile=64).predict_proba(image)
@@ -190,7 +191,7 @@ def test_images_smaller_than_a_tile() -> None:
 
 
 def test_tta_averages_the_eight_flips_and_rotations() -> None:
-    model = build_model("segnet-basic", 3)
+    model = build_model(ModelSpec("segnet-basic", 3))
     image = sample_image(48, 40)  # not square: rotated views have another shape
     plain = predictor(model)
     manual = np.zeros((3, 48, 40), dtype=np.float64)
@@ -236,7 +237,7 @@ def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
 
 def test_mc_dropout_samples_vary_and_give_entropy() -> None:
     torch.manual_seed(0)
-    model = build_model("bayesian-segnet-basic", 3)
+    model = build_model(ModelSpec("bayesian-segnet-basic", 3))
     sampler = predictor(model, mc_samples=3)
     assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     assert all(m.training for m in model.modules() if isinstance(m, nn.Dropout))
@@ -264,7 +265,7 @@ def test_mc_dropout_is_more_uncertain_on_noise_than_on_training_like_images() ->
     masks = torch.from_numpy(np.stack([mask for _, mask in samples])).long()
     mean, std = images.reshape(-1, 3).mean(0) / 255, images.reshape(-1, 3).std(0) / 255
     inputs = torch.from_numpy(((images / 255 - mean) / std).transpose(0, 3, 1, 2)).float()
-    model = build_model("bayesian-segnet-basic", 3)
+    model = build_model(ModelSpec("bayesian-segnet-basic", 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         batch = torch.randint(0, len(images), (4,))
@@ -281,7 +282,7 @@ def test_mc_dropout_is_more_uncertain_on_noise_than_on_training_like_images() ->
 
 def test_mc_dropout_needs_dropout_layers() -> None:
     with pytest.raises(SegnetError, match="dropout"):
-        predictor(build_model("segnet-basic", 3), mc_samples=2)
+        predictor(build_model(ModelSpec("segnet-basic", 3)), mc_samples=2)
 
 
 class NanModel(nn.Module):
@@ -301,7 +302,7 @@ def test_bad_options_and_images_are_errors() -> None:
         with pytest.raises(SegnetError):
             predictor(model, **options)
     with pytest.raises(SegnetError, match="class names"):
-        Predictor(build_model("segnet-basic", 4), CLASSES, MEAN, STD, CPU)
+        Predictor(build_model(ModelSpec("segnet-basic", 4)), CLASSES, MEAN, STD, CPU)
     with pytest.raises(SegnetError, match="uint8"):
         predictor(model).predict_proba(np.zeros((10, 10), dtype=np.uint8))
 
@@ -366,19 +367,9 @@ def test_expand_inputs_names_an_input_that_matches_nothing(tmp_path: Path, entry
 
 
 def write_checkpoint(path: Path, model_name: str) -> Path:
-    model = build_model(model_name, len(CLASSES))
-    save_checkpoint(
-        {
-            "model": {"name": model_name, "num_classes": len(CLASSES), "in_channels": 3},
-            "model_state": model.state_dict(),
-            "class_names": CLASSES,
-            "normalization": {"mean": MEAN, "std": STD},
-            "config": {},
-            "epoch": 0,
-            "best_score": None,
-        },
-        path,
-    )
+    model = build_model(ModelSpec(model_name, len(CLASSES)))
+    normalization = {"mean": MEAN, "std": STD}
+    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config={}, epoch=0, best_score=None), path)
     return path
 
 

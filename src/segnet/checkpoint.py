@@ -3,16 +3,20 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``: opening a checkpoint never runs code from it.
 
-Keys:
+Keys (what :func:`new_checkpoint` and ``segnet.train`` write):
     format_version   int, ``FORMAT_VERSION`` when written
-    model            {"name": str, "num_classes": int, "in_channels": int}
-    model_state      the model's state dict (never wrapped in DDP)
+    model            the :class:`~segnet.spec.ModelSpec` as a plain dict: {"name": str,
+                     "num_classes": int, "in_channels": int, "downsample": int}; older checkpoints
+                     lack the last two and are upgraded on loading (:func:`model_spec`)
+    model_state      the model's state dict (never wrapped in DDP), ``logit_offsets`` included
     class_names      list of class names, index = class id
-    normalization    {"mean": [float]*C, "std": [float]*C} on images scaled to [0, 1]
+    normalization    {"mean": [float]*3, "std": [float]*3} on images scaled to [0, 1]
     config           the fully resolved training config (a plain dict)
+    fingerprint      the dataset fingerprint the run was planned from (``segnet.data``)
     epoch            number of epochs completed
     best_score       best validation mean IoU so far (or None)
-    optimizer_state, scheduler_state   present in training checkpoints, for ``--resume``
+    best_epoch       the epoch of ``best_score`` (or None)
+    optimizer_state, scheduler_state   for ``--resume``
     calibration      present once :mod:`segnet.calibration` has set the model's logit offsets
 
 Every file of a run folder that is rewritten in place is written with :func:`atomic_write`, so a
@@ -36,6 +40,7 @@ from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDict
 
 from segnet.data import ChannelMeans, ChannelStds, FiniteNumber
 from segnet.errors import CheckpointError, SegnetError
+from segnet.spec import MODEL_NAMES, ModelSpec
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
@@ -118,8 +123,6 @@ def validate_checkpoint(state: Any, path: str | Path) -> None:
         found = repr(first["input"])
         found = found if len(found) <= 60 else found[:57] + "..."
         raise CheckpointError(f"{path}: damaged or forged checkpoint: {where}: {first['msg']} (found {found})") from None
-    from segnet.model import MODEL_NAMES  # late, as in load_model
-
     names, spec = state["class_names"], state["model"]
     if spec["name"] not in MODEL_NAMES:
         raise CheckpointError(f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(MODEL_NAMES)}")
@@ -229,10 +232,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as error:  # torch raises many types for a corrupt or unsafe file
         raise CheckpointError(f"{path}: {_describe_load_error(error)}") from error
     validate_checkpoint(state, path)
-    # Checkpoints written before models had logit offsets: theirs were zero.
+    # The one place older checkpoints are upgraded: the spec gets its missing fields, and the
+    # state dict the logit offsets that models did not have yet (theirs were zero).
+    spec = ModelSpec.from_dict(state["model"], path)
+    state["model"] = spec.to_dict()
     if "logit_offsets" not in state["model_state"]:
-        state["model_state"]["logit_offsets"] = torch.zeros(state["model"]["num_classes"])
+        state["model_state"]["logit_offsets"] = torch.zeros(spec.num_classes)
     return state
+
+
+def model_spec(state: dict[str, Any]) -> ModelSpec:
+    """The :class:`~segnet.spec.ModelSpec` of a checkpoint loaded by :func:`load_checkpoint`."""
+    return ModelSpec(**state["model"])
+
+
+def new_checkpoint(
+    model: nn.Module, class_names: list[str], normalization: dict[str, list[float]], **entries: Any
+) -> dict[str, Any]:
+    """A checkpoint dict of a model built by :func:`segnet.model.build_model`, its classes and
+    normalisation; ``entries`` add the other keys (module docs)."""
+    return {
+        "model": model.spec.to_dict(),
+        "model_state": model.state_dict(),
+        "class_names": list(class_names),
+        "normalization": normalization,
+        **entries,
+    }
 
 
 def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
@@ -244,15 +269,15 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
     """
     from segnet.model import build_model  # segnet.model needs nothing from here; imported late to keep this module light
 
-    spec = state["model"]
-    if spec.get("in_channels", 3) != 3:
-        raise CheckpointError(f"{path}: model expects {spec['in_channels']} input channels; segnet reads RGB images (3)")
-    model = build_model(spec["name"], spec["num_classes"], 3, spec.get("downsample", 1))
+    spec = model_spec(state)
+    if spec.in_channels != 3:
+        raise CheckpointError(f"{path}: model expects {spec.in_channels} input channels; segnet reads RGB images (3)")
+    model = build_model(spec)
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {spec['name']} ({first_line})") from error
+        raise CheckpointError(f"{path}: weights do not fit model {spec.name} ({first_line})") from error
     return model.eval()
 
 
@@ -260,16 +285,14 @@ def check_compatible(
     state: dict[str, Any], model_name: str, class_names: list[str], path: str | Path, downsample: int | None = None
 ) -> None:
     """Refuse to resume from a checkpoint of another model, class list or (if one is asked for) downsample."""
-    if state["model"]["name"] != model_name:
-        raise CheckpointError(
-            f"{path}: checkpoint holds model '{state['model']['name']}', but '{model_name}' was asked for"
-        )
+    spec = model_spec(state)
+    if spec.name != model_name:
+        raise CheckpointError(f"{path}: checkpoint holds model '{spec.name}', but '{model_name}' was asked for")
     if list(state["class_names"]) != list(class_names):
         raise CheckpointError(
             f"{path}: checkpoint classes {list(state['class_names'])} differ from {list(class_names)}"
         )
-    trained_downsample = state["model"].get("downsample", 1)
-    if downsample is not None and downsample != trained_downsample:
+    if downsample is not None and downsample != spec.downsample:
         raise CheckpointError(
-            f"{path}: the run was trained with downsample {trained_downsample}, not {downsample}; resume without --downsample"
+            f"{path}: the run was trained with downsample {spec.downsample}, not {downsample}; resume without --downsample"
         )

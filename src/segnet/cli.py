@@ -15,8 +15,7 @@ from pathlib import Path
 
 from segnet import DEFAULT_CLASSES, __version__
 from segnet.errors import SegnetError
-
-MODEL_CHOICES = ("segnet", "segnet-basic", "bayesian-segnet", "bayesian-segnet-basic", "notebook-segnet")
+from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 
 def _positive_int(text: str) -> int:
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="dataset folder with images/ and masks/ (or flattened_masks/)")
     train.add_argument("--out", help="run folder for checkpoints, history and config")
     train.add_argument("--config", type=Path, help="YAML file of options (flags win over it)")
-    train.add_argument("--model", choices=MODEL_CHOICES, help="architecture (default: segnet-basic)")
+    train.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default: {DEFAULT_MODEL})")
     train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
     train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 60)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 4)")

@@ -16,6 +16,7 @@ import yaml
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
+from segnet.spec import DEFAULT_MODEL
 
 
 @dataclass
@@ -24,7 +25,7 @@ class TrainConfig:
 
     data: str = ""
     out: str = ""
-    model: str = "segnet-basic"
+    model: str = DEFAULT_MODEL
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     mask_palette: dict[str, list[int]] | None = None  # class name -> RGB, for colour masks
     pretrained: str | None = None  # local VGG16-BN state dict for the segnet encoder

@@ -49,32 +49,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segnet.errors import SegnetError
+from segnet.spec import MODEL_NAMES, ModelSpec
 
 __all__ = [
     "MODEL_NAMES",
     "DecoderStage",
     "EncoderStage",
+    "ModelSpec",
     "SegNet",
     "build_model",
+    "build_model_from_kwargs",
     "count_parameters",
     "enable_mc_dropout",
     "load_pretrained_encoder",
     "vgg16_bn_key_map",
 ]
-
-MODEL_NAMES: tuple[str, ...] = (
-    "segnet",
-    "segnet-basic",
-    "bayesian-segnet",
-    "bayesian-segnet-basic",
-    "notebook-segnet",
-)
 
 #: Models whose encoder has exactly the layout of torchvision's ``vgg16_bn().features``.
 VGG_ENCODER_MODELS: tuple[str, ...] = ("segnet", "bayesian-segnet")
@@ -173,6 +169,8 @@ class SegNet(nn.Module):
         num_classes, in_channels: as built.
         downsample: the network runs at 1/downsample of the input resolution (see the module docs).
         total_stride: ``downsample * 2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
+        spec: the :class:`~segnet.spec.ModelSpec` it was built from by :func:`build_model`
+            (``None`` for a network assembled in code).
         logit_offsets: a buffer of one constant per class added to the logits; zero while training,
             set afterwards by :mod:`segnet.calibration` to undo the bias that class weighting
             puts on the decisions. Part of the state dict, so checkpoints and exports carry it.
@@ -199,6 +197,7 @@ class SegNet(nn.Module):
         self.decoder = nn.ModuleList(decoder)
         self.classifier = classifier
         self.total_stride: int = downsample * 2 ** len(encoder)
+        self.spec: ModelSpec | None = None
         self.register_buffer("logit_offsets", torch.zeros(num_classes))
         _init_weights(self)
 
@@ -288,28 +287,26 @@ def _notebook_segnet(name: str, num_classes: int, in_channels: int, downsample: 
     return SegNet(name, encoder, decoder, classifier, num_classes, in_channels, downsample)
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, downsample: int = 1) -> nn.Module:
-    """Build the model called ``name`` (one of :data:`MODEL_NAMES`) with freshly initialised weights.
+def build_model(spec: ModelSpec) -> SegNet:
+    """Build the model ``spec`` describes, with freshly initialised weights.
 
-    ``downsample``: the model runs at 1/downsample of the input resolution (module docs).
-
-    Raises:
-        SegnetError: unknown ``name`` (the message lists the valid names), or ``num_classes`` /
-            ``in_channels`` / ``downsample`` below 1.
+    ``spec.downsample``: the model runs at 1/downsample of the input resolution (module docs).
+    The model's ``spec`` attribute is ``spec``, and its ``total_stride`` equals ``spec.total_stride``.
     """
-    if name not in MODEL_NAMES:
-        raise SegnetError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise SegnetError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise SegnetError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-        raise SegnetError(f"downsample must be a positive integer, got {downsample!r}")
-    if name in ("segnet", "bayesian-segnet"):
-        return _segnet(name, num_classes, in_channels, name.startswith("bayesian"), downsample)
-    if name in ("segnet-basic", "bayesian-segnet-basic"):
-        return _segnet_basic(name, num_classes, in_channels, name.startswith("bayesian"), downsample)
-    return _notebook_segnet(name, num_classes, in_channels, downsample)
+    if spec.name in ("segnet", "bayesian-segnet"):
+        model = _segnet(spec.name, spec.num_classes, spec.in_channels, spec.bayesian, spec.downsample)
+    elif spec.name in ("segnet-basic", "bayesian-segnet-basic"):
+        model = _segnet_basic(spec.name, spec.num_classes, spec.in_channels, spec.bayesian, spec.downsample)
+    else:
+        model = _notebook_segnet(spec.name, spec.num_classes, spec.in_channels, spec.downsample)
+    model.spec = spec
+    return model
+
+
+def build_model_from_kwargs(**spec: Any) -> SegNet:
+    """:func:`build_model` of ``ModelSpec(**spec)``: the architecture callable of bioimage.io packages,
+    whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`)."""
+    return build_model(ModelSpec(**spec))
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ from segnet.checkpoint import (
     check_compatible,
     describe_write_error,
     load_checkpoint,
+    model_spec,
+    new_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
     write_text_atomically,
@@ -78,6 +80,7 @@ from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
+from segnet.spec import ModelSpec
 from segnet.transforms import train_transform
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr", "epoch_seconds")
@@ -511,7 +514,7 @@ def train(
         resumed = load_checkpoint(run_dir / "last.pt", map_location=device)
         check_compatible(resumed, config.model, class_names, run_dir / "last.pt", config.downsample)
         # An automatic resolution resumes at the run's own, even where today's rule would pick another.
-        config.downsample = resumed["model"].get("downsample", 1)
+        config.downsample = model_spec(resumed).downsample
 
     train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
     if config.patience and not val_pairs:
@@ -539,7 +542,7 @@ def train(
         with atomic_write(run_dir / "split.json", "train/validation split") as temporary:
             write_split(temporary, train_pairs, val_pairs)
 
-    model = build_model(config.model, num_classes, downsample=config.downsample)
+    model = build_model(ModelSpec(config.model, num_classes, downsample=config.downsample))
     if config.pretrained and not resume:
         load_pretrained_encoder(model, config.pretrained)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
@@ -585,19 +588,18 @@ def train(
     writer = open_tensorboard(run_dir, start_epoch + 1) if config.tensorboard and main_process else None
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
-        return {
-            "model": {"name": config.model, "num_classes": num_classes, "in_channels": 3, "downsample": config.downsample},
-            "model_state": model_without_ddp.state_dict(),
-            "class_names": class_names,
-            "normalization": normalization,
-            "config": config.to_dict(),
-            "fingerprint": fingerprint,
-            "epoch": epoch,
-            "best_score": best_score,
-            "best_epoch": best_epoch,
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(),
-        }
+        return new_checkpoint(
+            model_without_ddp,
+            class_names,
+            normalization,
+            config=config.to_dict(),
+            fingerprint=fingerprint,
+            epoch=epoch,
+            best_score=best_score,
+            best_epoch=best_epoch,
+            optimizer_state=optimizer.state_dict(),
+            scheduler_state=scheduler.state_dict(),
+        )
 
     digest = None
     for epoch in range(start_epoch + 1, config.epochs + 1):

@@ -1,0 +1,101 @@
+"""The model spec: the few values that build a network, as one typed value.
+
+:class:`ModelSpec` is what :func:`segnet.model.build_model` takes, what a checkpoint stores under
+``model`` (as a plain dict, :meth:`ModelSpec.to_dict`), what an ONNX file's metadata and a
+bioimage.io package's architecture kwargs are written from, and what every reader rebuilds the
+model from. Checkpoints written before a field existed are upgraded here alone
+(:meth:`ModelSpec.from_dict`): a missing field takes the value those checkpoints were built with.
+
+This module imports nothing heavy, so the command line and the torch-free ONNX path can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segnet.errors import CheckpointError, SegnetError
+
+# Encoder stages (2x2 max-pools) of each model: the total stride is 2 ** stages x downsample.
+_ENCODER_STAGES = {
+    "segnet": 5,
+    "segnet-basic": 4,
+    "bayesian-segnet": 5,
+    "bayesian-segnet-basic": 4,
+    "notebook-segnet": 3,
+}
+MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
+"""Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
+DEFAULT_MODEL = "segnet-basic"
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SegnetError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that builds a network; two equal specs build the same architecture.
+
+    Attributes:
+        name: one of :data:`MODEL_NAMES`.
+        num_classes: output channels, one per class.
+        in_channels: input channels (3: segnet reads RGB images).
+        downsample: the network runs at 1/downsample of the input resolution (:mod:`segnet.model`).
+
+    Raises:
+        SegnetError: an unknown name (the message lists the valid ones) or a count below 1.
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int = 3
+    downsample: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in _ENCODER_STAGES:
+            raise SegnetError(f"unknown model {self.name!r}; valid models: {', '.join(MODEL_NAMES)}")
+        for field in ("num_classes", "in_channels", "downsample"):
+            _positive_int(field, getattr(self, field))
+
+    @property
+    def total_stride(self) -> int:
+        """Inputs are zero-padded to a multiple of this; tiles aligned to it see one pooling grid."""
+        return self.downsample * 2 ** _ENCODER_STAGES[self.name]
+
+    @property
+    def bayesian(self) -> bool:
+        """Whether the model has dropout layers (Monte Carlo dropout works)."""
+        return self.name.startswith("bayesian")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict a checkpoint stores (and bioimage.io's architecture kwargs)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], path: str | Path) -> ModelSpec:
+        """The spec stored at ``path`` (a checkpoint's ``model``), upgraded from older checkpoints.
+
+        Checkpoints from before ``in_channels`` or ``downsample`` were stored lack them; they were
+        built with 3 and 1, the defaults.
+
+        Raises:
+            CheckpointError: not a mapping, an unknown key, a missing name or class count, or a
+                value :class:`ModelSpec` refuses; the message names ``path``.
+        """
+        if not isinstance(values, Mapping):
+            raise CheckpointError(f"{path}: the model spec is {type(values).__name__}, not a mapping of name, num_classes, ...")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        missing = [key for key in ("name", "num_classes") if key not in values]
+        if unknown or missing:
+            problem = f"unknown keys {unknown}" if unknown else f"no {', '.join(missing)}"
+            raise CheckpointError(f"{path}: the model spec has {problem}; it holds {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except SegnetError as error:
+            raise CheckpointError(f"{path}: {error}") from None
