@@ -219,7 +219,7 @@ def test_tta_on_an_image_one_pixel_thin(shape: tuple[int, int], tile: int | None
     model = pointwise_model()  # commutes with the views, so TTA must change nothing
     expected = predictor(model).predict_proba(image)
     np.testing.assert_allclose(predictor(model, tile=tile, tta=True).predict_proba(image), expected, atol=1e-5)
-    assert predictor(build_model("segnet-basic", 3), tile=tile, tta=True).predict(image).shape == shape
+    assert predictor(build_model(ModelSpec("segnet-basic", 3)), tile=tile, tta=True).predict(image).shape == shape
 
 
 def test_ensemble_averages_members_and_counts_all_their_windows() -> None:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.checkpoint import load_checkpoint, write_text_atomically
+from segnet.checkpoint import load_checkpoint, model_spec, write_text_atomically
 from segnet.config import TrainConfig
 from segnet.counting import clean_prediction, count_agreement, count_objects
 from segnet.data import Pair, find_pairs, load_pair, read_split
@@ -137,7 +137,7 @@ def evaluate_run(
     }
     metrics["evaluation"] = {
         "checkpoint": str(checkpoint),
-        "model": state["model"]["name"],
+        "model": model_spec(state).name,
         "epoch": state.get("epoch"),
         "checkpoint_saved": _file_time(checkpoint),
         "data": str(data),
