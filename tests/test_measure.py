@@ -156,7 +156,7 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
     Image.fromarray(image).save(tmp_path / "one.png")
     tifffile.imwrite(tmp_path / "two.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER")  # 0.5 um
     out = tmp_path / "out"
-    written = predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png"), str(tmp_path / "two.tif")], out, progress=False)
+    written = predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png"), str(tmp_path / "two.tif")], out, progress=False).written
     assert out / "one_objects.tif" in written and out / "objects.csv" in written
 
     objects = read_csv(out / "objects.csv")

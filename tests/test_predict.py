@@ -26,6 +26,7 @@ from segnet.predict import (
     colorize,
     expand_inputs,
     gaussian_importance_map,
+    is_own_output,
     overlay,
     predict_paths,
     predictive_entropy,
@@ -394,7 +395,7 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     checkpoint = write_checkpoint(tmp_path / "model.pt", "bayesian-segnet-basic")
     loaded = Predictor.from_checkpoint(checkpoint, device="cpu", tile=32, mc_samples=2)
     out = tmp_path / "out"
-    written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False)
+    written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False).written
 
     suffixes = ["mask", "overlay", "uncertainty", "uncertainty_overlay"]
     expected = [out / name for stem in ("first", "second") for name in [f"{stem}_{s}.png" for s in suffixes] + [f"{stem}_objects.tif"]]
@@ -419,15 +420,57 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
 
 def test_predict_paths_without_mc_writes_no_uncertainty(tmp_path: Path) -> None:
     write_png(tmp_path / "one.png", sample_image(32, 32))
-    written = predict_paths(predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False)
+    written = predict_paths(predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False).written
     assert [p.name for p in written] == ["one_mask.png", "one_overlay.png", "one_objects.tif", "counts.csv", "objects.csv"]
 
 
-def test_predict_paths_names_a_bad_input_file(tmp_path: Path) -> None:
-    write_png(tmp_path / "good.png", sample_image(32, 32))
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_predict_paths_reports_a_bad_input_and_goes_on(tmp_path: Path) -> None:
+    write_png(tmp_path / "a_good.png", sample_image(32, 32))
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png"):
-        predict_paths(predictor(local_model()), [str(tmp_path)], tmp_path / "out", progress=False)
+    write_png(tmp_path / "c_good.png", sample_image(32, 32, seed=1))
+    notes: list[str] = []
+    summary = predict_paths(predictor(local_model()), [str(tmp_path)], tmp_path / "out", progress=False, log=notes.append)
+    assert summary.images == 2 and len(summary.failed) == 1 and "broken.png" in summary.failed[0]
+    assert [line for line in notes if "broken.png" in line] == [f"skipped {summary.failed[0]}"]
+    assert "\n" not in summary.failed[0]
+    assert [Path(row["file"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
+
+
+def test_cli_exits_1_after_predicting_the_readable_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from segnet.cli import main
+
+    write_png(tmp_path / "in" / "good.png", sample_image(32, 32))
+    (tmp_path / "in" / "junk.tif").write_bytes(b"\x00" * 10)
+    checkpoint = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu", "--no-tta"]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 input(s) failed" in captured.err and "junk.tif" in captured.out
+    assert len(read_rows(out / "counts.csv")) == 1 and (out / "good_mask.png").is_file()
+
+
+def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    write_png(folder / "first.png", sample_image(32, 32))
+    write_png(folder / "second.png", sample_image(40, 36, seed=1))
+    checkpoint = write_checkpoint(tmp_path / "model.pt", "bayesian-segnet-basic")
+    loaded = Predictor.from_checkpoint(checkpoint, device="cpu", mc_samples=2)
+    for _ in range(2):
+        notes: list[str] = []
+        summary = predict_paths(loaded, [str(folder)], folder, progress=False, log=notes.append)
+        assert summary.images == 2 and not summary.failed
+        assert [Path(row["file"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
+    # The second run saw 5 outputs per image (4 pictures, the label image) and said so once.
+    (note,) = notes
+    assert "skipped 10 file(s)" in note and str(folder) in note
+    assert all(is_own_output(path) for path in summary.written if path.suffix != ".csv")
+    assert expand_inputs([str(folder / "*.png")]) == [folder / "first.png", folder / "second.png"]
+    assert expand_inputs([str(folder / "first_mask.png")]) == [folder / "first_mask.png"]  # named, so taken
 
 
 def test_predict_paths_refuses_inputs_whose_outputs_collide(tmp_path: Path) -> None:

@@ -315,8 +315,11 @@ def _predict(args: argparse.Namespace) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
     if args.pixel_size is not None and not args.pixel_size > 0:
         raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
-    written = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size)
-    print(f"wrote {len(written)} files to {args.out} (masks, overlays, object labels, counts.csv, objects.csv)")
+    summary = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size)
+    print(f"wrote {len(summary.written)} files to {args.out} (masks, overlays, object labels, counts.csv, objects.csv)")
+    if summary.failed:
+        print(f"{len(summary.failed)} of {summary.images + len(summary.failed)} input(s) failed and are not in the tables (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 

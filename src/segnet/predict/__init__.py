@@ -31,7 +31,7 @@ object label image, one row of cell counts in ``counts.csv`` and one row per obj
 """
 
 from segnet.predict.backends import InferenceBackend, OnnxBackend, OnnxModelInfo, TorchBackend
-from segnet.predict.files import expand_inputs, predict_paths
+from segnet.predict.files import PredictionSummary, expand_inputs, is_own_output, iter_inputs, predict_paths
 from segnet.predict.pictures import class_palette, colorize, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.windows import TileProgress, gaussian_importance_map, gaussian_importance_weights, sliding_window_starts
@@ -41,6 +41,7 @@ __all__ = [
     "InferenceBackend",
     "OnnxBackend",
     "OnnxModelInfo",
+    "PredictionSummary",
     "Predictor",
     "TileProgress",
     "TorchBackend",
@@ -48,6 +49,8 @@ __all__ = [
     "colorize",
     "expand_inputs",
     "gaussian_importance_map",
+    "is_own_output",
+    "iter_inputs",
     "gaussian_importance_weights",
     "overlay",
     "predict_paths",

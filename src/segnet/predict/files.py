@@ -1,4 +1,4 @@
-"""Predict files, folders and glob patterns; write masks, overlays, uncertainty maps and counts.csv."""
+"""Predict files, folders and glob patterns; write masks, overlays, uncertainty maps, object labels, counts.csv and objects.csv."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import csv
 import glob
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +27,44 @@ from segnet.predict.predictor import Ensemble, Predictor
 _MAX_PENDING_WRITES = 2
 
 
+# What predict writes per input STEM: STEM_<picture>.png for each picture, then STEM_objects.tif.
+PICTURES = ("mask", "overlay", "uncertainty", "uncertainty_overlay")
+OBJECTS_SUFFIX = "_objects.tif"
+COUNTS_FILE, OBJECTS_FILE = "counts.csv", "objects.csv"
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether ``path`` is named like a file ``segnet predict`` writes (``*_mask.png``, ``*_objects.tif``, ...)."""
+    name = path.name.lower()
+    return name.endswith(OBJECTS_SUFFIX) or any(name.endswith(f"_{picture}.png") for picture in PICTURES)
+
+
+@dataclass
+class PredictionSummary:
+    """What :func:`predict_paths` did: files written, images done, and one line per failed input."""
+
+    written: list[Path] = field(default_factory=list)
+    images: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
 def _is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Turn files, folders and glob patterns into a list of image files.
+def iter_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Yield the image files named by files, folders and glob patterns, one at a time.
 
     A file is taken as it is; a folder gives its images (``.png``, ``.jpg``, ``.jpeg``, ``.tif``,
     ``.tiff``; not recursive), sorted by name; anything else is a glob pattern (``**`` recurses)
-    giving its matching images, sorted. A file reached twice is listed once.
+    giving its matching images, sorted. A file reached twice is given once. In folders and
+    patterns, files named like this tool's own outputs (:func:`is_own_output`) are skipped, with a
+    note to ``log``, so predicting into the input folder does not segment its own masks.
 
     Raises:
         DataError: an input names no existing file or folder, or matches no image.
     """
-    found: dict[Path, None] = {}  # an ordered set
+    seen: set[Path] = set()
     for entry in inputs:
         path = Path(entry)
         if path.is_file():
@@ -54,17 +78,33 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             if not matches:
                 problem = "no images match this pattern" if glob.has_magic(entry) else "no such file or folder"
                 raise DataError(path, problem)
-        found.update(dict.fromkeys(matches))
-    return list(found)
+        if not path.is_file():
+            outputs = [p for p in matches if is_own_output(p)]
+            if outputs and log is not None:
+                log(f"{path}: skipped {len(outputs)} file(s) named like segnet predict outputs (*_mask.png, *_overlay.png, *{OBJECTS_SUFFIX}, ...)")
+            matches = [p for p in matches if not is_own_output(p)]
+        for match in matches:
+            if match not in seen:
+                seen.add(match)
+                yield match
 
 
-def _check_unique_stems(paths: Sequence[Path]) -> None:
-    """Outputs are named by stem, so two inputs with one stem would overwrite each other."""
+def expand_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = None) -> list[Path]:
+    """:func:`iter_inputs` as a list."""
+    return list(iter_inputs(inputs, log))
+
+
+def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> int:
+    """Count the inputs (a pass over their names, no image read) and refuse two with one stem.
+
+    Outputs are named by stem, so two inputs with one stem would overwrite each other.
+    """
     seen: dict[str, Path] = {}
-    for path in paths:
+    for path in iter_inputs(inputs, log):
         if path.stem in seen:
             raise DataError(path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other")
         seen[path.stem] = path
+    return len(seen)
 
 
 def _write_outputs(
@@ -126,13 +166,22 @@ def _table_rows(
     return row, object_rows
 
 
-def _read_ahead(paths: Sequence[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray]]:
-    """Yield decoded images in order while the next one is being read in the background."""
-    upcoming: Future | None = reader.submit(read_image, paths[0]) if paths else None
-    for index, path in enumerate(paths):
-        image = upcoming.result()
-        upcoming = reader.submit(read_image, paths[index + 1]) if index + 1 < len(paths) else None
-        yield path, image
+def _read_ahead(paths: Iterator[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray | DataError]]:
+    """Yield decoded images in order (or the error reading one) while the next is read in the background."""
+    def read(path: Path) -> tuple[Path, np.ndarray | DataError]:
+        try:
+            return path, read_image(path)
+        except DataError as error:
+            return path, error
+
+    upcoming: Future | None = None
+    for path in paths:
+        following = reader.submit(read, path)
+        if upcoming is not None:
+            yield upcoming.result()
+        upcoming = following
+    if upcoming is not None:
+        yield upcoming.result()
 
 
 def predict_paths(
@@ -143,8 +192,9 @@ def predict_paths(
     min_area: int = 30,
     pixel_size: float | None = None,
     progress: bool = True,
-) -> list[Path]:
-    """Segment every image named by ``inputs`` (see :func:`expand_inputs`); return the files written.
+    log: Callable[[str], None] | None = print,
+) -> PredictionSummary:
+    """Segment every image named by ``inputs`` (see :func:`iter_inputs`); say what was written.
 
     For each input ``STEM.ext`` this writes into ``out_dir``:
 
@@ -164,12 +214,14 @@ def predict_paths(
     tags state it. Images are read and results written in background threads while the
     model runs; a progress bar counts images (and windows of large images).
 
+    An input that cannot be read or segmented is reported to ``log`` in one line and left out;
+    the others go on (:attr:`PredictionSummary.failed` lists them).
+
     Raises:
-        DataError: an input is missing or unreadable, two inputs share a stem, or an output
-            cannot be written (the message names the file).
+        DataError: an input names nothing, two inputs share a stem, or an output cannot be
+            written (the message names the file).
     """
-    paths = expand_inputs(inputs)
-    _check_unique_stems(paths)
+    total = _count_inputs(inputs, log)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,8 +229,8 @@ def predict_paths(
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
     object_names = predictor.class_names[1:]
     header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
-    counts_path, objects_path = out_dir / "counts.csv", out_dir / "objects.csv"
-    written: list[Path] = []
+    counts_path, objects_path = out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE
+    summary = PredictionSummary()
     pending: deque[Future] = deque()
 
     def finish_oldest() -> None:
@@ -188,14 +240,20 @@ def predict_paths(
         # An interrupted run still leaves the tables of finished images.
         counts_file.flush()
         objects_file.flush()
-        written.extend(paths_written)
+        summary.written.extend(paths_written)
+        summary.images += 1
+
+    def fail(message: str) -> None:
+        summary.failed.append(message)
+        if log is not None:
+            log(f"skipped {message}")
 
     with (
         counts_path.open("w", newline="") as counts_file,
         objects_path.open("w", newline="") as objects_file,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
-        tqdm(total=len(paths), unit="image", desc="predict", disable=not progress) as bar,
+        tqdm(total=total, unit="image", desc="predict", disable=not progress) as bar,
     ):
         counts_writer, objects_writer = csv.writer(counts_file), csv.writer(objects_file)
         counts_writer.writerow(header)
@@ -204,11 +262,16 @@ def predict_paths(
         def show_windows(done: int, total: int) -> None:
             bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
 
-        for path, image in _read_ahead(paths, reader):
+        for path, image in _read_ahead(iter_inputs(inputs), reader):
+            bar.update(1)
+            if isinstance(image, DataError):
+                fail(str(image))
+                continue
             try:
                 proba = predictor.predict_proba(image, progress=show_windows if progress else None)
             except SegnetError as error:
-                raise SegnetError(f"{path}: {error}") from error
+                fail(f"{path}: {error}")
+                continue
             image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
             pending.append(
                 writer.submit(
@@ -218,8 +281,7 @@ def predict_paths(
             )
             while len(pending) > _MAX_PENDING_WRITES:
                 finish_oldest()
-            bar.update(1)
         while pending:
             finish_oldest()
-    written += [counts_path, objects_path]
-    return written
+    summary.written += [counts_path, objects_path]
+    return summary
