@@ -8,14 +8,19 @@ traceback unless ``--debug`` is given. Heavy modules are imported inside each co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segnet import DEFAULT_CLASSES, __version__
 from segnet.errors import SegnetError
 from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
+
+if TYPE_CHECKING:
+    from segnet.predict import Shard
 
 
 def _positive_int(text: str) -> int:
@@ -133,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
     predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default: %(default)s)")
+    predict.add_argument(
+        "--skip-existing", action="store_true",
+        help="continue an interrupted run: images whose outputs in --out are complete are not segmented again (their rows are rebuilt)",
+    )
     predict.add_argument(
         "--pixel-size", type=float, metavar="UM",
         help="micrometres per pixel: objects.csv gives areas and lengths in um too (default: from a TIFF's resolution tags, else pixels only)",
@@ -292,14 +301,30 @@ def _evaluate_cross_validation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_shard(device: str) -> tuple[str, Shard]:
+    """Under torchrun, join the process group: this process's device and its share of the inputs."""
+    from segnet.predict import SINGLE_PROCESS, Shard
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return device, SINGLE_PROCESS
+    from segnet import distributed
+
+    joined = distributed.init_distributed(device)
+    return str(joined), Shard(distributed.rank(), distributed.world_size(), distributed.all_gather_object)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    # Imports only segnet.predict: with --onnx, torch is never loaded.
+    # Imports only segnet.predict: with --onnx in one process, torch is never loaded.
     from segnet.predict import Predictor, predict_paths
 
     if args.checkpoint is not None and args.onnx is not None:
         raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
     if args.checkpoint is None and args.onnx is None:
         raise SegnetError("predict needs a model: --checkpoint RUN/best.pt or --onnx model.onnx")
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
+    device, shard = _predict_shard(args.device)
+    main_process = shard.rank == 0
     options = {
         "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tta": args.tta, "mc_samples": args.mc_samples,
     }
@@ -309,16 +334,28 @@ def _predict(args: argparse.Namespace) -> int:
         from segnet.crossval import fold_checkpoints
         from segnet.predict import Ensemble
 
-        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), device=args.device, **options)
-        print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
+        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), device=device, **options)
+        if main_process:
+            print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **options)
-    if args.pixel_size is not None and not args.pixel_size > 0:
-        raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
-    summary = predict_paths(predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size)
-    print(f"wrote {len(summary.written)} files to {args.out} (masks, overlays, object labels, counts.csv, objects.csv)")
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, **options)
+    try:
+        summary = predict_paths(
+            predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size,
+            skip_existing=args.skip_existing, shard=shard,
+        )
+    finally:
+        if shard.world_size > 1:
+            from segnet.distributed import cleanup
+
+            cleanup()
+    if main_process:
+        earlier = f", {summary.skipped} of them finished by an earlier run" if summary.skipped else ""
+        print(f"{summary.images} image(s) in {args.out}{earlier}: masks, overlays, object labels, counts.csv, objects.csv")
     if summary.failed:
-        print(f"{len(summary.failed)} of {summary.images + len(summary.failed)} input(s) failed and are not in the tables (listed above)", file=sys.stderr)
+        if main_process:
+            total = summary.images + len(summary.failed)
+            print(f"{len(summary.failed)} of {total} input(s) failed and are not in the tables (listed above)", file=sys.stderr)
         return 1
     return 0
 

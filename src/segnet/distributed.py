@@ -10,6 +10,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -107,6 +108,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every process's ``value`` in rank order (picklable objects); ``[value]`` in a single process."""
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:

@@ -21,7 +21,8 @@ torch. An ONNX file carries what inference needs besides the graph in its metada
 
 The package is split by concern: ``windows`` (window placement, Gaussian weights, TTA views),
 ``backends`` (PyTorch and onnxruntime), ``predictor`` (:class:`Predictor`, :class:`Ensemble`),
-``pictures`` (colours, overlays, entropy) and ``files`` (:func:`predict_paths`).
+``pictures`` (colours, overlays, entropy), ``files`` (:func:`predict_paths`) and ``tables`` (counts.csv and
+objects.csv, merged over processes under torchrun).
 
 :class:`Ensemble` averages several predictors' softmax (the folds of a cross-validation run).
 :func:`predict_paths` runs a :class:`Predictor` (or an ensemble) over files, folders and glob patterns and writes,
@@ -34,9 +35,13 @@ from segnet.predict.backends import InferenceBackend, OnnxBackend, OnnxModelInfo
 from segnet.predict.files import PredictionSummary, expand_inputs, is_own_output, iter_inputs, predict_paths
 from segnet.predict.pictures import class_palette, colorize, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
+from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 from segnet.predict.windows import TileProgress, gaussian_importance_map, gaussian_importance_weights, sliding_window_starts
 
 __all__ = [
+    "SINGLE_PROCESS",
+    "ResultTables",
+    "Shard",
     "Ensemble",
     "InferenceBackend",
     "OnnxBackend",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 import math
 from collections import deque
@@ -19,9 +18,18 @@ from tqdm import tqdm
 from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
-from segnet.measure import OBJECT_COLUMNS, ObjectLabels, find_objects, measure_objects, tiff_pixel_size, write_object_labels
+from segnet.measure import (
+    OBJECT_COLUMNS,
+    ObjectLabels,
+    find_objects,
+    measure_objects,
+    read_object_labels,
+    tiff_pixel_size,
+    write_object_labels,
+)
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
+from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 
 # Results waiting to be written; more would only hold (C, H, W) arrays in memory.
 _MAX_PENDING_WRITES = 2
@@ -41,10 +49,11 @@ def is_own_output(path: Path) -> bool:
 
 @dataclass
 class PredictionSummary:
-    """What :func:`predict_paths` did: files written, images done, and one line per failed input."""
+    """What :func:`predict_paths` did: files this process wrote; images done and failed (over all processes)."""
 
     written: list[Path] = field(default_factory=list)
-    images: int = 0
+    images: int = 0  # put in the tables (segmented now, or rebuilt from an earlier run's outputs)
+    skipped: int = 0  # of those, finished by an earlier run (``skip_existing``)
     failed: list[str] = field(default_factory=list)
 
 
@@ -191,6 +200,8 @@ def predict_paths(
     *,
     min_area: int = 30,
     pixel_size: float | None = None,
+    skip_existing: bool = False,
+    shard: Shard = SINGLE_PROCESS,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> PredictionSummary:
@@ -204,42 +215,47 @@ def predict_paths(
       65535 is ``log(C)``, the largest possible entropy; and ``STEM_uncertainty_overlay.png``:
       that entropy as a heatmap over the image;
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
-      own id, background 0; see :mod:`segnet.measure`).
+      own id, background 0; see :mod:`segnet.measure`), written last.
 
-    ``counts.csv`` gets one row per image, written as each image finishes: ``file``, then per
-    non-background class ``<name>_count`` (objects of at least ``min_area`` pixels in the mask
-    after :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
+    ``counts.csv`` gets one row per image: ``file``, then per non-background class
+    ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
+    :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
     in micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution
-    tags state it. Images are read and results written in background threads while the
-    model runs; a progress bar counts images (and windows of large images).
+    tags state it. Inputs are streamed: images are read one ahead and results written in
+    background threads while the model runs; a progress bar counts images (and windows).
+
+    With ``skip_existing``, an image whose outputs are all there (its label image is written
+    last, atomically) is not segmented again: its table rows are rebuilt from its mask and label
+    image. Under several processes (``shard``), each takes its own inputs and the tables are
+    merged in input order (:mod:`segnet.predict.tables`); only rank 0 shows progress and notes.
 
     An input that cannot be read or segmented is reported to ``log`` in one line and left out;
-    the others go on (:attr:`PredictionSummary.failed` lists them).
+    the others go on (:attr:`PredictionSummary.failed` lists them, over all processes on rank 0).
 
     Raises:
         DataError: an input names nothing, two inputs share a stem, or an output cannot be
             written (the message names the file).
     """
-    total = _count_inputs(inputs, log)
+    main_log = log if shard.rank == 0 else None
+    total = _count_inputs(inputs, main_log)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
     object_names = predictor.class_names[1:]
-    header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
-    counts_path, objects_path = out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE
+    counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
+    table_paths = [out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE]
+    pictures = PICTURES if predictor.samples_uncertainty else PICTURES[:2]
     summary = PredictionSummary()
-    pending: deque[Future] = deque()
+    pending: deque[tuple[int, Future]] = deque()
+    tables = ResultTables(table_paths, [counts_header, OBJECT_COLUMNS], shard)
 
     def finish_oldest() -> None:
-        paths_written, row, object_rows = pending.popleft().result()
-        counts_writer.writerow(row)
-        objects_writer.writerows(object_rows)
-        # An interrupted run still leaves the tables of finished images.
-        counts_file.flush()
-        objects_file.flush()
+        position, future = pending.popleft()
+        paths_written, row, object_rows = future.result()
+        tables.add(position, [[row], object_rows])
         summary.written.extend(paths_written)
         summary.images += 1
 
@@ -248,40 +264,74 @@ def predict_paths(
         if log is not None:
             log(f"skipped {message}")
 
+    own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
+    positions: deque[int] = deque()
     with (
-        counts_path.open("w", newline="") as counts_file,
-        objects_path.open("w", newline="") as objects_file,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
-        tqdm(total=total, unit="image", desc="predict", disable=not progress) as bar,
+        tqdm(total=shard.share_of(total), unit="image", desc="predict", disable=not progress or shard.rank != 0) as bar,
     ):
-        counts_writer, objects_writer = csv.writer(counts_file), csv.writer(objects_file)
-        counts_writer.writerow(header)
-        objects_writer.writerow(OBJECT_COLUMNS)
-
         def show_windows(done: int, total: int) -> None:
             bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
 
-        for path, image in _read_ahead(iter_inputs(inputs), reader):
-            bar.update(1)
-            if isinstance(image, DataError):
-                fail(str(image))
-                continue
-            try:
-                proba = predictor.predict_proba(image, progress=show_windows if progress else None)
-            except SegnetError as error:
-                fail(f"{path}: {error}")
-                continue
-            image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
-            pending.append(
-                writer.submit(
-                    _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area,
-                    predictor.samples_uncertainty, image_pixel_size,
-                )
-            )
-            while len(pending) > _MAX_PENDING_WRITES:
+        def remember(items: Iterator[tuple[int, Path]]) -> Iterator[Path]:
+            for position, path in items:
+                positions.append(position)
+                yield path
+
+        try:
+            for path, image in _read_ahead(remember(own_inputs), reader):
+                position = positions.popleft()
+                bar.update(1)
+                if isinstance(image, DataError):
+                    fail(str(image))
+                    continue
+                image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
+                if skip_existing and _outputs_complete(out_dir, path.stem, pictures):
+                    summary.skipped += 1
+                    job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, image_pixel_size)
+                else:
+                    try:
+                        proba = predictor.predict_proba(image, progress=show_windows if progress else None)
+                    except SegnetError as error:
+                        fail(f"{path}: {error}")
+                        continue
+                    job = writer.submit(
+                        _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area,
+                        predictor.samples_uncertainty, image_pixel_size,
+                    )
+                pending.append((position, job))
+                while len(pending) > _MAX_PENDING_WRITES:
+                    finish_oldest()
+            while pending:
                 finish_oldest()
-        while pending:
-            finish_oldest()
-    summary.written += [counts_path, objects_path]
+        finally:
+            tables.close()
+    everyone = shard.gather((summary.images, summary.skipped, summary.failed))
+    tables.merge()
+    summary.images = sum(images for images, _, _ in everyone)
+    summary.skipped = sum(skipped for _, skipped, _ in everyone)
+    summary.failed = [message for _, _, failed in everyone for message in failed]
+    summary.written += table_paths
     return summary
+
+
+def _outputs_complete(out_dir: Path, stem: str, pictures: Sequence[str]) -> bool:
+    """Whether an earlier run wrote all of this image's outputs (the label image comes last)."""
+    names = [f"{stem}_{picture}.png" for picture in pictures] + [f"{stem}{OBJECTS_SUFFIX}"]
+    return all((out_dir / name).is_file() for name in names)
+
+
+def _rebuild_rows(
+    path: Path, image: np.ndarray, out_dir: Path, class_names: Sequence[str], pixel_size: float | None
+) -> tuple[list[Path], list[Any], list[list[str]]]:
+    """The table rows of an image finished by an earlier run, from its mask and label image."""
+    mask_path = out_dir / f"{path.stem}_mask.png"
+    try:
+        with Image.open(mask_path) as picture:
+            mask = np.asarray(picture)
+    except OSError as error:
+        raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
+    objects = read_object_labels(out_dir / f"{path.stem}{OBJECTS_SUFFIX}")
+    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, pixel_size)
+    return [], counts_row, object_rows

@@ -1,0 +1,78 @@
+"""Images per second of ``segnet predict``'s predictor on this CPU: PyTorch and onnxruntime, TTA off and on.
+
+Usage::
+
+    python benchmarks/predict_speed.py                 # 694x528, segnet-basic at K=3, 2 timed passes of 3 images
+    python benchmarks/predict_speed.py --threads 2 --images 3 --repeats 2
+
+What is timed is :meth:`segnet.predict.Predictor.predict_proba` on a whole image (normalisation,
+the network, the 8 flips and rotations with TTA, softmax), in one process, as ``segnet predict``
+runs it; reading and writing files are left out (they run in background threads there). The
+model is segnet-basic at the default K=3 downsample with randomly initialised weights (speed does
+not depend on the weights), exported to ONNX with ``segnet.export.model_to_onnx`` for the
+onnxruntime rows. Images are synthetic darkfield samples of the typical real size, 694x528. The
+baseline, measured in the same run, is PyTorch without TTA; each row prints its ratio to it. The
+configurations take turns pass by pass and the fastest pass counts (``onnx_speed.py``), as the one
+least disturbed by other processes on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from onnx_speed import best_pass_seconds
+
+from segnet.export import model_to_onnx
+from segnet.model import build_model
+from segnet.predict import OnnxModelInfo, Predictor
+from segnet.spec import ModelSpec
+from segnet.synthetic import generate_sample
+
+CLASSES = ("background", "erythrocyte", "spirochete")
+MEAN, STD = (0.1, 0.1, 0.1), (0.15, 0.15, 0.15)
+WIDTH, HEIGHT = 694, 528
+
+
+def predictors(onnx_path: Path) -> dict[str, Predictor]:
+    """PyTorch and onnxruntime predictors of one random segnet-basic (K=3), without and with TTA."""
+    model = build_model(ModelSpec("segnet-basic", len(CLASSES), downsample=3)).eval()
+    model_to_onnx(model, OnnxModelInfo("segnet-basic", CLASSES, MEAN, STD, model.total_stride), onnx_path)
+    built = {}
+    for tta in (False, True):
+        suffix = "TTA on " if tta else "TTA off"
+        built[f"PyTorch      {suffix}"] = Predictor(model, CLASSES, MEAN, STD, "cpu", tta=tta)
+        built[f"onnxruntime  {suffix}"] = Predictor.from_onnx(onnx_path, device="cpu", tta=tta)
+    return built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads; onnxruntime uses all cores (default: all cores)")
+    parser.add_argument("--images", type=int, default=3, help="images per timed pass (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes (default: %(default)s)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    images = [generate_sample(HEIGHT, WIDTH, np.random.default_rng(seed))[0] for seed in range(args.images)]
+    load = os.getloadavg()[0]
+    print(
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} PyTorch threads, {os.cpu_count()} cores, "
+        f"load average {load:.1f} at the start; {args.images} images of {WIDTH}x{HEIGHT}, best of {args.repeats} passes",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        runners = {name: predictor.predict_proba for name, predictor in predictors(Path(folder) / "model.onnx").items()}
+        seconds = best_pass_seconds(runners, images, args.repeats)
+    baseline = seconds["PyTorch      TTA off"]
+    for name, taken in seconds.items():
+        print(f"{name}  {args.images / taken:6.2f} images/s   {baseline / taken:5.2f}x the baseline (PyTorch, TTA off)", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
+
+
+if __name__ == "__main__":
+    main()
