@@ -34,3 +34,22 @@ def test_bad_values_are_clear_errors(tmp_path, values, message):
 def test_default_learning_rate_depends_on_the_optimiser():
     assert load_config(None, {"optimizer": "sgd"}).learning_rate == 0.05
     assert load_config(None, {"optimizer": "adamw"}).learning_rate == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"epochs: 2\nbatch_size: 8\nepochs: 60\n", "not a valid YAML config at line 3, column 1: the key 'epochs' is given twice"),
+        (b"classes: [a, b\n", "not a valid YAML config at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+        (b"epochs: !!python/object/apply:os.system [true]\n", "not a valid YAML config at line 1, column 9: could not determine a constructor"),
+        (b"\xff\xfe\x00epochs: 2", "cannot read config ('utf-8' codec can't decode byte 0xff"),
+        (b"1: 2\nbogus: 3\n", "unknown config keys [1, 'bogus']"),
+        (b"0\n", "a config must be a mapping of option: value"),
+    ],
+)
+def test_a_broken_yaml_file_is_one_line_naming_it(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SegnetError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value) and "\n" not in str(error.value)

@@ -8,6 +8,7 @@ start of training (see ``segnet.train.resolve_data_defaults``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,21 +92,56 @@ CHOICES = {
 }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags that build Python objects), refusing a key given twice.
+
+    PyYAML keeps the last of repeated keys, so ``epochs: 2`` above ``epochs: 60`` would be lost silently.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses it below
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The option: value mapping of a YAML config file; any problem is one line naming the file.
+
+    Raises:
+        SegnetError: the file cannot be read, is not YAML, is not a mapping, or names unknown options.
+    """
+    try:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise SegnetError(f"{path}: cannot read config ({reason})") from error
+    except yaml.MarkedYAMLError as error:  # PyYAML's message spans lines: keep the problem and where
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SegnetError(f"{path}: not a valid YAML config{where}: {error.problem or error.context}") from error
+    except yaml.YAMLError as error:
+        raise SegnetError(f"{path}: not a valid YAML config ({' '.join(str(error).split())})") from error
+    if loaded is None:  # an empty file
+        return {}
+    if not isinstance(loaded, dict):
+        raise SegnetError(f"{path}: a config must be a mapping of option: value")
+    unknown = sorted((key for key in loaded if key not in FIELD_NAMES), key=str)
+    if unknown:
+        raise SegnetError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(FIELD_NAMES))}")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise SegnetError(f"{path}: cannot read config ({error})") from error
-        if not isinstance(loaded, dict):
-            raise SegnetError(f"{path}: a config must be a mapping of option: value")
-        unknown = sorted(set(loaded) - FIELD_NAMES)
-        if unknown:
-            raise SegnetError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(FIELD_NAMES))}")
-        values.update(loaded)
+        values.update(read_config_file(Path(path)))
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     config = TrainConfig(**values)
     validate(config)
