@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import pickle
 import random
@@ -483,6 +484,15 @@ def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_
         assert main(command) == 1, command
         line = error_line(capsys)
         assert line.startswith(f"segnet: error: {checkpoint}: ") and problem in line, (command, line)
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_checkpoint(finished_run, tmp_path, capsys):
+    state = load_checkpoint(finished_run[1] / "best.pt")
+    name = next(iter(key for key in state["model_state"] if key.endswith("weight")))
+    checkpoint = copy_run_checkpoint(finished_run, tmp_path / "run", model_state={**state["model_state"], name: state["model_state"][name] * math.nan})
+    image = str(next((finished_run[0] / "images").iterdir()))
+    assert main(["predict", "--checkpoint", str(checkpoint), image, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    assert error_line(capsys) == f"segnet: error: {checkpoint}: damaged checkpoint: the weights {name} hold NaN or infinite values"
 
 
 @pytest.mark.parametrize(

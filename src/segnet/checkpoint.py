@@ -265,7 +265,7 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
 
     Raises:
         CheckpointError: the model does not take RGB images (what prediction, calibration and
-            export feed it), or the weights do not fit the model the checkpoint names.
+            export feed it), or the weights do not fit the model the checkpoint names or are not finite.
     """
     from segnet.model import build_model  # segnet.model needs nothing from here; imported late to keep this module light
 
@@ -278,6 +278,9 @@ def load_model(state: dict[str, Any], path: str | Path) -> nn.Module:
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit model {spec.name} ({first_line})") from error
+    broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:  # found by tests/test_run_files_fuzz.py: it would fail only at prediction, naming no file
+        raise CheckpointError(f"{path}: damaged checkpoint: the weights {', '.join(broken[:3])} hold NaN or infinite values")
     return model.eval()
 
 
