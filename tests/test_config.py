@@ -45,6 +45,7 @@ def test_default_learning_rate_depends_on_the_optimiser():
         (b"\xff\xfe\x00epochs: 2", "cannot read config ('utf-8' codec can't decode byte 0xff"),
         (b"1: 2\nbogus: 3\n", "unknown config keys [1, 'bogus']"),
         (b"0\n", "a config must be a mapping of option: value"),
+        (b"!!set option:\n", "not a valid YAML config at line 1, column 1: expected a mapping node, but found scalar"),  # found by fuzzing
     ],
 )
 def test_a_broken_yaml_file_is_one_line_naming_it(tmp_path, content, message):

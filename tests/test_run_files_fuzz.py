@@ -99,8 +99,9 @@ def containers(state: dict[str, Any]) -> list[tuple[Any, Any]]:
                 walk(node[key])
 
     walk(state)
-    weights = state["model_state"]
-    places += [(weights, key) for key in list(weights)[:3] + ["logit_offsets"] if key in weights]
+    weights = state.get("model_state")
+    if isinstance(weights, dict):
+        places += [(weights, key) for key in list(weights)[:3] + ["logit_offsets"] if key in weights]
     return places
 
 

@@ -100,7 +100,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
-        for key_node, _ in node.value:
+        # A tag such as !!set on a scalar gets here with no pairs: PyYAML refuses that below.
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, Hashable):
                 continue  # PyYAML refuses it below
