@@ -32,6 +32,7 @@ from segnet.data import Pair, read_split, write_split
 from segnet.errors import SegnetError
 from segnet.model import build_model
 from segnet.predict import OnnxModelInfo, Predictor
+from segnet.spec import ModelSpec
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
@@ -72,7 +73,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.di
 @pytest.fixture(scope="module")
 def valid_state() -> dict[str, Any]:
     torch.manual_seed(0)
-    model = build_model("segnet-basic", len(CLASSES))
+    model = build_model(ModelSpec("segnet-basic", len(CLASSES)))
     return {
         "format_version": 1,
         "model": {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1},
