@@ -35,7 +35,8 @@ from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 _MAX_PENDING_WRITES = 2
 
 
-# What predict writes per input STEM: STEM_<picture>.png for each picture, then STEM_objects.tif.
+# What predict writes per input STEM: STEM_<picture>.png for each picture (the last two with
+# uncertainty only), then STEM_objects.tif.
 PICTURES = ("mask", "overlay", "uncertainty", "uncertainty_overlay")
 OBJECTS_SUFFIX = "_objects.tif"
 COUNTS_FILE, OBJECTS_FILE = "counts.csv", "objects.csv"
@@ -129,20 +130,16 @@ def _write_outputs(
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
     num_classes = len(class_names)
     mask = proba.argmax(axis=0).astype(np.uint8)
-    outputs = {
-        "mask": Image.fromarray(mask, mode="L"),
-        "overlay": Image.fromarray(overlay(image, mask, num_classes), mode="RGB"),
-    }
+    pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(overlay(image, mask, num_classes), mode="RGB")]
     if with_uncertainty:
         # 65535 is the largest possible entropy, log(C): the same grey means the same
         # uncertainty in every image.
         max_entropy = math.log(num_classes) if num_classes > 1 else 1.0
         scaled = np.clip(predictive_entropy(proba) / max_entropy, 0.0, 1.0)
-        outputs["uncertainty"] = Image.fromarray(np.rint(scaled * 65535).astype(np.uint16))
-        outputs["uncertainty_overlay"] = Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB")
+        pictures.append(Image.fromarray(np.rint(scaled * 65535).astype(np.uint16)))
+        pictures.append(Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB"))
     written = []
-    for suffix, picture in outputs.items():
-        target = out_dir / f"{path.stem}_{suffix}.png"
+    for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES[: len(pictures)]), pictures):
         try:
             picture.save(target)
         except OSError as error:
@@ -154,7 +151,7 @@ def _write_outputs(
         objects = find_objects(mask, object_classes, min_area=min_area)
     except ValueError as error:
         raise DataError(path, str(error)) from error
-    labels_path = out_dir / f"{path.stem}_objects.tif"
+    labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
     write_object_labels(labels_path, objects, class_names)  # last: its presence marks a finished image
     written.append(labels_path)
     counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, pixel_size)
@@ -316,17 +313,21 @@ def predict_paths(
     return summary
 
 
+def _picture_paths(out_dir: Path, stem: str, pictures: Sequence[str]) -> list[Path]:
+    return [out_dir / f"{stem}_{picture}.png" for picture in pictures]
+
+
 def _outputs_complete(out_dir: Path, stem: str, pictures: Sequence[str]) -> bool:
     """Whether an earlier run wrote all of this image's outputs (the label image comes last)."""
-    names = [f"{stem}_{picture}.png" for picture in pictures] + [f"{stem}{OBJECTS_SUFFIX}"]
-    return all((out_dir / name).is_file() for name in names)
+    paths = _picture_paths(out_dir, stem, pictures) + [out_dir / f"{stem}{OBJECTS_SUFFIX}"]
+    return all(path.is_file() for path in paths)
 
 
 def _rebuild_rows(
     path: Path, image: np.ndarray, out_dir: Path, class_names: Sequence[str], pixel_size: float | None
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """The table rows of an image finished by an earlier run, from its mask and label image."""
-    mask_path = out_dir / f"{path.stem}_mask.png"
+    (mask_path,) = _picture_paths(out_dir, path.stem, PICTURES[:1])
     try:
         with Image.open(mask_path) as picture:
             mask = np.asarray(picture)
