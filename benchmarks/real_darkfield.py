@@ -1,6 +1,7 @@
 """Train with the project's defaults on the real darkfield images and score the held-out 10%.
 
-    python benchmarks/real_darkfield.py --data ../shared/darkfield
+    python benchmarks/real_darkfield.py --data ../shared/darkfield            # the seed-0 split
+    python benchmarks/real_darkfield.py --data ../shared/darkfield --seed 1   # another split (and seed)
 
 In the same run it trains the original notebook's recipe as a baseline, on the same split and
 scored the same way (every validation pixel at full resolution, one confusion matrix):
@@ -8,7 +9,9 @@ its 3-stage SegNet with BatchNorm+ReLU on the logits, images and masks resized t
 mask bilinearly, as the notebook did), Adam at lr 0.01, class weights 1 - frequency, no
 augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
 
-Prints both metric tables and a comparison, and writes OUT/summary.json.
+Both are also scored on objects and image-level presence (segnet.detection: object recall,
+precision and F1, sensitivity and specificity per class). Prints both metric tables and a
+comparison, and writes OUT/summary.json.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from segnet.config import load_config
 from segnet.data import find_pairs, load_pair, read_split
+from segnet.detection import DetectionScores
 from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run, format_metrics_table
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
@@ -80,22 +84,36 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
     minutes = (time.perf_counter() - started) / 60
     model.eval()
     confusion = ConfusionMatrix(num_classes)
+    detection = DetectionScores(range(1, num_classes))
     with torch.inference_mode():
         for pair in tqdm(val_pairs, desc="baseline: scoring", leave=False):
             image, mask = load_pair(pair, num_classes)
             logits = model((resize_tensor(image, "bilinear") / 255.0)[None].to(device))
             prediction = F.interpolate(logits.argmax(1, keepdim=True).float(), size=mask.shape, mode="nearest")[0, 0].long()
             confusion.update(torch.from_numpy(mask).long(), prediction.cpu())
+            detection.add(pair.stem, mask, prediction.cpu().numpy().astype(np.uint8))
     metrics = metrics_from_confusion(confusion.mat, class_names)
+    metrics.update(detection.sections(class_names))
     metrics["num_images"] = len(val_pairs)
     metrics["train_minutes"] = minutes
     return metrics
 
 
+def print_detection_comparison(ours: dict, theirs: dict) -> None:
+    """Object F1 and image-level sensitivity/specificity per class, project against baseline."""
+    print(f"\n{'objects and presence':<26} project  notebook")
+    for name in ours["objects"]:
+        for label, section, key in (("object F1", "objects", "f1"), ("sensitivity", "presence", "sensitivity"), ("specificity", "presence", "specificity")):
+            values = [scores[section][name][key] for scores in (ours, theirs)]
+            cells = ["-" if value is None else f"{value:.3f}" for value in values]
+            print(f"{name + ' ' + label:<26} {cells[0]:>7}  {cells[1]:>8}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="real darkfield folder")
-    parser.add_argument("--out", type=Path, default=Path("runs/real_darkfield"), help="output folder")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/real_darkfield, runs/real_darkfield_seed1 for --seed 1, ...)")
+    parser.add_argument("--seed", type=int, help="seed of the train/validation split and of training (default: the config default, 0)")
     parser.add_argument("--model", default="segnet-basic", help="model trained with the project's defaults")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for the project's model (default: the config default)")
     parser.add_argument("--val-every", type=int, default=None, help="validate every N epochs (default: the config default)")
@@ -103,11 +121,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--config", type=Path, help="YAML config for the project's model (flags win)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = Path("runs/real_darkfield" + (f"_seed{args.seed}" if args.seed else ""))
 
     run_dir = args.out / args.model
     config = load_config(
         args.config,
-        {"data": str(args.data), "out": str(run_dir), "model": args.model, "epochs": args.epochs, "val_every": args.val_every, "device": args.device},
+        {"data": str(args.data), "out": str(run_dir), "model": args.model, "epochs": args.epochs, "val_every": args.val_every, "device": args.device,
+         "seed": args.seed},
     )
     started = time.perf_counter()
     train(config, overwrite=True)
@@ -120,7 +141,7 @@ def main() -> None:
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
     summary = {"project": {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics, "metrics_without_tta": plain}}
-    print(f"\n== {args.model}, project defaults: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
+    print(f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
     print(format_metrics_table(metrics))
     ious = ", ".join(f"{name} {plain['per_class'][name]['iou']:.3f}" for name in config.classes)
     print(f"without TTA: mean IoU {plain['mean_iou']:.3f} ({ious})")
@@ -140,6 +161,7 @@ def main() -> None:
             ours, theirs = metrics["per_class"][name]["iou"], baseline["per_class"][name]["iou"]
             print(f"{name:<15} {ours if ours is None else f'{ours:.3f}':>7}  {theirs if theirs is None else f'{theirs:.3f}':>8}")
         print(f"{'mean IoU':<15} {metrics['mean_iou']:>7.3f}  {baseline['mean_iou']:>8.3f}")
+        print_detection_comparison(metrics, baseline)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nsummary: {args.out / 'summary.json'}")
 

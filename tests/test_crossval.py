@@ -19,6 +19,7 @@ from segnet.crossval import (
     train_cross_validation,
 )
 from segnet.data import find_pairs, read_image
+from segnet.detection import ObjectTally, PresenceTally
 from segnet.errors import SegnetError
 from segnet.metrics import metrics_from_confusion
 from segnet.predict import Ensemble, Predictor
@@ -49,6 +50,22 @@ def test_summary_mean_std_and_pooled():
     assert summary["pooled"]["global accuracy"] == pytest.approx(16 / 20)
     table = format_cv_table(summary)
     assert "fold 1" in table and "pooled" in table and "IoU cell" in table
+    assert "object F1 cell" not in summary["pooled"]  # training-time validations have no object scores
+
+
+def test_pooled_object_scores_sum_the_folds_tallies():
+    def fold(confusion, tally, image):
+        metrics = metrics_from_confusion(np.asarray(confusion), ["background", "cell"])
+        metrics["objects"] = {"cell": tally.to_dict()}
+        metrics["presence"] = {"cell": PresenceTally.of_image(image, tally).to_dict()}
+        return metrics
+
+    summary = summarize_folds([fold([[8, 0], [0, 2]], ObjectTally(4, 4, 4, 4), "a"), fold([[6, 2], [2, 0]], ObjectTally(1, 0, 0, 0), "b")])
+    assert summary["scores"]["object F1 cell"]["per_fold"] == [1.0, 0.0]
+    # Pooled from the summed tallies (recall 4/5, precision 4/4), not the mean of the folds' F1.
+    assert summary["pooled"]["object F1 cell"] == pytest.approx(2 * 0.8 / 1.8)
+    assert summary["pooled"]["sensitivity cell"] == 0.5
+    assert summary["pooled_metrics"]["presence"]["cell"]["missed_images"] == ["b"]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +109,10 @@ def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synth
         assert metrics["evaluation"]["checkpoint"] == str(run / f"fold_{k}" / "best.pt")
     summary = json.loads((run / "evaluation" / "cv_summary.json").read_text())
     assert np.sum(summary["pooled_metrics"]["confusion_matrix"]) == 12 * 48 * 48
-    assert "mean boundary F1" in summary["scores"]
+    assert "mean boundary F1" in summary["scores"] and "object F1 spirochete" in printed
+    fold_objects = [json.loads((run / "evaluation" / f"fold_{k}" / "metrics.json").read_text())["objects"] for k in (1, 2, 3)]
+    pooled = summary["pooled_metrics"]["objects"]["spirochete"]
+    assert pooled["true_objects"] == sum(objects["spirochete"]["true_objects"] for objects in fold_objects)
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_cross_validation_run(synthetic_dataset, tmp_path):

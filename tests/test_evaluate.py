@@ -19,6 +19,7 @@ from PIL import Image
 from segnet import DEFAULT_CLASSES
 from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.counting import clean_prediction, count_objects
+from segnet.detection import ObjectTally, PresenceTally, score_objects
 from segnet.data import find_pairs, read_mask, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_metrics_table
@@ -80,6 +81,7 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
     assert set(metrics["counts"]) == {"erythrocyte", "spirochete"}
     for agreement in metrics["counts"].values():
         assert set(agreement) == {"mean_absolute_error", "pearson_r", "mean_true", "mean_predicted"}
+    assert set(metrics["objects"]) == set(metrics["presence"]) == {"erythrocyte", "spirochete"}
     assert metrics["evaluation"]["model"] == "segnet-basic"
     assert metrics["evaluation"]["split"] == "val"
 
@@ -89,7 +91,8 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
     assert list(rows[0]) == [
         "image", "image_path", "mask_path", "pixel_accuracy", "mean_iou",
         "iou_background", "iou_erythrocyte", "iou_spirochete",
-        "true_count_erythrocyte", "pred_count_erythrocyte", "true_count_spirochete", "pred_count_spirochete",
+        "true_count_erythrocyte", "pred_count_erythrocyte", "found_erythrocyte", "correct_erythrocyte",
+        "true_count_spirochete", "pred_count_spirochete", "found_spirochete", "correct_spirochete",
     ]  # fmt: skip
     for stem in val_stems:
         prediction = np.asarray(Image.open(out / "predictions" / f"{stem}.png"))
@@ -117,9 +120,12 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
         assert float(row["pixel_accuracy"]) == pytest.approx(np.mean(truth == pred), abs=1e-5)
         true_counts = count_objects(truth, [1, 2], min_area=MIN_AREA)
         pred_counts = count_objects(clean_prediction(pred), [1, 2], min_area=MIN_AREA)
+        objects = score_objects(truth, pred, [1, 2], min_area=MIN_AREA)
         for class_id, name in ((1, "erythrocyte"), (2, "spirochete")):
             assert int(row[f"true_count_{name}"]) == true_counts[class_id]
             assert int(row[f"pred_count_{name}"]) == pred_counts[class_id]
+            assert int(row[f"found_{name}"]) == objects[class_id].found
+            assert int(row[f"correct_{name}"]) == objects[class_id].correct
         for c, name in enumerate(CLASSES):
             union = np.count_nonzero((truth == c) | (pred == c))
             cell = row[f"iou_{name}"]
@@ -131,6 +137,16 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
     for name, agreement in metrics["counts"].items():
         assert agreement["mean_true"] == pytest.approx(np.mean([int(row[f"true_count_{name}"]) for row in rows]))
         assert agreement["mean_predicted"] == pytest.approx(np.mean([int(row[f"pred_count_{name}"]) for row in rows]))
+    for name, entry in metrics["objects"].items():
+        # The whole-set object scores are the sums of the per-image rows.
+        total = ObjectTally(*(sum(int(row[f"{column}_{name}"]) for row in rows) for column in ("true_count", "found", "pred_count", "correct")))
+        assert entry == total.to_dict()
+        presence = metrics["presence"][name]
+        holds = [row["image"] for row in rows if int(row[f"true_count_{name}"]) > 0]
+        said = [row["image"] for row in rows if int(row[f"pred_count_{name}"]) > 0]
+        assert presence["images_with"] + presence["images_without"] == len(rows)
+        assert presence["missed_images"] == [image for image in holds if image not in said]
+        assert presence["false_alarm_images"] == [image for image in said if image not in holds]
     supports = [metrics["per_class"][name]["support"] for name in CLASSES]
     assert supports == confusion.sum(axis=1).tolist()
 
@@ -138,7 +154,8 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
 def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dict]) -> None:
     table = format_metrics_table(evaluated[2])
     for text in ("IoU", "precision", "dice", "BF1", "support", "global accuracy", "class-average accuracy", "mean IoU",
-                 "frequency-weighted IoU", "mean boundary F1", "count MAE", "count r", *CLASSES):
+                 "frequency-weighted IoU", "mean boundary F1", "count MAE", "count r", "true objects", "found", "recall",
+                 "F1", "sensitivity", "specificity", "missed in", "said present in", *CLASSES):
         assert text in table
     assert f"{evaluated[2]['mean_iou']:.3f}" in table
     assert "None" not in table and "nan" not in table
@@ -191,9 +208,14 @@ def test_undefined_scores_are_dashes() -> None:
         },
         "boundary_f1": {"mean": 1.0, "per_class": {"background": 1.0, "cell": None}},
         "counts": {"cell": {"mean_absolute_error": 0.0, "pearson_r": None, "mean_true": 0.0, "mean_predicted": 0.0}},
+        "objects": {"cell": ObjectTally().to_dict()},
+        "presence": {"cell": PresenceTally.of_image("001", ObjectTally()).to_dict()},
     }
     table = format_metrics_table(metrics)
-    per_class_line, count_line = [line.split() for line in table.splitlines() if line.startswith("cell ")]
+    per_class_line, count_line, object_line, presence_line = [line.split() for line in table.splitlines() if line.startswith("cell ")]
     assert per_class_line == ["cell", "-", "-", "-", "-", "-", "0"]
     assert count_line == ["cell", "0.00", "-", "0.0", "0.0"]
+    assert object_line == ["cell", "0", "0", "0", "0", "-", "-", "-"]
+    assert presence_line == ["cell", "0", "-", "1", "1.000"]
+    assert "cell: missed in none; said present in none" in table
     assert "2,304" in table

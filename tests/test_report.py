@@ -59,6 +59,13 @@ def test_report_is_one_self_contained_page(report: Path) -> None:
     for text in (*CLASSES, "segnet-basic", "mean IoU", "Confusion matrix", "Training curves", "Error map"):
         assert text in page
     assert "All 4 images by mean IoU, worst first" in page
+    metrics = json.loads((report.parent / "evaluation" / "metrics.json").read_text())
+    assert "Objects found and image-level presence" in page and "sensitivity" in page
+    spirochete = metrics["objects"]["spirochete"]
+    cells = [spirochete[key] for key in ("true_objects", "predicted_objects", "found", "correct")]
+    assert "<td>spirochete</td>" + "".join(f"<td>{value}</td>" for value in cells) in page
+    for name in metrics["presence"]["spirochete"]["false_alarm_images"]:
+        assert name in page.split("said present in", 1)[1]
 
 
 def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def _split_cores(distance: np.ndarray, core_fraction: float) -> np.ndarray:
     return cores
 
 
-def count_objects(
+def label_classes(
     mask: np.ndarray,
     class_ids: Sequence[int],
     *,
@@ -207,12 +207,12 @@ def count_objects(
     min_area_fraction: float = 5e-5,
     split_touching: Collection[int] = SPLIT_CLASSES,
     core_fraction: float = 0.8,
-) -> dict[int, int]:
-    """Number of objects of each class in an ``(H, W)`` class mask.
+) -> dict[int, tuple[np.ndarray, int]]:
+    """The counted objects of each class in an ``(H, W)`` class mask: ``{class: (labels, count)}``.
 
     Objects are 8-connected components of at least ``max(min_area, min_area_fraction * H * W)``
     pixels; classes in ``split_touching`` have touching objects split at EDT necks (module
-    docstring).
+    docstring). ``labels`` is as :func:`label_objects` returns it.
     """
     return {
         class_id: label_objects(
@@ -222,9 +222,25 @@ def count_objects(
             min_area_fraction=min_area_fraction,
             split=class_id in split_touching,
             core_fraction=core_fraction,
-        )[1]
+        )
         for class_id in class_ids
     }
+
+
+def count_objects(
+    mask: np.ndarray,
+    class_ids: Sequence[int],
+    *,
+    min_area: int = 30,
+    min_area_fraction: float = 5e-5,
+    split_touching: Collection[int] = (1,),
+    core_fraction: float = 0.8,
+) -> dict[int, int]:
+    """Number of objects of each class in an ``(H, W)`` class mask (the objects of :func:`label_classes`)."""
+    labelled = label_classes(
+        mask, class_ids, min_area=min_area, min_area_fraction=min_area_fraction, split_touching=split_touching, core_fraction=core_fraction
+    )
+    return {class_id: count for class_id, (_, count) in labelled.items()}
 
 
 def coverage(mask: np.ndarray, class_ids: Sequence[int]) -> dict[int, float]:

@@ -7,7 +7,8 @@ that never trained on it. ``segnet train --folds K`` writes::
     RUN/folds.json       K, the seed, and the validation stems of each fold
     RUN/fold_k/          an ordinary run folder (k = 1..K): split.json, best.pt, history.csv, ...
     RUN/cv_summary.json  each metric per fold, its mean and sample standard deviation (ddof=1),
-                         and "pooled": the metrics of the fold confusion matrices summed
+                         and "pooled": the metrics of the fold confusion matrices summed (and,
+                         from an evaluation, of the folds' object and presence tallies summed)
 
 ``segnet evaluate --checkpoint RUN --data DIR`` scores every fold's ``best.pt`` on its own fold
 (``RUN/evaluation/fold_k/``, the usual evaluation files) and summarises them the same way in
@@ -30,6 +31,7 @@ from segnet import distributed as dist
 from segnet.checkpoint import write_text_atomically
 from segnet.config import TrainConfig
 from segnet.data import Pair
+from segnet.detection import pooled_detection
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_score, text_table
 from segnet.metrics import metrics_from_confusion
@@ -183,7 +185,7 @@ def read_best_metrics(run_dir: Path) -> dict[str, Any]:
 
 def fold_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The scores summarised across folds, by row label: whole-image scores, per-class IoU, and
-    (from an evaluation) mean boundary F1 and count errors."""
+    (from an evaluation) mean boundary F1, count errors, object F1 and image-level presence."""
     scores: dict[str, float | None] = {label: metrics[key] for label, key in WHOLE_IMAGE_SCORES}
     for name in metrics["classes"]:
         scores[f"IoU {name}"] = metrics["per_class"][name]["iou"]
@@ -191,6 +193,11 @@ def fold_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
         scores["mean boundary F1"] = metrics["boundary_f1"]["mean"]
     for name, agreement in metrics.get("counts", {}).items():
         scores[f"count MAE {name}"] = agreement["mean_absolute_error"]
+    for name, objects in metrics.get("objects", {}).items():
+        scores[f"object F1 {name}"] = objects["f1"]
+    for name, presence in metrics.get("presence", {}).items():
+        scores[f"sensitivity {name}"] = presence["sensitivity"]
+        scores[f"specificity {name}"] = presence["specificity"]
     return scores
 
 
@@ -212,7 +219,8 @@ def summarize_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "std": float(defined.std(ddof=1)) if defined.size >= 2 else None,
         }
     pooled_confusion = np.sum([np.asarray(metrics["confusion_matrix"], dtype=np.int64) for metrics in per_fold], axis=0)
-    pooled = metrics_from_confusion(pooled_confusion, class_names)
+    # Object and presence tallies add over folds like the confusion matrices (segnet.detection).
+    pooled = {**metrics_from_confusion(pooled_confusion, class_names), **pooled_detection(per_fold)}
     return {
         "folds": len(per_fold),
         "classes": class_names,
@@ -240,7 +248,7 @@ def format_cv_table(summary: dict[str, Any]) -> str:
         )
     note = (
         f"{folds}-fold cross-validation: std is the sample standard deviation over folds; pooled scores one "
-        "confusion matrix summed over the folds (every image predicted once, by the model that did not train on it)"
+        "confusion matrix (and object tally) summed over the folds (every image predicted once, by the model that did not train on it)"
     )
     return text_table(header, rows) + "\n" + note + "\n"
 

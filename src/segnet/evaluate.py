@@ -7,7 +7,12 @@ full size, never resized, and writes to the evaluation folder (default ``RUN/eva
                         (segnet.metrics.metrics_from_confusion), plus num_images, boundary_f1,
                         counts (per counted class: mean_absolute_error, pearson_r, mean_true,
                         mean_predicted) and evaluation (what was evaluated, how and when)
-    per_image.csv       one row per image: pixel accuracy, mean IoU, per-class IoU, object counts
+                        objects (per counted class: true and predicted objects, found, correct,
+                        object recall, precision and F1; segnet.detection) and presence (per
+                        counted class: image-level sensitivity, specificity and the images missed
+                        or falsely said to hold it)
+    per_image.csv       one row per image: pixel accuracy, mean IoU, per-class IoU, object counts,
+                        objects found and predicted objects correct
     predictions/STEM.png  the predicted class index of every pixel (one-channel PNG)
 
 The report (``segnet.report``) is drawn from these files alone, without running the model again.
@@ -28,8 +33,9 @@ from tqdm import tqdm
 
 from segnet.checkpoint import load_checkpoint, model_spec, write_text_atomically
 from segnet.config import TrainConfig
-from segnet.counting import clean_prediction, count_agreement, count_objects
+from segnet.counting import count_agreement
 from segnet.data import Pair, find_pairs, load_pair, read_split
+from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
 from segnet.predict import Predictor
@@ -101,6 +107,7 @@ def evaluate_run(
     boundary = BoundaryF1(class_names, ignore_index=ignore_index)
     true_counts: dict[int, list[int]] = {c: [] for c in counted}
     pred_counts: dict[int, list[int]] = {c: [] for c in counted}
+    detection = DetectionScores(counted, min_area=min_area, ignore_index=ignore_index)
     rows = []
     for pair in tqdm(pairs, desc="evaluating", unit="image", disable=not progress):
         image, truth = load_labelled_pair(pair, num_classes, ignore_index, palette)
@@ -114,15 +121,11 @@ def evaluate_run(
         image_confusion.update(torch.from_numpy(truth), torch.from_numpy(pred))
         total.mat += image_confusion.mat
         boundary.update(truth, pred)
-        # Objects are counted only where the truth is labelled, so an unlabelled region cannot
-        # add predicted objects that the truth has no chance to contain.
-        counted_pred = pred if ignore_index is None else np.where(truth == ignore_index, ignore_index, pred).astype(np.uint8)
-        image_true = count_objects(truth, counted, min_area=min_area)
-        image_pred = count_objects(clean_prediction(counted_pred), counted, min_area=min_area)
-        for c in counted:
-            true_counts[c].append(image_true[c])
-            pred_counts[c].append(image_pred[c])
-        rows.append(_per_image_row(pair, metrics_from_confusion(image_confusion.mat, class_names), image_true, image_pred, class_names))
+        image_objects = detection.add(pair.stem, truth, pred)
+        for c, tally in image_objects.items():
+            true_counts[c].append(tally.true_objects)
+            pred_counts[c].append(tally.predicted_objects)
+        rows.append(_per_image_row(pair, metrics_from_confusion(image_confusion.mat, class_names), image_objects, class_names))
 
     metrics = metrics_from_confusion(total.mat, class_names)
     metrics["num_images"] = len(pairs)
@@ -135,6 +138,7 @@ def evaluate_run(
         }
         for c in counted
     }
+    metrics.update(detection.sections(class_names))
     metrics["evaluation"] = {
         "checkpoint": str(checkpoint),
         "model": model_spec(state).name,
@@ -149,6 +153,7 @@ def evaluate_run(
         "ignore_index": ignore_index,
         "mask_palette": palette,
         "min_area": min_area,
+        "object_match_share": MATCH_SHARE,
         "evaluated_at": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
     }
     write_text_atomically(out_dir / METRICS_FILE, json.dumps(metrics, indent=2), "metrics")
@@ -213,9 +218,7 @@ def _file_time(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def _per_image_row(
-    pair: Pair, image_metrics: dict, true_counts: dict[int, int], pred_counts: dict[int, int], class_names: Sequence[str]
-) -> dict[str, object]:
+def _per_image_row(pair: Pair, image_metrics: dict, objects: dict[int, ObjectTally], class_names: Sequence[str]) -> dict[str, object]:
     row: dict[str, object] = {
         "image": pair.stem,
         "image_path": str(pair.image),
@@ -225,9 +228,11 @@ def _per_image_row(
     }
     for name in class_names:
         row[f"iou_{name}"] = image_metrics["per_class"][name]["iou"]
-    for c in true_counts:
-        row[f"true_count_{class_names[c]}"] = true_counts[c]
-        row[f"pred_count_{class_names[c]}"] = pred_counts[c]
+    for c, tally in objects.items():
+        row[f"true_count_{class_names[c]}"] = tally.true_objects
+        row[f"pred_count_{class_names[c]}"] = tally.predicted_objects
+        row[f"found_{class_names[c]}"] = tally.found
+        row[f"correct_{class_names[c]}"] = tally.correct
     return row
 
 
@@ -235,7 +240,7 @@ def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Seq
     columns = ["image", "image_path", "mask_path", "pixel_accuracy", "mean_iou"]
     columns += [f"iou_{name}" for name in class_names]
     for c in counted:
-        columns += [f"true_count_{class_names[c]}", f"pred_count_{class_names[c]}"]
+        columns += [f"{column}_{class_names[c]}" for column in ("true_count", "pred_count", "found", "correct")]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -250,6 +255,8 @@ def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Seq
 
 PER_CLASS_HEADER = ("class", "IoU", "accuracy", "precision", "dice", "BF1", "support (px)")
 COUNT_HEADER = ("class", "count MAE", "count r", "mean true", "mean predicted")
+OBJECT_HEADER = ("class", "true objects", "predicted", "found", "correct", "recall", "precision", "F1")
+PRESENCE_HEADER = ("class", "images with", "sensitivity", "images without", "specificity")
 
 
 def format_score(value: float | None, digits: int = 3) -> str:
@@ -300,6 +307,51 @@ def count_rows(metrics: dict) -> list[list[str]]:
     ]
 
 
+def object_rows(metrics: dict) -> list[list[str]]:
+    """One row per counted class, in the columns of :data:`OBJECT_HEADER` (segnet.detection)."""
+    return [
+        [
+            name,
+            *(str(tally[key]) for key in ("true_objects", "predicted_objects", "found", "correct")),
+            *(format_score(tally[key]) for key in ("recall", "precision", "f1")),
+        ]
+        for name, tally in metrics.get("objects", {}).items()
+    ]
+
+
+def presence_rows(metrics: dict) -> list[list[str]]:
+    """One row per counted class, in the columns of :data:`PRESENCE_HEADER`."""
+    return [
+        [
+            name,
+            str(presence["images_with"]),
+            format_score(presence["sensitivity"]),
+            str(presence["images_without"]),
+            format_score(presence["specificity"]),
+        ]
+        for name, presence in metrics.get("presence", {}).items()
+    ]
+
+
+def presence_errors(metrics: dict) -> list[str]:
+    """Per counted class, the images its presence is wrong on, by name (one line per class)."""
+    return [
+        f"{name}: missed in {', '.join(presence['missed_images']) or 'none'}; "
+        f"said present in {', '.join(presence['false_alarm_images']) or 'none'}"
+        for name, presence in metrics.get("presence", {}).items()
+    ]
+
+
+def object_rule(metrics: dict) -> str:
+    """The matching rule of the object table in one sentence, with the share it was scored at."""
+    share = metrics.get("evaluation", {}).get("object_match_share", MATCH_SHARE)
+    return (
+        f"a true object is found when predicted objects of its class cover at least {share:.0%} of it, or at least "
+        f"{share:.0%} of one of them lies inside it; a predicted object is correct when at least {share:.0%} of it "
+        "lies on true objects of its class"
+    )
+
+
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table with a rule under ``header``, columns padded to their widest cell."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
@@ -310,7 +362,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_metrics_table(metrics: dict) -> str:
-    """The metrics of ``metrics.json`` as a readable plain-text table (per class, summary, counts)."""
+    """The metrics of ``metrics.json`` as readable plain-text tables (per class, summary, counts,
+    objects, image-level presence)."""
     parts = [text_table(PER_CLASS_HEADER, per_class_rows(metrics))]
     summary = summary_rows(metrics)
     label_width = max(len(label) for label, _ in summary)
@@ -320,4 +373,11 @@ def format_metrics_table(metrics: dict) -> str:
         min_area = metrics.get("evaluation", {}).get("min_area")
         title = "object counts per image" + (f" (objects of at least {min_area} px; predicted masks cleaned first)" if min_area is not None else "")
         parts.append(title + "\n" + text_table(COUNT_HEADER, counts))
+    objects = object_rows(metrics)
+    if objects:
+        parts.append(f"objects ({object_rule(metrics)})\n" + text_table(OBJECT_HEADER, objects))
+    presence = presence_rows(metrics)
+    if presence:
+        title = "image-level presence (an image holds a class when it has one of its objects)"
+        parts.append("\n".join([title, text_table(PRESENCE_HEADER, presence), *presence_errors(metrics)]))
     return "\n\n".join(parts) + "\n"

@@ -2,9 +2,9 @@
 
 ``write_report`` reads a run folder and its evaluation folder (written by
 ``segnet.evaluate.evaluate_run``) and writes ``RUN/report.html``: training curves, the metric
-tables, the confusion matrix, the count agreement and the worst and best images. Every picture is
-embedded as a base64 PNG and the page loads nothing from elsewhere, so it opens from disk, can be
-mailed, and stays readable offline.
+tables, the confusion matrix, the count agreement, object detection and image-level presence, and
+the worst and best images. Every picture is embedded as a base64 PNG and the page loads nothing
+from elsewhere, so it opens from disk, can be mailed, and stays readable offline.
 
 Plots use matplotlib's object API (``Figure``, drawn by the Agg renderer) rather than pyplot, so
 no GUI backend is touched and no figure outlives the call (training redraws the curves every epoch).
@@ -35,13 +35,19 @@ from segnet.errors import DataError
 from segnet.evaluate import (
     COUNT_HEADER,
     METRICS_FILE,
+    OBJECT_HEADER,
     PER_CLASS_HEADER,
     PER_IMAGE_FILE,
     PREDICTIONS_FOLDER,
+    PRESENCE_HEADER,
     count_rows,
     evaluate_run,
     load_labelled_pair,
+    object_rows,
+    object_rule,
     per_class_rows,
+    presence_errors,
+    presence_rows,
     summary_rows,
 )
 from segnet.predict import class_palette, colorize
@@ -463,6 +469,17 @@ def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) 
             + f'<div class="plot">{_img(_figure_png(_count_figure(rows, metrics["counts"])), "true against predicted counts")}</div>'
         )
 
+    detection = '<p class="note">No object scores: evaluate again to add them.</p>'
+    if metrics.get("objects"):
+        errors = "".join(f"<li>{html.escape(line)}</li>" for line in presence_errors(metrics))
+        detection = (
+            f'<div class="tables">{_html_table(OBJECT_HEADER, object_rows(metrics))}{_html_table(PRESENCE_HEADER, presence_rows(metrics))}</div>'
+            f'<p class="note">Objects are those counted above (predicted masks cleaned first); {html.escape(object_rule(metrics))}. '
+            "Recall, precision and F1 are over all objects of all evaluated images. An image holds a class when it has "
+            "one of its objects; sensitivity and specificity are over images. Images where presence is wrong:</p>"
+            f'<ul class="note">{errors}</ul>'
+        )
+
     sections = [
         _header(run_name, metrics),
         f"<section><h2>Training curves</h2>{curves}</section>",
@@ -473,6 +490,7 @@ def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) 
         "(tolerance 0.75% of the image diagonal), averaged over images; a dash means undefined (class absent).</p></section>",
         f'<section><h2>Confusion matrix</h2><div class="plot">{confusion}</div></section>',
         f"<section><h2>Object counts per image</h2>{counts}</section>",
+        f"<section><h2>Objects found and image-level presence</h2>{detection}</section>",
         _gallery_section(rows, evaluation_dir, class_names, evaluation),
     ]
     page = (
