@@ -460,6 +460,10 @@ FORGERIES = {
         {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3}}, "model.num_classes: Input should be a valid integer"
     ),
     "std has two numbers": ({"normalization": {"mean": [0.1] * 3, "std": [0.2, 0.2]}}, "normalization.std: List should have at least 3 items"),
+    "a tensor for a mean": (  # found by fuzzing: pydantic's strict float takes anything with __float__
+        {"normalization": {"mean": [torch.tensor([0.1]), 0.1, 0.1], "std": [0.2] * 3}},
+        "normalization.mean.0: Value error, Input should be a number, not Tensor",
+    ),
     "a class too many": ({"class_names": ["a", "b", "c", "d"]}, "class_names ['a', 'b', 'c', 'd'] are not 3 distinct names"),
     "format_version is text": ({"format_version": "1"}, "not a segnet checkpoint (format version '1' is not a positive whole number)"),
     "unknown model": ({"model": {"name": "resnet", "num_classes": 3, "in_channels": 3}}, "checkpoint of an unknown model 'resnet'; segnet builds segnet, "),

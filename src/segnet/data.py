@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import AllowInfNan, Field
+from pydantic import AllowInfNan, BeforeValidator, Field
 
 from segnet.errors import DataError
 
@@ -31,7 +31,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_FOLDERS = ("masks", "flattened_masks")
 IGNORE_INDEX = 255
 """Mask value for pixels that carry no label (crop padding); the loss and the metrics skip them."""
-FiniteNumber = Annotated[float, AllowInfNan(False)]
+
+
+def _plain_number(value: object) -> object:
+    """Refuse what is no int or float: pydantic's strict float still takes anything with __float__ (a tensor)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"Input should be a number, not {type(value).__name__}")
+    return value
+
+
+FiniteNumber = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(False)]
 ChannelMeans = Annotated[list[FiniteNumber], Field(min_length=3, max_length=3)]
 ChannelStds = Annotated[list[Annotated[FiniteNumber, Field(gt=0)]], Field(min_length=3, max_length=3)]
 """Types (for pydantic) of a model's normalisation as checkpoints and ONNX files store it: per RGB channel on [0, 1]."""
