@@ -212,3 +212,59 @@ def test_grad_clip_and_patience_are_validated():
         load_config(None, {"grad_clip": 0})
     with pytest.raises(SegnetError, match="patience must be at least 1"):
         load_config(None, {"patience": 0})
+
+
+def test_tiny_time_budget_trains_one_validated_epoch_and_says_so(synthetic_dataset, tmp_path):
+    lines = []
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=5, time_budget=0.001), progress_log=lines.append)
+    assert any("time budget 0.001 min: 1 epoch fit" in line and "schedule ends at epoch 1" in line for line in lines), lines
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["epochs"] == 1 and config["time_budget"] == 0.001
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 1
+    # The epoch the budget made the last one was validated, so it is best.pt.
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and json.loads((run / "best_metrics.json").read_text())["epoch"] == 1
+
+
+def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthetic_dataset, tmp_path, monkeypatch):
+    import segnet.budget
+
+    monkeypatch.setattr(segnet.budget.TimeBudget, "fit", lambda self, epochs_done, now=None: 3)
+    budgeted, fixed = tmp_path / "budgeted", tmp_path / "fixed"
+    common = {"val_every": 3, "deterministic": True, "calibration_images": 0}
+    train(tiny_config(synthetic_dataset, budgeted, epochs=9, time_budget=60, **common), progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, fixed, epochs=3, **common), progress_log=lambda *a: None)
+
+    def learning_rates(run):
+        with (run / "history.csv").open(newline="") as handle:
+            return [row["lr"] for row in csv.DictReader(handle)]
+
+    assert learning_rates(budgeted) == learning_rates(fixed) and len(learning_rates(fixed)) == 3
+    # Every step's learning rate matched, the first after the refit included: the same weights.
+    ours, theirs = load_checkpoint(budgeted / "last.pt")["model_state"], load_checkpoint(fixed / "last.pt")["model_state"]
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+def test_time_budget_is_validated():
+    with pytest.raises(SegnetError, match="time_budget must be a positive number of minutes"):
+        load_config(None, {"time_budget": 0})
+
+
+def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
+    from segnet.budget import TimeBudget
+    from segnet.train import fit_schedule_to_budget, lr_lambda
+
+    config = load_config(None, {"epochs": 9, "time_budget": 1, "warmup_epochs": 0})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(9 * 4, 0, "cosine"))
+    for _ in range(8):  # two epochs of 4 steps
+        optimizer.step()
+        scheduler.step()
+    budget = TimeBudget(1)
+    budget.record_training(1.0)
+    fit_schedule_to_budget(config, 3, scheduler, 4, budget, tmp_path, lambda *a: None)
+    assert config.epochs == 3 and yaml.safe_load((tmp_path / "config.yaml").read_text())["epochs"] == 3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(8))
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(9))

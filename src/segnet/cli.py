@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default: {DEFAULT_MODEL})")
     train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
     train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 60)")
+    train.add_argument(
+        "--time-budget", type=float, metavar="MINUTES",
+        help="train for this many minutes of wall-clock time instead of --epochs: the epoch count and the learning-rate schedule "
+        "are fitted to it from the measured epoch time (logged, and written to config.yaml); per fold with --folds",
+    )
     train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 4)")
     train.add_argument(
         "--image-size", type=_positive_int,
@@ -238,7 +243,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {
         key: getattr(args, key)
         for key in (
-            "data", "out", "model", "classes", "epochs", "batch_size", "image_size", "downsample", "lr", "optimizer", "schedule",
+            "data", "out", "model", "classes", "epochs", "time_budget", "batch_size", "image_size", "downsample", "lr", "optimizer", "schedule",
             "class_weights", "loss", "calibration_images", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
             "compile", "grad_clip", "patience", "deterministic", "tensorboard", "skip_bad",
         )

@@ -32,6 +32,7 @@ class TrainConfig:
     pretrained: str | None = None  # local VGG16-BN state dict for the segnet encoder
 
     epochs: int = 60  # segnet-basic at downsample 3 on the real images: about 50 minutes on 2 CPU cores
+    time_budget: float | None = None  # minutes of training; the epoch count is fitted to it (segnet.budget); None: train `epochs`
     batch_size: int = 4  # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     image_size: int | None = None  # training crop side; None: from the fingerprint
     downsample: int | None = None  # the model works at 1/downsample resolution; None: from the thinnest class's thickness
@@ -165,6 +166,8 @@ def validate(config: TrainConfig) -> None:
         raise SegnetError(f"image_size must be at least 16, got {config.image_size}")
     if config.downsample is not None and config.downsample < 1:
         raise SegnetError(f"downsample must be at least 1, got {config.downsample}")
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise SegnetError(f"time_budget must be a positive number of minutes, got {config.time_budget}")
     if config.patience is not None and config.patience < 1:
         raise SegnetError(f"patience must be at least 1 epoch, got {config.patience}")
     if config.grad_clip is not None and not config.grad_clip > 0:

@@ -38,6 +38,8 @@ default where the CPU or GPU computes bf16 natively), ``--channels-last`` (defau
 ``--compile`` (torch.compile; off by default: it compiles for a minute or more before the first
 step). ``--patience N`` stops after N epochs without a better validation mean IoU,
 ``--grad-clip`` clips the gradient norm, ``--tensorboard`` logs to ``RUN/tensorboard``.
+``--time-budget MINUTES`` replaces the epoch count by a wall-clock budget: the count and the
+learning-rate schedule are refitted after every epoch's steps (``segnet.budget``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from segnet import distributed as dist
+from segnet.budget import TimeBudget
 from segnet.check import check_dataset, format_problems
 from segnet.calibration import CALIBRATION_FILE, calibrate_checkpoint, format_calibration
 from segnet.checkpoint import (
@@ -341,20 +344,50 @@ def append_history(path: Path, row: dict[str, Any]) -> None:
         raise SegnetError(describe_write_error(path, error, "training history")) from error
 
 
-def truncate_history(path: Path, epochs_done: int) -> None:
-    """On resume, drop rows of epochs after the checkpoint (they will be trained again).
+def truncate_history(path: Path, epochs_done: int) -> float:
+    """On resume, drop rows of epochs after the checkpoint (they will be trained again); returns
+    the seconds the kept epochs took (what a time budget has spent).
 
     Rewritten atomically: a run killed while resuming keeps its history. Rows that do not parse
     (a write cut short by a crash) are dropped with the epochs to redo.
     """
     if not path.exists():
-        return
+        return 0.0
     with path.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
     with atomic_write(path, "training history") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    return sum(float(row.get("epoch_seconds") or 0) for row in rows)
+
+
+def fit_schedule_to_budget(
+    config: TrainConfig,
+    epochs: int,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    steps_per_epoch: int,
+    budget: TimeBudget,
+    run_dir: Path,
+    log: Callable[..., None],
+) -> None:
+    """Set the run's epoch count to ``epochs`` (segnet.budget): the learning-rate schedule now ends
+    there, and RUN/config.yaml says so."""
+    config.epochs = epochs
+    factor = lr_lambda(epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
+    scheduler.lr_lambdas = [factor] * len(scheduler.lr_lambdas)
+    # The scheduler has already set the next step's rate from the old count: set it from the new one.
+    for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
+    if dist.is_main_process():
+        with atomic_write(run_dir / "config.yaml", "run config") as temporary:
+            save_config(config, temporary)
+    log(
+        f"time budget {config.time_budget:g} min: {epochs} epoch{'' if epochs == 1 else 's'} fit ({budget.epoch_time:.0f}s per epoch, "
+        f"{max(0.0, budget.seconds_left()) / 60:.1f} min left, {budget.reserve / 60:.1f} min kept for the last validation "
+        "and calibration); "
+        f"the {config.schedule} learning-rate schedule ends at epoch {epochs}"
+    )
 
 
 def write_curves(run_dir: Path) -> None:
@@ -515,6 +548,8 @@ def train(
         check_compatible(resumed, config.model, class_names, run_dir / "last.pt", config.downsample)
         # An automatic resolution resumes at the run's own, even where today's rule would pick another.
         config.downsample = model_spec(resumed).downsample
+        if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
+            config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
 
     train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
     if config.patience and not val_pairs:
@@ -563,7 +598,7 @@ def train(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
 
-    start_epoch, best_score, best_epoch = 0, None, None
+    start_epoch, best_score, best_epoch, spent_before = 0, None, None, 0.0
     if resumed is not None:
         model_without_ddp.load_state_dict(resumed["model_state"])
         optimizer.load_state_dict(resumed["optimizer_state"])
@@ -573,14 +608,15 @@ def train(
         best_epoch = resumed.get("best_epoch", start_epoch if best_score is not None else None)
         del resumed  # the weights now live in the model and optimizer
         if main_process:
-            truncate_history(run_dir / "history.csv", start_epoch)
+            spent_before = truncate_history(run_dir / "history.csv", start_epoch)
         log(f"resuming after epoch {start_epoch} (best validation mean IoU so far: {best_score})")
     per_process_batch = max(1, config.batch_size // dist.world_size())
     log(
         f"model {config.model} ({sum(p.numel() for p in model_without_ddp.parameters()):,} parameters) on {device}, "
         f"{dist.world_size()} process(es) x batch {per_process_batch}; crops {config.image_size}px"
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
-        f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "
+        f"{config.optimizer} lr {config.learning_rate:g}, "
+        f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
         f"{'mixed precision ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'float32'}"
         f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
         f"{', deterministic' if config.deterministic else ''}"
@@ -601,8 +637,14 @@ def train(
             scheduler_state=scheduler.state_dict(),
         )
 
+    budget = None
+    if config.time_budget:
+        calibration_images = min(config.calibration_images, len(train_pairs))
+        budget = TimeBudget(config.time_budget, config.val_every, len(val_pairs), calibration_images, spent_before)
     digest = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
+    epoch = start_epoch
+    while epoch < config.epochs:  # a time budget refits config.epochs after every epoch
+        epoch += 1
         if config.patience and best_epoch is not None and epoch - 1 - best_epoch >= config.patience:
             log(
                 f"early stopping after epoch {epoch - 1}: the validation mean IoU has not improved for "
@@ -625,8 +667,15 @@ def train(
         dist.broadcast_buffers(model_without_ddp)
         if dist.world_size() > 1:
             digest = dist.check_replicas_in_sync(model_without_ddp)
+        if budget is not None:  # before validation: an epoch the fit makes the last one is validated
+            budget.record_training(time.perf_counter() - started)
+            # Rank 0's clock decides for every process, so all train the same epochs.
+            fitted = dist.all_gather_object(budget.fit(epoch))[0]
+            if fitted != config.epochs:
+                fit_schedule_to_budget(config, fitted, scheduler, steps_per_epoch, budget, run_dir, log)
         metrics = None
         if val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
+            validation_started = time.perf_counter()
             try:
                 metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
             except torch.OutOfMemoryError as error:
@@ -636,6 +685,8 @@ def train(
                     f"validating whole held-out images (up to {largest[1]}x{largest[0]} px; validation does not crop): "
                     "use --amp, a smaller --model, or smaller images",
                 ) from error
+            if budget is not None:
+                budget.record_validation(time.perf_counter() - validation_started)
         seconds = time.perf_counter() - started
         improved = metrics is not None and metrics["mean_iou"] is not None and (best_score is None or metrics["mean_iou"] > best_score)
         if improved:
