@@ -93,15 +93,16 @@ def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path)
 
 
 def test_nan_loss_stops_with_a_clear_message(synthetic_dataset, tmp_path):
+    # An infinite rate is refused by the config now; an absurd finite one still diverges.
     with pytest.raises(SegnetError, match="training loss became nan"):
-        train(tiny_config(synthetic_dataset, tmp_path / "run", lr=float("inf")), progress_log=lambda *a: None)
+        train(tiny_config(synthetic_dataset, tmp_path / "run", lr=1e30), progress_log=lambda *a: None)
 
 
 def test_data_defaults_follow_the_fingerprint():
-    fingerprint = {"height": {"median": 530.0}, "width": {"median": 700.0}, "class_frequencies": [0.86, 0.13, 0.01]}
+    fingerprint = {"height": {"median": 530.0, "max": 530}, "width": {"median": 700.0, "max": 700}, "class_frequencies": [0.86, 0.13, 0.01]}
     plan = resolve_data_defaults(load_config(), fingerprint)
     assert plan == {"image_size": 256, "downsample": 1, "focus_class": 2}
-    small = dict(fingerprint, height={"median": 100.0})
+    small = dict(fingerprint, height={"median": 100.0, "max": 100})
     assert resolve_data_defaults(load_config(), small)["image_size"] == 96
 
 
@@ -115,7 +116,7 @@ def test_data_defaults_follow_the_fingerprint():
 )
 def test_resolution_follows_the_thinnest_class(thickness, downsample, crop):
     fingerprint = {
-        "height": {"median": 530.0}, "width": {"median": 700.0}, "class_frequencies": [0.86, 0.13, 0.01],
+        "height": {"median": 530.0, "max": 530}, "width": {"median": 700.0, "max": 700}, "class_frequencies": [0.86, 0.13, 0.01],
         "class_thickness": thickness,
     }
     plan = resolve_data_defaults(load_config(), fingerprint)
@@ -208,9 +209,9 @@ def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_pat
 
 
 def test_grad_clip_and_patience_are_validated():
-    with pytest.raises(SegnetError, match="grad_clip must be a positive"):
+    with pytest.raises(SegnetError, match="grad_clip = 0 is refused: input should be greater than 0"):
         load_config(None, {"grad_clip": 0})
-    with pytest.raises(SegnetError, match="patience must be at least 1"):
+    with pytest.raises(SegnetError, match="patience = 0 is refused: input should be greater than or equal to 1"):
         load_config(None, {"patience": 0})
 
 
@@ -246,7 +247,7 @@ def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthe
 
 
 def test_time_budget_is_validated():
-    with pytest.raises(SegnetError, match="time_budget must be a positive number of minutes"):
+    with pytest.raises(SegnetError, match="time_budget = 0 is refused: input should be greater than 0"):
         load_config(None, {"time_budget": 0})
 
 
@@ -268,3 +269,22 @@ def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
     optimizer.step()
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(9))
+
+
+def test_a_crop_larger_than_every_image_is_refused_before_anything_is_written(synthetic_dataset, tmp_path):
+    # The images are 48 px a side: at downsample 1 the crop may reach 64 (48 padded to the model's grid).
+    run = tmp_path / "run"
+    with pytest.raises(SegnetError, match=r"--image-size 100000 is larger than the largest training image \(48 px a side; at most 64"):
+        train(tiny_config(synthetic_dataset, run, image_size=100_000, downsample=1), progress_log=lambda *a: None)
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_an_invalid_flag_writes_nothing_so_the_retry_is_not_refused(synthetic_dataset, tmp_path, capsys):
+    from segnet.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(synthetic_dataset), "--out", str(run), "--epochs", "1", "--image-size", "32", "--num-workers", "0"]
+    for bad in (["--lr", "-1"], ["--lr", "nan"]):
+        assert main(args + bad) == 1
+        assert capsys.readouterr().err.startswith(f"segnet: error: --lr: lr = {float(bad[1])!r} is refused: input should be")
+        assert not run.exists()

@@ -41,6 +41,27 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=int, default=30, help="objects smaller than this many pixels are not counted (default: %(default)s)")
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of :class:`~segnet.config.TrainConfig`, in its argument groups.
+
+    Every flag defaults to ``None`` (not given), so the YAML file and then the config's own
+    default apply; the help shows that default, and the config checks every value.
+    """
+    from segnet.config import GROUPS, config_options
+
+    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
+    for option in config_options():
+        flag = "--" + option.name.replace("_", "-")
+        default = " ".join(map(str, option.default)) if option.many else option.default
+        shown = "" if option.default in (None, "") else f" (default: {'on' if default is True else 'off' if default is False else default})"
+        help_text = (option.help + shown).replace("%", "%%")
+        group = groups[option.group]
+        if option.kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=option.kind, nargs="+" if option.many else None, choices=option.choices, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segnet",
@@ -64,56 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         "defaults (crop size, normalisation, class weights) come from the dataset fingerprint. "
         "Under torchrun the same command trains on several processes.",
     )
-    train.add_argument("--data", help="dataset folder with images/ and masks/ (or flattened_masks/)")
-    train.add_argument("--out", help="run folder for checkpoints, history and config")
-    train.add_argument("--config", type=Path, help="YAML file of options (flags win over it)")
-    train.add_argument("--model", choices=MODEL_NAMES, help=f"architecture (default: {DEFAULT_MODEL})")
-    train.add_argument("--classes", nargs="+", help=f"class names, index order (default: {' '.join(DEFAULT_CLASSES)})")
-    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: 60)")
-    train.add_argument(
-        "--time-budget", type=float, metavar="MINUTES",
-        help="train for this many minutes of wall-clock time instead of --epochs: the epoch count and the learning-rate schedule "
-        "are fitted to it from the measured epoch time (logged, and written to config.yaml); per fold with --folds",
-    )
-    train.add_argument("--batch-size", type=_positive_int, help="images per step, over all processes (default: 4)")
-    train.add_argument(
-        "--image-size", type=_positive_int,
-        help="training crop side in image pixels (default: from the data, at most 256 x downsample)",
-    )
-    train.add_argument(
-        "--downsample", type=_positive_int,
-        help="the model works at 1/K of the image resolution, outputs at full size (default: from the data: "
-        "the thinnest class's median thickness / 3, at most 4, so 3 on the real darkfield images)",
-    )
-    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adamw, 0.05 for sgd)")
-    train.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimiser (default: adamw; sgd uses momentum 0.9 as in the paper)")
-    train.add_argument("--schedule", choices=("cosine", "poly", "none"), help="learning-rate schedule after warm-up (default: cosine)")
-    train.add_argument("--class-weights", choices=("median", "sqrt-median", "none"), help="loss weighting by median frequency balancing (default: sqrt-median)")
-    train.add_argument("--loss", choices=("ce", "ce+dice"), help="cross-entropy, or cross-entropy plus soft Dice (default: ce+dice)")
-    train.add_argument(
-        "--calibration-images", type=int,
-        help="after training, set per-class logit offsets for the best mean IoU on up to this many training images; 0: off (default: 32)",
-    )
-    train.add_argument("--val-fraction", type=float, help="share of images held out for validation (default: 0.1)")
-    train.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default: 1)")
-    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: bfloat16 where the CPU/GPU computes it natively)")
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory layout (default: on)")
-    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the training step: faster steps after a compile of a minute or more (default: off)")
-    train.add_argument("--num-workers", type=int, help="data loading worker processes (default: 2)")
-    train.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
-    train.add_argument("--patience", type=_positive_int, help="stop early after this many epochs without a better validation mean IoU (default: train all epochs)")
-    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="bit-for-bit repeatable training: deterministic kernels, slower on GPUs (default: off)")
-    train.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="also write TensorBoard scalars and example predictions to RUN/tensorboard (default: off)")
-    train.add_argument("--folds", type=_positive_int, help="K-fold cross-validation: train K models into RUN/fold_1 .. RUN/fold_K and summarise them")
-    train.add_argument("--seed", type=int, help="seed for the split, the weights and augmentation (default: 0)")
-    train.add_argument("--device", help="auto, cpu or cuda (default: auto)")
-    train.add_argument("--pretrained", help="local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder")
+    train.add_argument("--config", type=Path, help="YAML file of options (flags win over it; every option below can go in it)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    train.add_argument(
-        "--skip-bad", action="store_true", default=None,
-        help="train without the image/mask pairs that 'segnet check' finds problems with, listing them (default: refuse a dataset with problems)",
-    )
+    _add_config_options(train)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt; or a cross-validation RUN folder to score every fold on its own held-out images")
@@ -236,29 +211,22 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from segnet.config import load_config
+    from segnet.config import config_options, load_config
     from segnet.distributed import is_main_process
     from segnet.train import train
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "data", "out", "model", "classes", "epochs", "time_budget", "batch_size", "image_size", "downsample", "lr", "optimizer", "schedule",
-            "class_weights", "loss", "calibration_images", "val_fraction", "val_every", "num_workers", "amp", "channels_last", "seed", "device", "pretrained",
-            "compile", "grad_clip", "patience", "deterministic", "tensorboard", "skip_bad",
-        )
-    }
+    overrides = {option.name: getattr(args, option.name) for option in config_options()}
     config = load_config(args.config, overrides)
     if not config.data or not config.out:
         raise SegnetError("train needs --data and --out (or data: and out: in --config)")
     main_process = is_main_process()  # under torchrun only rank 0 prints
-    if args.folds:
+    if config.folds:
         from segnet.crossval import format_cv_table, train_cross_validation
 
-        summary = train_cross_validation(config, args.folds, resume=args.resume, overwrite=args.overwrite)
+        summary = train_cross_validation(config, config.folds, resume=args.resume, overwrite=args.overwrite)
         if main_process:
             print(format_cv_table(summary))
-            print(f"cross-validation run folder: {config.out} (folds.json, cv_summary.json, fold_1 .. fold_{args.folds})")
+            print(f"cross-validation run folder: {config.out} (folds.json, cv_summary.json, fold_1 .. fold_{config.folds})")
         return 0
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_process:

@@ -8,61 +8,118 @@ start of training (see ``segnet.train.resolve_data_defaults``).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
-from segnet.spec import DEFAULT_MODEL
+from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 
-@dataclass
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "poly", "none")
+CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
+LOSSES = ("ce", "ce+dice")
+GROUPS = ("data", "model", "optimisation", "hardware", "output")
+"""The argument groups of ``segnet train --help``, in order; every option belongs to one."""
+
+
+def option(default: Any = None, help: str = "", group: str = "data", *, flag: bool = True, factory: Any = None, **limits: Any) -> Any:
+    """A config field: its default, its ``--help`` text and group, and its limits (pydantic ``Field``).
+
+    ``flag=False``: YAML only (no command-line flag). The help of a field whose default is ``None``
+    says what ``None`` means; other defaults are appended to the help by the flag generator.
+    """
+    extra = {"group": group, "flag": flag}
+    if factory is not None:
+        return Field(default_factory=factory, description=help, json_schema_extra=extra, **limits)
+    return Field(default=default, description=help, json_schema_extra=extra, **limits)
+
+
+_Positive = Annotated[int, Field(ge=1)]
+
+
+# Strict: YAML's true is no batch size, "no" no boolean and 1.5 no epoch count; NaN and infinity no
+# number. YAML values and flags go through the same checks (load_config).
+@pydantic_dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
 class TrainConfig:
     """Every hyperparameter of a training run. ``None`` means "derive from the data"."""
 
-    data: str = ""
-    out: str = ""
-    model: str = DEFAULT_MODEL
-    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    mask_palette: dict[str, list[int]] | None = None  # class name -> RGB, for colour masks
-    pretrained: str | None = None  # local VGG16-BN state dict for the segnet encoder
+    data: str = option("", "dataset folder with images/ and masks/ (or flattened_masks/)")
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)] = option(
+        help="class names, index order", factory=lambda: list(DEFAULT_CLASSES)
+    )
+    mask_palette: dict[str, Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]] | None = option(
+        None, "class name -> RGB, for colour masks", flag=False
+    )
+    val_fraction: float = option(0.1, "share of images held out for validation", ge=0, lt=1)
+    folds: _Positive | None = option(
+        None, "K-fold cross-validation: train K models into RUN/fold_1 .. RUN/fold_K and summarise them (default: one split)", ge=2
+    )
+    skip_bad: bool = option(False, "train without the image/mask pairs that 'segnet check' finds problems with, listing them")
+    seed: int = option(0, "seed for the split, the weights and augmentation")
+    image_size: int | None = option(None, "training crop side in image pixels (default: from the data, at most 256 x downsample)", ge=16)
+    scale_range: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = option(
+        help="random rescaling of the training crops, lowest and highest factor", factory=lambda: [0.75, 1.25]
+    )
+    focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1)
 
-    epochs: int = 60  # segnet-basic at downsample 3 on the real images: about 50 minutes on 2 CPU cores
-    time_budget: float | None = None  # minutes of training; the epoch count is fitted to it (segnet.budget); None: train `epochs`
-    batch_size: int = 4  # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
-    image_size: int | None = None  # training crop side; None: from the fingerprint
-    downsample: int | None = None  # the model works at 1/downsample resolution; None: from the thinnest class's thickness
-    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
-    focus_probability: float = 0.33  # share of crops centred on the rarest class
+    model: Literal[MODEL_NAMES] = option(DEFAULT_MODEL, "architecture", "model")
+    downsample: _Positive | None = option(
+        None,
+        "the model works at 1/K of the image resolution, outputs at full size (default: from the data: "
+        "the thinnest class's median thickness / 3, at most 4, so 3 on the real darkfield images)",
+        "model",
+    )
+    pretrained: str | None = option(None, "local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder", "model")
 
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float | None = None  # None: 1e-3 for adamw, 0.05 for sgd
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | poly | none
-    warmup_epochs: int = 1
-    class_weights: str = "sqrt-median"  # median | sqrt-median | none
-    loss: str = "ce+dice"  # ce | ce+dice (measured: benchmarks/loss_choices.py)
-    grad_clip: float | None = None  # clip the gradient norm to this value; None: no clipping
-    calibration_images: int = 32  # training images that set the logit offsets after training (segnet.calibration); 0: off
+    # segnet-basic at downsample 3 on the real images: about 50 minutes on 2 CPU cores
+    epochs: _Positive = option(60, "training epochs", "optimisation")
+    time_budget: float | None = option(
+        None,
+        "train for this many minutes of wall-clock time instead of --epochs: the epoch count and the learning-rate schedule "
+        "are fitted to it from the measured epoch time (logged, and written to config.yaml); per fold with --folds",
+        "optimisation",
+        gt=0,
+    )
+    # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
+    batch_size: _Positive = option(4, "images per step, over all processes", "optimisation")
+    optimizer: Literal[OPTIMIZERS] = option("adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation")
+    lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0)
+    momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1)
+    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0)
+    schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
+    warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
+    class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
+    # measured: benchmarks/loss_choices.py
+    loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, or cross-entropy plus soft Dice", "optimisation")
+    grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0)
+    patience: _Positive | None = option(
+        None, "stop early after this many epochs without a better validation mean IoU (default: train all epochs)", "optimisation"
+    )
+    calibration_images: int = option(
+        32, "after training, set per-class logit offsets for the best mean IoU on up to this many training images; 0: off",
+        "optimisation", ge=0,
+    )
 
-    amp: bool | None = None  # mixed precision; None: on where the device computes bf16 natively
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU
-    compile: bool = False  # torch.compile the training step: faster steps after a compile of a minute or more
-    deterministic: bool = False  # bit-for-bit repeatable runs (deterministic kernels, slower on GPU)
+    amp: bool | None = option(None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively)", "hardware")
+    channels_last: bool = option(True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware")
+    compile: bool = option(False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware")
+    deterministic: bool = option(False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware")
+    device: str = option("auto", "auto, cpu or cuda", "hardware", min_length=1)
+    num_workers: int = option(2, "data loading worker processes", "hardware", ge=0)
 
-    val_fraction: float = 0.1
-    val_every: int = 1
-    patience: int | None = None  # stop after this many epochs without a better validation mean IoU
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 2
-    skip_bad: bool = False  # leave out the image/mask pairs that segnet check finds problems with
-    tensorboard: bool = False  # also write TensorBoard scalars and example predictions to RUN/tensorboard
+    out: str = option("", "run folder for checkpoints, history and config", "output")
+    val_every: _Positive = option(1, "validate every N epochs", "output")
+    tensorboard: bool = option(False, "also write TensorBoard scalars and example predictions to RUN/tensorboard", "output")
 
     @property
     def learning_rate(self) -> float:
@@ -85,12 +142,60 @@ class TrainConfig:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
-CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "schedule": ("cosine", "poly", "none"),
-    "class_weights": ("median", "sqrt-median", "none"),
-    "loss": ("ce", "ce+dice"),
-}
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One config option as a command-line flag (``segnet.cli`` builds ``train``'s flags from these).
+
+    Attributes:
+        name, group, help, default: the field's name, argument group, help text and default value.
+        kind: ``bool``, ``int``, ``float`` or ``str``: the type of one value.
+        many: a list of values (``nargs="+"``).
+        choices: the allowed values of a choice option, else ``None``.
+    """
+
+    name: str
+    group: str
+    help: str
+    default: Any
+    kind: type
+    many: bool
+    choices: tuple[str, ...] | None
+
+
+def _scalar(annotation: Any) -> Any:
+    """The annotation without ``None``, ``Annotated`` limits and (for lists) the list."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def config_options() -> list[OptionInfo]:
+    """Every option that has a command-line flag, in the order of :class:`TrainConfig`."""
+    options = []
+    for name, info in TrainConfig.__pydantic_fields__.items():
+        if not info.json_schema_extra["flag"]:
+            continue
+        annotation = _scalar(info.annotation)
+        many = typing.get_origin(annotation) is list
+        value_type = _scalar(typing.get_args(annotation)[0]) if many else annotation
+        literal = typing.get_origin(value_type) is Literal
+        default = info.default_factory() if info.default_factory is not None else info.default
+        options.append(
+            OptionInfo(
+                name=name,
+                group=info.json_schema_extra["group"],
+                help=info.description,
+                default=default,
+                kind=str if literal else value_type,
+                many=many,
+                choices=typing.get_args(value_type) if literal else None,
+            )
+        )
+    return options
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -140,42 +245,34 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(read_config_file(Path(path)))
-    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    config = TrainConfig(**values)
+    """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped).
+
+    Every value is checked against its option's type and limits, YAML and flags alike.
+
+    Raises:
+        SegnetError: one line naming where the value came from (the file or the flag), the option,
+            the value and what is expected.
+    """
+    from_file = read_config_file(Path(path)) if path is not None else {}
+    flags = {key: value for key, value in (overrides or {}).items() if value is not None}
+    values = {**from_file, **flags}
+    try:
+        config = TrainConfig(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = str(first["loc"][0])
+        where = f"--{key.replace('_', '-')}" if key in flags else (str(path) if path is not None else "config")
+        expected = first["msg"].replace(" after validation", "")
+        raise SegnetError(f"{where}: {key} = {values.get(key)!r} is refused: {expected[0].lower()}{expected[1:]}") from None
     validate(config)
     return config
 
 
 def validate(config: TrainConfig) -> None:
-    """Reject values that would fail later, naming the option and the valid choices."""
-    for name, allowed in CHOICES.items():
-        if getattr(config, name) not in allowed:
-            raise SegnetError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(config, name)}'")
-    if len(config.classes) < 2 or len(set(config.classes)) != len(config.classes):
+    """What one option's type cannot say: class names are distinct, the palette names classes."""
+    if len(set(config.classes)) != len(config.classes):
         raise SegnetError(f"classes must list at least two distinct names, got {config.classes}")
-    if not 0 <= config.val_fraction < 1:
-        raise SegnetError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-    for name in ("epochs", "batch_size", "val_every"):
-        if getattr(config, name) < 1:
-            raise SegnetError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.image_size is not None and config.image_size < 16:
-        raise SegnetError(f"image_size must be at least 16, got {config.image_size}")
-    if config.downsample is not None and config.downsample < 1:
-        raise SegnetError(f"downsample must be at least 1, got {config.downsample}")
-    if config.time_budget is not None and not config.time_budget > 0:
-        raise SegnetError(f"time_budget must be a positive number of minutes, got {config.time_budget}")
-    if config.patience is not None and config.patience < 1:
-        raise SegnetError(f"patience must be at least 1 epoch, got {config.patience}")
-    if config.grad_clip is not None and not config.grad_clip > 0:
-        raise SegnetError(f"grad_clip must be a positive gradient norm, got {config.grad_clip}")
-    if config.calibration_images < 0:
-        raise SegnetError(f"calibration_images must be 0 (off) or more, got {config.calibration_images}")
-    if config.num_workers < 0:
-        raise SegnetError(f"num_workers must be 0 or more, got {config.num_workers}")
+    config.palette_by_index()
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

@@ -159,7 +159,7 @@ def train_cross_validation(
                 "train the cross-validation again with --overwrite instead of --resume"
             )
         train(
-            dataclasses.replace(config, out=str(out)),
+            dataclasses.replace(config, out=str(out), folds=None),
             resume=fold_resume,
             overwrite=not fold_resume,
             progress_log=progress_log,

@@ -16,10 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from segnet.config import CLASS_WEIGHTINGS, LOSSES
 from segnet.data import IGNORE_INDEX
 
-CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
-LOSSES = ("ce", "ce+dice")
 
 
 def median_frequency_weights(presence_frequencies: Sequence[float]) -> list[float]:

@@ -164,6 +164,14 @@ def resolve_data_defaults(config: TrainConfig, fingerprint: dict) -> dict[str, A
         downsample = int(min(4, max(1, min(thickness) // MIN_MODEL_THICKNESS))) if thickness else 1
     median_side = min(fingerprint["height"]["median"], fingerprint["width"]["median"])
     unit = 32 * downsample
+    largest = max(fingerprint["height"]["max"], fingerprint["width"]["max"])
+    # A crop beyond the largest image (padded to the model's grid) would only be padding, and a huge
+    # one fails allocating inside OpenCV: refused before anything is written to the run folder.
+    if config.image_size is not None and config.image_size > -(-largest // unit) * unit:
+        raise SegnetError(
+            f"--image-size {config.image_size} is larger than the largest training image ({largest} px a side; "
+            f"at most {-(-largest // unit) * unit} at downsample {downsample}): choose a smaller crop or leave it to the data"
+        )
     crop = config.image_size or int(max(unit, min(256 * downsample, median_side // unit * unit)))
     frequencies = np.asarray(fingerprint["class_frequencies"])
     present = np.flatnonzero(frequencies > 0)
