@@ -297,11 +297,6 @@ def same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 2: values of known options are not type-checked yet (typed config, architecture helper); "
-    "drop this marker when that lands",
-)
 @FUZZ
 @given(options=st.dictionaries(st.sampled_from(sorted(load_config(None).to_dict())), option_values, min_size=1, max_size=4))
 def test_random_option_values_are_taken_as_declared_or_refused_naming_the_file(folder: Path, options: dict[str, Any]) -> None:
