@@ -119,7 +119,7 @@ def validate_checkpoint(state: Any, path: str | Path) -> None:
         _CHECKPOINT.validate_python(state)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(repr(part)[1:-1] if isinstance(part, str) else str(part) for part in first["loc"])  # a key may hold a newline
         found = repr(first["input"])
         found = found if len(found) <= 60 else found[:57] + "..."
         raise CheckpointError(f"{path}: damaged or forged checkpoint: {where}: {first['msg']} (found {found})") from None
