@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segnet import DEFAULT_CLASSES, __version__
+from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
 from segnet.errors import SegnetError
 from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
@@ -62,6 +63,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=option.kind, nargs="+" if option.many else None, choices=option.choices, help=help_text)
 
 
+def _builtin_names() -> str:
+    return ", ".join(BUILTIN_MODELS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segnet",
@@ -91,9 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
-    evaluate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt or RUN/last.pt; or a cross-validation RUN folder to score every fold on its own held-out images")
+    evaluate.add_argument(
+        "--checkpoint", required=True, type=Path,
+        help="RUN/best.pt or RUN/last.pt; a cross-validation RUN folder to score every fold on its own held-out images; "
+        f"or a built-in model ({_builtin_names()}: scored on every image, so name --out)",
+    )
     evaluate.add_argument("--data", required=True, type=Path, help="dataset folder")
-    evaluate.add_argument("--split", choices=("val", "all"), default="val", help="val: the run's held-out images (split.json); all: every image")
+    evaluate.add_argument(
+        "--split", choices=("val", "all"), help="val: the run's held-out images (split.json); all: every image (default: val; all for a built-in model)"
+    )
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
     evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
     evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
@@ -112,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
 
     predict = commands.add_parser("predict", help="segment and count cells in new images")
-    predict.add_argument("--checkpoint", type=Path, help="RUN/best.pt; or a cross-validation RUN folder to average its folds' models (an ensemble)")
+    predict.add_argument(
+        "--checkpoint", type=Path,
+        help="RUN/best.pt; a cross-validation RUN folder to average its folds' models (an ensemble); or a built-in model "
+        f"({_builtin_names()}; default: {DEFAULT_BUILTIN_MODEL}, see 'segnet models')",
+    )
     predict.add_argument("--onnx", type=Path, help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
@@ -135,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a checkpoint. The ONNX graph takes the normalised image and returns logits; classes and "
         "normalisation are stored in its metadata, which 'segnet predict --onnx' reads.",
     )
-    export.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt")
+    export.add_argument("--checkpoint", required=True, type=Path, help=f"RUN/best.pt, or a built-in model ({_builtin_names()})")
     export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")
     export.add_argument("--bioimageio", type=Path, metavar="DIR", help="folder for a bioimage.io model package (rdf.yaml, ONNX and PyTorch weights, test tensors, cover, README)")
     export.add_argument("--sample", type=Path, help="image for the package's test tensors and cover (default: a synthetic image)")
@@ -156,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
     check.add_argument("--classes", nargs="+", help=f"class names (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
 
+    commands.add_parser(
+        "models", help="list the built-in models (trained weights shipped with segnet, usable without training)",
+        description="List the built-in models. Each name works wherever a checkpoint is asked for: predict (the default "
+        f"model is {DEFAULT_BUILTIN_MODEL}), evaluate, export, and 'train --init NAME' to fine-tune it on your own images.",
+    )
+
     demo = commands.add_parser("demo", help="synthesise data, train segnet-basic, evaluate and predict (about 10 minutes on a laptop CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
@@ -172,11 +193,17 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         return _train(args)
+    if args.command == "models":
+        print(_format_models())
+        return 0
+    if args.command in ("evaluate", "export"):
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
     if args.command == "evaluate" and args.checkpoint.is_dir():
         return _evaluate_cross_validation(args)
     if args.command == "evaluate":
         from segnet.evaluate import evaluate_run, format_metrics_table
 
+        _builtin_evaluation_defaults(args)
         metrics = evaluate_run(
             args.checkpoint, args.data, split=args.split, out=args.out, device=args.device, ignore_index=args.ignore_index,
             tile=args.tile, tta=args.tta, min_area=args.min_area, report=args.report,
@@ -234,6 +261,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_models() -> str:
+    """``segnet models``: one block per built-in model, its card's summary and where its card is."""
+    blocks = []
+    for model in BUILTIN_MODELS.values():
+        state = "" if model.installed else " (weights not installed)"
+        default = " (default)" if model.name == DEFAULT_BUILTIN_MODEL else ""
+        blocks.append(f"{model.name}{default}{state}\n  {model.summary()}\n  model card: {model.card_path}")
+    return "\n\n".join(blocks)
+
+
+def _builtin_evaluation_defaults(args: argparse.Namespace) -> None:
+    """A built-in model has no run folder: it is scored on every image, into the folder --out names."""
+    builtin = is_builtin(args.checkpoint)
+    if args.split is None:
+        args.split = "all" if builtin else "val"
+    if builtin and args.split != "all":
+        raise SegnetError(f"{args.checkpoint.stem}: a built-in model has no held-out split; use --split all")
+    if builtin and args.out is None:
+        raise SegnetError(f"{args.checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR")
+
+
 def _check(args: argparse.Namespace) -> int:
     """``segnet check``: with --config, the classes, colour palette and data folder of a training config."""
     from segnet.check import check_dataset, format_check_report
@@ -264,7 +312,7 @@ def _evaluate_cross_validation(args: argparse.Namespace) -> int:
     """``evaluate --checkpoint RUN`` on a cross-validation run: each fold's model on its own fold."""
     from segnet.crossval import evaluate_cross_validation, format_cv_table
 
-    if args.split != "val":
+    if args.split not in (None, "val"):
         raise SegnetError(f"{args.checkpoint}: a cross-validation run is scored on each fold's held-out images only (--split val)")
     summary = evaluate_cross_validation(
         args.checkpoint, args.data, out=args.out, device=args.device, ignore_index=args.ignore_index,
@@ -292,12 +340,16 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None and args.onnx is not None:
         raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
-    if args.checkpoint is None and args.onnx is None:
-        raise SegnetError("predict needs a model: --checkpoint RUN/best.pt or --onnx model.onnx")
     if args.pixel_size is not None and not args.pixel_size > 0:
         raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
     device, shard = _predict_shard(args.device)
     main_process = shard.rank == 0
+    if args.checkpoint is None and args.onnx is None:
+        args.checkpoint = Path(DEFAULT_BUILTIN_MODEL)
+        if main_process:
+            print(f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)")
+    if args.checkpoint is not None:
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
     options = {
         "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tta": args.tta, "mc_samples": args.mc_samples,
     }

@@ -79,6 +79,13 @@ class TrainConfig:
         "the thinnest class's median thickness / 3, at most 4, so 3 on the real darkfield images)",
         "model",
     )
+    init: str | None = option(
+        None,
+        "fine-tune: start from the weights of this checkpoint (RUN/best.pt) or built-in model (see 'segnet models', e.g. "
+        "darkfield); same model and classes, and its downsample unless --downsample is given (default: random weights)",
+        "model",
+        min_length=1,
+    )
     pretrained: str | None = option(None, "local VGG16-BN state dict (torchvision key layout) to initialise the segnet encoder", "model")
 
     # segnet-basic at downsample 3 on the real images: about 50 minutes on 2 CPU cores

@@ -64,6 +64,7 @@ from tqdm import tqdm
 
 from segnet import distributed as dist
 from segnet.budget import TimeBudget
+from segnet.builtin import resolve_checkpoint
 from segnet.check import check_dataset, format_problems
 from segnet.calibration import CALIBRATION_FILE, calibrate_checkpoint, format_calibration
 from segnet.checkpoint import (
@@ -505,6 +506,22 @@ def check_resumed_data(resumed: dict[str, Any], fingerprint: dict, config: Train
     )
 
 
+def load_initial_weights(config: TrainConfig, class_names: list[str], log: Callable[..., None]) -> dict[str, torch.Tensor]:
+    """The weights ``config.init`` names (a checkpoint or a built-in model), checked to fit the run.
+
+    Sets ``config.downsample`` to the checkpoint's where none is asked for: the weights learnt the
+    structures at that scale. Raises :class:`~segnet.errors.CheckpointError` for another model or class list.
+    """
+    path = resolve_checkpoint(config.init)
+    state = load_checkpoint(path)
+    check_compatible(state, config.model, list(class_names), path)
+    spec = model_spec(state)
+    if config.downsample is None:
+        config.downsample = spec.downsample
+    log(f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})")
+    return state["model_state"]
+
+
 def out_of_memory(device: torch.device, advice: str) -> SegnetError:
     """The error for a failed allocation: what ran out and which option to lower."""
     memory = "GPU memory" if device.type == "cuda" else "memory"
@@ -559,6 +576,7 @@ def train(
         if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
             config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
 
+    initial_weights = load_initial_weights(config, class_names, log) if config.init and not resume else None
     train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
     if config.patience and not val_pairs:
         raise SegnetError("--patience stops on the validation mean IoU, but no images are held out for validation (val_fraction is 0)")
@@ -588,6 +606,9 @@ def train(
     model = build_model(ModelSpec(config.model, num_classes, downsample=config.downsample))
     if config.pretrained and not resume:
         load_pretrained_encoder(model, config.pretrained)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights)
+        model.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     amp_dtype = dist.autocast_dtype(device, config.amp)
     if dist.world_size() > 1 and device.type == "cuda":

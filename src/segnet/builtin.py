@@ -1,0 +1,95 @@
+"""Built-in models: trained weights shipped inside the package, named instead of a file.
+
+A lab can segment its first image without labelling or training: ``segnet predict IMAGES --out DIR``
+uses :data:`DEFAULT_BUILTIN_MODEL`, and wherever a checkpoint is asked for (``--checkpoint``,
+``train --init``, the napari plugin) a built-in model's name stands for its file. Each model is a
+plain segnet checkpoint in ``segnet/weights/NAME.pt`` (the weights in float16 and no optimiser
+state, so it stays a few MB; loading casts them back to float32) with its model card
+``NAME.md`` beside it. The card's first paragraph is the summary ``segnet models`` prints.
+
+:func:`pack_checkpoint` turns a training run's ``best.pt`` into such a file; the recipe that built
+each shipped file is in its card and in ``benchmarks/shipped_model.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from segnet.errors import CheckpointError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_BUILTIN_MODEL = "darkfield"
+SHIPPED_KEYS = ("model", "model_state", "class_names", "normalization", "calibration", "config", "fingerprint", "epoch")
+"""The checkpoint keys a shipped model keeps; the optimiser and scheduler states are left behind."""
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped in the package: its name, weights file and model card."""
+
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.pt"
+
+    @property
+    def card_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.md"
+
+    @property
+    def installed(self) -> bool:
+        return self.path.is_file()
+
+    def summary(self) -> str:
+        """The card's first paragraph below its title, on one line."""
+        paragraphs = self.card_path.read_text(encoding="utf-8").split("\n\n") if self.card_path.is_file() else []
+        text = next((p for p in paragraphs if p.strip() and not p.lstrip().startswith("#")), "(no model card)")
+        return " ".join(text.split())
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {model.name: model for model in (BuiltinModel(DEFAULT_BUILTIN_MODEL),)}
+
+
+def resolve_checkpoint(value: str | Path) -> Path:
+    """The checkpoint file ``value`` names: a built-in model's name, or a path.
+
+    A name wins only where no file or folder of that name exists, so ``./darkfield`` is still a path.
+
+    Raises:
+        CheckpointError: the name is a built-in model whose weights are not installed.
+    """
+    model = BUILTIN_MODELS.get(str(value))
+    if model is None or Path(value).exists():
+        return Path(value)
+    if not model.installed:
+        raise CheckpointError(f"built-in model '{model.name}': its weights {model.path} are not installed (reinstall segnet)")
+    return model.path
+
+
+def is_builtin(path: str | Path) -> bool:
+    """Whether ``path`` is the file of a built-in model (to say so, rather than print a site-packages path)."""
+    return any(Path(path) == model.path for model in BUILTIN_MODELS.values())
+
+
+def pack_checkpoint(source: str | Path, destination: str | Path) -> Path:
+    """Write the checkpoint ``source`` as a shippable file: the keys in :data:`SHIPPED_KEYS`, float weights in float16.
+
+    float16 keeps about three significant digits: the packed model's masks match the original's but
+    for pixels whose classes are within float16 rounding of a tie (tested).
+    """
+    from segnet.checkpoint import load_checkpoint, save_checkpoint  # torch: only when packing, not for resolving a name
+
+    state = load_checkpoint(source)
+    missing = [key for key in ("calibration", "config") if key not in state]
+    if missing:
+        raise CheckpointError(f"{source}: a shipped model needs a finished, calibrated run (missing {', '.join(missing)})")
+    packed = {key: state[key] for key in SHIPPED_KEYS if key in state}
+    packed["model_state"] = {
+        name: tensor.half() if tensor.is_floating_point() and name != "logit_offsets" else tensor
+        for name, tensor in state["model_state"].items()
+    }
+    save_checkpoint(packed, destination)
+    return Path(destination)
+

@@ -1,0 +1,141 @@
+"""Built-in models: packing a run into a shippable file, names for files, predict without a checkpoint, --init."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segnet import builtin
+from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, pack_checkpoint, resolve_checkpoint
+from segnet.checkpoint import load_checkpoint
+from segnet.cli import main
+from segnet.config import load_config
+from segnet.errors import CheckpointError
+from segnet.predict import Predictor
+from segnet.synthetic import generate_sample
+from segnet.train import train
+
+
+def _config(data: Path, out: Path, **overrides):
+    values = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 4, "image_size": 32, "num_workers": 0, "val_fraction": 0.25}
+    return load_config(None, {**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(_config(synthetic_dataset, out, epochs=2), progress_log=lambda *a: None)
+    return out
+
+
+@pytest.fixture()
+def installed_tiny_model(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny run packed as the built-in default model, in a weights folder of its own."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(builtin, "WEIGHTS_DIR", weights)
+    (weights / f"{DEFAULT_BUILTIN_MODEL}.md").write_text("# Tiny\n\nA tiny test model of two epochs.\n\n## More\n\ntext\n")
+    return pack_checkpoint(tiny_run / "best.pt", weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
+
+
+def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Path, tmp_path: Path) -> None:
+    packed = pack_checkpoint(tiny_run / "best.pt", tmp_path / "packed.pt")
+    assert packed.stat().st_size < 0.4 * (tiny_run / "best.pt").stat().st_size  # no optimiser state, half the bytes per weight
+    state = load_checkpoint(packed)  # weights_only
+    assert "optimizer_state" not in state and "calibration" in state
+    conv = next(t for name, t in state["model_state"].items() if name.endswith("weight") and t.ndim == 4)
+    assert conv.dtype == torch.float16
+    image = generate_sample(64, 64, np.random.default_rng(1))[0]
+    original = Predictor.from_checkpoint(tiny_run / "best.pt").predict(image)
+    shipped = Predictor.from_checkpoint(packed).predict(image)
+    assert np.mean(original == shipped) > 0.99
+
+
+def test_packing_refuses_an_uncalibrated_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="calibrated"):
+        pack_checkpoint(tiny_run / "last.pt", tmp_path / "packed.pt")
+
+
+def test_a_name_stands_for_its_file_unless_a_path_of_that_name_exists(
+    installed_tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_checkpoint(DEFAULT_BUILTIN_MODEL) == installed_tiny_model
+    assert resolve_checkpoint("runs/best.pt") == Path("runs/best.pt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_BUILTIN_MODEL).mkdir()
+    assert resolve_checkpoint(DEFAULT_BUILTIN_MODEL) == Path(DEFAULT_BUILTIN_MODEL)
+
+
+def test_a_missing_builtin_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(builtin, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match=f"built-in model '{DEFAULT_BUILTIN_MODEL}'.*not installed"):
+        resolve_checkpoint(DEFAULT_BUILTIN_MODEL)
+
+
+def test_models_lists_each_builtin_model_with_its_card_summary(installed_tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"{DEFAULT_BUILTIN_MODEL} (default)" in out and "A tiny test model of two epochs." in out and "text" not in out
+
+
+def test_predict_without_a_checkpoint_uses_the_builtin_model(
+    installed_tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = generate_sample(64, 64, np.random.default_rng(2))[0]
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--no-tta"]) == 0
+    assert f"using the built-in {DEFAULT_BUILTIN_MODEL} model" in capsys.readouterr().out
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png"))
+    expected = Predictor.from_checkpoint(installed_tiny_model).predict(image)
+    assert np.array_equal(mask, expected)
+
+
+def test_evaluate_a_builtin_model_needs_an_output_folder_and_scores_every_image(
+    installed_tiny_model: Path, synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(synthetic_dataset), "--no-tta"]) == 1
+    assert "--out" in capsys.readouterr().err
+    out = tmp_path / "evaluation"
+    args = ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(synthetic_dataset), "--no-tta", "--out", str(out)]
+    assert main(args) == 0
+    per_image = (out / "per_image.csv").read_text().strip().splitlines()
+    assert len(per_image) - 1 == len(os.listdir(synthetic_dataset / "images"))
+
+
+def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    # A learning rate too small to move the weights: what the run saves is what it started from.
+    run = train(_config(synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / "best.pt"), lr=1e-12, calibration_images=0), progress_log=lines.append)
+    start = load_checkpoint(tiny_run / "best.pt")["model_state"]
+    tuned = load_checkpoint(run / "last.pt")["model_state"]
+    weights = [name for name, tensor in start.items() if name.endswith("weight") and tensor.ndim == 4]
+    assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
+    assert not torch.any(tuned["logit_offsets"])  # refitted for the new data, not carried over
+    assert any(line.startswith("fine-tuning from") for line in lines)
+    scratch = load_checkpoint(train(_config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0), progress_log=lambda *a: None) / "last.pt")
+    assert not torch.allclose(start[weights[0]], scratch["model_state"][weights[0]], atol=1e-3)
+
+
+def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    config = _config(synthetic_dataset, tmp_path / "run", init=str(tiny_run / "best.pt"), classes=["background", "cell", "rod", "other"])
+    with pytest.raises(CheckpointError, match="classes"):
+        train(config, progress_log=lambda *a: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.skipif(not BUILTIN_MODELS[DEFAULT_BUILTIN_MODEL].installed, reason="the shipped weights are not in this checkout")
+def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
+    path = BUILTIN_MODELS[DEFAULT_BUILTIN_MODEL].path
+    assert path.stat().st_size < 5 * 2**20
+    state = load_checkpoint(path)
+    assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
+    image = generate_sample(96, 96, np.random.default_rng(0))[0]
+    mask = Predictor.from_checkpoint(path).predict(image)
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 1, 2}
+    assert main(["export", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--out", str(tmp_path / "model.onnx"), "--bioimageio", str(tmp_path / "package")]) == 0
+    assert (tmp_path / "package" / "rdf.yaml").is_file()
