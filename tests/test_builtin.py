@@ -43,8 +43,10 @@ def installed_tiny_model(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.Mon
     return pack_checkpoint(tiny_run / "best.pt", weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
 
 
-def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Path, tmp_path: Path) -> None:
-    packed = pack_checkpoint(tiny_run / "best.pt", tmp_path / "packed.pt")
+def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    packed = tmp_path / "packed.pt"
+    assert main(["export", "--checkpoint", str(tiny_run / "best.pt"), "--pack", str(packed)]) == 0
+    assert f"packed checkpoint: {packed}" in capsys.readouterr().out
     assert packed.stat().st_size < 0.4 * (tiny_run / "best.pt").stat().st_size  # no optimiser state, half the bytes per weight
     state = load_checkpoint(packed)  # weights_only
     assert "optimizer_state" not in state and "calibration" in state

@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, type=Path, help=f"RUN/best.pt, or a built-in model ({_builtin_names()})")
     export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")
     export.add_argument("--bioimageio", type=Path, metavar="DIR", help="folder for a bioimage.io model package (rdf.yaml, ONNX and PyTorch weights, test tensors, cover, README)")
+    export.add_argument(
+        "--pack", type=Path, metavar="FILE",
+        help="a compact copy of the checkpoint to share or ship as a built-in model: float16 weights, no optimiser state (a few MB)",
+    )
     export.add_argument("--sample", type=Path, help="image for the package's test tensors and cover (default: a synthetic image)")
     export.add_argument("--author", action="append", dest="authors", metavar="NAME", help="package author, repeatable (default: your login name)")
     export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)")
@@ -388,8 +392,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from segnet.export import export_bioimageio, export_onnx
 
-    if args.out is None and args.bioimageio is None:
-        raise SegnetError("export needs --out model.onnx and/or --bioimageio DIR")
+    if args.out is None and args.bioimageio is None and args.pack is None:
+        raise SegnetError("export needs --out model.onnx, --bioimageio DIR and/or --pack FILE")
+    if args.pack is not None:
+        from segnet.builtin import pack_checkpoint
+
+        packed = pack_checkpoint(args.checkpoint, args.pack)
+        print(f"packed checkpoint: {packed} ({packed.stat().st_size / 2**20:.1f} MB, float16 weights)")
     if args.out is not None:
         print(f"ONNX model: {export_onnx(args.checkpoint, args.out)} (checked against PyTorch)")
     if args.bioimageio is not None:
