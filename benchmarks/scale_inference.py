@@ -1,0 +1,126 @@
+"""Per-image scale at inference (segnet.predict.scale): what segmenting each image at the model's
+reference red-cell size buys, with the model unchanged.
+
+Usage::
+
+    python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta]
+
+Three ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
+per class, object recall/precision/F1 and image-level presence per class, as ``segnet evaluate``):
+
+- ``as given``: the baseline, each image at its own size (what ``segnet predict`` does today);
+- ``estimated scale``: :class:`~segnet.predict.scale.Rescaled`: a first pass measures the median
+  red-cell diameter, the image is resized so it comes to the reference, and segmented again;
+- ``mask scale``: the same with the diameter measured on the drawn mask: an upper bound of what a
+  perfect size estimate would give.
+
+The reference diameter is the median, over the checkpoint's training images (``RUN/split.json``;
+every image of ``--train-data`` otherwise), of each image's median drawn red-cell diameter. The
+scores are printed for all images and for the small-cell ones (drawn red cells under
+``--small`` px across) separately, with each way's ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segnet.data import find_pairs, load_pair
+from segnet.detection import DetectionScores
+from segnet.evaluate import select_pairs
+from segnet.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.predict import Predictor
+from segnet.predict.scale import Rescaled, median_object_diameter
+
+SOLID_CLASS = 1  # erythrocytes measure the scale
+WAYS = ("as given", "estimated scale", "mask scale")
+
+
+def reference_diameter(pairs, num_classes: int) -> float:
+    """The median over images of each image's median drawn red-cell diameter."""
+    diameters = [median_object_diameter(load_pair(pair, num_classes)[1], SOLID_CLASS) for pair in tqdm(pairs, desc="reference", unit="mask")]
+    return float(np.median([d for d in diameters if d is not None]))
+
+
+class Scores:
+    """Pixel confusion and object/presence tallies of one way over a set of images."""
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = class_names
+        self.confusion = ConfusionMatrix(len(class_names))
+        self.detection = DetectionScores(range(1, len(class_names)))
+        self.images = 0
+
+    def add(self, stem: str, truth: np.ndarray, pred: np.ndarray) -> None:
+        self.confusion.update(torch.from_numpy(truth), torch.from_numpy(pred))
+        self.detection.add(stem, truth, pred)
+        self.images += 1
+
+    def summary(self) -> dict[str, float | None]:
+        metrics = metrics_from_confusion(self.confusion.mat, self.class_names)
+        sections = self.detection.sections(self.class_names)
+        row = {"mean IoU": metrics["mean_iou"]}
+        row.update({f"{name} IoU": metrics["per_class"][name]["iou"] for name in self.class_names[1:]})
+        for name in self.class_names[1:]:
+            row[f"{name} obj F1"] = sections["objects"][name]["f1"]
+        spirochete = self.class_names[-1]
+        row[f"{spirochete} sens"] = sections["presence"][spirochete]["sensitivity"]
+        row[f"{spirochete} spec"] = sections["presence"][spirochete]["specificity"]
+        return row
+
+
+def print_table(title: str, scores: dict[str, Scores]) -> None:
+    print(f"\n{title} ({scores[WAYS[0]].images} images)")
+    rows = {way: s.summary() for way, s in scores.items()}
+    columns = list(rows[WAYS[0]])
+    widths = [len(c) + 2 for c in columns]
+    print(f"{'':16}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths)) + f"{'mIoU ratio':>12}")
+    base = rows[WAYS[0]]["mean IoU"]
+    for way, row in rows.items():
+        cells = "".join(f"{'-' if v is None else f'{v:.3f}':>{w}}" for v, w in zip(row.values(), widths))
+        print(f"{way:16}{cells}{row['mean IoU'] / base if base else float('nan'):>12.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="labelled images to score")
+    parser.add_argument("--split", choices=("val", "all"), default="val", help="the run's held-out images, or every image in --data")
+    parser.add_argument("--train-data", type=Path, help="the training images, for the reference diameter (default: RUN/split.json's training images)")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", help="one plain pass per image")
+    parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
+    args = parser.parse_args()
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta)
+    class_names = list(predictor.class_names)
+    train_pairs = find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
+    reference = reference_diameter(train_pairs, len(class_names))
+    print(f"reference red-cell diameter {reference:.1f} px (median over {len(train_pairs)} training masks)")
+    estimated = Rescaled(predictor, reference, class_id=SOLID_CLASS)
+    everything = {way: Scores(class_names) for way in WAYS}
+    small = {way: Scores(class_names) for way in WAYS}
+    pairs = select_pairs(args.data, args.split, args.checkpoint.parent)
+    for pair in tqdm(pairs, desc="scoring", unit="image"):
+        image, truth = load_pair(pair, len(class_names))
+        drawn = median_object_diameter(truth, SOLID_CLASS)
+        preds = {
+            "as given": predictor.predict(image),
+            "estimated scale": estimated.predict(image),
+            "mask scale": Rescaled(predictor, reference, class_id=SOLID_CLASS, diameter=drawn).predict(image),
+        }
+        for way, pred in preds.items():
+            everything[way].add(pair.stem, truth, pred)
+            if drawn is not None and drawn < args.small:
+                small[way].add(pair.stem, truth, pred)
+        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px, estimated factor {estimated.last_factor:.2f}")
+    print_table("all images", everything)
+    if small[WAYS[0]].images:
+        print_table(f"small-cell images (drawn red cells under {args.small:g} px)", small)
+
+
+if __name__ == "__main__":
+    main()
