@@ -74,6 +74,7 @@ def test_a_broken_yaml_file_is_one_line_naming_it(tmp_path, content, message):
         ({"lr": float("nan")}, "lr = nan is refused: input should be a finite number"),
         ({"mask_palette": {"erythrocyte": [255, 0]}}, "mask_palette = {'erythrocyte': [255, 0]} is refused: list should have at least 3 items, not 2"),
         ({"folds": 1}, "folds = 1 is refused: input should be greater than or equal to 2"),
+        ({"downsample": 1000}, "downsample = 1000 is refused: input should be less than or equal to 16"),
     ],
 )
 def test_every_value_is_checked_against_its_type_and_range(tmp_path, values, expected):

@@ -73,6 +73,9 @@ def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path:
         ModelSpec.from_dict({"name": "segnet"}, "bad.pt")
     with pytest.raises(CheckpointError, match="bad.pt: downsample must be a positive integer, got '3'"):
         ModelSpec.from_dict({**spec.to_dict(), "downsample": "3"}, "bad.pt")
+    # A forged factor is refused when read, not met later as an out-of-memory error.
+    with pytest.raises(CheckpointError, match="forged.pt: downsample must be at most 16, got 100000"):
+        ModelSpec.from_dict({**spec.to_dict(), "downsample": 100_000}, "forged.pt")
 
 
 def test_other_channels_and_classes() -> None:

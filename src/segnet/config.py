@@ -21,7 +21,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
-from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
+from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -78,6 +78,7 @@ class TrainConfig:
         "the model works at 1/K of the image resolution, outputs at full size (default: from the data: "
         "the thinnest class's median thickness / 3, at most 4, so 3 on the real darkfield images)",
         "model",
+        le=LARGEST_DOWNSAMPLE,
     )
     init: str | None = option(
         None,

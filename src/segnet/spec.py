@@ -30,6 +30,10 @@ _ENCODER_STAGES = {
 MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
 """Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
 DEFAULT_MODEL = "segnet-basic"
+LARGEST_DOWNSAMPLE = 16
+"""The most a model may shrink its input: at 1/16 a typical 694x528 image is 43x33 model pixels;
+beyond it nothing is left to segment, and a forged checkpoint's huge factor would pad every
+image to a huge grid and run out of memory instead of being refused."""
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -61,6 +65,8 @@ class ModelSpec:
             raise SegnetError(f"unknown model {self.name!r}; valid models: {', '.join(MODEL_NAMES)}")
         for field in ("num_classes", "in_channels", "downsample"):
             _positive_int(field, getattr(self, field))
+        if self.downsample > LARGEST_DOWNSAMPLE:
+            raise SegnetError(f"downsample must be at most {LARGEST_DOWNSAMPLE}, got {self.downsample}")
 
     @property
     def total_stride(self) -> int:
