@@ -145,7 +145,7 @@ class VariantRun:
         memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
         model = build_model(ModelSpec(args.model, self.num_classes)).to(device, memory_format=memory_format)
         self.model = compile_model(model, device) if variant.compile else model
-        self.loss_fn = build_loss([1.0] * self.num_classes, "none").to(device)
+        self.loss_fn = build_loss().to(device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
         self.amp_dtype = autocast_dtype(device, True) if variant.amp else None
@@ -199,7 +199,7 @@ def main() -> None:
         model = build_model(ModelSpec(args.model, 3)).to(device)
         images = torch.randn(args.batch_size, 3, args.crop, args.crop, device=device)
         masks = torch.randint(0, 3, (args.batch_size, args.crop, args.crop), device=device)
-        flops_per_step = training_step_flops(model, build_loss([1.0] * 3, "none").to(device), images, masks)
+        flops_per_step = training_step_flops(model, build_loss().to(device), images, masks)
         del model
 
         if device.type == "cuda":

@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from segnet.calibration import CALIBRATION_FILE, OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
+from segnet.calibration import OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
 from segnet.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.model import build_model
+from segnet.runfiles import BEST_CHECKPOINT, CALIBRATION_FILE, LAST_CHECKPOINT, SPLIT_FILE
 from segnet.spec import ModelSpec
 from segnet.predict import Predictor
 from segnet.train import train
@@ -94,18 +95,18 @@ def calibrated_run(synthetic_dataset, tmp_path_factory):
 def test_training_calibrates_best_on_training_images_only(calibrated_run):
     data, run = calibrated_run
     summary = json.loads((run / CALIBRATION_FILE).read_text())
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run / SPLIT_FILE).read_text())
     assert len(summary["images"]) == 5 and set(summary["images"]) <= set(split["train"])
     assert summary["mean_iou_after"] >= summary["mean_iou_before"]
-    state = load_checkpoint(run / "best.pt")
+    state = load_checkpoint(run / BEST_CHECKPOINT)
     assert state["calibration"] == summary
     assert state["model_state"]["logit_offsets"].tolist() == list(summary["offsets"].values())
-    assert "calibration" not in load_checkpoint(run / "last.pt")  # training resumes from raw weights
+    assert "calibration" not in load_checkpoint(run / LAST_CHECKPOINT)  # training resumes from raw weights
 
     # The stored offsets are what prediction applies: raw probabilities times e^offset, renormalised.
     image = np.asarray(Image.open(data / "images" / f"{split['val'][0]}.png").convert("RGB"))
-    calibrated = Predictor.from_checkpoint(run / "best.pt", device="cpu").predict_proba(image)
-    raw_model = load_model(state, run / "best.pt")
+    calibrated = Predictor.from_checkpoint(run / BEST_CHECKPOINT, device="cpu").predict_proba(image)
+    raw_model = load_model(state, run / BEST_CHECKPOINT)
     raw_model.logit_offsets.zero_()
     raw = Predictor(raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"]).predict_proba(image)
     expected = raw * np.exp(np.array(list(summary["offsets"].values()), dtype=np.float32))[:, None, None]
@@ -115,7 +116,7 @@ def test_training_calibrates_best_on_training_images_only(calibrated_run):
 def test_calibrate_command_refits_from_the_raw_model(calibrated_run, capsys):
     data, run = calibrated_run
     first = json.loads((run / CALIBRATION_FILE).read_text())
-    assert main(["calibrate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--images", "5", "--device", "cpu"]) == 0
+    assert main(["calibrate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--images", "5", "--device", "cpu"]) == 0
     assert "logit offsets" in capsys.readouterr().out
     again = json.loads((run / CALIBRATION_FILE).read_text())
     # Same images, same pixels: stacking the old offsets onto the new fit would change the result.
@@ -125,11 +126,11 @@ def test_calibrate_command_refits_from_the_raw_model(calibrated_run, capsys):
 def test_calibration_refuses_an_empty_training_list(calibrated_run):
     _, run = calibrated_run
     with pytest.raises(SegnetError, match="no training images"):
-        calibrate_checkpoint(run / "best.pt", [])
+        calibrate_checkpoint(run / BEST_CHECKPOINT, [])
 
 
 
 def test_evaluation_records_the_offsets_it_predicted_with(calibrated_run, tmp_path):
     data, run = calibrated_run
-    metrics = evaluate_run(run / "best.pt", data, out=tmp_path / "evaluation", device="cpu", progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, out=tmp_path / "evaluation", device="cpu", progress=False)
     assert metrics["evaluation"]["logit_offsets"] == json.loads((run / CALIBRATION_FILE).read_text())["offsets"]

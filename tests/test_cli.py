@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from segnet.cli import build_parser, main
+from segnet.runfiles import BEST_CHECKPOINT, REPORT_FILE, SPLIT_FILE
 
 SUBCOMMANDS = ("synth", "train", "calibrate", "evaluate", "predict", "export", "report", "check", "demo")
 
@@ -53,10 +54,10 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     )
     assert trained.returncode == 0, trained.stderr
     assert "epoch 2/2" in trained.stdout
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run / SPLIT_FILE).read_text())
     assert len(split["val"]) == 2 and len(split["train"]) == 8
 
-    evaluated = segnet("evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--out", str(evaluation), "--report")
+    evaluated = segnet("evaluate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--out", str(evaluation), "--report")
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert metrics["num_images"] == 2
@@ -67,9 +68,9 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     assert metrics["evaluation"]["tta"] is True  # on unless --no-tta
     with (evaluation / "per_image.csv").open() as handle:
         assert sorted(row["image"] for row in csv.DictReader(handle)) == sorted(split["val"])
-    assert (run / "report.html").is_file()
+    assert (run / REPORT_FILE).is_file()
 
-    predicted = segnet("predict", "--checkpoint", str(run / "best.pt"), str(data / "images" / "001.png"), str(data / "images" / "00[23].png"), "--out", str(predictions))
+    predicted = segnet("predict", "--checkpoint", str(run / BEST_CHECKPOINT), str(data / "images" / "001.png"), str(data / "images" / "00[23].png"), "--out", str(predictions))
     assert predicted.returncode == 0, predicted.stderr
     for stem in ("001", "002", "003"):
         mask = np.asarray(Image.open(predictions / f"{stem}_mask.png"))

@@ -9,6 +9,7 @@ import yaml
 
 from segnet.config import TrainConfig, load_config, save_config
 from segnet.errors import SegnetError
+from segnet.runfiles import CONFIG_FILE
 
 
 def test_flags_win_over_the_file_which_wins_over_defaults(tmp_path):
@@ -19,8 +20,8 @@ def test_flags_win_over_the_file_which_wins_over_defaults(tmp_path):
 
 def test_round_trip_through_yaml(tmp_path):
     config = load_config(None, {"data": "d", "out": "o", "classes": ["bg", "cell"]})
-    save_config(config, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml") == config
+    save_config(config, tmp_path / CONFIG_FILE)
+    assert load_config(tmp_path / CONFIG_FILE) == config
 
 
 @pytest.mark.parametrize(

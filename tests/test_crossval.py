@@ -23,6 +23,7 @@ from segnet.detection import ObjectTally, PresenceTally
 from segnet.errors import SegnetError
 from segnet.metrics import metrics_from_confusion
 from segnet.predict import Ensemble, Predictor
+from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 
 
 def test_folds_partition_the_images_reproducibly(synthetic_dataset):
@@ -84,8 +85,8 @@ def test_cross_validation_writes_folds_runs_and_summary(cross_validation_run, sy
     folds = json.loads((run / "folds.json").read_text())
     assert folds["folds"] == 3 and sorted(sum(folds["stems"], [])) == sorted(p.stem for p in find_pairs(synthetic_dataset))
     for k, stems in enumerate(folds["stems"], start=1):
-        assert json.loads((run / f"fold_{k}" / "split.json").read_text())["val"] == stems
-        assert (run / f"fold_{k}" / "best.pt").is_file()
+        assert json.loads((run / f"fold_{k}" / SPLIT_FILE).read_text())["val"] == stems
+        assert (run / f"fold_{k}" / BEST_CHECKPOINT).is_file()
     summary = json.loads((run / "cv_summary.json").read_text())
     assert summary["folds"] == 3
     for label in ("global accuracy", "mean IoU", "IoU background", "IoU erythrocyte", "IoU spirochete"):
@@ -104,13 +105,13 @@ def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synth
     assert "mean IoU" in printed and "fold 3" in printed and "count MAE" in printed
     folds = json.loads((run / "folds.json").read_text())["stems"]
     for k, stems in enumerate(folds, start=1):
-        metrics = json.loads((run / "evaluation" / f"fold_{k}" / "metrics.json").read_text())
+        metrics = json.loads((run / EVALUATION_FOLDER / f"fold_{k}" / "metrics.json").read_text())
         assert metrics["num_images"] == len(stems)
-        assert metrics["evaluation"]["checkpoint"] == str(run / f"fold_{k}" / "best.pt")
-    summary = json.loads((run / "evaluation" / "cv_summary.json").read_text())
+        assert metrics["evaluation"]["checkpoint"] == str(run / f"fold_{k}" / BEST_CHECKPOINT)
+    summary = json.loads((run / EVALUATION_FOLDER / "cv_summary.json").read_text())
     assert np.sum(summary["pooled_metrics"]["confusion_matrix"]) == 12 * 48 * 48
     assert "mean boundary F1" in summary["scores"] and "object F1 spirochete" in printed
-    fold_objects = [json.loads((run / "evaluation" / f"fold_{k}" / "metrics.json").read_text())["objects"] for k in (1, 2, 3)]
+    fold_objects = [json.loads((run / EVALUATION_FOLDER / f"fold_{k}" / "metrics.json").read_text())["objects"] for k in (1, 2, 3)]
     pooled = summary["pooled_metrics"]["objects"]["spirochete"]
     assert pooled["true_objects"] == sum(objects["spirochete"]["true_objects"] for objects in fold_objects)
 
@@ -124,7 +125,7 @@ def test_predict_with_a_cross_validation_run_averages_the_folds(cross_validation
     run = cross_validation_run
     image_path = find_pairs(synthetic_dataset)[0].image
     checkpoints = fold_checkpoints(run)
-    assert checkpoints == [run / f"fold_{k}" / "best.pt" for k in (1, 2, 3)]
+    assert checkpoints == [run / f"fold_{k}" / BEST_CHECKPOINT for k in (1, 2, 3)]
     image = read_image(image_path)
     members = [Predictor.from_checkpoint(path, device="cpu") for path in checkpoints]
     expected = np.mean([member.predict_proba(image) for member in members], axis=0)

@@ -23,6 +23,7 @@ from segnet.data import (
     write_split,
 )
 from segnet.errors import DataError
+from segnet.runfiles import SPLIT_FILE
 
 
 def write_pair(root: Path, stem: str, size=(10, 8), mask_value: int = 1, image_ext: str = ".png", mask_folder: str = "masks") -> None:
@@ -127,9 +128,9 @@ def test_split_is_reproducible_disjoint_and_90_10(tmp_path):
     again_train, again_val = split_pairs(list(reversed(pairs)), 0.1, seed=5)
     assert [p.stem for p in again_val] == [p.stem for p in val]
     assert [p.stem for p in split_pairs(pairs, 0.1, seed=6)[1]] != [p.stem for p in val]
-    write_split(tmp_path / "split.json", train, val)
-    assert json.loads((tmp_path / "split.json").read_text())["val"] == [p.stem for p in val]
-    assert read_split(tmp_path / "split.json", pairs, "val") == val
+    write_split(tmp_path / SPLIT_FILE, train, val)
+    assert json.loads((tmp_path / SPLIT_FILE).read_text())["val"] == [p.stem for p in val]
+    assert read_split(tmp_path / SPLIT_FILE, pairs, "val") == val
 
 
 def test_the_original_projects_split_sizes():

@@ -15,6 +15,7 @@ import torch
 from segnet import distributed as dist
 from segnet.checkpoint import load_checkpoint
 from segnet.evaluate import evaluate_run
+from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
 
 
 def test_state_digest_sees_every_bit():
@@ -42,8 +43,8 @@ def two_process_run(synthetic_dataset, tmp_path_factory):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "segnet", "train", "--data", str(synthetic_dataset), "--out", str(out), "--device", "cpu",
         "--epochs", "2", "--batch-size", "4", "--image-size", "32", "--num-workers", "0", "--val-fraction", "0.25",
-        "--no-amp",  # float32, so the single-process evaluation below computes exactly the same logits
-        "--calibration-images", "0",  # and best.pt keeps the raw logits that validation scored
+        "--amp",  # training steps in bfloat16; validation runs evaluate's float32 predictor all the same
+        "--calibration-images", "0",  # best.pt keeps the raw logits that validation scored
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=out.parent)
@@ -57,16 +58,34 @@ def test_both_processes_end_with_the_checkpointed_weights(two_process_run):
     match = re.search(r"model weights identical on all 2 processes \(sha256 ([0-9a-f]{64})\)", stdout)
     assert match, stdout
     # The digest was checked equal on both ranks; it must also be the digest of what rank 0 saved.
-    assert match.group(1) == dist.state_digest(load_checkpoint(out / "last.pt")["model_state"])
+    assert match.group(1) == dist.state_digest(load_checkpoint(out / LAST_CHECKPOINT)["model_state"])
     assert stdout.count("run folder:") == 1  # only rank 0 reports
 
 
 def test_validation_over_two_processes_equals_a_single_process_evaluation(two_process_run, synthetic_dataset, tmp_path):
     out, _ = two_process_run
-    trained = json.loads((out / "best_metrics.json").read_text())  # reduced over both ranks' shares
-    single = evaluate_run(out / "best.pt", synthetic_dataset, split="val", out=tmp_path / "evaluation", device="cpu", progress=False)
+    trained = json.loads((out / BEST_METRICS_FILE).read_text())  # reduced over both ranks' shares
+    single = evaluate_run(out / BEST_CHECKPOINT, synthetic_dataset, split="val", out=tmp_path / "evaluation", device="cpu", progress=False)
     assert single["num_images"] == 3
     assert trained["confusion_matrix"] == single["confusion_matrix"]  # every validation pixel counted once
     assert trained["mean_iou"] == pytest.approx(single["mean_iou"], abs=1e-12)
-    with (out / "history.csv").open() as handle:
-        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    with (out / HISTORY_FILE).open() as handle:
+        history = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    best_row = next(row for row in history if int(row["epoch"]) == trained["epoch"])
+    assert abs(float(best_row["val_mean_iou"]) - single["mean_iou"]) <= 1e-6
+
+
+def test_history_over_two_processes_is_what_evaluate_without_tta_gives(two_process_run, synthetic_dataset, tmp_path, capsys):
+    from segnet.cli import main
+
+    out, _ = two_process_run
+    evaluation = tmp_path / "evaluation"
+    command = ["evaluate", "--checkpoint", str(out / LAST_CHECKPOINT), "--data", str(synthetic_dataset), "--no-tta", "--device", "cpu", "--out", str(evaluation)]
+    assert main(command) == 0
+    capsys.readouterr()
+    single = json.loads((evaluation / "metrics.json").read_text())
+    with (out / HISTORY_FILE).open() as handle:
+        last_row = list(csv.DictReader(handle))[-1]
+    assert abs(float(last_row["val_mean_iou"]) - single["mean_iou"]) <= 1e-6
+    assert abs(float(last_row["val_global_accuracy"]) - single["global_accuracy"]) <= 1e-6

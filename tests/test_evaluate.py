@@ -24,6 +24,7 @@ from segnet.data import find_pairs, read_mask, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_metrics_table
 from segnet.model import build_model
+from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
 from segnet.spec import ModelSpec
 from segnet.synthetic import write_dataset
 
@@ -43,10 +44,10 @@ def make_run(root: Path) -> tuple[Path, Path]:
     model = build_model(ModelSpec("segnet-basic", len(CLASSES)))
     normalization = {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]}
     config = {"model": "segnet-basic", "classes": CLASSES, "mask_palette": None}
-    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config=config, epoch=3, best_score=0.4), run / "best.pt")
+    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config=config, epoch=3, best_score=0.4), run / BEST_CHECKPOINT)
     pairs = find_pairs(data)
-    write_split(run / "split.json", pairs[:2], pairs[2:])
-    (run / "history.csv").write_text(
+    write_split(run / SPLIT_FILE, pairs[:2], pairs[2:])
+    (run / HISTORY_FILE).write_text(
         "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n"
         "1,1.10,1.05,0.60,0.30,1.000e-03,2.0\n"
         "2,0.90,,,,9.000e-04,2.1\n"
@@ -59,7 +60,7 @@ def make_run(root: Path) -> tuple[Path, Path]:
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """The run evaluated once on its validation split (shared by the tests that only read it)."""
     run, data = make_run(tmp_path_factory.mktemp("evaluate"))
-    metrics = evaluate_run(run / "best.pt", data, device="cpu", min_area=MIN_AREA, progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", min_area=MIN_AREA, progress=False)
     return run, data, metrics
 
 
@@ -70,7 +71,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, Path, dict]) -> None:
     run, data, metrics = evaluated
-    out = run / "evaluation"
+    out = run / EVALUATION_FOLDER
     assert json.loads((out / "metrics.json").read_text()) == metrics
     for key in ("classes", "global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou", "per_class", "confusion_matrix"):
         assert key in metrics
@@ -85,7 +86,7 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
     assert metrics["evaluation"]["model"] == "segnet-basic"
     assert metrics["evaluation"]["split"] == "val"
 
-    val_stems = json.loads((run / "split.json").read_text())["val"]
+    val_stems = json.loads((run / SPLIT_FILE).read_text())["val"]
     rows = read_rows(out / "per_image.csv")
     assert [row["image"] for row in rows] == val_stems
     assert list(rows[0]) == [
@@ -103,7 +104,7 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
 
 def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path, dict]) -> None:
     run, data, metrics = evaluated
-    out = run / "evaluation"
+    out = run / EVALUATION_FOLDER
     rows = read_rows(out / "per_image.csv")
     confusion = np.array(metrics["confusion_matrix"])
     assert confusion.sum() == len(rows) * SIZE * SIZE
@@ -164,11 +165,11 @@ def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dic
 def test_split_all_and_custom_out(tmp_path: Path) -> None:
     run, data = make_run(tmp_path)
     out = tmp_path / "elsewhere"
-    metrics = evaluate_run(run / "best.pt", data, split="all", out=out, device="cpu", progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, split="all", out=out, device="cpu", progress=False)
     assert metrics["num_images"] == 4
     assert np.sum(metrics["confusion_matrix"]) == 4 * SIZE * SIZE
     assert len(read_rows(out / "per_image.csv")) == 4
-    assert not (run / "evaluation").exists()
+    assert not (run / EVALUATION_FOLDER).exists()
 
 
 def test_ignore_index_leaves_pixels_out(tmp_path: Path) -> None:
@@ -179,20 +180,20 @@ def test_ignore_index_leaves_pixels_out(tmp_path: Path) -> None:
     Image.fromarray(mask).save(mask_path)
 
     with pytest.raises(DataError, match="003.png"):
-        evaluate_run(run / "best.pt", data, device="cpu", progress=False)
-    metrics = evaluate_run(run / "best.pt", data, device="cpu", ignore_index=255, progress=False)
+        evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", ignore_index=255, progress=False)
     assert np.sum(metrics["confusion_matrix"]) == 2 * SIZE * SIZE - 10 * SIZE
-    rows = read_rows(run / "evaluation" / "per_image.csv")
+    rows = read_rows(run / EVALUATION_FOLDER / "per_image.csv")
     assert all(0 <= float(row["pixel_accuracy"]) <= 1 for row in rows)
 
 
 def test_bad_split_and_missing_split_file(tmp_path: Path) -> None:
     run, data = make_run(tmp_path)
     with pytest.raises(SegnetError, match="unknown split 'test'"):
-        evaluate_run(run / "best.pt", data, split="test", device="cpu", progress=False)
-    (run / "split.json").unlink()
+        evaluate_run(run / BEST_CHECKPOINT, data, split="test", device="cpu", progress=False)
+    (run / SPLIT_FILE).unlink()
     with pytest.raises(DataError, match="split.json"):
-        evaluate_run(run / "best.pt", data, device="cpu", progress=False)
+        evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", progress=False)
 
 
 def test_undefined_scores_are_dashes() -> None:

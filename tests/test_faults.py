@@ -33,10 +33,8 @@ from segnet.checkpoint import FORMAT_VERSION, TEMPORARY_NAME, atomic_write, load
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
+from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, RUN_FILES, SPLIT_FILE
 from segnet.synthetic import write_dataset
-
-RUN_FILES = {"last.pt", "best.pt", "history.csv", "curves.png", "config.yaml", "fingerprint.json", "split.json", "best_metrics.json"}
-
 
 def quiet(*args, **kwargs) -> None:
     pass
@@ -106,7 +104,7 @@ def test_train_refuses_a_broken_dataset_and_lists_its_problems(data, tmp_path, c
     assert any("002.png: unreadable or truncated image" in line for line in lines)
     assert any("005.png: mask values [7] are outside the 3 classes" in line for line in lines)
     assert len(lines) == 1 + 10 + 1 and lines[-1] == f"  and 2 more; run segnet check {data} to list them all"
-    assert not (run / "last.pt").exists()
+    assert not (run / LAST_CHECKPOINT).exists()
 
     assert main(train_args(data, run)) == 1
     err = capsys.readouterr().err
@@ -121,9 +119,9 @@ def test_skip_bad_trains_on_the_pairs_without_problems_and_names_the_others(data
     report = next(line for line in lines if line.startswith("--skip-bad"))
     assert report.startswith("--skip-bad: training on the 6 pairs without problems; left out because of 12 problems:")
     assert "002.png" in report and "005.png" in report
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run / SPLIT_FILE).read_text())
     assert sorted(split["train"] + split["val"]) == ["001", "003", "004", "006", "007", "008"]
-    assert load_checkpoint(run / "last.pt")["config"]["skip_bad"] is True
+    assert load_checkpoint(run / LAST_CHECKPOINT)["config"]["skip_bad"] is True
 
 
 def test_a_dataset_with_nothing_usable_is_one_line(tmp_path):
@@ -146,20 +144,20 @@ def check_run_folder_after_kill(run: Path, last_epoch: int) -> int:
     """Every checkpoint loads, nothing else looks like one, resume's files parse; returns last.pt's epoch."""
     if not run.is_dir():
         return last_epoch
-    assert {path.name for path in run.glob("*.pt")} <= {"last.pt", "best.pt"}
+    assert {path.name for path in run.glob("*.pt")} <= {LAST_CHECKPOINT, BEST_CHECKPOINT}
     for path in run.iterdir():
         assert path.name in RUN_FILES or TEMPORARY_NAME.match(path.name), f"unexpected file {path.name}"
     epochs = {path.name: load_checkpoint(path)["epoch"] for path in run.glob("*.pt")}  # must never fail
-    if "split.json" in (names := {path.name for path in run.iterdir()}):
-        assert set(json.loads((run / "split.json").read_text())) == {"train", "val"}
-    if "config.yaml" in names:
-        assert yaml.safe_load((run / "config.yaml").read_text())["model"] == "segnet-basic"
-    if "last.pt" not in epochs:
+    if SPLIT_FILE in (names := {path.name for path in run.iterdir()}):
+        assert set(json.loads((run / SPLIT_FILE).read_text())) == {"train", "val"}
+    if CONFIG_FILE in names:
+        assert yaml.safe_load((run / CONFIG_FILE).read_text())["model"] == "segnet-basic"
+    if LAST_CHECKPOINT not in epochs:
         return last_epoch
-    assert epochs["last.pt"] >= last_epoch, "a kill lost finished epochs"
+    assert epochs[LAST_CHECKPOINT] >= last_epoch, "a kill lost finished epochs"
     # best.pt is written just before last.pt, so it may be one epoch ahead, never more.
-    assert epochs.get("best.pt", 0) <= epochs["last.pt"] + 1
-    return epochs["last.pt"]
+    assert epochs.get(BEST_CHECKPOINT, 0) <= epochs[LAST_CHECKPOINT] + 1
+    return epochs[LAST_CHECKPOINT]
 
 
 def wait_for(pattern: re.Pattern, log: Path, process: subprocess.Popen, timeout: float) -> bool:
@@ -187,7 +185,7 @@ def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
 
     while kills < KILLS and time.monotonic() - began < KILL_TEST_SECONDS:
         log = tmp_path / f"attempt_{kills}.log"
-        resume = (run / "last.pt").is_file()
+        resume = (run / LAST_CHECKPOINT).is_file()
         with log.open("w") as output:
             process = subprocess.Popen(command + ["--resume" if resume else "--overwrite"], stdout=output, stderr=subprocess.STDOUT, env=env)
         spawned = time.monotonic()
@@ -249,7 +247,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint
         real_replace = os.replace
 
         def replace(source, target, *args, **kwargs):
-            if Path(target).name in ("last.pt", "best.pt") and (run / "last.pt").exists():
+            if Path(target).name in (LAST_CHECKPOINT, BEST_CHECKPOINT) and (run / LAST_CHECKPOINT).exists():
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
             real_replace(source, target, *args, **kwargs)
 
@@ -260,12 +258,12 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint
     err = error_line(capsys)
     assert re.fullmatch(rf"segnet: error: {re.escape(str(run))}/(best|last)\.pt: could not write checkpoint \({reason}\): "
                         r"free some space or choose a writable folder; the previous checkpoint is kept", err), err
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
     assert temporaries(run) == []
 
 
 def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path, monkeypatch):
-    history = tmp_path / "history.csv"
+    history = tmp_path / HISTORY_FILE
     training.append_history(history, {"epoch": 1, "train_loss": "0.5", "lr": "1e-3"})
     real_open = Path.open
 
@@ -280,12 +278,12 @@ def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path,
     monkeypatch.undo()
 
     real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda source, target: enospc() if Path(target).name == "curves.png" else real_replace(source, target))
+    monkeypatch.setattr(os, "replace", lambda source, target: enospc() if Path(target).name == CURVES_FILE else real_replace(source, target))
     with pytest.raises(SegnetError, match=r"curves\.png: could not write training curves \(No space left on device\)"):
         training.write_curves(tmp_path)
     assert temporaries(tmp_path) == []
 
-    target = tmp_path / "split.json"
+    target = tmp_path / SPLIT_FILE
     target.write_text("old")
     expected = f"{target}: could not write split (No space left on device): free some space or choose a writable folder; the previous split is kept"
     with pytest.raises(SegnetError, match=f"^{re.escape(expected)}$"):
@@ -302,16 +300,16 @@ def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path,
 def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "last.pt").write_bytes(b"an earlier run")
+    (run / LAST_CHECKPOINT).write_bytes(b"an earlier run")
     assert main(train_args(data, run)) == 1
     assert error_line(capsys) == f"segnet: error: {run}: already holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
-    assert (run / "last.pt").read_bytes() == b"an earlier run"
+    assert (run / LAST_CHECKPOINT).read_bytes() == b"an earlier run"
     empty = tmp_path / "empty"
     assert main(train_args(data, empty, "--resume")) == 1
     assert "nothing to resume (no last.pt: no epoch finished); start again with --overwrite" in error_line(capsys)
 
 
-@pytest.mark.parametrize("kept", [("best.pt", "history.csv", "curves.png", "best_metrics.json"), *((name,) for name in training.RUN_FILES)])
+@pytest.mark.parametrize("kept", [(BEST_CHECKPOINT, HISTORY_FILE, CURVES_FILE, BEST_METRICS_FILE), *((name,) for name in RUN_FILES)])
 def test_any_file_training_would_replace_makes_a_folder_a_run(kept, data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -326,22 +324,22 @@ def test_any_file_training_would_replace_makes_a_folder_a_run(kept, data, tmp_pa
 def test_a_cross_validation_folder_with_only_a_kept_fold_model_is_a_run(data, tmp_path, capsys):
     run = tmp_path / "cv"
     (run / "fold_1").mkdir(parents=True)
-    (run / "fold_1" / "best.pt").write_bytes(b"kept")
+    (run / "fold_1" / BEST_CHECKPOINT).write_bytes(b"kept")
     assert main(train_args(data, run, "--folds", "2")) == 1
     assert f"{run}: already holds a run (fold_1); pass --resume" in error_line(capsys)
     (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "stems": [["001", "002", "003", "004"], ["005", "006", "007", "008"]]}))
     assert main(train_args(data, run, "--folds", "2", "--resume")) == 1
     assert f"{run / 'fold_1'}: holds a trained model (best.pt) but no last.pt to resume from" in error_line(capsys)
-    assert (run / "fold_1" / "best.pt").read_bytes() == b"kept"
+    assert (run / "fold_1" / BEST_CHECKPOINT).read_bytes() == b"kept"
 
 
 def copy_run_checkpoint(finished_run: tuple[Path, Path], run: Path, **changes) -> Path:
     """A run folder whose last.pt is the finished run's, with ``changes`` to the checkpoint dict."""
     run.mkdir()
-    state = load_checkpoint(finished_run[1] / "last.pt")
+    state = load_checkpoint(finished_run[1] / LAST_CHECKPOINT)
     state.update(changes)
-    save_checkpoint(state, run / "last.pt")
-    return run / "last.pt"
+    save_checkpoint(state, run / LAST_CHECKPOINT)
+    return run / LAST_CHECKPOINT
 
 
 def test_resume_refuses_another_class_list(finished_run, tmp_path):
@@ -360,7 +358,7 @@ def resumable_copy(finished_run: tuple[Path, Path], run: Path) -> Path:
 def test_resume_on_other_images_is_refused_before_anything_is_written(finished_run, tmp_path, capsys):
     data, _ = finished_run
     run = resumable_copy(finished_run, tmp_path / "run")
-    before = {name: (run / name).read_bytes() for name in ("config.yaml", "last.pt", "split.json", "fingerprint.json")}
+    before = {name: (run / name).read_bytes() for name in (CONFIG_FILE, LAST_CHECKPOINT, SPLIT_FILE, FINGERPRINT_FILE)}
     other = write_dataset(tmp_path / "other", count=8, size=32, seed=2)  # the same stems, other images
     assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
     assert error_line(capsys) == (
@@ -379,21 +377,21 @@ def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_pat
     run = resumable_copy(finished_run, tmp_path / "run")
     moved = Path(shutil.copytree(finished_run[0], tmp_path / "moved"))
     assert main(train_args(moved, run, "--epochs", "2", "--resume")) == 0
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
-    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(moved)
+    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 2
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["data"] == str(moved)
 
 
 def test_resume_on_its_own_folder_whose_images_changed_goes_on_with_its_normalisation(finished_run, tmp_path):
     run = resumable_copy(finished_run, tmp_path / "run")
     data = Path(shutil.copytree(finished_run[0], tmp_path / "data"))
-    state = load_checkpoint(run / "last.pt")
-    save_checkpoint({**state, "config": {**state["config"], "data": str(data)}}, run / "last.pt")  # the run's own folder
+    state = load_checkpoint(run / LAST_CHECKPOINT)
+    save_checkpoint({**state, "config": {**state["config"], "data": str(data)}}, run / LAST_CHECKPOINT)  # the run's own folder
     image = data / "images" / f"{json.loads((run / 'split.json').read_text())['train'][0]}.png"
     Image.fromarray(255 - np.asarray(Image.open(image))).save(image)  # a corrected image
     lines = []
     training.train(tiny_config(data, run, epochs=2), resume=True, progress_log=lines.append)
     assert any(line.startswith(f"{data}: the training images changed since the run began (") for line in lines)
-    assert load_checkpoint(run / "last.pt")["normalization"] == state["normalization"]
+    assert load_checkpoint(run / LAST_CHECKPOINT)["normalization"] == state["normalization"]
 
 
 def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(finished_run, tmp_path, capsys):
@@ -475,7 +473,7 @@ def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_
     changes, problem = FORGERIES[forgery]
     run = tmp_path / "run"
     checkpoint = copy_run_checkpoint(finished_run, run, **changes)
-    (run / "split.json").write_text((finished_run[1] / "split.json").read_text())
+    (run / SPLIT_FILE).write_text((finished_run[1] / SPLIT_FILE).read_text())
     data = finished_run[0]
     image = str(next((data / "images").iterdir()))
     commands = [
@@ -491,7 +489,7 @@ def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_
 
 
 def test_weights_that_are_not_finite_are_refused_naming_the_checkpoint(finished_run, tmp_path, capsys):
-    state = load_checkpoint(finished_run[1] / "best.pt")
+    state = load_checkpoint(finished_run[1] / BEST_CHECKPOINT)
     name = next(iter(key for key in state["model_state"] if key.endswith("weight")))
     checkpoint = copy_run_checkpoint(finished_run, tmp_path / "run", model_state={**state["model_state"], name: state["model_state"][name] * math.nan})
     image = str(next((finished_run[0] / "images").iterdir()))
@@ -512,12 +510,12 @@ def test_a_damaged_split_file_is_one_line_naming_it(content, problem, finished_r
     data, finished = finished_run
     run = tmp_path / "run"
     copy_run_checkpoint(finished_run, run)
-    for name in ("best.pt", "config.yaml", "fingerprint.json"):
+    for name in (BEST_CHECKPOINT, CONFIG_FILE, FINGERPRINT_FILE):
         (run / name).write_bytes((finished / name).read_bytes())
-    (run / "split.json").write_text(content)
+    (run / SPLIT_FILE).write_text(content)
     commands = [
-        ["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--device", "cpu"],
-        ["calibrate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--device", "cpu"],
+        ["evaluate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--device", "cpu"],
+        ["calibrate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--device", "cpu"],
         train_args(data, run, "--epochs", "2", "--resume"),
     ]
     for command in commands:
@@ -575,10 +573,10 @@ def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run,
     data, run = finished_run
     forward_running_out_of_memory(monkeypatch, segnet.model, "eval")
     image = str(next((data / "images").iterdir()))
-    predict = ["predict", "--checkpoint", str(run / "best.pt"), image, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    predict = ["predict", "--checkpoint", str(run / BEST_CHECKPOINT), image, "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main([*predict, "--tile", "32"]) == 1
     assert error_line(capsys) == "segnet: error: out of GPU memory at tile size 32 x 4 tiles per pass: lower --tile or --batch-size"
-    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--out", str(tmp_path / "evaluation"), "--device", "cpu"]) == 1
+    assert main(["evaluate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--out", str(tmp_path / "evaluation"), "--device", "cpu"]) == 1
     assert "out of GPU memory segmenting whole images: pass --tile 512 (or smaller)" in error_line(capsys)
 
 
@@ -609,7 +607,7 @@ def test_ctrl_c_mid_epoch_keeps_last_pt_and_says_how_to_resume(data, tmp_path, m
     assert main(train_args(data, run, "--epochs", "2")) == 130
     err = capsys.readouterr().err
     assert "segnet: interrupted; the checkpoints written so far are intact: run the same command with --resume to continue" in err
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
     monkeypatch.undo()
     assert main(train_args(data, run, "--epochs", "2", "--resume")) == 0
-    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 2

@@ -32,6 +32,7 @@ from segnet.report import (
     plot_training_curves,
     write_report,
 )
+from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
 
 ACCENT = (0x2F, 0x5D, 0x8A)  # the report's heading colour, to recognise the page in a screenshot
 
@@ -40,12 +41,12 @@ ACCENT = (0x2F, 0x5D, 0x8A)  # the report's heading colour, to recognise the pag
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hand-built run, evaluated on all four images, with its report written."""
     run, data = make_run(tmp_path_factory.mktemp("report"))
-    evaluate_run(run / "best.pt", data, split="all", device="cpu", min_area=10, progress=False)
+    evaluate_run(run / BEST_CHECKPOINT, data, split="all", device="cpu", min_area=10, progress=False)
     return write_report(run)
 
 
 def test_report_is_one_self_contained_page(report: Path) -> None:
-    assert report == report.parent / "report.html"
+    assert report == report.parent / REPORT_FILE
     page = report.read_text(encoding="utf-8")
     images = re.findall(r'<img src="([^"]*)"', page)
     # Curves, confusion matrix, count scatter, and 4 panels for each of the 4 images.
@@ -59,7 +60,7 @@ def test_report_is_one_self_contained_page(report: Path) -> None:
     for text in (*CLASSES, "segnet-basic", "mean IoU", "Confusion matrix", "Training curves", "Error map"):
         assert text in page
     assert "All 4 images by mean IoU, worst first" in page
-    metrics = json.loads((report.parent / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((report.parent / EVALUATION_FOLDER / "metrics.json").read_text())
     assert "Objects found and image-level presence" in page and "sensitivity" in page
     spirochete = metrics["objects"]["spirochete"]
     cells = [spirochete[key] for key in ("true_objects", "predicted_objects", "found", "correct")]
@@ -71,7 +72,7 @@ def test_report_is_one_self_contained_page(report: Path) -> None:
 def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(report.parent, run)
-    (run / "history.csv").unlink()
+    (run / HISTORY_FILE).unlink()
     page = write_report(run).read_text(encoding="utf-8")
     assert "No training history" in page
     with pytest.raises(DataError, match="metrics.json.*segnet evaluate"):
@@ -80,14 +81,14 @@ def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> N
 
 def test_report_right_after_training_evaluates_the_validation_images_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, data = make_run(tmp_path)
-    save_config(TrainConfig(data=str(data), out=str(run)), run / "config.yaml")
+    save_config(TrainConfig(data=str(data), out=str(run)), run / CONFIG_FILE)
     assert main(["report", str(run), "--device", "cpu", "--no-tta"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{run}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does"
     assert out[-1] == f"report: {run / 'report.html'}"
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((run / EVALUATION_FOLDER / "metrics.json").read_text())
     assert metrics["num_images"] == 2 and metrics["evaluation"]["split"] == "val" and metrics["evaluation"]["tta"] is False
-    assert "All 2 images by mean IoU, worst first" in (run / "report.html").read_text(encoding="utf-8")
+    assert "All 2 images by mean IoU, worst first" in (run / REPORT_FILE).read_text(encoding="utf-8")
     # A second report reads that evaluation instead of evaluating again.
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"report: {run / 'report.html'}"]
@@ -99,23 +100,23 @@ def test_report_shows_unlabelled_pixels(tmp_path: Path) -> None:
     mask = np.asarray(Image.open(mask_path)).copy()
     mask[:8, :] = 255
     Image.fromarray(mask).save(mask_path)
-    evaluate_run(run / "best.pt", data, device="cpu", ignore_index=255, report=True, progress=False)
-    page = (run / "report.html").read_text(encoding="utf-8")
+    evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", ignore_index=255, report=True, progress=False)
+    page = (run / REPORT_FILE).read_text(encoding="utf-8")
     assert "ignored (mask value 255)" in page
 
 
 def test_training_curves_with_sparse_validation(tmp_path: Path) -> None:
-    history = tmp_path / "history.csv"
+    history = tmp_path / HISTORY_FILE
     history.write_text(
         "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n1,1.0,,,,0.001,3.0\n"
     )
-    out = tmp_path / "curves.png"
+    out = tmp_path / CURVES_FILE
     plot_training_curves(history, out)  # one epoch, no validation yet: what training draws first
     with history.open("a") as handle:
         handle.write("2,0.8,0.9,0.7,0.4,0.0008,3.1\n3,0.7,,,,0.0005,3.0\n4,0.6,0.7,0.8,0.5,0.0002,3.0\n")
     plot_training_curves(history, out)
     assert Image.open(out).size[0] > 800
-    assert {p.name for p in tmp_path.iterdir()} == {"history.csv", "curves.png"}  # no temporary file left
+    assert {p.name for p in tmp_path.iterdir()} == {HISTORY_FILE, CURVES_FILE}  # no temporary file left
 
     history.write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(DataError, match="history.csv"):

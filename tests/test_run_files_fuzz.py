@@ -33,6 +33,7 @@ from segnet.data import Pair, read_split, write_split
 from segnet.errors import SegnetError
 from segnet.model import build_model
 from segnet.predict import OnnxModelInfo, Predictor
+from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, SPLIT_FILE
 from segnet.spec import ModelSpec
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
@@ -155,7 +156,7 @@ def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(fol
 @given(content=st.one_of(values, st.fixed_dictionaries({"train": values, "val": values})), name=st.sampled_from(["train", "val"]))
 def test_random_split_files_select_pairs_or_are_refused_naming_the_file(folder: Path, content: Any, name: str) -> None:
     pairs = [Pair(f"{i:03d}", Path(f"{i:03d}.png"), Path(f"{i:03d}.png")) for i in range(1, 5)]
-    path = folder / "split.json"
+    path = folder / SPLIT_FILE
     path.write_text(json.dumps(content, default=lambda tensor: tensor.tolist(), allow_nan=True))
     selected = works_or_names(path, lambda: read_split(path, pairs, name))
     assert selected is None or all(pair in pairs for pair in selected)
@@ -168,7 +169,7 @@ def test_random_split_files_select_pairs_or_are_refused_naming_the_file(folder: 
 )
 def test_valid_split_files_mutated_or_cut_short(folder: Path, stems: list[str], cut: int) -> None:
     pairs = [Pair(f"{i:03d}", Path(f"{i:03d}.png"), Path(f"{i:03d}.png")) for i in range(1, 5)]
-    path = folder / "split.json"
+    path = folder / SPLIT_FILE
     write_split(path, pairs[:2], [Pair(stem, Path(stem), Path(stem)) for stem in stems])
     text = path.read_text()
     path.write_text(text[: len(text) - cut] if cut else text)
@@ -234,8 +235,8 @@ def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(folder: Path, out
 
 @pytest.fixture(scope="module")
 def checkpoint(folder: Path, valid_state) -> Path:
-    save_checkpoint(valid_state, folder / "best.pt")
-    return folder / "best.pt"
+    save_checkpoint(valid_state, folder / BEST_CHECKPOINT)
+    return folder / BEST_CHECKPOINT
 
 
 @settings(max_examples=FEW, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -271,7 +272,7 @@ YAML_PIECES = [
 @FUZZ
 @given(content=st.lists(st.sampled_from(YAML_PIECES), max_size=30).map(lambda pieces: "".join(pieces).encode()) | st.binary(max_size=200))
 def test_random_yaml_files_are_read_or_refused_naming_the_file(folder: Path, content: bytes) -> None:
-    path = folder / "config.yaml"
+    path = folder / CONFIG_FILE
     path.write_bytes(content)
     config = works_or_names(path, lambda: load_config(path))
     assert config is None or config == load_config(None)  # nothing here names a known option

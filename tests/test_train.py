@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import re
 
@@ -13,7 +14,9 @@ import yaml
 from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
-from segnet.train import resolve_data_defaults, train
+from segnet.plan import make_plan, read_plan
+from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE, SPLIT_FILE, TENSORBOARD_FOLDER
+from segnet.train import train
 
 
 def tiny_config(data, out, **overrides):
@@ -30,18 +33,20 @@ def finished_run(synthetic_dataset, tmp_path_factory):
 
 
 def test_run_folder_holds_everything(finished_run):
-    for name in ("best.pt", "last.pt", "history.csv", "config.yaml", "split.json", "fingerprint.json", "curves.png"):
+    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT, HISTORY_FILE, CONFIG_FILE, SPLIT_FILE, FINGERPRINT_FILE, PLAN_FILE, CURVES_FILE):
         assert (finished_run / name).is_file(), name
-    with (finished_run / "history.csv").open() as handle:
+    plan = read_plan(finished_run / PLAN_FILE)
+    assert plan.image_size == 32 and plan.batch_size == 4 and plan.normalization == load_checkpoint(finished_run / LAST_CHECKPOINT)["normalization"]
+    with (finished_run / HISTORY_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert 0 <= float(rows[-1]["val_mean_iou"]) <= 1
-    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    config = yaml.safe_load((finished_run / CONFIG_FILE).read_text())
     assert config["image_size"] == 32 and config["model"] == "segnet-basic"
 
 
 def test_checkpoint_is_self_describing(finished_run):
-    state = load_checkpoint(finished_run / "last.pt")
+    state = load_checkpoint(finished_run / LAST_CHECKPOINT)
     assert state["epoch"] == 2
     assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
@@ -63,7 +68,7 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
     real_epoch = training.train_one_epoch
 
     def interrupt_in_epoch_two(*args, **kwargs):
-        if args[6] == 2:  # the epoch argument
+        if inspect.signature(real_epoch).bind(*args, **kwargs).arguments["epoch"] == 2:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
@@ -71,14 +76,14 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
     monkeypatch.setattr(training, "train_one_epoch", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(synthetic_dataset, resumed, epochs=3), progress_log=lambda *a: None)
-    assert load_checkpoint(resumed / "last.pt")["epoch"] == 1
+    assert load_checkpoint(resumed / LAST_CHECKPOINT)["epoch"] == 1
     monkeypatch.setattr(training, "train_one_epoch", real_epoch)
     train(tiny_config(synthetic_dataset, resumed, epochs=3), resume=True, progress_log=lambda *a: None)
 
-    with (resumed / "history.csv").open() as handle:
+    with (resumed / HISTORY_FILE).open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
-    expected = load_checkpoint(straight / "last.pt")["model_state"]
-    actual = load_checkpoint(resumed / "last.pt")["model_state"]
+    expected = load_checkpoint(straight / LAST_CHECKPOINT)["model_state"]
+    actual = load_checkpoint(resumed / LAST_CHECKPOINT)["model_state"]
     for key, value in expected.items():
         assert torch.equal(value, actual[key]), key
 
@@ -86,8 +91,8 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
 def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    state = load_checkpoint(finished_run / "last.pt")
-    save_checkpoint(state, run / "last.pt")
+    state = load_checkpoint(finished_run / LAST_CHECKPOINT)
+    save_checkpoint(state, run / LAST_CHECKPOINT)
     with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'notebook-segnet'"):
         train(tiny_config(synthetic_dataset, run, model="notebook-segnet", epochs=3), resume=True, progress_log=lambda *a: None)
 
@@ -98,12 +103,21 @@ def test_nan_loss_stops_with_a_clear_message(synthetic_dataset, tmp_path):
         train(tiny_config(synthetic_dataset, tmp_path / "run", lr=1e30), progress_log=lambda *a: None)
 
 
+def fingerprint_of(height: float, width: float, thickness=None) -> dict:
+    """A fingerprint of images of one size, with the darkfield data's class frequencies."""
+    return {
+        "height": {"median": height, "max": int(height)}, "width": {"median": width, "max": int(width)},
+        "class_frequencies": [0.86, 0.13, 0.01], "class_presence_frequencies": [0.86, 0.2, 0.05],
+        "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], **({"class_thickness": thickness} if thickness else {}),
+    }
+
+
 def test_data_defaults_follow_the_fingerprint():
-    fingerprint = {"height": {"median": 530.0, "max": 530}, "width": {"median": 700.0, "max": 700}, "class_frequencies": [0.86, 0.13, 0.01]}
-    plan = resolve_data_defaults(load_config(), fingerprint)
-    assert plan == {"image_size": 256, "downsample": 1, "focus_class": 2}
-    small = dict(fingerprint, height={"median": 100.0, "max": 100})
-    assert resolve_data_defaults(load_config(), small)["image_size"] == 96
+    plan = make_plan(load_config(), fingerprint_of(530.0, 700.0))
+    assert (plan.image_size, plan.downsample, plan.focus_class) == (256, 1, 2)
+    assert plan.mean == [0.1, 0.2, 0.3] and plan.class_weights == pytest.approx([(0.2 / 0.86) ** 0.5, 1.0, 2.0])  # sqrt-median
+    assert make_plan(load_config(), fingerprint_of(100.0, 700.0)).image_size == 96
+    assert make_plan(load_config(None, {"batch_size": 8}), fingerprint_of(530.0, 700.0), world_size=3).per_process_batch == 2
 
 
 @pytest.mark.parametrize(
@@ -115,41 +129,61 @@ def test_data_defaults_follow_the_fingerprint():
     ],
 )
 def test_resolution_follows_the_thinnest_class(thickness, downsample, crop):
-    fingerprint = {
-        "height": {"median": 530.0, "max": 530}, "width": {"median": 700.0, "max": 700}, "class_frequencies": [0.86, 0.13, 0.01],
-        "class_thickness": thickness,
-    }
-    plan = resolve_data_defaults(load_config(), fingerprint)
-    assert (plan["downsample"], plan["image_size"]) == (downsample, crop)
-    assert resolve_data_defaults(load_config(None, {"downsample": 1}), fingerprint)["downsample"] == 1
+    fingerprint = fingerprint_of(530.0, 700.0, thickness)
+    plan = make_plan(load_config(), fingerprint)
+    assert (plan.downsample, plan.image_size) == (downsample, crop)
+    assert make_plan(load_config(None, {"downsample": 1}), fingerprint).downsample == 1
+
+
+def test_a_resumed_plan_keeps_what_the_data_decided():
+    recorded = make_plan(load_config(), fingerprint_of(530.0, 700.0, [300.0, 61.0, 10.9]))
+    changed = dict(fingerprint_of(530.0, 700.0, [300.0, 20.0, 3.0]), mean=[0.5, 0.5, 0.5], class_frequencies=[0.5, 0.01, 0.49])
+    assert make_plan(load_config(), changed).downsample == 1  # what these images alone would give
+    resumed = make_plan(load_config(), changed, recorded=recorded)
+    assert (resumed.downsample, resumed.image_size, resumed.focus_class) == (3, 480, 2)
+    assert resumed.mean == [0.1, 0.2, 0.3] and resumed.class_weights == recorded.class_weights
+    # The recorded crop is checked against the images given now: 100 px allow at most 192 at downsample 3.
+    with pytest.raises(SegnetError, match="--image-size 480 is larger than the largest training image"):
+        make_plan(load_config(), fingerprint_of(100.0, 100.0), recorded=recorded)
 
 
 def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2), progress_log=lambda *a: None)
-    state = load_checkpoint(run / "last.pt")
+    state = load_checkpoint(run / LAST_CHECKPOINT)
     assert state["model"]["downsample"] == 2
-    assert load_model(state, run / "last.pt").total_stride == 32
-    assert yaml.safe_load((run / "config.yaml").read_text())["downsample"] == 2
+    assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
         train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
     # Without --downsample the run resumes at its own, although these images alone would give 1.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
-    assert load_checkpoint(run / "last.pt")["model"]["downsample"] == 2
+    assert load_checkpoint(run / LAST_CHECKPOINT)["model"]["downsample"] == 2
 
 
-def test_deterministic_runs_repeat_bit_for_bit(synthetic_dataset, tmp_path):
+def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(synthetic_dataset, tmp_path, monkeypatch):
+    import segnet.train as training
+
+    real_epoch = training.train_one_epoch
+    deterministic_during_epochs = []
+
+    def recording_epoch(*args, **kwargs):
+        deterministic_during_epochs.append(torch.are_deterministic_algorithms_enabled())
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", recording_epoch)
+    assert not torch.are_deterministic_algorithms_enabled()
     # One DataLoader worker, so the per-worker augmentation seeding is part of what must repeat.
     runs = [tmp_path / "first", tmp_path / "second"]
-    try:
-        for run in runs:
-            train(tiny_config(synthetic_dataset, run, epochs=1, deterministic=True, num_workers=1), progress_log=lambda *a: None)
-        assert torch.are_deterministic_algorithms_enabled()
-    finally:
-        train(tiny_config(synthetic_dataset, tmp_path / "third", epochs=1), progress_log=lambda *a: None)
-    first, second = (load_checkpoint(run / "last.pt")["model_state"] for run in runs)
+    for run in runs:
+        train(tiny_config(synthetic_dataset, run, epochs=1, deterministic=True, num_workers=1), progress_log=lambda *a: None)
+        assert not torch.are_deterministic_algorithms_enabled()  # restored: the next run is free to be fast again
+    assert deterministic_during_epochs == [True, True]
+    first, second = (load_checkpoint(run / LAST_CHECKPOINT)["model_state"] for run in runs)
     assert all(torch.equal(first[key], second[key]) for key in first)
-    assert not torch.are_deterministic_algorithms_enabled()  # the next run is free to be fast again
+    with pytest.raises(SegnetError, match="already holds a run"):  # restored after a failed run too
+        train(tiny_config(synthetic_dataset, runs[0], epochs=1, deterministic=True), progress_log=lambda *a: None)
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(synthetic_dataset, tmp_path, monkeypatch):
@@ -171,8 +205,8 @@ def test_early_stopping_after_patience_epochs_without_improvement(synthetic_data
     train(tiny_config(synthetic_dataset, run, epochs=4, patience=2), progress_log=lines.append)
     assert epochs_validated == [1, 2, 3]
     assert any("early stopping after epoch 3" in line and "best 0.5000 at epoch 1" in line for line in lines), lines
-    assert json.loads((run / "best_metrics.json").read_text())["epoch"] == 1
-    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["best_epoch"] == 1
+    assert json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
+    assert load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1 and load_checkpoint(run / LAST_CHECKPOINT)["best_epoch"] == 1
 
 
 def test_patience_needs_validation_images(synthetic_dataset, tmp_path):
@@ -199,7 +233,7 @@ def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_pat
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    events = EventAccumulator(str(run / TENSORBOARD_FOLDER)).Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"loss/train", "loss/val", "val/global_accuracy", "val/mean_iou", "learning_rate", "val_iou/spirochete"} <= scalars
     images = events.Tags()["images"]
@@ -220,11 +254,11 @@ def test_tiny_time_budget_trains_one_validated_epoch_and_says_so(synthetic_datas
     run = tmp_path / "run"
     train(tiny_config(synthetic_dataset, run, epochs=5, time_budget=0.001), progress_log=lines.append)
     assert any("time budget 0.001 min: 1 epoch fit" in line and "schedule ends at epoch 1" in line for line in lines), lines
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / CONFIG_FILE).read_text())
     assert config["epochs"] == 1 and config["time_budget"] == 0.001
-    assert len((run / "history.csv").read_text().splitlines()) == 1 + 1
+    assert len((run / HISTORY_FILE).read_text().splitlines()) == 1 + 1
     # The epoch the budget made the last one was validated, so it is best.pt.
-    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and json.loads((run / "best_metrics.json").read_text())["epoch"] == 1
+    assert load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1 and json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
 
 
 def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthetic_dataset, tmp_path, monkeypatch):
@@ -237,12 +271,12 @@ def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthe
     train(tiny_config(synthetic_dataset, fixed, epochs=3, **common), progress_log=lambda *a: None)
 
     def learning_rates(run):
-        with (run / "history.csv").open(newline="") as handle:
+        with (run / HISTORY_FILE).open(newline="") as handle:
             return [row["lr"] for row in csv.DictReader(handle)]
 
     assert learning_rates(budgeted) == learning_rates(fixed) and len(learning_rates(fixed)) == 3
     # Every step's learning rate matched, the first after the refit included: the same weights.
-    ours, theirs = load_checkpoint(budgeted / "last.pt")["model_state"], load_checkpoint(fixed / "last.pt")["model_state"]
+    ours, theirs = load_checkpoint(budgeted / LAST_CHECKPOINT)["model_state"], load_checkpoint(fixed / LAST_CHECKPOINT)["model_state"]
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
@@ -264,7 +298,7 @@ def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
     budget = TimeBudget(1)
     budget.record_training(1.0)
     fit_schedule_to_budget(config, 3, scheduler, 4, budget, tmp_path, lambda *a: None)
-    assert config.epochs == 3 and yaml.safe_load((tmp_path / "config.yaml").read_text())["epochs"] == 3
+    assert config.epochs == 3 and yaml.safe_load((tmp_path / CONFIG_FILE).read_text())["epochs"] == 3
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(8))
     optimizer.step()
     scheduler.step()
@@ -288,3 +322,37 @@ def test_an_invalid_flag_writes_nothing_so_the_retry_is_not_refused(synthetic_da
         assert main(args + bad) == 1
         assert capsys.readouterr().err.startswith(f"segnet: error: --lr: lr = {float(bad[1])!r} is refused: input should be")
         assert not run.exists()
+
+
+def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic_dataset, tmp_path, capsys):
+    """Training validates through segnet evaluate's predictor: the number in history.csv is evaluate's.
+
+    Training runs under bfloat16 autocast (validation and evaluation in float32), and best.pt is
+    calibrated afterwards: its offsets change its decisions, so it is compared as it was scored,
+    with the offsets it had then (none); last.pt is never calibrated.
+    """
+    from segnet.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=2, amp=True, calibration_images=2), progress_log=lambda *a: None)
+    with (run / HISTORY_FILE).open(newline="") as handle:
+        history = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+    best = load_checkpoint(run / BEST_CHECKPOINT)
+    assert best["calibration"]["offsets"]  # calibrated after training
+    best["model_state"]["logit_offsets"].zero_()
+    del best["calibration"]
+    save_checkpoint(best, run / "best_as_scored.pt")
+
+    def evaluate(checkpoint: str) -> dict:
+        out = tmp_path / f"evaluation-{checkpoint}"
+        assert main(["evaluate", "--checkpoint", str(run / checkpoint), "--data", str(synthetic_dataset), "--no-tta",
+                     "--device", "cpu", "--out", str(out)]) == 0
+        capsys.readouterr()
+        return json.loads((out / "metrics.json").read_text())
+
+    last, scored = evaluate("last.pt"), evaluate("best_as_scored.pt")
+    assert abs(float(history[2]["val_mean_iou"]) - last["mean_iou"]) <= 1e-6
+    assert abs(float(history[2]["val_global_accuracy"]) - last["global_accuracy"]) <= 1e-6
+    best_metrics = json.loads((run / BEST_METRICS_FILE).read_text())
+    assert best_metrics["confusion_matrix"] == scored["confusion_matrix"]
+    assert abs(float(history[best["epoch"]]["val_mean_iou"]) - scored["mean_iou"]) <= 1e-6

@@ -18,7 +18,7 @@ so calibration never lowers the score on the images it is fitted to.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from segnet.errors import SegnetError
 from segnet.evaluate import mask_palette
 from segnet.metrics import metrics_from_confusion
 from segnet.predict import Predictor
+from segnet.runfiles import CALIBRATION_FILE
 
-CALIBRATION_FILE = "calibration.json"
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0 + 1e-9, 0.25), 2)
 """Candidate offsets per class, in nats (a factor of e^4 either way on the odds)."""
 SEARCH_ROUNDS = 2
@@ -91,6 +91,7 @@ def calibrate_checkpoint(
     device: str | torch.device = "auto",
     seed: int = 0,
     progress: bool = True,
+    decoded: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Fit the logit offsets of ``checkpoint`` on ``pairs`` (training images) and store them in it.
 
@@ -106,11 +107,14 @@ def calibrate_checkpoint(
             picks the pixels sampled from each image).
         device: where the model runs.
         progress: show a progress bar over the images.
+        decoded: pairs already decoded, by stem (training passes what its data check read);
+            the others are read from their files.
 
     Returns:
         The summary: ``offsets`` (class name -> offset), ``images``, ``pixels``, and the mean IoU
         on the sampled pixels ``mean_iou_before`` and ``mean_iou_after``.
     """
+    decoded = decoded or {}
     if not pairs:
         raise SegnetError(f"{checkpoint}: no training images to calibrate the decisions on")
     checkpoint = Path(checkpoint)
@@ -127,7 +131,7 @@ def calibrate_checkpoint(
     chosen = [pairs[i] for i in sorted(rng.choice(len(pairs), size=min(max_images, len(pairs)), replace=False))]
     samples, truths = [], []
     for pair in tqdm(chosen, desc="calibrating", unit="image", leave=False, disable=not progress):
-        image, truth = load_pair(pair, len(class_names), palette)
+        image, truth = decoded[pair.stem] if pair.stem in decoded else load_pair(pair, len(class_names), palette)
         try:
             proba = predictor.predict_proba(image)
         except SegnetError as error:

@@ -82,13 +82,15 @@ class CheckResult:
 
     ``problems`` stop training; ``notes`` are conversions segnet handles. ``good_pairs`` are the
     pairs with no problem in either file (what ``train --skip-bad`` trains on); the class statistics
-    in ``summary`` are computed over them.
+    in ``summary`` are computed over them. ``decoded`` holds their (uint8 image, uint8 mask) by
+    stem, as :func:`segnet.data.load_pair` reads them, when the check was asked to keep them.
     """
 
     problems: list[Problem]
     notes: list[Problem]
     summary: dict
     good_pairs: list[Pair]
+    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class _FileReport:
     size: tuple[int, int] | None = None  # (width, height), upright
     orientation: int = 1
     class_pixels: np.ndarray | None = None  # masks only
+    array: np.ndarray | None = None  # the decoded pixels, when kept
 
 
 def _bit_depth(mode: str) -> int:
@@ -115,7 +118,7 @@ def _bit_depth(mode: str) -> int:
     return 8
 
 
-def _inspect_image(path: Path) -> _FileReport:
+def _inspect_image(path: Path, keep: bool) -> _FileReport:
     try:
         image = _open(path)
         report = _FileReport(path, mode=image.mode, bit_depth=_bit_depth(image.mode), orientation=exif_orientation(image))
@@ -123,6 +126,7 @@ def _inspect_image(path: Path) -> _FileReport:
     except DataError as error:
         return _FileReport(path, problem=error.problem)
     report.size = (array.shape[1], array.shape[0])
+    report.array = array if keep else None
     if report.mode in _IMAGE_MODE_NOTES:
         report.notes.append(_IMAGE_MODE_NOTES[report.mode])
     elif report.bit_depth > 8:
@@ -131,7 +135,7 @@ def _inspect_image(path: Path) -> _FileReport:
     return report
 
 
-def _inspect_mask(path: Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None) -> _FileReport:
+def _inspect_mask(path: Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None, keep: bool) -> _FileReport:
     try:
         image = _open(path)
         report = _FileReport(path, mode=image.mode, bit_depth=_bit_depth(image.mode), orientation=exif_orientation(image))
@@ -140,6 +144,7 @@ def _inspect_mask(path: Path, num_classes: int, palette: Mapping[int, Sequence[i
         return _FileReport(path, problem=error.problem)
     report.size = (mask.shape[1], mask.shape[0])
     report.class_pixels = np.bincount(mask.ravel(), minlength=num_classes)
+    report.array = mask if keep else None
     if palette is None and report.mode in _MASK_MODE_NOTES:
         report.notes.append(_MASK_MODE_NOTES[report.mode])
     return report
@@ -262,12 +267,14 @@ def check_dataset(
     class_names: Sequence[str],
     palette: Mapping[int, Sequence[int]] | None = None,
     progress: bool = True,
+    keep_decoded: bool = False,
 ) -> CheckResult:
     """Scan ``root/images`` and ``root/masks`` (or ``flattened_masks``) and report every problem.
 
     Each file is decoded with segnet's own readers in a thread pool (Pillow releases the GIL while
     decoding). ``palette`` (class index -> RGB) reads colour masks, as the ``mask_palette`` option
-    does in training. Raises DataError only when ``root`` is not a folder.
+    does in training. With ``keep_decoded`` the good pairs' pixels are kept (``CheckResult.decoded``),
+    so training decodes no file twice. Raises DataError only when ``root`` is not a folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -302,8 +309,8 @@ def check_dataset(
     num_classes = len(class_names)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_inspect_image, path) for path in image_paths]
-        futures += [pool.submit(_inspect_mask, path, num_classes, palette) for path in mask_paths]
+        futures = [pool.submit(_inspect_image, path, keep_decoded) for path in image_paths]
+        futures += [pool.submit(_inspect_mask, path, num_classes, palette, keep_decoded) for path in mask_paths]
         for _ in tqdm(as_completed(futures), total=len(futures), desc="check", unit="file", disable=not progress):
             pass
     reports = {report.path: report for report in (future.result() for future in futures)}
@@ -313,7 +320,7 @@ def check_dataset(
             problems.append(Problem(report.path, report.problem))
         notes += [Problem(report.path, note) for note in report.notes]
 
-    good_pairs, good_masks = [], []
+    good_pairs, good_masks, decoded = [], [], {}
     paired_stems = sorted(stem for stem in images if stem in masks)
     for stem in paired_stems:
         if len(images[stem]) > 1 or len(masks[stem]) > 1:
@@ -329,11 +336,13 @@ def check_dataset(
             notes.append(Problem(image.path, f"image and mask both have EXIF orientation {image.orientation}: both turned upright"))
         good_pairs.append(Pair(stem, image.path, mask.path))
         good_masks.append(mask)
+        if keep_decoded:
+            decoded[stem] = (image.array, mask.array)
 
     problems.sort(key=lambda problem: str(problem.path))
     notes.sort(key=lambda note: str(note.path))
     summary = _summarise([reports[path] for path in image_paths], [reports[path] for path in mask_paths], len(paired_stems), good_masks, class_names)
-    return CheckResult(problems, notes, summary, good_pairs)
+    return CheckResult(problems, notes, summary, good_pairs, decoded)
 
 
 PROBLEMS_LISTED = 10

@@ -244,6 +244,7 @@ def run_command(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from segnet.config import config_options, load_config
     from segnet.distributed import is_main_process
+    from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE
     from segnet.train import train
 
     overrides = {option.name: getattr(args, option.name) for option in config_options()}
@@ -261,7 +262,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_process:
-        print(f"run folder: {run_dir} (best.pt, last.pt, history.csv, config.yaml)")
+        print(f"run folder: {run_dir} ({', '.join((BEST_CHECKPOINT, LAST_CHECKPOINT, HISTORY_FILE, CONFIG_FILE, PLAN_FILE))})")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 The fully resolved config (data-derived values filled in) is written to ``RUN/config.yaml`` and
 stored in every checkpoint. Fields left ``None`` are derived from the dataset fingerprint at the
-start of training (see ``segnet.train.resolve_data_defaults``).
+start of training (see :func:`segnet.plan.make_plan`; RUN/plan.json records them).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ from segnet.detection import pooled_detection
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run, format_score, text_table
 from segnet.metrics import metrics_from_confusion
-from segnet.train import BEST_METRICS_FILE, RUN_FILES, checked_pairs, train
+from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, EVALUATION_FOLDER, LAST_CHECKPOINT, RUN_FILES
+from segnet.train import check_training_data, train
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "cv_summary.json"
@@ -52,7 +53,7 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
     return run_dir / f"fold_{fold}"
 
 
-def fold_checkpoints(run_dir: Path, checkpoint_name: str = "best.pt") -> list[Path]:
+def fold_checkpoints(run_dir: Path, checkpoint_name: str = BEST_CHECKPOINT) -> list[Path]:
     """Every fold's ``checkpoint_name`` of a cross-validation run, in fold order.
 
     Raises:
@@ -119,12 +120,22 @@ def train_cross_validation(
     finished folds are kept, an interrupted fold continues from its ``last.pt`` and folds not
     begun are trained. Returns the summary written to ``RUN/cv_summary.json``.
     """
+    with dist.determinism(config.deterministic):
+        owns_process_group = not dist.is_distributed()
+        dist.init_distributed(config.device)  # one process group for all folds
+        summary = _train_folds(config, folds, resume, overwrite, progress_log)
+    if owns_process_group:
+        dist.cleanup()
+    return summary
+
+
+def _train_folds(
+    config: TrainConfig, folds: int, resume: bool, overwrite: bool, progress_log: Callable[..., None]
+) -> dict[str, Any]:
+    """:func:`train_cross_validation` within its process group: the folds, then their summary."""
     run_dir = Path(config.out)
-    dist.configure_determinism(config.deterministic)
-    owns_process_group = not dist.is_distributed()
-    dist.init_distributed(config.device)  # one process group for all folds
     log = progress_log if dist.is_main_process() else (lambda *a, **k: None)
-    pairs = checked_pairs(config, log)
+    pairs, decoded = check_training_data(config, log)
     if resume:
         if not (run_dir / FOLDS_FILE).is_file():
             raise SegnetError(f"{run_dir}: nothing to resume (no {FOLDS_FILE})")
@@ -150,10 +161,10 @@ def train_cross_validation(
         train_pairs = [p for other, fold in enumerate(validation_folds, start=1) if other != k for p in fold]
         out = fold_dir(run_dir, k)
         log(f"cross-validation fold {k}/{folds}: {len(train_pairs)} training and {len(val_pairs)} validation images")
-        fold_resume = resume and (out / "last.pt").is_file()
+        fold_resume = resume and (out / LAST_CHECKPOINT).is_file()
         # A fold folder without last.pt holds nothing to keep (it stopped before its first epoch
         # ended), unless its last.pt was pruned from a finished fold: that fold's model is kept.
-        if resume and not fold_resume and (out / "best.pt").is_file():
+        if resume and not fold_resume and (out / BEST_CHECKPOINT).is_file():
             raise SegnetError(
                 f"{out}: holds a trained model (best.pt) but no last.pt to resume from; "
                 "train the cross-validation again with --overwrite instead of --resume"
@@ -164,14 +175,13 @@ def train_cross_validation(
             overwrite=not fold_resume,
             progress_log=progress_log,
             split=(train_pairs, val_pairs),
+            decoded=decoded,
         )
 
     summary = summarize_folds([read_best_metrics(fold_dir(run_dir, k)) for k in range(1, folds + 1)])
     if dist.is_main_process():
         write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     dist.barrier()
-    if owns_process_group:
-        dist.cleanup()
     return summary
 
 
@@ -258,7 +268,7 @@ def evaluate_cross_validation(
     data: str | Path,
     *,
     out: str | Path | None = None,
-    checkpoint_name: str = "best.pt",
+    checkpoint_name: str = BEST_CHECKPOINT,
     device: str = "auto",
     ignore_index: int | None = None,
     tile: int | None = None,
@@ -281,7 +291,7 @@ def evaluate_cross_validation(
         The summary (as :func:`summarize_folds`), also written to ``OUT/cv_summary.json``.
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out) if out is not None else run_dir / "evaluation"
+    out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
     # Each fold's evaluate_run scores the held-out images of that fold's split.json.
     per_fold = [
         evaluate_run(

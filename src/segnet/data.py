@@ -412,7 +412,9 @@ class SegmentationDataset:
 
     Decoded arrays are cached in memory after the first read, so no epoch decodes a file twice
     (with ``preload=True`` they are decoded up front, before DataLoader workers fork and share them).
-    ``transform`` is an albumentations pipeline taking ``image=`` and ``mask=`` numpy arrays.
+    ``decoded`` (stem -> (uint8 image, uint8 mask), as :func:`load_pair` reads them) fills the
+    cache with pairs decoded before, e.g. by the data check. ``transform`` is an albumentations
+    pipeline taking ``image=`` and ``mask=`` numpy arrays.
     """
 
     def __init__(
@@ -424,13 +426,17 @@ class SegmentationDataset:
         transform: Callable | None = None,
         preload: bool = False,
         palette: Mapping[int, Sequence[int]] | None = None,
+        decoded: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.num_classes = num_classes
         self.set_normalization(mean, std)
         self.transform = transform
         self.palette = palette
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        decoded = decoded or {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            index: decoded[pair.stem] for index, pair in enumerate(self.pairs) if pair.stem in decoded
+        }
         if preload:
             for index in range(len(self.pairs)):
                 self.load(index)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from segnet.config import load_config
 from segnet.data import find_pairs, read_split
-from segnet.evaluate import evaluate_run, format_metrics_table
+from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, evaluate_run, format_metrics_table
 from segnet.predict import Predictor, predict_paths
+from segnet.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE, SPLIT_FILE
 from segnet.synthetic import write_dataset
 from segnet.train import train
 
@@ -36,17 +37,17 @@ def run_demo(
     run_dir = train(config, overwrite=True)
     print("3/4 evaluating the validation images at full size")
     # TTA as `segnet evaluate` and `segnet predict` do by default.
-    metrics = evaluate_run(run_dir / "best.pt", data_dir, split="val", device=device, tta=True, report=True)
+    metrics = evaluate_run(run_dir / BEST_CHECKPOINT, data_dir, split="val", device=device, tta=True, report=True)
     print("4/4 segmenting and counting the validation images")
-    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device=device, tta=True)
+    predictor = Predictor.from_checkpoint(run_dir / BEST_CHECKPOINT, device=device, tta=True)
     prediction_dir = out / "predictions"
-    validation_images = [str(pair.image) for pair in read_split(run_dir / "split.json", find_pairs(data_dir), "val")]
+    validation_images = [str(pair.image) for pair in read_split(run_dir / SPLIT_FILE, find_pairs(data_dir), "val")]
     predict_paths(predictor, validation_images, prediction_dir)
     print()
     print(format_metrics_table(metrics))
     print()
-    print(f"run folder:   {run_dir} (best.pt, history.csv, curves.png)")
-    print(f"evaluation:   {run_dir / 'evaluation'} (metrics.json, per_image.csv)")
-    print(f"report:       {run_dir / 'report.html'}")
+    print(f"run folder:   {run_dir} ({BEST_CHECKPOINT}, {HISTORY_FILE}, {CURVES_FILE})")
+    print(f"evaluation:   {run_dir / EVALUATION_FOLDER} ({METRICS_FILE}, {PER_IMAGE_FILE})")
+    print(f"report:       {run_dir / REPORT_FILE}")
     print(f"predictions:  {prediction_dir} (masks, overlays, counts.csv)")
     return metrics

@@ -6,10 +6,11 @@ process is rank 0 of 1 and every helper here is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -47,23 +48,37 @@ def autocast_dtype(device: torch.device, requested: bool | None) -> torch.dtype 
     return torch.bfloat16 if (native_bf16 or requested) else None
 
 
-def configure_determinism(enabled: bool) -> None:
-    """Make training bit-for-bit repeatable (``enabled``) or let torch pick its fastest kernels.
+@contextlib.contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """Within the block, make training bit-for-bit repeatable (``enabled``) or let torch pick its
+    fastest kernels; on leaving it, torch's determinism and cuDNN flags are as they were before.
 
     Sets ``torch.use_deterministic_algorithms`` and cuDNN's flags, and on CUDA the cuBLAS workspace
-    that deterministic matrix products need (it must be set before cuBLAS starts, so call this
-    before any CUDA work). SegNet's max-unpooling is flagged by torch as nondeterministic because
-    unpooling may, in general, write two values to one place; here its indices come from 2x2/2
-    pooling windows that do not overlap, so every output position is written at most once and the
-    result is deterministic. Operators are therefore checked with ``warn_only``: the unpooling
-    warning is silenced, any other nondeterministic operator still warns.
+    that deterministic matrix products need (it must be set before cuBLAS starts, so enter this
+    before any CUDA work; cuBLAS reads it once, so it is left set). SegNet's max-unpooling is
+    flagged by torch as nondeterministic because unpooling may, in general, write two values to one
+    place; here its indices come from 2x2/2 pooling windows that do not overlap, so every output
+    position is written at most once and the result is deterministic. Operators are therefore
+    checked with ``warn_only``: the unpooling warning is silenced, any other nondeterministic
+    operator still warns.
     """
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic implementation")
     torch.backends.cudnn.deterministic = enabled
     torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
 
 
 def env_world_size() -> int:

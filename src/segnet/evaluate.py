@@ -39,6 +39,7 @@ from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
 from segnet.predict import Predictor
+from segnet.runfiles import EVALUATION_FOLDER, SPLIT_FILE
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -83,7 +84,7 @@ def evaluate_run(
     """
     checkpoint = Path(checkpoint)
     run_dir = checkpoint.parent
-    out_dir = Path(out) if out is not None else run_dir / "evaluation"
+    out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
     if ignore_index is not None and not 0 <= ignore_index <= 255:
         raise SegnetError(f"ignore_index must be a mask value in 0..255, got {ignore_index}")
     pairs = select_pairs(data, split, run_dir)
@@ -174,7 +175,7 @@ def select_pairs(data: str | Path, split: str, run_dir: Path) -> list[Pair]:
     pairs = find_pairs(data)
     if split == "all":
         return pairs
-    split_file = run_dir / "split.json"
+    split_file = run_dir / SPLIT_FILE
     selected = read_split(split_file, pairs, split)
     if not selected:
         raise DataError(split_file, f"the split lists no '{split}' images (evaluate with split 'all')")

@@ -75,8 +75,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
 
 
-def build_loss(presence_frequencies: Sequence[float], weighting: str, loss: str = "ce") -> SegmentationLoss:
-    """The training loss for a config's ``class_weights`` and ``loss`` choices."""
+def build_loss(weights: Sequence[float] | None = None, loss: str = "ce") -> SegmentationLoss:
+    """The training loss for a config's ``loss`` choice, with per-class ``weights`` (:func:`class_weights`)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
-    return SegmentationLoss(class_weights(presence_frequencies, weighting), dice_weight=1.0 if loss == "ce+dice" else 0.0)
+    return SegmentationLoss(weights, dice_weight=1.0 if loss == "ce+dice" else 0.0)

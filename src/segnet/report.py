@@ -51,9 +51,8 @@ from segnet.evaluate import (
     summary_rows,
 )
 from segnet.predict import class_palette, colorize
+from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FIELDS, HISTORY_FILE, REPORT_FILE
 
-REPORT_FILE = "report.html"
-HISTORY_FILE = "history.csv"
 THUMBNAIL_WIDTH = 600
 """Gallery pictures wider than this are downscaled, which keeps the page a few MB."""
 WORST_IMAGES, BEST_IMAGES = 6, 3
@@ -74,7 +73,7 @@ the error map, where it would otherwise vanish against the dim gray of the corre
 
 def _read_history(history_csv: Path) -> dict[str, np.ndarray]:
     """Columns of history.csv as float arrays; empty cells (epochs without validation) are NaN."""
-    columns = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr")
+    columns = HISTORY_FIELDS
     try:
         with history_csv.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -431,11 +430,11 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
     An ``evaluation_dir`` that was asked for is never written: it must hold an evaluation.
     """
     run_dir = Path(run_dir)
-    default_dir = run_dir / "evaluation"
+    default_dir = run_dir / EVALUATION_FOLDER
     if evaluation_dir is None and not (default_dir / METRICS_FILE).is_file():
-        data = load_config(run_dir / "config.yaml").data
+        data = load_config(run_dir / CONFIG_FILE).data
         log(f"{run_dir}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does")
-        evaluate_run(run_dir / "best.pt", data, split="val", out=default_dir, **evaluate_options)
+        evaluate_run(run_dir / BEST_CHECKPOINT, data, split="val", out=default_dir, **evaluate_options)
     return write_report(run_dir, evaluation_dir)
 
 
@@ -447,7 +446,7 @@ def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) 
     """
     run_dir = Path(run_dir)
     run_name = run_dir.resolve().name
-    evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / "evaluation"
+    evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / EVALUATION_FOLDER
     metrics = _read_metrics(evaluation_dir / METRICS_FILE)
     rows = _read_per_image(evaluation_dir / PER_IMAGE_FILE)
     evaluation = metrics.get("evaluation", {})

@@ -18,12 +18,18 @@ CPU processes talk over gloo instead of NCCL (``--device cpu``; useful to try th
 batch size is the global one: each of N processes takes ``batch_size / N`` images per step, so the
 optimisation is the same as on one device. Only rank 0 logs and writes the run folder.
 
-Before training, the dataset gets the checks of ``segnet check`` (every file decoded, pairs and
-sizes matched): a broken dataset is refused with a list of its problems, or with ``--skip-bad`` the
-pairs with problems are left out. Each epoch: random crops of the training images (one per image),
-then validation on the held-out images at their own size, each process scoring every N-th image;
-the metrics come from one confusion matrix summed over all processes, so they equal a
-single-process evaluation.
+A run goes through plain steps, each a function below: the run folder (and the checkpoint to
+resume), the data (the checks of ``segnet check``, which decode every file once: a broken dataset
+is refused with a list of its problems, or with ``--skip-bad`` the pairs with problems are left
+out; the decoded pairs are what training and validation use), the fingerprint of the training
+images, the plan (``segnet.plan``: crop, resolution, normalisation, class weights, batch; written
+to ``RUN/plan.json`` and read back by ``--resume``), the model and its optimiser, then the loop.
+Each epoch: random crops of the training images (one per image),
+then validation on the held-out images at their own size, each process scoring every N-th image
+through the predictor ``segnet evaluate`` uses (``segnet.predict.Predictor``: float32, whole
+images, no test-time augmentation, on a plain copy of the weights as a checkpoint stores them);
+the metrics come from one confusion matrix summed over all processes, so history.csv's validation
+scores equal ``segnet evaluate --no-tta`` of that epoch's checkpoint before calibration.
 ``RUN/last.pt`` is written every epoch and ``RUN/best.pt`` (with ``RUN/best_metrics.json``) whenever
 the validation mean IoU improves, all atomically: a crash, ``kill -9`` or a full disk leaves each
 file as it was or fully written. ``last.pt`` is written after the epoch's ``history.csv`` row, so
@@ -44,13 +50,16 @@ learning-rate schedule are refitted after every epoch's steps (``segnet.budget``
 
 from __future__ import annotations
 
+from __future__ import annotations
+
 import csv
+import dataclasses
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +74,8 @@ from tqdm import tqdm
 from segnet import distributed as dist
 from segnet.budget import TimeBudget
 from segnet.builtin import resolve_checkpoint
+from segnet.calibration import calibrate_checkpoint, format_calibration
 from segnet.check import check_dataset, format_problems
-from segnet.calibration import CALIBRATION_FILE, calibrate_checkpoint, format_calibration
 from segnet.checkpoint import (
     atomic_write,
     check_compatible,
@@ -79,31 +88,36 @@ from segnet.checkpoint import (
     write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
-from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, read_split, split_pairs, write_split
+from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
+from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
+from segnet.predict import Predictor
+from segnet.runfiles import (
+    BEST_CHECKPOINT,
+    BEST_METRICS_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    FINGERPRINT_FILE,
+    HISTORY_FIELDS,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    PLAN_FILE,
+    RUN_FILES,
+    SPLIT_FILE,
+    TENSORBOARD_FOLDER,
+)
 from segnet.spec import ModelSpec
 from segnet.transforms import train_transform
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_global_accuracy", "val_mean_iou", "lr", "epoch_seconds")
-BEST_METRICS_FILE = "best_metrics.json"
-TENSORBOARD_FOLDER = "tensorboard"
-RUN_FILES = (
-    "last.pt", "best.pt", "history.csv", "curves.png", BEST_METRICS_FILE, CALIBRATION_FILE,
-    "config.yaml", "fingerprint.json", "split.json", TENSORBOARD_FOLDER,
-)
-"""What training writes into a run folder. A folder holding any of them holds a run (a kept best.pt
-whose last.pt was pruned is one), which only ``--overwrite`` replaces; it then deletes them all."""
-# Pixels of thickness the thinnest class keeps at model resolution when downsample is automatic.
-# Real spirochetes are about 11 px thick (downsample 3: measured best per CPU minute, see
-# docs/decisions.md), the synthetic ones 3.5 px (downsample 1).
-MIN_MODEL_THICKNESS = 3
 TENSORBOARD_EXAMPLES = 3
 """Validation images drawn with their predictions in TensorBoard each validated epoch."""
 TENSORBOARD_PANEL_SIDE = 512
 """Example panels larger than this are subsampled, to keep the event files small."""
+Decoded = Mapping[str, tuple[np.ndarray, np.ndarray]]
+"""Decoded pairs by stem: (uint8 ``H x W x 3`` image, uint8 ``H x W`` mask), as segnet.data.load_pair reads them."""
 
 
 @dataclass
@@ -124,11 +138,134 @@ class EpochStats:
         return self.data_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class TrainingData:
+    """The run's checked image/mask pairs, split, and every one of them decoded (once)."""
+
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    decoded: Decoded
+
+
+@dataclass
+class TrainingStep:
+    """The model and what trains it: everything an optimisation step needs besides the batch."""
+
+    model: nn.Module  # as the steps run it: wrapped in DistributedDataParallel, compiled, where asked
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # autocast dtype of the forward pass; None: float32
+    channels_last: bool = False
+    grad_clip: float | None = None
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the last finished epoch and the best validated one."""
+
+    epoch: int = 0
+    best_score: float | None = None
+    best_epoch: int | None = None
+    seconds_before: float = 0.0  # what the epochs before a resume took (a time budget counts them)
+    digest: str | None = None  # of the weights, checked equal on every process
+
+
+@dataclass
+class TrainingRun:
+    """One run as :func:`train` builds it, step by step; the loop reads everything from here."""
+
+    config: TrainConfig
+    run_dir: Path
+    log: Callable[..., None]
+    fingerprint: dict
+    plan: TrainPlan
+    data: TrainingData
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    module: nn.Module  # the bare model, as checkpoints store it
+    step: TrainingStep
+    steps_per_epoch: int
+    progress: Progress
+    validation_model: nn.Module | None = None  # built at the first validation (validation_predictor)
+
+
+@dataclass
+class EpochResult:
+    """One epoch's numbers, as history.csv, the log and TensorBoard report them."""
+
+    epoch: int
+    stats: EpochStats
+    metrics: dict[str, Any] | None  # None: not validated
+    seconds: float
+    lr: float
+    improved: bool
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """The log of every process but rank 0."""
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress_log: Callable[..., None] = print,
+    *,
+    split: tuple[Sequence[Pair], Sequence[Pair]] | None = None,
+    decoded: Decoded | None = None,
+) -> Path:
+    """Train a model as ``config`` says; returns the run folder. See the module docstring.
+
+    Args:
+        config: the resolved training config (``segnet.config.load_config``).
+        resume: continue the run in ``config.out`` from its ``last.pt``.
+        overwrite: replace a run already in ``config.out``.
+        progress_log: where the per-epoch lines go (rank 0 only).
+        split: (training pairs, validation pairs) to use instead of a random split by
+            ``config.val_fraction`` (cross-validation passes each fold this way); the caller has
+            checked them (see :func:`check_training_data`).
+        decoded: pairs of ``split`` already decoded, by stem (from :func:`check_training_data`);
+            the others are decoded here.
+
+    Raises:
+        SegnetError: the dataset has problems (without ``config.skip_bad``), the run folder holds
+            a run (without ``resume``/``overwrite``), a file cannot be written, the checkpoint to
+            resume does not fit, the loss diverges, or the GPU runs out of memory. Files written
+            before the error are kept.
+    """
+    with dist.determinism(config.deterministic):  # before any CUDA work (cuBLAS reads its env once)
+        owns_process_group = not dist.is_distributed()  # cross-validation keeps one group over all folds
+        device = dist.init_distributed(config.device)
+        run_dir = Path(config.out)
+        log = progress_log if dist.is_main_process() else _silent
+        resumed = start_run(config, run_dir, resume, overwrite, device)
+        initial_weights = load_initial_weights(config, list(config.classes), log) if config.init and not resume else None
+        data = load_training_data(config, run_dir, resume, log, split, decoded)
+        fingerprint = compute_fingerprint((data.decoded[pair.stem] for pair in data.train_pairs), len(config.classes))
+        plan = plan_run(config, fingerprint, run_dir, resumed, log)
+        if dist.is_main_process():
+            write_run_files(config, run_dir, fingerprint, plan, data)
+        run = build_run(config, run_dir, log, fingerprint, plan, data, device, resumed, initial_weights)
+        del resumed, initial_weights  # the weights now live in the model and optimizer
+        run_epochs(run)
+        finish_run(run)
+    if owns_process_group:
+        dist.cleanup()
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------------
+# The steps of a run, in order
+# ------------------------------------------------------------------------------------------------
+
+
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to resume nothing or to clobber an earlier run (checked by every process)."""
     if resume:
-        if not (out / "last.pt").is_file():
-            raise SegnetError(f"{out}: nothing to resume (no last.pt: no epoch finished); start again with --overwrite")
+        if not (out / LAST_CHECKPOINT).is_file():
+            raise SegnetError(f"{out}: nothing to resume (no {LAST_CHECKPOINT}: no epoch finished); start again with --overwrite")
     elif not overwrite and (held := [name for name in RUN_FILES if (out / name).exists()]):
         raise SegnetError(f"{out}: already holds a run ({', '.join(held)}); pass --resume to continue it or --overwrite to replace it")
 
@@ -150,34 +287,384 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         raise SegnetError(f"{out}: cannot prepare the run folder ({error.strerror or error}): choose a writable folder") from error
 
 
-def resolve_data_defaults(config: TrainConfig, fingerprint: dict) -> dict[str, Any]:
-    """Derive what the data decides: resolution, crop size, the rare class to oversample (nnU-Net-style plan).
+def start_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, device: torch.device) -> dict[str, Any] | None:
+    """Prepare the run folder; when resuming, return its last checkpoint, checked to fit ``config``.
 
-    The model works at 1/downsample of the image resolution, the largest factor (up to 4) that keeps
-    the thinnest foreground class at least ``MIN_MODEL_THICKNESS`` pixels thick at model resolution:
-    thin structures need the pixels, thick ones gain field of view. The crop is the largest multiple
-    of 32 x downsample up to 256 x downsample that fits the median image, so small images are not
-    padded and the model sees crops of at most 256 pixels, the size the throughput budget allows.
+    The checks come before anything is written: a resume with the wrong model or classes changes nothing.
     """
-    downsample = config.downsample
-    if downsample is None:
-        thickness = [t for t in fingerprint.get("class_thickness", [])[1:] if t is not None]
-        downsample = int(min(4, max(1, min(thickness) // MIN_MODEL_THICKNESS))) if thickness else 1
-    median_side = min(fingerprint["height"]["median"], fingerprint["width"]["median"])
-    unit = 32 * downsample
-    largest = max(fingerprint["height"]["max"], fingerprint["width"]["max"])
-    # A crop beyond the largest image (padded to the model's grid) would only be padding, and a huge
-    # one fails allocating inside OpenCV: refused before anything is written to the run folder.
-    if config.image_size is not None and config.image_size > -(-largest // unit) * unit:
+    check_run_folder(run_dir, resume, overwrite)  # on every process, so all stop together
+    if dist.is_main_process():
+        prepare_run_folder(run_dir, resume, overwrite)
+    dist.barrier()
+    if not resume:
+        return None
+    resumed = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
+    check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
+    # An automatic resolution resumes at the run's own, even where today's rule would pick another.
+    config.downsample = model_spec(resumed).downsample
+    if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
+        config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
+    return resumed
+
+
+def load_initial_weights(config: TrainConfig, class_names: list[str], log: Callable[..., None]) -> dict[str, torch.Tensor]:
+    """The weights ``config.init`` names (a checkpoint or a built-in model), checked to fit the run.
+
+    Sets ``config.downsample`` to the checkpoint's where none is asked for: the weights learnt the
+    structures at that scale. Raises :class:`~segnet.errors.CheckpointError` for another model or class list.
+    """
+    path = resolve_checkpoint(config.init)
+    state = load_checkpoint(path)
+    check_compatible(state, config.model, list(class_names), path)
+    spec = model_spec(state)
+    if config.downsample is None:
+        config.downsample = spec.downsample
+    log(f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})")
+    return state["model_state"]
+
+
+def load_training_data(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    log: Callable[..., None],
+    split: tuple[Sequence[Pair], Sequence[Pair]] | None = None,
+    decoded: Decoded | None = None,
+) -> TrainingData:
+    """Check the dataset (decoding every file once) and split it, reusing the run's split.json when resuming."""
+    if split is not None:
+        train_pairs, val_pairs = list(split[0]), list(split[1])
+    else:
+        pairs, decoded = check_training_data(config, log)
+        if resume and (run_dir / SPLIT_FILE).is_file():
+            train_pairs, val_pairs = read_split(run_dir / SPLIT_FILE, pairs, "train"), read_split(run_dir / SPLIT_FILE, pairs, "val")
+        else:
+            train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, config.seed)
+    if config.patience and not val_pairs:
+        raise SegnetError("--patience stops on the validation mean IoU, but no images are held out for validation (val_fraction is 0)")
+    log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images from {config.data}")
+    decoded = dict(decoded or {})
+    for pair in train_pairs + val_pairs:  # a caller's split may come without its pixels
+        if pair.stem not in decoded:
+            decoded[pair.stem] = load_pair(pair, len(config.classes), config.palette_by_index())
+    return TrainingData(train_pairs, val_pairs, decoded)
+
+
+def check_training_data(config: TrainConfig, log: Callable[..., None] = print) -> tuple[list[Pair], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The dataset's image/mask pairs, sorted by stem, after the checks of ``segnet check``, and
+    their decoded pixels by stem (the check decodes every file; training uses what it read).
+
+    Any problem (unreadable file, missing partner, size mismatch, mask values outside the classes,
+    colours outside ``mask_palette``) stops with the list of problems, unless ``config.skip_bad``:
+    then the pairs with problems are left out and listed through ``log``. Every process runs the
+    same check on the same files, so all train on the same pairs, or all stop together.
+    """
+    result = check_dataset(config.data, config.classes, config.palette_by_index(), progress=dist.is_main_process(), keep_decoded=True)
+    problems, good_pairs, root = result.problems, result.good_pairs, Path(config.data)
+    if not problems:
+        return good_pairs, result.decoded
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    if not good_pairs:
+        if len(problems) == 1:
+            raise DataError(problems[0].path, problems[0].message)
+        raise SegnetError(f"{root}: {count} and no usable image/mask pair:\n{format_problems(problems, root)}")
+    if not config.skip_bad:
         raise SegnetError(
-            f"--image-size {config.image_size} is larger than the largest training image ({largest} px a side; "
-            f"at most {-(-largest // unit) * unit} at downsample {downsample}): choose a smaller crop or leave it to the data"
+            f"{root}: {count} in the dataset; fix them, or pass --skip-bad to train without those pairs:\n"
+            f"{format_problems(problems, root)}"
         )
-    crop = config.image_size or int(max(unit, min(256 * downsample, median_side // unit * unit)))
-    frequencies = np.asarray(fingerprint["class_frequencies"])
-    present = np.flatnonzero(frequencies > 0)
-    rarest = int(present[np.argmin(frequencies[present])]) if present.size else None
-    return {"image_size": crop, "downsample": downsample, "focus_class": rarest}
+    log(f"--skip-bad: training on the {len(good_pairs)} pairs without problems; left out because of {count}:\n{format_problems(problems, root)}")
+    return good_pairs, result.decoded
+
+
+def plan_run(config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dict[str, Any] | None, log: Callable[..., None]) -> TrainPlan:
+    """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. The config is
+    completed with the resolved crop and resolution, as config.yaml records them."""
+    recorded = None
+    if resumed is not None:
+        check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
+        if (run_dir / PLAN_FILE).is_file():
+            recorded = read_plan(run_dir / PLAN_FILE)
+        else:  # a run from before plan.json: its checkpoint holds the normalisation it trains with
+            normalization = resumed["normalization"]
+            recorded = dataclasses.replace(make_plan(config, fingerprint), mean=normalization["mean"], std=normalization["std"])
+    plan = make_plan(config, fingerprint, dist.world_size(), recorded)
+    config.image_size, config.downsample = plan.image_size, plan.downsample
+    return plan
+
+
+def write_run_files(config: TrainConfig, run_dir: Path, fingerprint: dict, plan: TrainPlan, data: TrainingData) -> None:
+    """config.yaml, fingerprint.json, plan.json and split.json, each atomically: a run killed while
+    starting must still resume."""
+    with atomic_write(run_dir / CONFIG_FILE, "run config") as temporary:
+        save_config(config, temporary)
+    write_text_atomically(run_dir / FINGERPRINT_FILE, json.dumps(fingerprint, indent=1), "data fingerprint")
+    write_text_atomically(run_dir / PLAN_FILE, plan_json(plan), "training plan")
+    with atomic_write(run_dir / SPLIT_FILE, "train/validation split") as temporary:
+        write_split(temporary, data.train_pairs, data.val_pairs)
+
+
+def build_datasets(config: TrainConfig, plan: TrainPlan, data: TrainingData) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """The training set (random crops as the plan says) and the validation set (whole images)."""
+    num_classes, palette = len(config.classes), config.palette_by_index()
+    crops = train_transform(plan.image_size, config.scale_range, num_classes, plan.focus_class, config.focus_probability)
+    train_set = SegmentationDataset(data.train_pairs, num_classes, plan.mean, plan.std, crops, palette=palette, decoded=data.decoded)
+    val_set = SegmentationDataset(data.val_pairs, num_classes, plan.mean, plan.std, palette=palette, decoded=data.decoded)
+    return train_set, val_set
+
+
+def build_network(
+    config: TrainConfig, plan: TrainPlan, device: torch.device, resuming: bool, initial_weights: dict[str, torch.Tensor] | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """The model: bare (as checkpoints store it), and as the training steps run it; a new run
+    starts from ``initial_weights`` (``--init``) or a pretrained encoder where the config says so."""
+    torch.manual_seed(config.seed)
+    module = build_model(ModelSpec(config.model, len(config.classes), downsample=plan.downsample))
+    if config.pretrained and not resuming:
+        load_pretrained_encoder(module, config.pretrained)
+    if initial_weights is not None:
+        module.load_state_dict(initial_weights)
+        module.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
+    module = module.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    if dist.world_size() > 1 and device.type == "cuda":
+        # BatchNorm statistics over the global batch. SyncBatchNorm works only on GPUs: CPU processes
+        # keep per-process statistics, and rank 0's are copied to the others after every epoch.
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    model = module
+    if dist.world_size() > 1:
+        model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    # The training steps run compiled; validation (whole images of varying sizes) runs eagerly.
+    return module, compile_model(model, device) if config.compile else model
+
+
+def build_run(
+    config: TrainConfig,
+    run_dir: Path,
+    log: Callable[..., None],
+    fingerprint: dict,
+    plan: TrainPlan,
+    data: TrainingData,
+    device: torch.device,
+    resumed: dict[str, Any] | None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
+) -> TrainingRun:
+    """The datasets, the model, its loss, optimiser and schedule; a resumed run's state loaded into them."""
+    train_set, val_set = build_datasets(config, plan, data)
+    module, model = build_network(config, plan, device, resumed is not None, initial_weights)
+    optimizer = build_optimizer(config, module)
+    steps_per_epoch = len(make_train_loader(train_set, config, plan, 0, pin_memory=False))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
+    )
+    step = TrainingStep(
+        model, build_loss(plan.class_weights, config.loss).to(device), optimizer, scheduler, device,
+        dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip,
+    )
+    progress = Progress()
+    if resumed is not None:
+        module.load_state_dict(resumed["model_state"])
+        optimizer.load_state_dict(resumed["optimizer_state"])
+        scheduler.load_state_dict(resumed["scheduler_state"])
+        # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
+        best_epoch = resumed.get("best_epoch", resumed["epoch"] if resumed["best_score"] is not None else None)
+        progress = Progress(resumed["epoch"], resumed["best_score"], best_epoch)
+        if dist.is_main_process():
+            progress.seconds_before = truncate_history(run_dir / HISTORY_FILE, progress.epoch)
+        log(f"resuming after epoch {progress.epoch} (best validation mean IoU so far: {progress.best_score})")
+    run = TrainingRun(config, run_dir, log, fingerprint, plan, data, train_set, val_set, module, step, steps_per_epoch, progress)
+    log(describe_run(run))
+    return run
+
+
+def describe_run(run: TrainingRun) -> str:
+    """The line that says what is trained, where and how."""
+    config, step = run.config, run.step
+    return (
+        f"model {config.model} ({sum(p.numel() for p in run.module.parameters()):,} parameters) on {step.device}, "
+        f"{dist.world_size()} process(es) x batch {run.plan.per_process_batch}; crops {config.image_size}px"
+        f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
+        f"{config.optimizer} lr {config.learning_rate:g}, "
+        f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
+        f"{'mixed precision ' + str(step.amp_dtype).removeprefix('torch.') if step.amp_dtype else 'float32'}"
+        f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
+        f"{', deterministic' if config.deterministic else ''}"
+    )
+
+
+def run_epochs(run: TrainingRun) -> None:
+    """The loop: train, validate and record epochs until the epoch count (a time budget refits it
+    after every epoch) or early stopping ends it."""
+    config, progress = run.config, run.progress
+    budget = None
+    if config.time_budget:
+        calibration_images = min(config.calibration_images, len(run.data.train_pairs))
+        budget = TimeBudget(config.time_budget, config.val_every, len(run.data.val_pairs), calibration_images, progress.seconds_before)
+    writer = open_tensorboard(run.run_dir, progress.epoch + 1) if config.tensorboard and dist.is_main_process() else None
+    while progress.epoch < config.epochs:
+        if stops_early(run):
+            break
+        result = run_epoch(run, progress.epoch + 1, budget)
+        progress.epoch = result.epoch
+        if result.improved:
+            progress.best_score, progress.best_epoch = result.metrics["mean_iou"], result.epoch
+        if dist.is_main_process():
+            record_epoch(run, result, writer)
+        run.log(epoch_line(result, config.epochs))
+    if writer is not None:
+        writer.close()
+
+
+def stops_early(run: TrainingRun) -> bool:
+    """Whether ``patience`` epochs have passed without a better validation mean IoU (and say so)."""
+    config, progress = run.config, run.progress
+    if not (config.patience and progress.best_epoch is not None and progress.epoch - progress.best_epoch >= config.patience):
+        return False
+    run.log(
+        f"early stopping after epoch {progress.epoch}: the validation mean IoU has not improved for "
+        f"{progress.epoch - progress.best_epoch} epochs (patience {config.patience}); best {progress.best_score:.4f} at epoch {progress.best_epoch}"
+    )
+    return True
+
+
+def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochResult:
+    """Train one epoch (then refit a time budget), and validate it when it is due."""
+    config, step = run.config, run.step
+    started = time.perf_counter()
+    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any other torch randomness
+    loader = make_train_loader(run.train_set, config, run.plan, epoch, pin_memory=step.device.type == "cuda")
+    try:
+        stats = train_one_epoch(step, loader, epoch, config.epochs)
+    except torch.OutOfMemoryError as error:
+        raise out_of_memory(
+            step.device,
+            f"training at batch size {config.batch_size} ({run.plan.per_process_batch} per process) on "
+            f"{config.image_size}x{config.image_size} crops: lower --batch-size or --image-size",
+        ) from error
+    dist.broadcast_buffers(run.module)
+    if dist.world_size() > 1:
+        run.progress.digest = dist.check_replicas_in_sync(run.module)
+    if budget is not None:  # before validation: an epoch the fit makes the last one is validated
+        budget.record_training(time.perf_counter() - started)
+        # Rank 0's clock decides for every process, so all train the same epochs.
+        fitted = dist.all_gather_object(budget.fit(epoch))[0]
+        if fitted != config.epochs:
+            fit_schedule_to_budget(config, fitted, step.scheduler, run.steps_per_epoch, budget, run.run_dir, run.log)
+    metrics = None
+    if run.data.val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
+        validation_started = time.perf_counter()
+        metrics = validate_epoch(run)
+        if budget is not None:
+            budget.record_validation(time.perf_counter() - validation_started)
+    best = run.progress.best_score
+    improved = metrics is not None and metrics["mean_iou"] is not None and (best is None or metrics["mean_iou"] > best)
+    return EpochResult(epoch, stats, metrics, time.perf_counter() - started, step.scheduler.get_last_lr()[0], improved)
+
+
+def validation_predictor(run: TrainingRun) -> Predictor:
+    """The model's current weights in the predictor ``segnet evaluate`` uses (no TTA, whole images).
+
+    The weights are copied into a plain model built from the spec, as a checkpoint's model is
+    rebuilt (float32, contiguous, never wrapped or compiled), so validation computes what
+    ``segnet evaluate --no-tta`` computes on the checkpoint written from them.
+    """
+    if run.validation_model is None:
+        run.validation_model = build_model(run.module.spec).to(run.step.device)
+    run.validation_model.load_state_dict(run.module.state_dict())
+    return Predictor(run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, run.step.device)
+
+
+def validate_epoch(run: TrainingRun) -> dict[str, Any]:
+    """:func:`validate` the model as it is now; running out of memory names what to change."""
+    try:
+        return validate(validation_predictor(run), run.val_set, run.step.loss_fn)
+    except torch.OutOfMemoryError as error:
+        height, width = max((image.shape[:2] for image, _ in map(run.val_set.load, range(len(run.val_set)))), key=lambda shape: shape[0] * shape[1])
+        raise out_of_memory(
+            run.step.device,
+            f"validating whole held-out images (up to {width}x{height} px; validation does not crop): "
+            "use --amp, a smaller --model, or smaller images",
+        ) from error
+
+
+def record_epoch(run: TrainingRun, result: EpochResult, writer: Any) -> None:
+    """Rank 0 writes the epoch: its history row and best.pt go before last.pt, so resuming from
+    last.pt redoes any epoch a crash cut short."""
+    metrics, run_dir = result.metrics, run.run_dir
+    append_history(run_dir / HISTORY_FILE, history_row(result))
+    state = checkpoint_state(run)
+    if result.improved or not run.data.val_pairs:
+        save_checkpoint(state, run_dir / BEST_CHECKPOINT)
+    if result.improved:
+        write_text_atomically(run_dir / BEST_METRICS_FILE, json.dumps({"epoch": result.epoch, **metrics}, indent=1), "best metrics")
+    save_checkpoint(state, run_dir / LAST_CHECKPOINT)
+    write_curves(run_dir)
+    if writer is not None:
+        log_tensorboard(writer, result)
+        if metrics is not None:
+            log_tensorboard_examples(writer, validation_predictor(run), run.val_set, result.epoch)
+        writer.flush()
+
+
+def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
+    """The checkpoint of the run as it stands (segnet.checkpoint lists its keys)."""
+    progress, step = run.progress, run.step
+    return new_checkpoint(
+        run.module,
+        list(run.config.classes),
+        run.plan.normalization,
+        config=run.config.to_dict(),
+        fingerprint=run.fingerprint,
+        epoch=progress.epoch,
+        best_score=progress.best_score,
+        best_epoch=progress.best_epoch,
+        optimizer_state=step.optimizer.state_dict(),
+        scheduler_state=step.scheduler.state_dict(),
+    )
+
+
+def history_row(result: EpochResult) -> dict[str, Any]:
+    """The epoch's row of history.csv. Validation scores keep 7 decimals, so they can be compared
+    with segnet evaluate's to 1e-6."""
+    metrics = result.metrics
+    return {
+        "epoch": result.epoch,
+        "train_loss": f"{result.stats.loss:.5f}",
+        "val_loss": f"{metrics['loss']:.5f}" if metrics else None,
+        "val_global_accuracy": f"{metrics['global_accuracy']:.7f}" if metrics else None,
+        "val_mean_iou": f"{metrics['mean_iou']:.7f}" if metrics and metrics["mean_iou"] is not None else None,
+        "lr": f"{result.lr:.3e}",
+        "epoch_seconds": f"{result.seconds:.1f}",
+    }
+
+
+def epoch_line(result: EpochResult, epochs: int) -> str:
+    """The epoch's line in the log."""
+    stats, metrics = result.stats, result.metrics
+    summary = f"epoch {result.epoch}/{epochs}: train loss {stats.loss:.4f}"
+    if metrics:
+        summary += f", val loss {metrics['loss']:.4f}, pixel accuracy {metrics['global_accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
+    return (
+        f"{summary}; lr {result.lr:.2e}, {result.seconds:.0f}s ({stats.images_per_second:.1f} images/s, "
+        f"{100 * stats.data_wait_fraction:.0f}% waiting for data){' *best*' if result.improved else ''}"
+    )
+
+
+def finish_run(run: TrainingRun) -> None:
+    """Say the processes agree, and calibrate best.pt's decisions on training images (segnet.calibration)."""
+    if run.progress.digest is not None:
+        run.log(f"model weights identical on all {dist.world_size()} processes (sha256 {run.progress.digest})")
+    config, best = run.config, run.run_dir / BEST_CHECKPOINT
+    if dist.is_main_process() and config.calibration_images and best.is_file():
+        summary = calibrate_checkpoint(
+            best, run.data.train_pairs, max_images=config.calibration_images, device=run.step.device, seed=config.seed, decoded=run.data.decoded
+        )
+        run.log(format_calibration(summary))
+    dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------------
+# What the steps use
+# ------------------------------------------------------------------------------------------------
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -215,7 +702,7 @@ def seed_worker(worker_id: int) -> None:
     info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
-def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, epoch: int, pin_memory: bool) -> DataLoader:
+def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, plan: TrainPlan, epoch: int, pin_memory: bool) -> DataLoader:
     """The epoch's loader; its shuffling and augmentation are functions of (seed, epoch) only.
 
     Under torch.distributed a DistributedSampler gives each process its own share of the images.
@@ -229,7 +716,7 @@ def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, epoch: 
         sampler = RandomSampler(dataset, generator=generator)
     if config.num_workers == 0:
         dataset.transform.set_random_seed(epoch_seed * 1000 + dist.rank())
-    per_process_batch = max(1, config.batch_size // dist.world_size())
+    per_process_batch = plan.per_process_batch
     return DataLoader(
         dataset,
         batch_size=per_process_batch,
@@ -242,27 +729,16 @@ def make_train_loader(dataset: SegmentationDataset, config: TrainConfig, epoch: 
     )
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    epoch: int,
-    epochs: int,
-    grad_clip: float | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> EpochStats:
+def train_one_epoch(step: TrainingStep, loader: DataLoader, epoch: int, epochs: int) -> EpochStats:
     """One pass over ``loader``; returns the mean training loss (over all processes) and the timings.
 
-    With ``amp_dtype`` the forward pass runs under autocast; float16 needs a gradient scaler,
+    With ``step.amp_dtype`` the forward pass runs under autocast; float16 needs a gradient scaler,
     bfloat16 (the same exponent range as float32) does not.
     """
+    model, device, optimizer, scheduler = step.model, step.device, step.optimizer, step.scheduler
     model.train()
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    scaler = torch.amp.GradScaler(device.type, enabled=step.amp_dtype == torch.float16)
+    memory_format = torch.channels_last if step.channels_last else torch.contiguous_format
     # loss x images, images, seconds spent waiting for data: summed over steps, then over processes
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     data_seconds = 0.0
@@ -272,8 +748,8 @@ def train_one_epoch(
         data_seconds += time.perf_counter() - step_done
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = loss_fn(model(images), masks)
+        with torch.autocast(device.type, dtype=step.amp_dtype or torch.float32, enabled=step.amp_dtype is not None):
+            loss = step.loss_fn(model(images), masks)
         if not torch.isfinite(loss):
             raise SegnetError(
                 f"training loss became {loss.item()} at epoch {epoch}: lower the learning rate (--lr) "
@@ -281,9 +757,9 @@ def train_one_epoch(
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if grad_clip:
+        if step.grad_clip:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -303,41 +779,37 @@ def train_one_epoch(
     )
 
 
-def predict_logits(model: nn.Module, image: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None) -> torch.Tensor:
-    """Float32 logits ``(1, C, H, W)`` of one normalised ``(3, H, W)`` image."""
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        return model(image[None].to(device)).float()
-
-
 @torch.inference_mode()
-def validate(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    loss_fn: nn.Module,
-    device: torch.device,
-    class_names: Sequence[str],
-    amp_dtype: torch.dtype | None = None,
-) -> dict[str, Any]:
-    """Score whole validation images at their own size; each process takes every N-th image.
+def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Module) -> dict[str, Any]:
+    """Score whole validation images with ``predictor``; each process takes every N-th image.
 
     The confusion matrix and the loss are summed over processes, so the result equals a
-    single-process evaluation of the same images (no image is padded in or counted twice).
+    single-process evaluation of the same images (no image is padded in or counted twice). The
+    loss is computed from the predicted probabilities (``log p`` as logits gives the same
+    cross-entropy and Dice terms as the logits).
     """
-    model.eval()
-    confusion = ConfusionMatrix(len(class_names), device=device)
+    device = predictor.device
+    confusion = ConfusionMatrix(predictor.num_classes, device=device)
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     indices = range(dist.rank(), len(dataset), dist.world_size())
     for index in tqdm(indices, desc="validation", unit="image", leave=False, disable=not dist.is_main_process(), dynamic_ncols=True):
-        image, mask = dataset[index]
-        mask = mask[None].to(device)
-        logits = predict_logits(model, image, device, amp_dtype)
-        loss_sum += torch.tensor([loss_fn(logits, mask).item(), 1.0], dtype=torch.float64, device=device)
-        confusion.update(mask, logits.argmax(1))
+        image, mask = dataset.load(index)
+        proba = predictor.predict_proba(image)
+        truth = torch.from_numpy(mask).to(device, torch.int64)[None]
+        log_proba = torch.from_numpy(np.log(np.maximum(proba, np.finfo(np.float32).tiny)))[None].to(device)
+        loss_sum += torch.tensor([loss_fn(log_proba, truth).item(), 1.0], dtype=torch.float64, device=device)
+        confusion.update(truth[0], torch.from_numpy(proba.argmax(axis=0)).to(device))
     confusion.reduce_from_all_processes()
     dist.all_reduce_sum(loss_sum)
-    metrics = metrics_from_confusion(confusion.mat, class_names)
+    metrics = metrics_from_confusion(confusion.mat, predictor.class_names)
     metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
     return metrics
+
+
+def out_of_memory(device: torch.device, advice: str) -> SegnetError:
+    """The error for a failed allocation: what ran out and which option to lower."""
+    memory = "GPU memory" if device.type == "cuda" else "memory"
+    return SegnetError(f"out of {memory} {advice}; the last checkpoint is kept")
 
 
 def append_history(path: Path, row: dict[str, Any]) -> None:
@@ -389,7 +861,7 @@ def fit_schedule_to_budget(
     for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = base_lr * factor(scheduler.last_epoch)
     if dist.is_main_process():
-        with atomic_write(run_dir / "config.yaml", "run config") as temporary:
+        with atomic_write(run_dir / CONFIG_FILE, "run config") as temporary:
             save_config(config, temporary)
     log(
         f"time budget {config.time_budget:g} min: {epochs} epoch{'' if epochs == 1 else 's'} fit ({budget.epoch_time:.0f}s per epoch, "
@@ -403,9 +875,9 @@ def write_curves(run_dir: Path) -> None:
     from segnet.report import plot_training_curves  # matplotlib is slow to import; only rank 0 needs it
 
     try:
-        plot_training_curves(run_dir / "history.csv", run_dir / "curves.png")
+        plot_training_curves(run_dir / HISTORY_FILE, run_dir / CURVES_FILE)
     except OSError as error:
-        raise SegnetError(describe_write_error(run_dir / "curves.png", error, "training curves")) from error
+        raise SegnetError(describe_write_error(run_dir / CURVES_FILE, error, "training curves")) from error
 
 
 def open_tensorboard(run_dir: Path, first_epoch: int):
@@ -417,11 +889,12 @@ def open_tensorboard(run_dir: Path, first_epoch: int):
     return SummaryWriter(str(run_dir / TENSORBOARD_FOLDER), purge_step=first_epoch)
 
 
-def log_tensorboard(writer, epoch: int, stats: EpochStats, metrics: dict[str, Any] | None, lr: float, seconds: float) -> None:
+def log_tensorboard(writer: Any, result: EpochResult) -> None:
     """The epoch's scalars: losses, accuracy, IoUs, learning rate and speed."""
+    epoch, stats, metrics = result.epoch, result.stats, result.metrics
     writer.add_scalar("loss/train", stats.loss, epoch)
-    writer.add_scalar("learning_rate", lr, epoch)
-    writer.add_scalar("speed/epoch_seconds", seconds, epoch)
+    writer.add_scalar("learning_rate", result.lr, epoch)
+    writer.add_scalar("speed/epoch_seconds", result.seconds, epoch)
     writer.add_scalar("speed/images_per_second", stats.images_per_second, epoch)
     writer.add_scalar("speed/data_wait_fraction", stats.data_wait_fraction, epoch)
     if metrics is None:
@@ -435,55 +908,16 @@ def log_tensorboard(writer, epoch: int, stats: EpochStats, metrics: dict[str, An
             writer.add_scalar(f"val_iou/{name}", scores["iou"], epoch)
 
 
-@torch.inference_mode()
-def log_tensorboard_examples(
-    writer, model: nn.Module, dataset: SegmentationDataset, device: torch.device, amp_dtype: torch.dtype | None, epoch: int
-) -> None:
+def log_tensorboard_examples(writer: Any, predictor: Predictor, dataset: SegmentationDataset, epoch: int) -> None:
     """The first validation images as image | true mask | predicted mask, in class colours."""
     from segnet.predict import colorize  # imports matplotlib; only needed with --tensorboard
 
-    model.eval()
     for index in range(min(TENSORBOARD_EXAMPLES, len(dataset))):
         raw_image, truth = dataset.load(index)
-        prediction = predict_logits(model, dataset[index][0], device, amp_dtype).argmax(1)[0].cpu().numpy().astype(np.uint8)
         num_classes = dataset.num_classes
-        panel = np.concatenate([raw_image, colorize(truth, num_classes), colorize(prediction, num_classes)], axis=1)
+        panel = np.concatenate([raw_image, colorize(truth, num_classes), colorize(predictor.predict(raw_image), num_classes)], axis=1)
         step = math.ceil(max(raw_image.shape[:2]) / TENSORBOARD_PANEL_SIDE)
         writer.add_image(f"validation/{dataset.pairs[index].stem}", panel[::step, ::step], epoch, dataformats="HWC")
-
-
-def checked_pairs(config: TrainConfig, log: Callable[..., None] = print) -> list[Pair]:
-    """The dataset's image/mask pairs, sorted by stem, after the checks of ``segnet check``.
-
-    Any problem (unreadable file, missing partner, size mismatch, mask values outside the classes,
-    colours outside ``mask_palette``) stops with the list of problems, unless ``config.skip_bad``:
-    then the pairs with problems are left out and listed through ``log``. Every process runs the
-    same check on the same files, so all train on the same pairs, or all stop together.
-    """
-    result = check_dataset(config.data, config.classes, config.palette_by_index(), progress=dist.is_main_process())
-    problems, good_pairs, root = result.problems, result.good_pairs, Path(config.data)
-    if not problems:
-        return good_pairs
-    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-    if not good_pairs:
-        if len(problems) == 1:
-            raise DataError(problems[0].path, problems[0].message)
-        raise SegnetError(f"{root}: {count} and no usable image/mask pair:\n{format_problems(problems, root)}")
-    if not config.skip_bad:
-        raise SegnetError(
-            f"{root}: {count} in the dataset; fix them, or pass --skip-bad to train without those pairs:\n"
-            f"{format_problems(problems, root)}"
-        )
-    log(f"--skip-bad: training on the {len(good_pairs)} pairs without problems; left out because of {count}:\n{format_problems(problems, root)}")
-    return good_pairs
-
-
-def load_training_data(config: TrainConfig, run_dir: Path, resume: bool, log: Callable[..., None] = print) -> tuple[list[Pair], list[Pair]]:
-    """Check the dataset and split it, reusing the run's split.json when resuming."""
-    pairs = checked_pairs(config, log)
-    if resume and (run_dir / "split.json").is_file():
-        return read_split(run_dir / "split.json", pairs, "train"), read_split(run_dir / "split.json", pairs, "val")
-    return split_pairs(pairs, config.val_fraction, config.seed)
 
 
 def check_resumed_data(resumed: dict[str, Any], fingerprint: dict, config: TrainConfig, run_dir: Path, log: Callable[..., None]) -> None:
@@ -506,262 +940,7 @@ def check_resumed_data(resumed: dict[str, Any], fingerprint: dict, config: Train
     )
 
 
-def load_initial_weights(config: TrainConfig, class_names: list[str], log: Callable[..., None]) -> dict[str, torch.Tensor]:
-    """The weights ``config.init`` names (a checkpoint or a built-in model), checked to fit the run.
-
-    Sets ``config.downsample`` to the checkpoint's where none is asked for: the weights learnt the
-    structures at that scale. Raises :class:`~segnet.errors.CheckpointError` for another model or class list.
-    """
-    path = resolve_checkpoint(config.init)
-    state = load_checkpoint(path)
-    check_compatible(state, config.model, list(class_names), path)
-    spec = model_spec(state)
-    if config.downsample is None:
-        config.downsample = spec.downsample
-    log(f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})")
-    return state["model_state"]
-
-
 def out_of_memory(device: torch.device, advice: str) -> SegnetError:
     """The error for a failed allocation: what ran out and which option to lower."""
     memory = "GPU memory" if device.type == "cuda" else "memory"
     return SegnetError(f"out of {memory} {advice}; the last checkpoint is kept")
-
-
-def train(
-    config: TrainConfig,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress_log=print,
-    *,
-    split: tuple[Sequence[Pair], Sequence[Pair]] | None = None,
-) -> Path:
-    """Train a model as ``config`` says; returns the run folder. See the module docstring.
-
-    Args:
-        config: the resolved training config (``segnet.config.load_config``).
-        resume: continue the run in ``config.out`` from its ``last.pt``.
-        overwrite: replace a run already in ``config.out``.
-        progress_log: where the per-epoch lines go (rank 0 only).
-        split: (training pairs, validation pairs) to use instead of a random split by
-            ``config.val_fraction`` (cross-validation passes each fold this way); the caller has
-            checked them (see :func:`checked_pairs`).
-
-    Raises:
-        SegnetError: the dataset has problems (without ``config.skip_bad``), the run folder holds
-            a run (without ``resume``/``overwrite``), a file cannot be written, the checkpoint to
-            resume does not fit, the loss diverges, or the GPU runs out of memory. Files written
-            before the error are kept.
-    """
-    dist.configure_determinism(config.deterministic)  # before any CUDA work (cuBLAS reads its env once)
-    owns_process_group = not dist.is_distributed()  # cross-validation keeps one group over all folds
-    device = dist.init_distributed(config.device)
-    run_dir = Path(config.out)
-    check_run_folder(run_dir, resume, overwrite)  # on every process, so all stop together
-    if dist.is_main_process():
-        prepare_run_folder(run_dir, resume, overwrite)
-    dist.barrier()
-    main_process = dist.is_main_process()
-    log = progress_log if main_process else (lambda *a, **k: None)
-    torch.manual_seed(config.seed)
-    class_names = list(config.classes)
-    num_classes = len(class_names)
-    palette = config.palette_by_index()
-    resumed = None  # checked before anything is written: a resume with the wrong model or classes changes nothing
-    if resume:
-        resumed = load_checkpoint(run_dir / "last.pt", map_location=device)
-        check_compatible(resumed, config.model, class_names, run_dir / "last.pt", config.downsample)
-        # An automatic resolution resumes at the run's own, even where today's rule would pick another.
-        config.downsample = model_spec(resumed).downsample
-        if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
-            config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
-
-    initial_weights = load_initial_weights(config, class_names, log) if config.init and not resume else None
-    train_pairs, val_pairs = (list(split[0]), list(split[1])) if split is not None else load_training_data(config, run_dir, resume, log)
-    if config.patience and not val_pairs:
-        raise SegnetError("--patience stops on the validation mean IoU, but no images are held out for validation (val_fraction is 0)")
-    log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images from {config.data}")
-    # Decode everything once, before DataLoader workers fork and share the arrays.
-    train_set = SegmentationDataset(train_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
-    val_set = SegmentationDataset(val_pairs, num_classes, (0, 0, 0), (1, 1, 1), palette=palette, preload=True)
-    fingerprint = compute_fingerprint((train_set.load(i) for i in range(len(train_set))), num_classes)
-    if resumed is not None:  # before config.yaml is rewritten to name the data given now
-        check_resumed_data(resumed, fingerprint, config, run_dir, log)
-    plan = resolve_data_defaults(config, fingerprint)
-    config.image_size, config.downsample = plan["image_size"], plan["downsample"]
-    # The model's input convention: a resumed run keeps its own, even on changed images.
-    normalization = resumed["normalization"] if resumed is not None else {"mean": fingerprint["mean"], "std": fingerprint["std"]}
-    for dataset in (train_set, val_set):
-        dataset.set_normalization(normalization["mean"], normalization["std"])
-    train_set.transform = train_transform(
-        config.image_size, config.scale_range, num_classes, plan["focus_class"], config.focus_probability
-    )
-    if main_process:  # atomically: a run killed while starting must still resume
-        with atomic_write(run_dir / "config.yaml", "run config") as temporary:
-            save_config(config, temporary)
-        write_text_atomically(run_dir / "fingerprint.json", json.dumps(fingerprint, indent=1), "data fingerprint")
-        with atomic_write(run_dir / "split.json", "train/validation split") as temporary:
-            write_split(temporary, train_pairs, val_pairs)
-
-    model = build_model(ModelSpec(config.model, num_classes, downsample=config.downsample))
-    if config.pretrained and not resume:
-        load_pretrained_encoder(model, config.pretrained)
-    if initial_weights is not None:
-        model.load_state_dict(initial_weights)
-        model.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-    amp_dtype = dist.autocast_dtype(device, config.amp)
-    if dist.world_size() > 1 and device.type == "cuda":
-        # BatchNorm statistics over the global batch. SyncBatchNorm works only on GPUs: CPU processes
-        # keep per-process statistics, and rank 0's are copied to the others after every epoch.
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model_without_ddp = model
-    if dist.world_size() > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # The training steps run compiled; validation (whole images of varying sizes) runs eagerly.
-    training_model = compile_model(model, device) if config.compile else model
-    loss_fn = build_loss(fingerprint["class_presence_frequencies"], config.class_weights, config.loss).to(device)
-    optimizer = build_optimizer(config, model_without_ddp)
-    steps_per_epoch = len(make_train_loader(train_set, config, 0, pin_memory=False))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
-    )
-
-    start_epoch, best_score, best_epoch, spent_before = 0, None, None, 0.0
-    if resumed is not None:
-        model_without_ddp.load_state_dict(resumed["model_state"])
-        optimizer.load_state_dict(resumed["optimizer_state"])
-        scheduler.load_state_dict(resumed["scheduler_state"])
-        start_epoch, best_score = resumed["epoch"], resumed["best_score"]
-        # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
-        best_epoch = resumed.get("best_epoch", start_epoch if best_score is not None else None)
-        del resumed  # the weights now live in the model and optimizer
-        if main_process:
-            spent_before = truncate_history(run_dir / "history.csv", start_epoch)
-        log(f"resuming after epoch {start_epoch} (best validation mean IoU so far: {best_score})")
-    per_process_batch = max(1, config.batch_size // dist.world_size())
-    log(
-        f"model {config.model} ({sum(p.numel() for p in model_without_ddp.parameters()):,} parameters) on {device}, "
-        f"{dist.world_size()} process(es) x batch {per_process_batch}; crops {config.image_size}px"
-        f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
-        f"{config.optimizer} lr {config.learning_rate:g}, "
-        f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
-        f"{'mixed precision ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'float32'}"
-        f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
-        f"{', deterministic' if config.deterministic else ''}"
-    )
-    writer = open_tensorboard(run_dir, start_epoch + 1) if config.tensorboard and main_process else None
-
-    def checkpoint_state(epoch: int) -> dict[str, Any]:
-        return new_checkpoint(
-            model_without_ddp,
-            class_names,
-            normalization,
-            config=config.to_dict(),
-            fingerprint=fingerprint,
-            epoch=epoch,
-            best_score=best_score,
-            best_epoch=best_epoch,
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict(),
-        )
-
-    budget = None
-    if config.time_budget:
-        calibration_images = min(config.calibration_images, len(train_pairs))
-        budget = TimeBudget(config.time_budget, config.val_every, len(val_pairs), calibration_images, spent_before)
-    digest = None
-    epoch = start_epoch
-    while epoch < config.epochs:  # a time budget refits config.epochs after every epoch
-        epoch += 1
-        if config.patience and best_epoch is not None and epoch - 1 - best_epoch >= config.patience:
-            log(
-                f"early stopping after epoch {epoch - 1}: the validation mean IoU has not improved for "
-                f"{epoch - 1 - best_epoch} epochs (patience {config.patience}); best {best_score:.4f} at epoch {best_epoch}"
-            )
-            break
-        started = time.perf_counter()
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and any other torch randomness
-        loader = make_train_loader(train_set, config, epoch, pin_memory=device.type == "cuda")
-        try:
-            stats = train_one_epoch(
-                training_model, loader, loss_fn, optimizer, scheduler, device, epoch, config.epochs, config.grad_clip, amp_dtype, config.channels_last
-            )
-        except torch.OutOfMemoryError as error:
-            raise out_of_memory(
-                device,
-                f"training at batch size {config.batch_size} ({per_process_batch} per process) on {config.image_size}x{config.image_size} crops: "
-                "lower --batch-size or --image-size",
-            ) from error
-        dist.broadcast_buffers(model_without_ddp)
-        if dist.world_size() > 1:
-            digest = dist.check_replicas_in_sync(model_without_ddp)
-        if budget is not None:  # before validation: an epoch the fit makes the last one is validated
-            budget.record_training(time.perf_counter() - started)
-            # Rank 0's clock decides for every process, so all train the same epochs.
-            fitted = dist.all_gather_object(budget.fit(epoch))[0]
-            if fitted != config.epochs:
-                fit_schedule_to_budget(config, fitted, scheduler, steps_per_epoch, budget, run_dir, log)
-        metrics = None
-        if val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
-            validation_started = time.perf_counter()
-            try:
-                metrics = validate(model_without_ddp, val_set, loss_fn, device, class_names, amp_dtype)
-            except torch.OutOfMemoryError as error:
-                largest = max((val_set.load(i)[0].shape[:2] for i in range(len(val_set))), key=lambda shape: shape[0] * shape[1])
-                raise out_of_memory(
-                    device,
-                    f"validating whole held-out images (up to {largest[1]}x{largest[0]} px; validation does not crop): "
-                    "use --amp, a smaller --model, or smaller images",
-                ) from error
-            if budget is not None:
-                budget.record_validation(time.perf_counter() - validation_started)
-        seconds = time.perf_counter() - started
-        improved = metrics is not None and metrics["mean_iou"] is not None and (best_score is None or metrics["mean_iou"] > best_score)
-        if improved:
-            best_score, best_epoch = metrics["mean_iou"], epoch
-        lr = scheduler.get_last_lr()[0]
-        if main_process:
-            # The history row and best.pt go before last.pt: resuming from last.pt redoes any epoch a crash cut short.
-            append_history(
-                run_dir / "history.csv",
-                {
-                    "epoch": epoch,
-                    "train_loss": f"{stats.loss:.5f}",
-                    "val_loss": f"{metrics['loss']:.5f}" if metrics else None,
-                    "val_global_accuracy": f"{metrics['global_accuracy']:.5f}" if metrics else None,
-                    "val_mean_iou": f"{metrics['mean_iou']:.5f}" if metrics and metrics["mean_iou"] is not None else None,
-                    "lr": f"{lr:.3e}",
-                    "epoch_seconds": f"{seconds:.1f}",
-                },
-            )
-            state = checkpoint_state(epoch)
-            if improved or not val_pairs:
-                save_checkpoint(state, run_dir / "best.pt")
-            if improved:
-                write_text_atomically(run_dir / BEST_METRICS_FILE, json.dumps({"epoch": epoch, **metrics}, indent=1), "best metrics")
-            save_checkpoint(state, run_dir / "last.pt")
-            write_curves(run_dir)
-            if writer is not None:
-                log_tensorboard(writer, epoch, stats, metrics, lr, seconds)
-                if metrics is not None:
-                    log_tensorboard_examples(writer, model_without_ddp, val_set, device, amp_dtype, epoch)
-                writer.flush()
-        summary = f"epoch {epoch}/{config.epochs}: train loss {stats.loss:.4f}"
-        if metrics:
-            summary += f", val loss {metrics['loss']:.4f}, pixel accuracy {metrics['global_accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
-        log(
-            f"{summary}; lr {lr:.2e}, {seconds:.0f}s ({stats.images_per_second:.1f} images/s, "
-            f"{100 * stats.data_wait_fraction:.0f}% waiting for data){' *best*' if improved else ''}"
-        )
-    if digest is not None:
-        log(f"model weights identical on all {dist.world_size()} processes (sha256 {digest})")
-    if writer is not None:
-        writer.close()
-    if main_process and config.calibration_images and (run_dir / "best.pt").is_file():
-        summary = calibrate_checkpoint(run_dir / "best.pt", train_pairs, max_images=config.calibration_images, device=device, seed=config.seed)
-        log(format_calibration(summary))
-    dist.barrier()
-    if owns_process_group:
-        dist.cleanup()
-    return run_dir
