@@ -17,6 +17,7 @@ from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError
 from segnet.predict import Predictor
+from segnet.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
 from segnet.synthetic import generate_sample
 from segnet.train import train
 
@@ -40,27 +41,27 @@ def installed_tiny_model(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.Mon
     weights.mkdir()
     monkeypatch.setattr(builtin, "WEIGHTS_DIR", weights)
     (weights / f"{DEFAULT_BUILTIN_MODEL}.md").write_text("# Tiny\n\nA tiny test model of two epochs.\n\n## More\n\ntext\n")
-    return pack_checkpoint(tiny_run / "best.pt", weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
+    return pack_checkpoint(tiny_run / BEST_CHECKPOINT, weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
 
 
 def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     packed = tmp_path / "packed.pt"
-    assert main(["export", "--checkpoint", str(tiny_run / "best.pt"), "--pack", str(packed)]) == 0
+    assert main(["export", "--checkpoint", str(tiny_run / BEST_CHECKPOINT), "--pack", str(packed)]) == 0
     assert f"packed checkpoint: {packed}" in capsys.readouterr().out
-    assert packed.stat().st_size < 0.4 * (tiny_run / "best.pt").stat().st_size  # no optimiser state, half the bytes per weight
+    assert packed.stat().st_size < 0.4 * (tiny_run / BEST_CHECKPOINT).stat().st_size  # no optimiser state, half the bytes per weight
     state = load_checkpoint(packed)  # weights_only
     assert "optimizer_state" not in state and "calibration" in state
     conv = next(t for name, t in state["model_state"].items() if name.endswith("weight") and t.ndim == 4)
     assert conv.dtype == torch.float16
     image = generate_sample(64, 64, np.random.default_rng(1))[0]
-    original = Predictor.from_checkpoint(tiny_run / "best.pt").predict(image)
+    original = Predictor.from_checkpoint(tiny_run / BEST_CHECKPOINT).predict(image)
     shipped = Predictor.from_checkpoint(packed).predict(image)
     assert np.mean(original == shipped) > 0.99
 
 
 def test_packing_refuses_an_uncalibrated_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="calibrated"):
-        pack_checkpoint(tiny_run / "last.pt", tmp_path / "packed.pt")
+        pack_checkpoint(tiny_run / LAST_CHECKPOINT, tmp_path / "packed.pt")
 
 
 def test_a_name_stands_for_its_file_unless_a_path_of_that_name_exists(
@@ -112,22 +113,22 @@ def test_evaluate_a_builtin_model_needs_an_output_folder_and_scores_every_image(
 def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
     lines: list[str] = []
     # A learning rate too small to move the weights: what the run saves is what it started from.
-    run = train(_config(synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / "best.pt"), lr=1e-12, calibration_images=0), progress_log=lines.append)
-    start = load_checkpoint(tiny_run / "best.pt")["model_state"]
-    tuned = load_checkpoint(run / "last.pt")["model_state"]
+    run = train(_config(synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0), progress_log=lines.append)
+    start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
+    tuned = load_checkpoint(run / LAST_CHECKPOINT)["model_state"]
     weights = [name for name, tensor in start.items() if name.endswith("weight") and tensor.ndim == 4]
     assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
     assert not torch.any(tuned["logit_offsets"])  # refitted for the new data, not carried over
     assert any(line.startswith("fine-tuning from") for line in lines)
-    scratch = load_checkpoint(train(_config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0), progress_log=lambda *a: None) / "last.pt")
+    scratch = load_checkpoint(train(_config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0), progress_log=lambda *a: None) / LAST_CHECKPOINT)
     assert not torch.allclose(start[weights[0]], scratch["model_state"][weights[0]], atol=1e-3)
 
 
 def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
-    config = _config(synthetic_dataset, tmp_path / "run", init=str(tiny_run / "best.pt"), classes=["background", "cell", "rod", "other"])
+    config = _config(synthetic_dataset, tmp_path / "run", init=str(tiny_run / BEST_CHECKPOINT), classes=["background", "cell", "rod", "other"])
     with pytest.raises(CheckpointError, match="classes"):
         train(config, progress_log=lambda *a: None)
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
 
 
 def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
