@@ -30,7 +30,7 @@ def _config(data: Path, out: Path, **overrides):
 @pytest.fixture(scope="module")
 def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    train(_config(synthetic_dataset, out, epochs=2), progress_log=lambda *a: None)
+    train(_config(synthetic_dataset, out, epochs=2, downsample=2, image_size=64), progress_log=lambda *a: None)
     return out
 
 
@@ -115,7 +115,10 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
     # A learning rate too small to move the weights: what the run saves is what it started from.
     run = train(_config(synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0), progress_log=lines.append)
     start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
-    tuned = load_checkpoint(run / LAST_CHECKPOINT)["model_state"]
+    tuned_state = load_checkpoint(run / LAST_CHECKPOINT)
+    tuned = tuned_state["model_state"]
+    # The resolution comes from the new data (1 on the synthetic images), not from the checkpoint's 2.
+    assert tuned_state["model"]["downsample"] == 1
     weights = [name for name, tensor in start.items() if name.endswith("weight") and tensor.ndim == 4]
     assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
     assert not torch.any(tuned["logit_offsets"])  # refitted for the new data, not carried over

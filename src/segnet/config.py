@@ -83,7 +83,7 @@ class TrainConfig:
     init: str | None = option(
         None,
         "fine-tune: start from the weights of this checkpoint (RUN/best.pt) or built-in model (see 'segnet models', e.g. "
-        "darkfield); same model and classes, and its downsample unless --downsample is given (default: random weights)",
+        "darkfield); same model and classes; the downsample still comes from your data (default: random weights)",
         "model",
         min_length=1,
     )
