@@ -135,9 +135,8 @@ def test_a_dataset_with_nothing_usable_is_one_line(tmp_path):
 # kill -9 at random moments
 
 
-KILLS = 15
-KILL_TEST_SECONDS = 45  # stop killing after this long on a slow machine (at least MIN_KILLS must happen)
-MIN_KILLS = 8
+KILLS = 10
+HANG_SECONDS = 300  # only a guard against a hung child: the test waits for events, never for a time
 
 
 def check_run_folder_after_kill(run: Path, last_epoch: int) -> int:
@@ -178,20 +177,23 @@ def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
     command = [sys.executable, "-m", "segnet", *train_args(data, run, "--model", "segnet-basic", "--epochs", "500")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     training_started = re.compile(r"^model segnet-basic", re.MULTILINE)
+    epoch_finished = re.compile(r"^epoch \d+/500: train loss", re.MULTILINE)  # logged after last.pt is written
     rng = random.Random(0)
     phases: Counter[str] = Counter()
     startup_seconds = [3.0]  # spawn to the first step; measured as the test goes
-    last_epoch, kills, began = 0, 0, time.monotonic()
+    last_epoch, kills = 0, 0
 
-    while kills < KILLS and time.monotonic() - began < KILL_TEST_SECONDS:
+    while kills < KILLS:
         log = tmp_path / f"attempt_{kills}.log"
         resume = (run / LAST_CHECKPOINT).is_file()
         with log.open("w") as output:
             process = subprocess.Popen(command + ["--resume" if resume else "--overwrite"], stdout=output, stderr=subprocess.STDOUT, env=env)
         spawned = time.monotonic()
         if rng.random() < 0.6:  # during training: epochs, validation, checkpoint writes
-            if wait_for(training_started, log, process, timeout=60):
+            if wait_for(training_started, log, process, timeout=HANG_SECONDS):
                 startup_seconds.append(time.monotonic() - spawned)
+                if last_epoch == 0:  # so that some kill finds finished epochs to keep, however slow the machine
+                    wait_for(epoch_finished, log, process, timeout=HANG_SECONDS)
                 time.sleep(rng.uniform(0, 1.2))
         else:  # during start-up: imports, the dataset check, resuming, the run folder's files
             time.sleep(rng.uniform(0, float(np.median(startup_seconds))))
@@ -212,14 +214,14 @@ def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
     log = tmp_path / "final.log"
     with log.open("w") as output:
         process = subprocess.Popen(command + ["--resume"], stdout=output, stderr=subprocess.STDOUT, env=env)
-    resumed = wait_for(training_started, log, process, timeout=60)
+    resumed = wait_for(training_started, log, process, timeout=HANG_SECONDS)
     process.kill()
     process.wait()
     assert resumed, log.read_text()[-3000:]
     assert f"resuming after epoch {last_epoch}" in log.read_text()
     assert not set(left_behind) & set(temporaries(run))
-    print(f"\nkill test: {kills} kills in {time.monotonic() - began:.0f}s: {dict(phases)}; last.pt reached epoch {last_epoch}")
-    assert kills >= MIN_KILLS and last_epoch >= 1
+    print(f"\nkill test: {kills} kills: {dict(phases)}; last.pt reached epoch {last_epoch}")
+    assert last_epoch >= 1 and phases.keys() & {"training", "training (resumed run)"}
 
 
 # ------------------------------------------------------------------------------------------------
