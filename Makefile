@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test install clean browser
+.PHONY: demo test install clean browser display
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
-	$(BIN)/pip install -q $(PIP_FLAGS) -e '.[test,export,tensorboard]'
+	$(BIN)/pip install -q $(PIP_FLAGS) -e '.[test,export,tensorboard,napari-test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,7 +27,15 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium could not be installed: the browser test of the report will be skipped"
 
-test: $(VENV)/.installed browser
+# The napari plugin's tests render napari's OpenGL canvas on a virtual X display (Xvfb, started
+# by pytest-xvfb); Qt 6's xcb platform needs these X libraries. Installed when missing, as chromium is.
+XVFB_PACKAGES := xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libgl1-mesa-dri
+display:
+	@command -v Xvfb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(XVFB_PACKAGES) >/dev/null) ; } || \
+	  echo "Xvfb could not be installed: the napari plugin's tests will be skipped"
+
+test: $(VENV)/.installed browser display
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -236,6 +236,21 @@ def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
         Ensemble([members[0], other])
 
 
+def test_a_progress_callback_that_raises_stops_between_batches() -> None:
+    class Stop(Exception):
+        pass
+
+    batches: list[int] = []
+
+    def cancel_after_the_first(done: int, total: int) -> None:
+        batches.append(done)
+        raise Stop
+
+    with pytest.raises(Stop):
+        predictor(PoolingModel(), tile=32, batch_size=2).predict_proba(sample_image(100, 70), progress=cancel_after_the_first)
+    assert batches == [2]
+
+
 def test_mc_dropout_samples_vary_and_give_entropy() -> None:
     torch.manual_seed(0)
     model = build_model(ModelSpec("bayesian-segnet-basic", 3))

@@ -187,11 +187,27 @@ def image_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
             array = np.asarray(image.convert("RGB"))
         except ValueError as error:
             raise DataError(path, f"unsupported pixel mode {image.mode} ({error})") from error
+    return array_to_rgb(array, path)
+
+
+def array_to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """Pixel data already decoded (a viewer's layer) as :func:`read_image` gives it: ``H x W x 3`` uint8.
+
+    Grayscale ``H x W`` is repeated to three channels, a fourth (alpha) channel is dropped, 16-bit
+    and float data are scaled to 8 bit; ``path`` names the data in errors.
+
+    Raises:
+        DataError: any other shape (a stack, more channels) or pixel type.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(path, f"expected an RGB or grayscale image, got shape {array.shape}")
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(_to_uint8(array, path))
 
 
 def read_mask(path: str | Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
@@ -259,6 +275,25 @@ def load_pair(pair: Pair, num_classes: int, palette: Mapping[int, Sequence[int]]
             f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {image.shape[1]}x{image.shape[0]} ({pair.image.name})",
         )
     return image, mask
+
+
+def write_pair(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray) -> Pair:
+    """Write an ``H x W x 3`` uint8 image and its ``H x W`` class mask as ``root/images/STEM.png`` and
+    ``root/masks/STEM.png`` (three identical channels, as the public dataset), replacing those files.
+
+    Raises:
+        DataError: the sizes differ, or a file cannot be written (the message names it).
+    """
+    if image.shape[:2] != mask.shape:
+        raise DataError(Path(root) / "masks" / f"{stem}.png", f"mask size {mask.shape} differs from image size {image.shape[:2]}")
+    pair = Pair(stem, Path(root) / "images" / f"{stem}.png", Path(root) / MASK_FOLDERS[0] / f"{stem}.png")
+    for target, array in ((pair.image, image), (pair.mask, np.repeat(mask.astype(np.uint8)[:, :, None], 3, axis=2))):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(array), mode="RGB").save(target)
+        except OSError as error:
+            raise DataError(target, f"could not write ({error.strerror or error})") from error
+    return pair
 
 
 def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

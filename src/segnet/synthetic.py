@@ -32,9 +32,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
+from segnet.data import MASK_FOLDERS, write_pair
 from segnet.errors import SegnetError
 
 BACKGROUND, ERYTHROCYTE, SPIROCHETE = 0, 1, 2
@@ -236,14 +236,11 @@ def write_dataset(out_dir: str | Path, count: int = 40, size: int = 256, seed: i
     if size < 1:
         raise SegnetError(f"synthetic image size must be positive, got {size}")
     out_dir = Path(out_dir)
-    images_dir, masks_dir = out_dir / "images", out_dir / "masks"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    masks_dir.mkdir(parents=True, exist_ok=True)
+    for folder in ("images", MASK_FOLDERS[0]):  # made even for count 0
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
     digits = max(3, len(str(count)))
     # One child seed per file, so a sample is the same whatever the count.
     for number, child in enumerate(np.random.SeedSequence(seed).spawn(count), start=1):
         image, mask = generate_sample(size, size, np.random.default_rng(child))
-        name = f"{number:0{digits}d}.png"
-        Image.fromarray(image, mode="RGB").save(images_dir / name)
-        Image.fromarray(np.repeat(mask[..., None], 3, axis=2), mode="RGB").save(masks_dir / name)
+        write_pair(out_dir, f"{number:0{digits}d}", image, mask)
     return out_dir

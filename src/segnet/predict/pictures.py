@@ -10,7 +10,7 @@ from scipy.special import entr
 _BASE_PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0))
 # Further classes cycle through this qualitative colormap.
 _EXTRA_CLASS_COLORMAP = "tab10"
-_UNCERTAINTY_COLORMAP = "inferno"  # black when certain, so a confident darkfield field stays dark
+UNCERTAINTY_COLORMAP = "inferno"  # black when certain, so a confident darkfield field stays dark
 _UNCERTAINTY_ALPHA = 0.5
 
 
@@ -56,5 +56,5 @@ def overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, alpha: float 
 
 def _uncertainty_overlay(image: np.ndarray, scaled_entropy: np.ndarray) -> np.ndarray:
     """Heatmap of entropy (scaled to 0..1) blended over the image."""
-    heat = matplotlib.colormaps[_UNCERTAINTY_COLORMAP](scaled_entropy)[..., :3] * 255
+    heat = matplotlib.colormaps[UNCERTAINTY_COLORMAP](scaled_entropy)[..., :3] * 255
     return _blend(image, heat, _UNCERTAINTY_ALPHA)

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 _MIN_IMPORTANCE = 1e-4
 
 TileProgress = Callable[[int, int], None]
-"""Called as ``progress(windows_done, windows_total)`` after each batch of windows."""
+"""Called as ``progress(windows_done, windows_total)`` after each batch of windows.
+
+It may raise to stop the prediction between batches (a viewer's Cancel button): the exception
+propagates out of ``predict_proba``."""
 
 
 def sliding_window_starts(length: int, tile: int, overlap: float, stride: int = 1) -> list[int]:
