@@ -62,10 +62,14 @@ _STEPS = ((0, 1, 1.0), (1, 0, 1.0), (1, 1, math.sqrt(2.0)), (1, -1, math.sqrt(2.
 
 @dataclass(frozen=True)
 class ObjectLabels:
-    """One image's objects: ``labels`` (uint16, 0 background, 1..N) and each id's class index."""
+    """One image's objects: ``labels`` (uint16, 0 background, 1..N) and each id's class index.
+
+    ``class_names`` is filled where the objects were read back from a label image (its metadata).
+    """
 
     labels: np.ndarray
     object_classes: tuple[int, ...]
+    class_names: tuple[str, ...] = ()
 
     def counts(self, class_ids: Sequence[int]) -> dict[int, int]:
         """Objects per class, for ``counts.csv``."""
@@ -252,4 +256,6 @@ def read_object_labels(path: Path) -> ObjectLabels:
     classes = metadata.get("object_classes")
     if not isinstance(classes, list) or labels.dtype != np.uint16 or int(labels.max(initial=0)) > len(classes):
         raise DataError(path, "not an object label image written by segnet predict")
-    return ObjectLabels(labels, tuple(int(class_id) for class_id in classes))
+    names = metadata.get("class_names")
+    class_names = tuple(map(str, names)) if isinstance(names, list) else ()
+    return ObjectLabels(labels, tuple(int(class_id) for class_id in classes), class_names)

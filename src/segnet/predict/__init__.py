@@ -21,7 +21,7 @@ torch. An ONNX file carries what inference needs besides the graph in its metada
 
 The package is split by concern: ``windows`` (window placement, Gaussian weights, TTA views),
 ``backends`` (PyTorch and onnxruntime), ``predictor`` (:class:`Predictor`, :class:`Ensemble`),
-``pictures`` (colours, overlays, entropy), ``files`` (:func:`predict_paths`) and ``tables`` (counts.csv and
+``pictures`` (colours, overlays, entropy), ``files`` (:func:`predict_paths`), ``loading`` (:func:`load_predictor`: one model argument to a predictor) and ``tables`` (counts.csv and
 objects.csv, merged over processes under torchrun).
 
 :class:`Ensemble` averages several predictors' softmax (the folds of a cross-validation run).
@@ -33,6 +33,7 @@ object label image, one row of cell counts in ``counts.csv`` and one row per obj
 
 from segnet.predict.backends import InferenceBackend, OnnxBackend, OnnxModelInfo, TorchBackend
 from segnet.predict.files import PredictionSummary, expand_inputs, is_own_output, iter_inputs, predict_paths
+from segnet.predict.loading import load_predictor
 from segnet.predict.pictures import class_palette, colorize, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
@@ -56,6 +57,7 @@ __all__ = [
     "gaussian_importance_map",
     "is_own_output",
     "iter_inputs",
+    "load_predictor",
     "gaussian_importance_weights",
     "overlay",
     "predict_paths",
