@@ -27,6 +27,7 @@ from segnet.predict import (
     expand_inputs,
     gaussian_importance_map,
     is_own_output,
+    load_predictor,
     overlay,
     predict_paths,
     predictive_entropy,
@@ -393,6 +394,15 @@ def test_from_checkpoint_builds_the_model(tmp_path: Path) -> None:
     loaded = Predictor.from_checkpoint(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), device="cpu", tile=32)
     assert loaded.class_names == CLASSES and loaded.tile == 32
     assert loaded.predict(sample_image(40, 40)).shape == (40, 40)
+
+
+def test_load_predictor_takes_a_checkpoint_an_onnx_file_or_a_run_folder(tmp_path: Path) -> None:
+    loaded = load_predictor(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), device="cpu", tile=32, tta=True)
+    assert isinstance(loaded, Predictor) and loaded.tile == 32 and loaded.tta
+    with pytest.raises(CheckpointError, match="missing.onnx: ONNX model not found"):
+        load_predictor(tmp_path / "missing.onnx", device="cpu")
+    with pytest.raises(SegnetError, match="not a cross-validation run"):
+        load_predictor(tmp_path, device="cpu")
 
 
 def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> None:
