@@ -38,7 +38,7 @@ def main(model: str = DEFAULT_BUILTIN_MODEL, out: str | Path = OUT) -> None:
     loop.exec()
     picture = Image.fromarray(viewer.screenshot(canvas_only=False)[..., :3])
     picture.thumbnail((WIDTH, WIDTH))
-    picture.save(out, optimize=True)
+    picture.save(out, optimize=True)  # RGB: a 256-colour palette turned the few spirochete pixels grey
     viewer.close()
     print(f"{out}: {picture.size[0]}x{picture.size[1]}, {Path(out).stat().st_size // 1024} KiB")
 

@@ -26,6 +26,7 @@ from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from segnet import DEFAULT_CLASSES  # noqa: E402
+from segnet.builtin import DEFAULT_BUILTIN_MODEL  # noqa: E402
 from segnet.checkpoint import new_checkpoint, save_checkpoint  # noqa: E402
 from segnet.cli import main  # noqa: E402
 from segnet.data import find_pairs, read_image, read_mask  # noqa: E402
@@ -75,6 +76,7 @@ def docked_widget(viewer, image: Path, model: Path) -> SegmentWidget:
     viewer.open(str(image))
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    assert widget.model_edit.text() == DEFAULT_BUILTIN_MODEL  # the default: the built-in model
     widget.model_edit.setText(str(model))
     widget.tile_box.setValue(TILE)
     widget.tta_box.setChecked(False)
@@ -82,7 +84,7 @@ def docked_widget(viewer, image: Path, model: Path) -> SegmentWidget:
 
 
 def press_segment(qtbot, widget: SegmentWidget) -> None:
-    with qtbot.waitSignal(widget.finished, timeout=30_000):
+    with qtbot.waitSignal(widget.finished, timeout=300_000):
         qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
 
 
@@ -163,7 +165,7 @@ def test_problems_are_one_line_notifications_and_cancel_stops(make_napari_viewer
     widget.model_edit.setText(str(predicted["checkpoint"]))
     widget.tile_box.setValue(32)
     widget.progressed.connect(lambda done, total: widget._cancel.set(), Qt.ConnectionType.DirectConnection)
-    with qtbot.waitSignal(widget.finished, timeout=30_000):
+    with qtbot.waitSignal(widget.finished, timeout=300_000):
         qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
         assert widget.cancel_button.isEnabled() and not widget.segment_button.isEnabled()
     assert notifications[-1] == MESSAGE_PREFIX + "segmentation cancelled"
