@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
@@ -314,9 +314,10 @@ class SegmentWidget(QWidget):
         if self.result is None or not 0 <= row < len(self.result.rows):
             return
         cells = self.result.rows[row]
-        objects = self.viewer.layers[self.result_image + OBJECTS_SUFFIX] if self.result_image + OBJECTS_SUFFIX in self.viewer.layers else None
         centre = (float(cells[_CENTROID_Y]), float(cells[_CENTROID_X]))
-        if objects is not None:
+        objects_name = self.result_image + OBJECTS_SUFFIX
+        if objects_name in self.viewer.layers:  # unless the user deleted it
+            objects = self.viewer.layers[objects_name]
             centre = tuple(objects.data_to_world(centre))
             objects.selected_label = int(cells[_OBJECT_ID])
         self.viewer.camera.center = centre
