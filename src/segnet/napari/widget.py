@@ -104,6 +104,47 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self._cancel.set)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m tiles")
+        self.progress.setValue(0)
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        self.table = QTableWidget(0, len(OBJECT_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(OBJECT_COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.currentCellChanged.connect(self._centre_on_row)
+        self.save_table_button = QPushButton("Save table…")
+        self.save_table_button.clicked.connect(self._ask_save_table)
+        self.save_correction_button = QPushButton("Save image + mask to dataset…")
+        self.save_correction_button.setToolTip(
+            "after correcting the classes layer with the brush: adds DIR/images/NAME.png and DIR/masks/NAME.png, "
+            f"ready for segnet train --data DIR --init {DEFAULT_BUILTIN_MODEL}"
+        )
+        self.save_correction_button.clicked.connect(self._ask_save_correction)
+        saves = QHBoxLayout()
+        saves.addWidget(self.save_table_button)
+        saves.addWidget(self.save_correction_button)
+        self._enable_saving(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._options_form())
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.counts_label)
+        layout.addWidget(self.table)
+        layout.addLayout(saves)
+
+    def _options_form(self) -> QFormLayout:
+        """The image layer, the model and how it runs."""
         self.layer_box = QComboBox()
         self.model_edit = QLineEdit(DEFAULT_BUILTIN_MODEL)
         self.model_edit.setToolTip(
@@ -141,45 +182,7 @@ class SegmentWidget(QWidget):
         form.addRow("tile size", self.tile_box)
         form.addRow("MC samples", self.mc_box)
         form.addRow("pixel size", self.pixel_box)
-
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self._cancel.set)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.segment_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m tiles")
-        self.progress.setValue(0)
-        self.counts_label = QLabel("")
-        self.counts_label.setWordWrap(True)
-        self.table = QTableWidget(0, len(OBJECT_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(OBJECT_COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.currentCellChanged.connect(self._centre_on_row)
-        self.save_table_button = QPushButton("Save table…")
-        self.save_table_button.clicked.connect(self._ask_save_table)
-        self.save_correction_button = QPushButton("Save image + mask to dataset…")
-        self.save_correction_button.setToolTip(
-            "after correcting the classes layer with the brush: adds DIR/images/NAME.png and DIR/masks/NAME.png, "
-            f"ready for segnet train --data DIR --init {DEFAULT_BUILTIN_MODEL}"
-        )
-        self.save_correction_button.clicked.connect(self._ask_save_correction)
-        saves = QHBoxLayout()
-        saves.addWidget(self.save_table_button)
-        saves.addWidget(self.save_correction_button)
-        self._enable_saving(False)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.counts_label)
-        layout.addWidget(self.table)
-        layout.addLayout(saves)
+        return form
 
     def _enable_saving(self, enabled: bool) -> None:
         self.save_table_button.setEnabled(enabled)
