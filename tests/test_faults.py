@@ -27,6 +27,7 @@ import torch
 import yaml
 from PIL import Image
 
+import segnet.builtin
 import segnet.model
 import segnet.train as training
 from segnet.checkpoint import FORMAT_VERSION, TEMPORARY_NAME, atomic_write, load_checkpoint, save_checkpoint
@@ -526,13 +527,17 @@ def test_a_damaged_split_file_is_one_line_naming_it(content, problem, finished_r
         assert line.startswith(f"segnet: error: {run / 'split.json'}: ") and problem in line, (command, line)
 
 
-def test_predict_names_the_model_options_it_was_given(finished_run, tmp_path, capsys):
+def test_predict_names_the_model_options_it_was_given(finished_run, tmp_path, capsys, monkeypatch):
     image = str(next((finished_run[0] / "images").iterdir()))
     both = ["predict", "--checkpoint", "best.pt", "--onnx", "model.onnx", image, "--out", str(tmp_path)]
     assert main(both) == 1
     assert error_line(capsys) == "segnet: error: predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both"
+    # No model given: the built-in one, whose missing file (a broken install) is one line too.
+    monkeypatch.setattr(segnet.builtin, "WEIGHTS_DIR", tmp_path / "no_weights")
     assert main(["predict", image, "--out", str(tmp_path)]) == 1
-    assert error_line(capsys) == "segnet: error: predict needs a model: --checkpoint RUN/best.pt or --onnx model.onnx"
+    assert error_line(capsys) == (
+        f"segnet: error: built-in model 'darkfield': its weights {tmp_path / 'no_weights' / 'darkfield.pt'} are not installed (reinstall segnet)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
