@@ -310,6 +310,14 @@ def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_pat
     empty = tmp_path / "empty"
     assert main(train_args(data, empty, "--resume")) == 1
     assert "nothing to resume (no last.pt: no epoch finished); start again with --overwrite" in error_line(capsys)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / BEST_CHECKPOINT).write_bytes(b"a kept best model")
+    assert main(train_args(data, kept, "--resume")) == 1
+    assert error_line(capsys) == (
+        f"segnet: error: {kept}: nothing to resume: last.pt is gone but best.pt is kept; start again with --overwrite, "
+        f"or train a new run from it with --init {kept / BEST_CHECKPOINT} --out NEW_RUN"
+    )
 
 
 @pytest.mark.parametrize("kept", [(BEST_CHECKPOINT, HISTORY_FILE, CURVES_FILE, BEST_METRICS_FILE), *((name,) for name in RUN_FILES)])

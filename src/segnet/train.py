@@ -264,6 +264,11 @@ def train(
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to resume nothing or to clobber an earlier run (checked by every process)."""
     if resume:
+        if not (out / LAST_CHECKPOINT).is_file() and (out / BEST_CHECKPOINT).is_file():
+            raise SegnetError(
+                f"{out}: nothing to resume: {LAST_CHECKPOINT} is gone but {BEST_CHECKPOINT} is kept; start again with --overwrite, "
+                f"or train a new run from it with --init {out / BEST_CHECKPOINT} --out NEW_RUN"
+            )
         if not (out / LAST_CHECKPOINT).is_file():
             raise SegnetError(f"{out}: nothing to resume (no {LAST_CHECKPOINT}: no epoch finished); start again with --overwrite")
     elif not overwrite and (held := [name for name in RUN_FILES if (out / name).exists()]):
