@@ -58,18 +58,18 @@ def run_mode(args: argparse.Namespace) -> None:
 
     from segnet.model import build_model
     from segnet.spec import ModelSpec
-    from segnet.predict import Predictor
+    from segnet.predict import InferenceOptions, Predictor
 
     torch.set_num_threads(args.threads)
     tile = args.tile if args.mode == "tiled" else None
-    options = {"tile": tile, "overlap": args.overlap, "batch_size": args.batch_size}
+    options = InferenceOptions(device="cpu", tile=tile, overlap=args.overlap, batch_size=args.batch_size, tta=False)
     if args.checkpoint:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", **options)
+        predictor = Predictor.from_checkpoint(args.checkpoint, options)
     else:
         torch.manual_seed(0)  # both modes build the same untrained weights
         model = build_model(ModelSpec("segnet-basic", 3))
         class_names = ["background", "erythrocyte", "spirochete"]
-        predictor = Predictor(model, class_names, [0.1] * 3, [0.15] * 3, torch.device("cpu"), **options)
+        predictor = Predictor(model, class_names, [0.1] * 3, [0.15] * 3, options)
     image = np.load(args.workdir / "image.npy")
     before = peak_rss_mib()
     start = time.perf_counter()

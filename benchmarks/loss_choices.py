@@ -16,6 +16,7 @@ from pathlib import Path
 
 from segnet.config import load_config
 from segnet.evaluate import evaluate_run
+from segnet.inference import InferenceOptions
 from segnet.train import train
 
 CHOICES = ("median:ce", "sqrt-median:ce", "sqrt-median:ce+dice", "none:ce+dice")
@@ -41,7 +42,7 @@ def main() -> None:
         started = time.perf_counter()
         train(config, overwrite=True)
         minutes = (time.perf_counter() - started) / 60
-        metrics = evaluate_run(run_dir / "last.pt", args.data, split="val", device=args.device, progress=False)
+        metrics = evaluate_run(run_dir / "last.pt", args.data, split="val", options=InferenceOptions(device=args.device, tta=False), progress=False)
         iou = {name: scores["iou"] for name, scores in metrics["per_class"].items()}
         results.append({"class_weights": weighting, "loss": loss, "minutes": minutes, "mean_iou": metrics["mean_iou"], "iou": iou})
         print(f"{weighting:>12} {loss:>8}: mean IoU {metrics['mean_iou']:.3f}  " + "  ".join(f"{k} {v:.3f}" for k, v in iou.items()), flush=True)

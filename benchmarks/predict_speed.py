@@ -30,7 +30,7 @@ from onnx_speed import best_pass_seconds
 
 from segnet.export import model_to_onnx
 from segnet.model import build_model
-from segnet.predict import OnnxModelInfo, Predictor
+from segnet.predict import InferenceOptions, OnnxModelInfo, Predictor
 from segnet.spec import ModelSpec
 from segnet.synthetic import generate_sample
 
@@ -46,8 +46,9 @@ def predictors(onnx_path: Path) -> dict[str, Predictor]:
     built = {}
     for tta in (False, True):
         suffix = "TTA on " if tta else "TTA off"
-        built[f"PyTorch      {suffix}"] = Predictor(model, CLASSES, MEAN, STD, "cpu", tta=tta)
-        built[f"onnxruntime  {suffix}"] = Predictor.from_onnx(onnx_path, device="cpu", tta=tta)
+        options = InferenceOptions(device="cpu", tta=tta)
+        built[f"PyTorch      {suffix}"] = Predictor(model, CLASSES, MEAN, STD, options)
+        built[f"onnxruntime  {suffix}"] = Predictor.from_onnx(onnx_path, options)
     return built
 
 

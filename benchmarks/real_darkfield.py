@@ -27,12 +27,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segnet.config import load_config
+from segnet.config import ClassRoles, load_config
 from segnet.data import find_pairs, load_pair, read_split
 from segnet.detection import DetectionScores
 from segnet.distributed import autocast_dtype, resolve_device
-from segnet.evaluate import evaluate_run, format_metrics_table
+from segnet.evaluate import evaluate_run
+from segnet.inference import InferenceOptions
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.report import write_report
+from segnet.score_tables import format_metrics_table
 from segnet.model import build_model
 from segnet.spec import ModelSpec
 from segnet.train import train
@@ -84,7 +87,7 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
     minutes = (time.perf_counter() - started) / 60
     model.eval()
     confusion = ConfusionMatrix(num_classes)
-    detection = DetectionScores(range(1, num_classes))
+    detection = DetectionScores(ClassRoles.of(class_names))
     with torch.inference_mode():
         for pair in tqdm(val_pairs, desc="baseline: scoring", leave=False):
             image, mask = load_pair(pair, num_classes)
@@ -135,8 +138,10 @@ def main() -> None:
     train_minutes = (time.perf_counter() - started) / 60
     # The headline is best.pt with TTA, as `segnet evaluate` scores by default; the same weights
     # without TTA show what TTA adds.
-    metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", device=args.device, tta=True, report=True)
-    plain = evaluate_run(run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", device=args.device, tta=False)
+    options = InferenceOptions(device=args.device)
+    metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", options=options)
+    write_report(run_dir)
+    plain = evaluate_run(run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", options=options.replace(tta=False))
     history = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segnet.data import find_pairs, load_pair
+from segnet.data import find_pairs, load_pair, select_pairs
 from segnet.detection import DetectionScores
-from segnet.evaluate import select_pairs
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
-from segnet.predict import Predictor
+from segnet.config import ClassRoles
+from segnet.predict import InferenceOptions, Predictor
 from segnet.predict.scale import Rescaled, median_object_diameter
 
 SOLID_CLASS = 1  # erythrocytes measure the scale
@@ -52,7 +52,7 @@ class Scores:
     def __init__(self, class_names: list[str]) -> None:
         self.class_names = class_names
         self.confusion = ConfusionMatrix(len(class_names))
-        self.detection = DetectionScores(range(1, len(class_names)))
+        self.detection = DetectionScores(ClassRoles.of(class_names))
         self.images = 0
 
     def add(self, stem: str, truth: np.ndarray, pred: np.ndarray) -> None:
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta)
+    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta))
     class_names = list(predictor.class_names)
     train_pairs = find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
     reference = reference_diameter(train_pairs, len(class_names))

@@ -23,9 +23,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from segnet.evaluate import select_pairs
+from segnet.data import select_pairs
 from segnet.data import load_pair
-from segnet.predict import Predictor, predictive_entropy
+from segnet.predict import InferenceOptions, Predictor, predictive_entropy
 
 AUROC_SAMPLE = 2_000_000  # pixels drawn (uniformly, seeded) for the AUROC: sorting every pixel is slow
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON results file (default: next to the checkpoint)")
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, mc_samples=args.mc_samples)
+    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples))
     pairs = select_pairs(args.data, "val", args.checkpoint.parent)
     num_classes = predictor.num_classes
     rng = np.random.default_rng(0)

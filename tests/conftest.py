@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from segnet import DEFAULT_CLASSES
+from segnet.checkpoint import new_checkpoint, save_checkpoint
+from segnet.data import find_pairs, write_split
+from segnet.model import build_model
+from segnet.runfiles import BEST_CHECKPOINT, HISTORY_FILE, SPLIT_FILE
+from segnet.spec import ModelSpec
 from segnet.synthetic import write_dataset
 
 # Two cores run the whole suite: keep torch from oversubscribing them.
@@ -17,3 +24,30 @@ torch.set_num_threads(2)
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twelve 48x48 synthetic darkfield images with masks, in the public dataset's layout."""
     return write_dataset(tmp_path_factory.mktemp("synthetic"), count=12, size=48, seed=3)
+
+
+@pytest.fixture(scope="session")
+def make_run() -> Callable[[Path], tuple[Path, Path]]:
+    """Makes, under a folder, a hand-built run (an untrained segnet-basic ``best.pt``, split.json,
+    history.csv) and its 4-image 48x48 dataset split 2 train / 2 val; returns (run, data)."""
+
+    def make(root: Path) -> tuple[Path, Path]:
+        data = write_dataset(root / "data", count=4, size=48)
+        run = root / "run"
+        run.mkdir()
+        torch.manual_seed(0)
+        model = build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES)))
+        normalization = {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]}
+        config = {"model": "segnet-basic", "classes": list(DEFAULT_CLASSES), "mask_palette": None}
+        save_checkpoint(new_checkpoint(model, list(DEFAULT_CLASSES), normalization, config=config, epoch=3, best_score=0.4), run / BEST_CHECKPOINT)
+        pairs = find_pairs(data)
+        write_split(run / SPLIT_FILE, pairs[:2], pairs[2:])
+        (run / HISTORY_FILE).write_text(
+            "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n"
+            "1,1.10,1.05,0.60,0.30,1.000e-03,2.0\n"
+            "2,0.90,,,,9.000e-04,2.1\n"
+            "3,0.70,0.80,0.75,0.42,5.000e-04,2.0\n"
+        )
+        return run, data
+
+    return make

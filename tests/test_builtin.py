@@ -16,8 +16,8 @@ from segnet.checkpoint import load_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError
-from segnet.predict import Predictor
 from segnet.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
+from segnet.predict import InferenceOptions, Predictor
 from segnet.synthetic import generate_sample
 from segnet.train import train
 
@@ -94,7 +94,7 @@ def test_predict_without_a_checkpoint_uses_the_builtin_model(
     assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--no-tta"]) == 0
     assert f"using the built-in {DEFAULT_BUILTIN_MODEL} model" in capsys.readouterr().out
     mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png"))
-    expected = Predictor.from_checkpoint(installed_tiny_model).predict(image)
+    expected = Predictor.from_checkpoint(installed_tiny_model, InferenceOptions(tta=False)).predict(image)
     assert np.array_equal(mask, expected)
 
 

@@ -20,6 +20,9 @@ from segnet.runfiles import BEST_CHECKPOINT, CALIBRATION_FILE, LAST_CHECKPOINT, 
 from segnet.spec import ModelSpec
 from segnet.predict import Predictor
 from segnet.train import train
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 
@@ -105,10 +108,10 @@ def test_training_calibrates_best_on_training_images_only(calibrated_run):
 
     # The stored offsets are what prediction applies: raw probabilities times e^offset, renormalised.
     image = np.asarray(Image.open(data / "images" / f"{split['val'][0]}.png").convert("RGB"))
-    calibrated = Predictor.from_checkpoint(run / BEST_CHECKPOINT, device="cpu").predict_proba(image)
+    calibrated = Predictor.from_checkpoint(run / BEST_CHECKPOINT, PLAIN).predict_proba(image)
     raw_model = load_model(state, run / BEST_CHECKPOINT)
     raw_model.logit_offsets.zero_()
-    raw = Predictor(raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"]).predict_proba(image)
+    raw = Predictor(raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"], PLAIN).predict_proba(image)
     expected = raw * np.exp(np.array(list(summary["offsets"].values()), dtype=np.float32))[:, None, None]
     np.testing.assert_allclose(calibrated, expected / expected.sum(axis=0), atol=1e-4)
 
@@ -132,5 +135,5 @@ def test_calibration_refuses_an_empty_training_list(calibrated_run):
 
 def test_evaluation_records_the_offsets_it_predicted_with(calibrated_run, tmp_path):
     data, run = calibrated_run
-    metrics = evaluate_run(run / BEST_CHECKPOINT, data, out=tmp_path / "evaluation", device="cpu", progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, out=tmp_path / "evaluation", options=PLAIN, progress=False)
     assert metrics["evaluation"]["logit_offsets"] == json.loads((run / CALIBRATION_FILE).read_text())["offsets"]

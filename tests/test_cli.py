@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from PIL import Image
 
 from segnet.cli import build_parser, main
 from segnet.runfiles import BEST_CHECKPOINT, REPORT_FILE, SPLIT_FILE
+from segnet.errors import SegnetError
+from segnet.inference import InferenceOptions
 
 SUBCOMMANDS = ("synth", "train", "calibrate", "evaluate", "predict", "export", "report", "check", "demo")
 
@@ -81,12 +84,29 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     assert len(rows) == 3 and "erythrocyte_count" in rows[0] and "spirochete_area_fraction" in rows[0]
 
 
-@pytest.mark.parametrize("command", ["evaluate", "predict"])
-def test_test_time_augmentation_is_on_unless_switched_off(command):
-    required = ["--data", "DIR"] if command == "evaluate" else ["IMAGE", "--out", "DIR"]
-    parse = build_parser().parse_args
-    assert parse([command, "--checkpoint", "best.pt", *required]).tta is True
-    assert parse([command, "--checkpoint", "best.pt", *required, "--no-tta"]).tta is False
+COMMAND_ARGUMENTS = {
+    "evaluate": ["--checkpoint", "best.pt", "--data", "DIR"],
+    "predict": ["--checkpoint", "best.pt", "IMAGE", "--out", "DIR"],
+    "report": ["RUN"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_ARGUMENTS))
+def test_every_command_runs_the_model_with_the_python_api_defaults(command):
+    # One default everywhere: TTA on, as the CLI always had it; --no-tta switches it off.
+    def parsed_options(*flags: str) -> InferenceOptions:
+        args = build_parser().parse_args([command, *COMMAND_ARGUMENTS[command], *flags])
+        return InferenceOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InferenceOptions)})
+
+    assert parsed_options() == InferenceOptions()
+    flags = ["--no-tta", "--tile", "64", "--overlap", "0.5", "--batch-size", "2", "--mc-samples", "3", "--device", "cpu"]
+    assert parsed_options(*flags) == InferenceOptions(device="cpu", tile=64, overlap=0.5, batch_size=2, tta=False, mc_samples=3)
+
+
+@pytest.mark.parametrize("value", [{"tile": 0}, {"overlap": 1.0}, {"overlap": -0.1}, {"batch_size": 0}, {"mc_samples": -1}])
+def test_inference_options_refuse_values_out_of_range(value):
+    with pytest.raises(SegnetError, match=str(next(iter(value.values())))):
+        InferenceOptions(**value)
 
 
 def test_python_dash_m_is_the_same_command():

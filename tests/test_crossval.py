@@ -24,6 +24,9 @@ from segnet.errors import SegnetError
 from segnet.metrics import metrics_from_confusion
 from segnet.predict import Ensemble, Predictor
 from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 
 def test_folds_partition_the_images_reproducibly(synthetic_dataset):
@@ -127,9 +130,9 @@ def test_predict_with_a_cross_validation_run_averages_the_folds(cross_validation
     checkpoints = fold_checkpoints(run)
     assert checkpoints == [run / f"fold_{k}" / BEST_CHECKPOINT for k in (1, 2, 3)]
     image = read_image(image_path)
-    members = [Predictor.from_checkpoint(path, device="cpu") for path in checkpoints]
+    members = [Predictor.from_checkpoint(path, PLAIN) for path in checkpoints]
     expected = np.mean([member.predict_proba(image) for member in members], axis=0)
-    ensemble = Ensemble.from_checkpoints(checkpoints, device="cpu")
+    ensemble = Ensemble.from_checkpoints(checkpoints, PLAIN)
     np.testing.assert_allclose(ensemble.predict_proba(image), expected, atol=1e-6)
     # Each fold normalises with its own training images' statistics.
     assert len({tuple(member.mean_255) for member in members}) == 3

@@ -16,6 +16,9 @@ from segnet import distributed as dist
 from segnet.checkpoint import load_checkpoint
 from segnet.evaluate import evaluate_run
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 
 def test_state_digest_sees_every_bit():
@@ -65,7 +68,7 @@ def test_both_processes_end_with_the_checkpointed_weights(two_process_run):
 def test_validation_over_two_processes_equals_a_single_process_evaluation(two_process_run, synthetic_dataset, tmp_path):
     out, _ = two_process_run
     trained = json.loads((out / BEST_METRICS_FILE).read_text())  # reduced over both ranks' shares
-    single = evaluate_run(out / BEST_CHECKPOINT, synthetic_dataset, split="val", out=tmp_path / "evaluation", device="cpu", progress=False)
+    single = evaluate_run(out / BEST_CHECKPOINT, synthetic_dataset, split="val", out=tmp_path / "evaluation", options=PLAIN, progress=False)
     assert single["num_images"] == 3
     assert trained["confusion_matrix"] == single["confusion_matrix"]  # every validation pixel counted once
     assert trained["mean_iou"] == pytest.approx(single["mean_iou"], abs=1e-12)

@@ -17,50 +17,29 @@ import torch
 from PIL import Image
 
 from segnet import DEFAULT_CLASSES
-from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.counting import clean_prediction, count_objects
 from segnet.detection import ObjectTally, PresenceTally, score_objects
-from segnet.data import find_pairs, read_mask, write_split
+from segnet.data import read_mask
 from segnet.errors import DataError, SegnetError
-from segnet.evaluate import evaluate_run, format_metrics_table
-from segnet.model import build_model
-from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
-from segnet.spec import ModelSpec
-from segnet.synthetic import write_dataset
+from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
+from segnet.evaluate import evaluate_run
+from segnet.score_tables import format_metrics_table
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 torch.set_num_threads(1)
 
-SIZE = 48
+SIZE = 48  # the side of the images of the make_run fixture (conftest)
 CLASSES = list(DEFAULT_CLASSES)
 MIN_AREA = 10  # synthetic cells at 48 px are small; the default 30 px would count almost none
 
 
-def make_run(root: Path) -> tuple[Path, Path]:
-    """A run folder (checkpoint, split.json, history.csv) and a 4-image dataset; returns (run, data)."""
-    data = write_dataset(root / "data", count=4, size=SIZE)
-    run = root / "run"
-    run.mkdir()
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("segnet-basic", len(CLASSES)))
-    normalization = {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]}
-    config = {"model": "segnet-basic", "classes": CLASSES, "mask_palette": None}
-    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config=config, epoch=3, best_score=0.4), run / BEST_CHECKPOINT)
-    pairs = find_pairs(data)
-    write_split(run / SPLIT_FILE, pairs[:2], pairs[2:])
-    (run / HISTORY_FILE).write_text(
-        "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n"
-        "1,1.10,1.05,0.60,0.30,1.000e-03,2.0\n"
-        "2,0.90,,,,9.000e-04,2.1\n"
-        "3,0.70,0.80,0.75,0.42,5.000e-04,2.0\n"
-    )
-    return run, data
-
-
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+def evaluated(tmp_path_factory: pytest.TempPathFactory, make_run) -> tuple[Path, Path, dict]:
     """The run evaluated once on its validation split (shared by the tests that only read it)."""
     run, data = make_run(tmp_path_factory.mktemp("evaluate"))
-    metrics = evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", min_area=MIN_AREA, progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, min_area=MIN_AREA, progress=False)
     return run, data, metrics
 
 
@@ -162,17 +141,17 @@ def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dic
     assert "None" not in table and "nan" not in table
 
 
-def test_split_all_and_custom_out(tmp_path: Path) -> None:
+def test_split_all_and_custom_out(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
     out = tmp_path / "elsewhere"
-    metrics = evaluate_run(run / BEST_CHECKPOINT, data, split="all", out=out, device="cpu", progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, split="all", out=out, options=PLAIN, progress=False)
     assert metrics["num_images"] == 4
     assert np.sum(metrics["confusion_matrix"]) == 4 * SIZE * SIZE
     assert len(read_rows(out / "per_image.csv")) == 4
     assert not (run / EVALUATION_FOLDER).exists()
 
 
-def test_ignore_index_leaves_pixels_out(tmp_path: Path) -> None:
+def test_ignore_index_leaves_pixels_out(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
     mask_path = data / "masks" / "003.png"  # a validation image
     mask = np.asarray(Image.open(mask_path)).copy()
@@ -180,20 +159,20 @@ def test_ignore_index_leaves_pixels_out(tmp_path: Path) -> None:
     Image.fromarray(mask).save(mask_path)
 
     with pytest.raises(DataError, match="003.png"):
-        evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", progress=False)
-    metrics = evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", ignore_index=255, progress=False)
+        evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
+    metrics = evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, ignore_index=255, progress=False)
     assert np.sum(metrics["confusion_matrix"]) == 2 * SIZE * SIZE - 10 * SIZE
     rows = read_rows(run / EVALUATION_FOLDER / "per_image.csv")
     assert all(0 <= float(row["pixel_accuracy"]) <= 1 for row in rows)
 
 
-def test_bad_split_and_missing_split_file(tmp_path: Path) -> None:
+def test_bad_split_and_missing_split_file(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
     with pytest.raises(SegnetError, match="unknown split 'test'"):
-        evaluate_run(run / BEST_CHECKPOINT, data, split="test", device="cpu", progress=False)
+        evaluate_run(run / BEST_CHECKPOINT, data, split="test", options=PLAIN, progress=False)
     (run / SPLIT_FILE).unlink()
     with pytest.raises(DataError, match="split.json"):
-        evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", progress=False)
+        evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
 
 
 def test_undefined_scores_are_dashes() -> None:

@@ -26,6 +26,9 @@ from segnet.model import DecoderStage, EncoderStage, SegNet, build_model
 from segnet.spec import ModelSpec
 from segnet.predict import OnnxModelInfo, Predictor
 from segnet.synthetic import generate_sample
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
@@ -179,9 +182,9 @@ def test_onnx_predictor_runs_the_same_pipeline(skeleton_export: tuple[SegNet, Pa
     # The skeleton's graph is exact, so windows, TTA, normalisation and blending must agree exactly too.
     model, path = skeleton_export
     image = generate_sample(50, 70, np.random.default_rng(0))[0]
-    for options in ({}, {"tile": 32, "tta": True, "batch_size": 3}):
-        from_onnx = Predictor.from_onnx(path, device="cpu", **options)
-        in_torch = Predictor(model, CLASSES, MEAN, STD, **options)
+    for options in (PLAIN, PLAIN.replace(tile=32, tta=True, batch_size=3)):
+        from_onnx = Predictor.from_onnx(path, options)
+        in_torch = Predictor(model, CLASSES, MEAN, STD, options)
         assert from_onnx.class_names == CLASSES and from_onnx.stride == 16
         np.testing.assert_allclose(from_onnx.predict_proba(image), in_torch.predict_proba(image), atol=1e-6)
 
@@ -189,8 +192,8 @@ def test_onnx_predictor_runs_the_same_pipeline(skeleton_export: tuple[SegNet, Pa
 def test_onnx_and_pytorch_predictors_agree_on_a_real_model(basic_export: tuple[Path, Path]) -> None:
     checkpoint, onnx_path = basic_export
     image = generate_sample(50, 70, np.random.default_rng(0))[0]
-    from_onnx = Predictor.from_onnx(onnx_path, device="cpu", tile=32).predict_proba(image)
-    from_torch = Predictor.from_checkpoint(checkpoint, device="cpu", tile=32).predict_proba(image)
+    from_onnx = Predictor.from_onnx(onnx_path, PLAIN.replace(tile=32)).predict_proba(image)
+    from_torch = Predictor.from_checkpoint(checkpoint, PLAIN.replace(tile=32)).predict_proba(image)
     # Equal up to rare near-tie poolings (see check_onnx_export), which move probabilities locally.
     assert np.mean(np.abs(from_onnx - from_torch) <= 1e-4) >= 0.95
     assert np.mean(from_onnx.argmax(0) == from_torch.argmax(0)) >= 0.99
@@ -217,7 +220,7 @@ def test_predict_with_onnx_never_imports_torch(basic_export: tuple[Path, Path], 
 
 def test_onnx_predictor_refuses_monte_carlo_dropout(basic_export: tuple[Path, Path]) -> None:
     with pytest.raises(SegnetError, match="Monte Carlo"):
-        Predictor.from_onnx(basic_export[1], device="cpu", mc_samples=2)
+        Predictor.from_onnx(basic_export[1], PLAIN.replace(mc_samples=2))
 
 
 def test_onnx_files_without_segnet_metadata_are_refused(basic_export: tuple[Path, Path], tmp_path: Path) -> None:
@@ -225,12 +228,12 @@ def test_onnx_files_without_segnet_metadata_are_refused(basic_export: tuple[Path
     del proto.metadata_props[:]
     onnx.save(proto, tmp_path / "bare.onnx")
     with pytest.raises(CheckpointError, match=r"bare.onnx.*segnet export"):
-        Predictor.from_onnx(tmp_path / "bare.onnx", device="cpu")
+        Predictor.from_onnx(tmp_path / "bare.onnx", PLAIN)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="junk.onnx"):
-        Predictor.from_onnx(tmp_path / "junk.onnx", device="cpu")
+        Predictor.from_onnx(tmp_path / "junk.onnx", PLAIN)
     with pytest.raises(CheckpointError, match="missing.onnx"):
-        Predictor.from_onnx(tmp_path / "missing.onnx", device="cpu")
+        Predictor.from_onnx(tmp_path / "missing.onnx", PLAIN)
 
 
 def with_metadata(source: Path, out: Path, **changes: str) -> Path:
@@ -266,7 +269,7 @@ def test_onnx_metadata_that_does_not_fit_is_refused_naming_the_file(
 ) -> None:
     path = with_metadata(skeleton_export[1], tmp_path / "forged.onnx", **{key: value})
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: ") as error:
-        Predictor.from_onnx(path, device="cpu")
+        Predictor.from_onnx(path, PLAIN)
     assert problem in str(error.value)
     write_png(tmp_path / "in" / "a.png", 20, 20, seed=1)
     assert main(["predict", "--onnx", str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1

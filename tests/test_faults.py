@@ -36,6 +36,9 @@ from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, RUN_FILES, SPLIT_FILE
 from segnet.synthetic import write_dataset
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 def quiet(*args, **kwargs) -> None:
     pass
@@ -413,7 +416,7 @@ def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(fin
     with pytest.raises(CheckpointError, match=newer):
         training.train(tiny_config(finished_run[0], tmp_path / "run", epochs=2), resume=True, progress_log=quiet)
     with pytest.raises(CheckpointError, match=newer):
-        Predictor.from_checkpoint(checkpoint, device="cpu")
+        Predictor.from_checkpoint(checkpoint, PLAIN)
     image = next((finished_run[0] / "images").iterdir())
     assert main(["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "predictions"), "--device", "cpu"]) == 1
     assert re.fullmatch("segnet: error: " + newer, error_line(capsys))

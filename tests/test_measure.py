@@ -13,8 +13,9 @@ import tifffile
 from PIL import Image
 from skimage.draw import disk, polygon
 
+from segnet.config import DARKFIELD_ROLES, ClassRoles, load_config
 from segnet.counting import clean_prediction, count_objects
-from segnet.errors import DataError
+from segnet.errors import DataError, SegnetError
 from segnet.measure import (
     OBJECT_COLUMNS,
     centreline_length_and_width,
@@ -70,7 +71,7 @@ def test_disc_area_centroid_box_and_intensity() -> None:
     mask[disk((50, 70), 20, shape=mask.shape)] = 1
     image = np.zeros((120, 160, 3), dtype=np.uint8)
     image[mask == 1] = (90, 120, 150)
-    objects = find_objects(mask, [1, 2], min_area=1)
+    objects = find_objects(mask, min_area=1)
     assert objects.object_classes == (1,)
     (disc,) = measure_objects(objects, image)
     assert disc.area == pytest.approx(math.pi * 20**2, rel=0.02)
@@ -88,7 +89,7 @@ def test_objects_are_the_counted_objects_one_id_each() -> None:
         mask[disk(centre, 15, shape=mask.shape)] = 1
     mask[bar(80, 5, 60, size=160)] = 2
     mask[5:7, 150:152] = 2  # a speck that cleaning drops
-    objects = find_objects(mask, [1, 2])
+    objects = find_objects(mask)
     assert Counter(objects.object_classes) == count_objects(clean_prediction(mask), [1, 2])
     assert objects.object_classes == (1, 1, 1, 2)
     assert objects.labels.dtype == np.uint16
@@ -100,7 +101,7 @@ def test_objects_are_the_counted_objects_one_id_each() -> None:
 def test_label_image_round_trip(tmp_path: Path) -> None:
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[disk((30, 30), 10)] = 1
-    objects = find_objects(mask, [1, 2], min_area=1)
+    objects = find_objects(mask, min_area=1)
     path = tmp_path / "a_objects.tif"
     write_object_labels(path, objects, CLASSES)
     assert not list(tmp_path.glob(".*partial"))
@@ -128,14 +129,13 @@ def test_pixel_size_from_tiff_resolution_tags(tmp_path: Path) -> None:
 class DrawnPredictor:
     """Stands in for a Predictor: 'predicts' a fixed drawn mask for every image."""
 
-    class_names = CLASSES
     samples_uncertainty = False
 
-    def __init__(self, mask: np.ndarray) -> None:
-        self.mask = mask
+    def __init__(self, mask: np.ndarray, class_names: list[str] = CLASSES, roles: ClassRoles = DARKFIELD_ROLES) -> None:
+        self.mask, self.class_names, self.roles = mask, class_names, roles
 
     def predict_proba(self, image: np.ndarray, progress=None) -> np.ndarray:
-        return np.eye(len(CLASSES), dtype=np.float32)[self.mask].transpose(2, 0, 1)
+        return np.eye(len(self.class_names), dtype=np.float32)[self.mask].transpose(2, 0, 1)
 
 
 def drawn_scene() -> np.ndarray:
@@ -179,3 +179,38 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
     predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png")], out, pixel_size=2.0, progress=False)
     (calibrated,) = [o for o in read_csv(out / "objects.csv") if o["class"] == "spirochete"]
     assert float(calibrated["width_um"]) == pytest.approx(float(calibrated["width_px"]) * 2.0, abs=1e-3)
+
+
+def test_a_dataset_with_other_classes_counts_them_by_the_roles_its_config_gives(tmp_path: Path) -> None:
+    # Background is not class 0 here, and the solid and thin classes sit at other indices than
+    # the darkfield ones: counting must follow the roles, not the indices.
+    classes = ["fibre", "background", "nucleus"]
+    roles = ClassRoles.of(classes, {"fibre": "thin", "background": "background", "nucleus": "solid"})
+    assert (roles.background, roles.solid, roles.thin, roles.counted) == (1, (2,), (0,), [0, 2])
+    mask = np.ones((400, 400), dtype=np.uint8)
+    for centre in ((100, 100), (100, 145)):  # two touching nuclei (centres 1.5 radii apart): split in two
+        mask[disk(centre, 30, shape=mask.shape)] = 2
+    mask[100:300, 300:305] = 0  # one fibre 200 px long
+    mask[350:356, 50:56] = 0  # a 36 px fibre speck: over the area floor, dropped by the thin-class cleaning
+    image = np.full((400, 400, 3), 60, dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "lab.png")
+    out = tmp_path / "out"
+    predict_paths(DrawnPredictor(mask, classes, roles), [str(tmp_path / "lab.png")], out, progress=False)
+    (counts,) = read_csv(out / "counts.csv")
+    assert list(counts) == ["file", "fibre_count", "fibre_area_fraction", "nucleus_count", "nucleus_area_fraction"]
+    assert (counts["fibre_count"], counts["nucleus_count"]) == ("1", "2")
+    (fibre,) = [row for row in read_csv(out / "objects.csv") if row["class"] == "fibre"]
+    assert float(fibre["length_px"]) == pytest.approx(200, rel=LENGTH_TOLERANCE)
+    # By index (the darkfield roles: class 1 solid), the two touching nuclei would count as one.
+    darkfield = find_objects(mask, DARKFIELD_ROLES)
+    assert Counter(darkfield.object_classes)[2] == 1
+
+
+def test_class_roles_come_from_the_config_by_name() -> None:
+    assert load_config(overrides={"classes": ["background", "erythrocyte", "spirochete"]}).roles() == DARKFIELD_ROLES
+    other = load_config(overrides={"classes": ["background", "cell", "thread"]}).roles()
+    assert (other.solid, other.thin, other.counted) == ((), (), [1, 2])  # no darkfield names: plain components
+    with pytest.raises(SegnetError, match="not in classes"):
+        ClassRoles.of(["background", "cell"], {"nucleus": "solid"})
+    with pytest.raises(SegnetError, match="unknown roles"):
+        ClassRoles.of(["background", "cell"], {"cell": "round"})

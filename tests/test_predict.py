@@ -19,6 +19,7 @@ from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.model import build_model
 from segnet.spec import ModelSpec
+from segnet.inference import InferenceOptions
 from segnet.predict import (
     Ensemble,
     Predictor,
@@ -35,11 +36,12 @@ from segnet.predict import (
 )
 from segnet.synthetic import generate_sample
 
+PLAIN = InferenceOptions(device="cpu", tta=False)
+
 torch.set_num_threads(1)
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
-CPU = torch.device("cpu")
 
 
 def sample_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -82,7 +84,7 @@ def pointwise_model(seed: int = 0) -> nn.Module:
 
 
 def predictor(model: nn.Module, **options) -> Predictor:
-    return Predictor(model, CLASSES, MEAN, STD, CPU, **options)
+    return Predictor(model, CLASSES, MEAN, STD, PLAIN.replace(**options))
 
 
 # ------------------------------------------------------------------------------ sliding windows
@@ -232,7 +234,7 @@ def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
     np.testing.assert_allclose(Ensemble(members).predict_proba(image, progress=lambda done, total: seen.append((done, total))), expected, atol=1e-6)
     windows = seen[0][1] // 2
     assert seen[-1] == (2 * windows, 2 * windows) and [done for done, _ in seen] == sorted(done for done, _ in seen)
-    other = Predictor(local_model(), ["background", "cell", "other"], MEAN, STD, CPU)
+    other = Predictor(local_model(), ["background", "cell", "other"], MEAN, STD, PLAIN)
     with pytest.raises(SegnetError, match="different classes"):
         Ensemble([members[0], other])
 
@@ -290,7 +292,7 @@ def test_mc_dropout_is_more_uncertain_on_noise_than_on_training_like_images() ->
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    sampler = Predictor(model, CLASSES, mean.tolist(), std.tolist(), CPU, mc_samples=8)
+    sampler = Predictor(model, CLASSES, mean.tolist(), std.tolist(), PLAIN.replace(mc_samples=8))
     noise = np.random.default_rng(1).integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
     familiar = np.mean([predictive_entropy(sampler.predict_proba(image)).mean() for image in images[:4]])
     unfamiliar = predictive_entropy(sampler.predict_proba(noise)).mean()
@@ -319,7 +321,7 @@ def test_bad_options_and_images_are_errors() -> None:
         with pytest.raises(SegnetError):
             predictor(model, **options)
     with pytest.raises(SegnetError, match="class names"):
-        Predictor(build_model(ModelSpec("segnet-basic", 4)), CLASSES, MEAN, STD, CPU)
+        Predictor(build_model(ModelSpec("segnet-basic", 4)), CLASSES, MEAN, STD, PLAIN)
     with pytest.raises(SegnetError, match="uint8"):
         predictor(model).predict_proba(np.zeros((10, 10), dtype=np.uint8))
 
@@ -391,8 +393,8 @@ def write_checkpoint(path: Path, model_name: str) -> Path:
 
 
 def test_from_checkpoint_builds_the_model(tmp_path: Path) -> None:
-    loaded = Predictor.from_checkpoint(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), device="cpu", tile=32)
-    assert loaded.class_names == CLASSES and loaded.tile == 32
+    loaded = Predictor.from_checkpoint(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), PLAIN.replace(tile=32))
+    assert loaded.class_names == CLASSES and loaded.options.tile == 32
     assert loaded.predict(sample_image(40, 40)).shape == (40, 40)
 
 
@@ -411,14 +413,14 @@ def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> Non
     state["model"]["name"] = "notebook-segnet"
     save_checkpoint(state, path)
     with pytest.raises(CheckpointError, match="model.pt"):
-        Predictor.from_checkpoint(path, device="cpu")
+        Predictor.from_checkpoint(path, PLAIN)
 
 
 def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Path) -> None:
     first = write_png(tmp_path / "in" / "first.png", sample_image(48, 40, seed=1))
     second = write_png(tmp_path / "in" / "second.png", sample_image(36, 52, seed=2))
     checkpoint = write_checkpoint(tmp_path / "model.pt", "bayesian-segnet-basic")
-    loaded = Predictor.from_checkpoint(checkpoint, device="cpu", tile=32, mc_samples=2)
+    loaded = Predictor.from_checkpoint(checkpoint, PLAIN.replace(tile=32, mc_samples=2))
     out = tmp_path / "out"
     written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False).written
 
@@ -484,7 +486,7 @@ def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: 
     write_png(folder / "first.png", sample_image(32, 32))
     write_png(folder / "second.png", sample_image(40, 36, seed=1))
     checkpoint = write_checkpoint(tmp_path / "model.pt", "bayesian-segnet-basic")
-    loaded = Predictor.from_checkpoint(checkpoint, device="cpu", mc_samples=2)
+    loaded = Predictor.from_checkpoint(checkpoint, PLAIN.replace(mc_samples=2))
     for _ in range(2):
         notes: list[str] = []
         summary = predict_paths(loaded, [str(folder)], folder, progress=False, log=notes.append)

@@ -16,6 +16,9 @@ from segnet.model import build_model
 from segnet.predict import Predictor, predict_paths
 from segnet.spec import ModelSpec
 from segnet.synthetic import generate_sample
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 
@@ -76,7 +79,7 @@ class CountingPredictor(Predictor):
 def test_skip_existing_continues_an_interrupted_run(checkpoint: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, 4)
-    loaded = CountingPredictor.from_checkpoint(checkpoint, device="cpu")
+    loaded = CountingPredictor.from_checkpoint(checkpoint, PLAIN)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     predict_paths(loaded, [str(images)], full, progress=False)
     predict_paths(loaded, [str(images)], resumed, progress=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_evaluate import CLASSES, make_run
 
+from segnet import DEFAULT_CLASSES
 from segnet.cli import main
 from segnet.config import TrainConfig, save_config
 from segnet.errors import DataError
@@ -33,15 +33,18 @@ from segnet.report import (
     write_report,
 )
 from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 ACCENT = (0x2F, 0x5D, 0x8A)  # the report's heading colour, to recognise the page in a screenshot
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def report(tmp_path_factory: pytest.TempPathFactory, make_run) -> Path:
     """A hand-built run, evaluated on all four images, with its report written."""
     run, data = make_run(tmp_path_factory.mktemp("report"))
-    evaluate_run(run / BEST_CHECKPOINT, data, split="all", device="cpu", min_area=10, progress=False)
+    evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, min_area=10, progress=False)
     return write_report(run)
 
 
@@ -57,7 +60,7 @@ def test_report_is_one_self_contained_page(report: Path) -> None:
         assert png.format == "PNG" and png.width <= 1600
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
-    for text in (*CLASSES, "segnet-basic", "mean IoU", "Confusion matrix", "Training curves", "Error map"):
+    for text in (*DEFAULT_CLASSES, "segnet-basic", "mean IoU", "Confusion matrix", "Training curves", "Error map"):
         assert text in page
     assert "All 4 images by mean IoU, worst first" in page
     metrics = json.loads((report.parent / EVALUATION_FOLDER / "metrics.json").read_text())
@@ -79,7 +82,7 @@ def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> N
         write_report(run, tmp_path / "nowhere")
 
 
-def test_report_right_after_training_evaluates_the_validation_images_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_right_after_training_evaluates_the_validation_images_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_run) -> None:
     run, data = make_run(tmp_path)
     save_config(TrainConfig(data=str(data), out=str(run)), run / CONFIG_FILE)
     assert main(["report", str(run), "--device", "cpu", "--no-tta"]) == 0
@@ -94,13 +97,14 @@ def test_report_right_after_training_evaluates_the_validation_images_first(tmp_p
     assert capsys.readouterr().out.splitlines() == [f"report: {run / 'report.html'}"]
 
 
-def test_report_shows_unlabelled_pixels(tmp_path: Path) -> None:
+def test_report_shows_unlabelled_pixels(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
     mask_path = data / "masks" / "003.png"
     mask = np.asarray(Image.open(mask_path)).copy()
     mask[:8, :] = 255
     Image.fromarray(mask).save(mask_path)
-    evaluate_run(run / BEST_CHECKPOINT, data, device="cpu", ignore_index=255, report=True, progress=False)
+    evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, ignore_index=255, progress=False)
+    write_report(run)
     page = (run / REPORT_FILE).read_text(encoding="utf-8")
     assert "ignored (mask value 255)" in page
 

@@ -35,6 +35,9 @@ from segnet.model import build_model
 from segnet.predict import OnnxModelInfo, Predictor
 from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, SPLIT_FILE
 from segnet.spec import ModelSpec
+from segnet.inference import InferenceOptions
+
+PLAIN = InferenceOptions(device="cpu", tta=False)
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]
@@ -145,7 +148,7 @@ def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(fol
         loaded = load_checkpoint(path)
         model = load_model(loaded, path)
         normalization = loaded["normalization"]
-        predictor = Predictor(model, loaded["class_names"], normalization["mean"], normalization["std"], "cpu")
+        predictor = Predictor(model, loaded["class_names"], normalization["mean"], normalization["std"], PLAIN)
         return predictor.predict(np.zeros((9, 7, 3), dtype=np.uint8))
 
     mask = works_or_names(path, load_and_predict)
@@ -226,7 +229,7 @@ def identity_onnx(path: Path, output_channels: int, metadata: dict[str, str]) ->
 def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(folder: Path, output_channels: int, class_names: list[str], stride: int) -> None:
     metadata = {**METADATA, "segnet.class_names": json.dumps(class_names), "segnet.total_stride": json.dumps(stride)}
     path = identity_onnx(folder / "stand_in.onnx", output_channels, metadata)
-    predictor = works_or_names(path, lambda: Predictor.from_onnx(path, device="cpu", tta=True))
+    predictor = works_or_names(path, lambda: Predictor.from_onnx(path, PLAIN.replace(tta=True)))
     fits = output_channels == len(class_names) and len(set(class_names)) == len(class_names)
     assert (predictor is not None) == fits
     if predictor is not None:

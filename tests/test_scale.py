@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from segnet.config import ClassRoles
 from segnet.predict.scale import Rescaled, median_object_diameter, scale_factor
 
 
@@ -20,6 +21,7 @@ class Thresholder:
     """A stand-in model: bright pixels are class 1; it records the sizes it was given."""
 
     class_names = ["background", "erythrocyte"]
+    roles = ClassRoles.of(class_names)
 
     def __init__(self) -> None:
         self.shapes: list[tuple[int, ...]] = []

@@ -27,16 +27,18 @@ import torch
 from tqdm import tqdm
 
 from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint, write_text_atomically
-from segnet.data import Pair, load_pair
-from segnet.distributed import resolve_device
+from segnet.data import Pair, load_pair, select_pairs
+from segnet.config import saved_palette
 from segnet.errors import SegnetError
-from segnet.evaluate import mask_palette
 from segnet.metrics import metrics_from_confusion
-from segnet.predict import Predictor
+from segnet.predict import InferenceOptions, Predictor
 from segnet.runfiles import CALIBRATION_FILE
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0 + 1e-9, 0.25), 2)
 """Candidate offsets per class, in nats (a factor of e^4 either way on the odds)."""
+CALIBRATION_INFERENCE = InferenceOptions(tta=False)
+"""One plain pass per image: what training's time budget reserves for calibration (segnet.budget),
+and what ``segnet calibrate`` repeats, so it refits exactly what training fitted."""
 SEARCH_ROUNDS = 2
 PIXELS_PER_IMAGE = 65_536
 
@@ -88,7 +90,7 @@ def calibrate_checkpoint(
     pairs: Sequence[Pair],
     *,
     max_images: int = 32,
-    device: str | torch.device = "auto",
+    options: InferenceOptions = CALIBRATION_INFERENCE,
     seed: int = 0,
     progress: bool = True,
     decoded: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -105,7 +107,7 @@ def calibrate_checkpoint(
         pairs: labelled images the model was trained on (never the validation images).
         max_images: use at most this many of ``pairs``, chosen at random with ``seed`` (which also
             picks the pixels sampled from each image).
-        device: where the model runs.
+        options: how the model is run (:class:`~segnet.predict.InferenceOptions`).
         progress: show a progress bar over the images.
         decoded: pairs already decoded, by stem (training passes what its data check read);
             the others are read from their files.
@@ -123,8 +125,8 @@ def calibrate_checkpoint(
     model = load_model(state, checkpoint)
     model.logit_offsets.zero_()
     normalization = state["normalization"]
-    predictor = Predictor(model, class_names, normalization["mean"], normalization["std"], device if isinstance(device, torch.device) else resolve_device(device))
-    palette = mask_palette(state.get("config") or {}, class_names)
+    predictor = Predictor(model, class_names, normalization["mean"], normalization["std"], options)
+    palette = saved_palette(state.get("config"), class_names)
 
     rng = np.random.default_rng(seed)
     pairs = sorted(pairs, key=lambda pair: pair.stem)  # the same images whatever order the caller lists them in
@@ -153,6 +155,16 @@ def calibrate_checkpoint(
     save_checkpoint(state, checkpoint)
     write_text_atomically(checkpoint.parent / CALIBRATION_FILE, json.dumps(summary, indent=1), "calibration summary")
     return summary
+
+
+def calibrate_run(checkpoint: str | Path, data: str | Path, **calibrate_options: Any) -> dict[str, Any]:
+    """:func:`calibrate_checkpoint` on the training images of the checkpoint's run (``RUN/split.json``) in ``data``.
+
+    ``calibrate_options`` are the keyword arguments of :func:`calibrate_checkpoint`
+    (``max_images``, ``options``, ``seed``, ``progress``).
+    """
+    checkpoint = Path(checkpoint)
+    return calibrate_checkpoint(checkpoint, select_pairs(data, "train", checkpoint.parent), **calibrate_options)
 
 
 def format_calibration(summary: dict[str, Any]) -> str:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segnet import DEFAULT_CLASSES, __version__
+from segnet import DEFAULT_CLASSES, MIN_AREA, __version__
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
 from segnet.errors import SegnetError
+from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
 from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -32,14 +33,31 @@ def _positive_int(text: str) -> int:
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
-    parser.add_argument("--tile", type=_positive_int, default=None, help="segment in tiles of this many pixels, blended with a Gaussian weight (default: whole image)")
+    """The flags of :class:`~segnet.inference.InferenceOptions`, with its defaults (read back by :func:`_inference_options`)."""
+    parser.add_argument("--device", default=DEFAULT_INFERENCE.device, help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
+    parser.add_argument("--tile", type=_positive_int, default=DEFAULT_INFERENCE.tile, help="segment in tiles of this many pixels, blended with a Gaussian weight (default: whole image)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_INFERENCE.overlap, help="tile overlap fraction (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_INFERENCE.batch_size, help="tiles per forward pass (default: %(default)s)")
     parser.add_argument(
-        "--tta", action=argparse.BooleanOptionalAction, default=True,
+        "--tta", action=argparse.BooleanOptionalAction, default=DEFAULT_INFERENCE.tta,
         help="test-time augmentation: average the probabilities over the 8 flips and 90-degree rotations, "
-        "8x the compute (default: on; --no-tta for one plain pass)",
+        f"8x the compute (default: {'on; --no-tta for one plain pass' if DEFAULT_INFERENCE.tta else 'off'})",
     )
-    parser.add_argument("--min-area", type=int, default=30, help="objects smaller than this many pixels are not counted (default: %(default)s)")
+    parser.add_argument(
+        "--mc-samples", type=int, default=DEFAULT_INFERENCE.mc_samples,
+        help="Monte Carlo dropout samples for bayesian models; predict writes uncertainty maps (default: off)",
+    )
+
+
+def _inference_options(args: argparse.Namespace, device: str | None = None) -> InferenceOptions:
+    """The inference options the flags of :func:`_add_inference_options` give (``device`` overrides ``--device``)."""
+    return InferenceOptions(
+        device=device or args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, mc_samples=args.mc_samples
+    )
+
+
+def _add_min_area(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-area", type=int, default=MIN_AREA, help="objects smaller than this many pixels are not counted (default: %(default)s)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
     evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
     _add_inference_options(evaluate)
+    _add_min_area(evaluate)
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -120,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt (rewritten in place, atomically)")
     calibrate.add_argument("--data", required=True, type=Path, help="the dataset folder the run was trained on")
     calibrate.add_argument("--images", type=_positive_int, default=32, help="training images to use, chosen at random (default: %(default)s)")
-    calibrate.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
+    calibrate.add_argument("--device", default=DEFAULT_INFERENCE.device, help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
 
     predict = commands.add_parser("predict", help="segment and count cells in new images")
     predict.add_argument(
@@ -131,8 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--onnx", type=Path, help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)")
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
-    predict.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s)")
-    predict.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass (default: %(default)s)")
     predict.add_argument(
         "--skip-existing", action="store_true",
         help="continue an interrupted run: images whose outputs in --out are complete are not segmented again (their rows are rebuilt)",
@@ -141,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pixel-size", type=float, metavar="UM",
         help="micrometres per pixel: objects.csv gives areas and lengths in um too (default: from a TIFF's resolution tags, else pixels only)",
     )
-    predict.add_argument("--mc-samples", type=int, default=0, help="Monte Carlo dropout samples for bayesian models; writes uncertainty maps (default: off)")
     _add_inference_options(predict)
+    _add_min_area(predict)
 
     export = commands.add_parser(
         "export",
@@ -169,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", type=Path, help="run folder")
     report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation, evaluated first if missing)")
     _add_inference_options(report)
+    _add_min_area(report)
 
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
@@ -205,21 +223,25 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "evaluate" and args.checkpoint.is_dir():
         return _evaluate_cross_validation(args)
     if args.command == "evaluate":
-        from segnet.evaluate import evaluate_run, format_metrics_table
+        from segnet.evaluate import evaluate_run
+        from segnet.score_tables import format_metrics_table
 
         _builtin_evaluation_defaults(args)
         metrics = evaluate_run(
-            args.checkpoint, args.data, split=args.split, out=args.out, device=args.device, ignore_index=args.ignore_index,
-            tile=args.tile, tta=args.tta, min_area=args.min_area, report=args.report,
+            args.checkpoint, args.data, split=args.split, out=args.out, options=_inference_options(args),
+            ignore_index=args.ignore_index, min_area=args.min_area,
         )
+        if args.report:
+            from segnet.report import write_report
+
+            write_report(args.checkpoint.parent, args.out)
         print(format_metrics_table(metrics))
         return 0
     if args.command == "calibrate":
-        from segnet.calibration import calibrate_checkpoint, format_calibration
-        from segnet.evaluate import select_pairs
+        from segnet.calibration import CALIBRATION_INFERENCE, calibrate_run, format_calibration
 
-        pairs = select_pairs(args.data, "train", args.checkpoint.parent)
-        print(format_calibration(calibrate_checkpoint(args.checkpoint, pairs, max_images=args.images, device=args.device)))
+        options = CALIBRATION_INFERENCE.replace(device=args.device)
+        print(format_calibration(calibrate_run(args.checkpoint, args.data, max_images=args.images, options=options)))
         return 0
     if args.command == "predict":
         return _predict(args)
@@ -228,7 +250,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "report":
         from segnet.report import report_run
 
-        path = report_run(args.run, args.evaluation, log=print, device=args.device, tile=args.tile, tta=args.tta, min_area=args.min_area)
+        path = report_run(args.run, args.evaluation, log=print, options=_inference_options(args), min_area=args.min_area)
         print(f"report: {path}")
         return 0
     if args.command == "check":
@@ -305,9 +327,7 @@ def _out_of_memory_message(args: argparse.Namespace) -> str:
     if args.command in ("predict", "evaluate", "report"):
         if args.tile is None:
             return "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
-        batch = f" x {args.batch_size} tiles per pass" if args.command == "predict" else ""
-        lower = "--tile or --batch-size" if args.command == "predict" else "--tile"
-        return f"out of GPU memory at tile size {args.tile}{batch}: lower {lower}"
+        return f"out of GPU memory at tile size {args.tile} x {args.batch_size} tiles per pass: lower --tile or --batch-size"
     if args.command == "train":
         return "out of GPU memory: lower --batch-size or --image-size"
     return f"out of GPU memory in segnet {args.command}: run it on a GPU with more free memory"
@@ -320,8 +340,8 @@ def _evaluate_cross_validation(args: argparse.Namespace) -> int:
     if args.split not in (None, "val"):
         raise SegnetError(f"{args.checkpoint}: a cross-validation run is scored on each fold's held-out images only (--split val)")
     summary = evaluate_cross_validation(
-        args.checkpoint, args.data, out=args.out, device=args.device, ignore_index=args.ignore_index,
-        tile=args.tile, tta=args.tta, min_area=args.min_area, report=args.report,
+        args.checkpoint, args.data, out=args.out, options=_inference_options(args),
+        ignore_index=args.ignore_index, min_area=args.min_area, report=args.report,
     )
     print(format_cv_table(summary))
     return 0
@@ -355,20 +375,18 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)")
     if args.checkpoint is not None:
         args.checkpoint = resolve_checkpoint(args.checkpoint)
-    options = {
-        "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "tta": args.tta, "mc_samples": args.mc_samples,
-    }
+    options = _inference_options(args, device)
     if args.onnx is not None:
-        predictor = Predictor.from_onnx(args.onnx, device=args.device, **options)
+        predictor = Predictor.from_onnx(args.onnx, options.replace(device=args.device))
     elif args.checkpoint.is_dir():
         from segnet.crossval import fold_checkpoints
         from segnet.predict import Ensemble
 
-        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), device=device, **options)
+        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), options)
         if main_process:
             print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=device, **options)
+        predictor = Predictor.from_checkpoint(args.checkpoint, options)
     try:
         summary = predict_paths(
             predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +28,12 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
 CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
 LOSSES = ("ce", "ce+dice")
+ROLES = ("background", "solid", "thin")
+"""What a class is to counting: the background (not objects), solid objects (holes filled, opened
+and touching objects split: red cells) or thin ones (specks dropped, measured along the
+centreline: spirochetes). Other classes are counted as plain connected components."""
+DEFAULT_CLASS_ROLES: dict[str, str] = {"background": "background", "erythrocyte": "solid", "spirochete": "thin"}
+"""The darkfield roles, by class name; a config without ``class_roles`` gives them to the classes so named."""
 GROUPS = ("data", "model", "optimisation", "hardware", "output")
 """The argument groups of ``segnet train --help``, in order; every option belongs to one."""
 
@@ -59,6 +65,9 @@ class TrainConfig:
     )
     mask_palette: dict[str, Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]] | None = option(
         None, "class name -> RGB, for colour masks", flag=False
+    )
+    class_roles: dict[str, Literal[ROLES]] | None = option(
+        None, "class name -> background, solid or thin (segnet.config.ROLES; default: the darkfield roles by name)", flag=False
     )
     val_fraction: float = option(0.1, "share of images held out for validation", ge=0, lt=1)
     folds: _Positive | None = option(
@@ -147,6 +156,63 @@ class TrainConfig:
         if unknown:
             raise SegnetError(f"mask_palette names classes that are not in classes: {unknown}")
         return {self.classes.index(name): list(rgb) for name, rgb in self.mask_palette.items()}
+
+    def roles(self) -> ClassRoles:
+        """The classes' roles in counting (``class_roles``, else the darkfield roles by name)."""
+        return ClassRoles.of(self.classes, self.class_roles)
+
+
+@dataclass(frozen=True)
+class ClassRoles:
+    """Which class index plays which part in counting (:data:`ROLES`); every class but the background is counted."""
+
+    num_classes: int
+    background: int = 0
+    solid: tuple[int, ...] = ()
+    thin: tuple[int, ...] = ()
+
+    @property
+    def counted(self) -> list[int]:
+        """The classes whose objects are counted: all but the background, in index order."""
+        return [c for c in range(self.num_classes) if c != self.background]
+
+    @classmethod
+    def of(cls, class_names: Sequence[str], roles: Mapping[str, str] | None = None) -> ClassRoles:
+        """The roles of ``class_names`` given by name in ``roles``; ``None``: :data:`DEFAULT_CLASS_ROLES`
+        for the classes so named. Without a background class, class 0 is the background.
+
+        Raises:
+            SegnetError: ``roles`` names a class not in ``class_names`` or a role not in :data:`ROLES`,
+                or gives two classes the background.
+        """
+        names = list(class_names)
+        if roles is None:
+            roles = {name: role for name, role in DEFAULT_CLASS_ROLES.items() if name in names}
+        unknown = [name for name in roles if name not in names]
+        if unknown:
+            raise SegnetError(f"class_roles names classes that are not in classes: {unknown}")
+        bad = sorted({role for role in roles.values() if role not in ROLES})
+        if bad:
+            raise SegnetError(f"class_roles gives unknown roles {bad} (use {', '.join(ROLES)})")
+        by_role = {role: tuple(names.index(name) for name, given in roles.items() if given == role) for role in ROLES}
+        if len(by_role["background"]) > 1:
+            raise SegnetError(f"class_roles makes {len(by_role['background'])} classes the background; one at most")
+        background = by_role["background"][0] if by_role["background"] else 0
+        return cls(len(names), background, tuple(sorted(by_role["solid"])), tuple(sorted(by_role["thin"])))
+
+
+DARKFIELD_ROLES = ClassRoles.of(DEFAULT_CLASSES)
+"""The roles of the default classes: background 0, red cells (1) solid, spirochetes (2) thin."""
+
+
+def saved_palette(saved_config: Mapping[str, Any] | None, class_names: Sequence[str]) -> dict[int, list[int]] | None:
+    """The colour-mask palette a run was trained with (its saved config's ``mask_palette``), keyed by class index."""
+    return TrainConfig(classes=list(class_names), mask_palette=(saved_config or {}).get("mask_palette")).palette_by_index()
+
+
+def saved_roles(saved_config: Mapping[str, Any] | None, class_names: Sequence[str]) -> ClassRoles:
+    """The class roles of a run (its saved config's ``class_roles``; older runs: the darkfield roles by name)."""
+    return ClassRoles.of(class_names, (saved_config or {}).get("class_roles"))
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -277,10 +343,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def validate(config: TrainConfig) -> None:
-    """What one option's type cannot say: class names are distinct, the palette names classes."""
+    """What one option's type cannot say: class names are distinct, the palette and the roles name classes."""
     if len(set(config.classes)) != len(config.classes):
         raise SegnetError(f"classes must list at least two distinct names, got {config.classes}")
     config.palette_by_index()
+    config.roles()
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

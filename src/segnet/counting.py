@@ -49,38 +49,37 @@ Cleaning predicted masks before counting (``clean_prediction``)
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from segnet import MIN_AREA
+from segnet.config import DARKFIELD_ROLES, ClassRoles
+
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-# Class indices of the default class list: red cells are solid discs that touch and are split;
-# spirochetes are thin lines, cleaned of specks and measured along their centreline (segnet.measure).
-SPLIT_CLASSES: tuple[int, ...] = (1,)
-THIN_CLASSES: tuple[int, ...] = (2,)
 _LEVEL_STEP = 0.5  # pixels of EDT between two levels of the splitting sweep
 
 
 def clean_prediction(
     mask: np.ndarray,
+    roles: ClassRoles = DARKFIELD_ROLES,
     *,
-    solid_classes: Collection[int] = SPLIT_CLASSES,
     opening_fraction: float = 0.0075,
-    thin_classes: Collection[int] = THIN_CLASSES,
     thin_min_area_fraction: float = 5e-4,
-    background: int = 0,
 ) -> np.ndarray:
     """A predicted ``(H, W)`` class mask made ready for counting (module docstring); a new array.
 
-    ``solid_classes`` (red cells) get their background holes filled and are opened with a disc of
-    radius ``opening_fraction`` of the image diagonal; components of ``thin_classes`` (spirochetes)
-    smaller than ``thin_min_area_fraction`` of the image are dropped. Removed pixels become
-    ``background``; pixels of other values (an ignore index) are left alone.
+    The solid classes of ``roles`` (red cells) get their background holes filled and are opened
+    with a disc of radius ``opening_fraction`` of the image diagonal; components of its thin
+    classes (spirochetes) smaller than ``thin_min_area_fraction`` of the image are dropped. Removed
+    pixels become its background; pixels of other values (an ignore index) are left alone.
     """
+    background = roles.background
     cleaned = np.array(mask, copy=True)
     if cleaned.ndim != 2:
         raise ValueError(f"expected an (H, W) class mask, got shape {cleaned.shape}")
-    for class_id in thin_classes:
+    for class_id in roles.thin:
         components, _ = ndimage.label(cleaned == class_id, structure=_EIGHT_CONNECTED)
         areas = np.bincount(components.ravel())
         too_small = areas < thin_min_area_fraction * cleaned.size
@@ -89,7 +88,7 @@ def clean_prediction(
     radius = max(1, round(opening_fraction * float(np.hypot(*cleaned.shape))))
     y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
     disc = x * x + y * y <= radius * radius
-    for class_id in solid_classes:
+    for class_id in roles.solid:
         solid = cleaned == class_id
         # Only background holes are filled: a spirochete crossing a cell keeps its pixels.
         solid |= ndimage.binary_fill_holes(solid) & (cleaned == background)
@@ -99,7 +98,7 @@ def clean_prediction(
     return cleaned
 
 
-def area_threshold(shape: tuple[int, ...], min_area: int = 30, min_area_fraction: float = 5e-5) -> int:
+def area_threshold(shape: tuple[int, ...], min_area: int = MIN_AREA, min_area_fraction: float = 5e-5) -> int:
     """Smallest object area (pixels) kept for an image of ``shape``: ``max(min_area, fraction * H * W)``."""
     return max(int(min_area), int(np.ceil(min_area_fraction * float(np.prod(shape)))))
 
@@ -108,7 +107,7 @@ def label_objects(
     mask: np.ndarray,
     class_id: int,
     *,
-    min_area: int = 30,
+    min_area: int = MIN_AREA,
     min_area_fraction: float = 5e-5,
     split: bool = False,
     core_fraction: float = 0.8,
@@ -203,9 +202,9 @@ def label_classes(
     mask: np.ndarray,
     class_ids: Sequence[int],
     *,
-    min_area: int = 30,
+    min_area: int = MIN_AREA,
     min_area_fraction: float = 5e-5,
-    split_touching: Collection[int] = SPLIT_CLASSES,
+    split_touching: Collection[int] = DARKFIELD_ROLES.solid,
     core_fraction: float = 0.8,
 ) -> dict[int, tuple[np.ndarray, int]]:
     """The counted objects of each class in an ``(H, W)`` class mask: ``{class: (labels, count)}``.
@@ -227,20 +226,10 @@ def label_classes(
     }
 
 
-def count_objects(
-    mask: np.ndarray,
-    class_ids: Sequence[int],
-    *,
-    min_area: int = 30,
-    min_area_fraction: float = 5e-5,
-    split_touching: Collection[int] = (1,),
-    core_fraction: float = 0.8,
-) -> dict[int, int]:
-    """Number of objects of each class in an ``(H, W)`` class mask (the objects of :func:`label_classes`)."""
-    labelled = label_classes(
-        mask, class_ids, min_area=min_area, min_area_fraction=min_area_fraction, split_touching=split_touching, core_fraction=core_fraction
-    )
-    return {class_id: count for class_id, (_, count) in labelled.items()}
+def count_objects(mask: np.ndarray, class_ids: Sequence[int], **label_options: Any) -> dict[int, int]:
+    """Number of objects of each class in an ``(H, W)`` class mask: the objects of :func:`label_classes`,
+    whose keyword arguments ``label_options`` are."""
+    return {class_id: count for class_id, (_, count) in label_classes(mask, class_ids, **label_options).items()}
 
 
 def coverage(mask: np.ndarray, class_ids: Sequence[int]) -> dict[int, float]:

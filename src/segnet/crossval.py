@@ -33,9 +33,11 @@ from segnet.config import TrainConfig
 from segnet.data import Pair
 from segnet.detection import pooled_detection
 from segnet.errors import DataError, SegnetError
-from segnet.evaluate import evaluate_run, format_score, text_table
+from segnet.evaluate import evaluate_run
 from segnet.metrics import metrics_from_confusion
+from segnet.report import write_report
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, EVALUATION_FOLDER, LAST_CHECKPOINT, RUN_FILES
+from segnet.score_tables import format_score, text_table
 from segnet.train import check_training_data, train
 
 FOLDS_FILE = "folds.json"
@@ -269,37 +271,27 @@ def evaluate_cross_validation(
     *,
     out: str | Path | None = None,
     checkpoint_name: str = BEST_CHECKPOINT,
-    device: str = "auto",
-    ignore_index: int | None = None,
-    tile: int | None = None,
-    tta: bool = False,
-    min_area: int = 30,
     report: bool = False,
-    progress: bool = True,
+    **evaluate_options: Any,
 ) -> dict[str, Any]:
     """Evaluate each fold's model on its own held-out fold and summarise across folds.
 
-    Args:
-        run_dir: the cross-validation run folder (holding folds.json and fold_1 .. fold_K).
-        data: the dataset folder the run was trained on.
-        out: where the per-fold evaluation folders and ``cv_summary.json`` go; default ``RUN/evaluation``.
-        checkpoint_name: which checkpoint of each fold to score.
-        device, ignore_index, tile, tta, min_area, report, progress: as for
-            :func:`segnet.evaluate.evaluate_run`, applied to every fold.
-
-    Returns:
-        The summary (as :func:`summarize_folds`), also written to ``OUT/cv_summary.json``.
+    ``run_dir`` is the cross-validation run folder (folds.json and fold_1 .. fold_K), ``data`` the
+    dataset it was trained on; the per-fold evaluation folders and ``cv_summary.json`` go to
+    ``out`` (default ``RUN/evaluation``). ``checkpoint_name`` picks each fold's checkpoint; with
+    ``report``, each fold gets its ``fold_k/report.html``. ``evaluate_options`` are the keyword
+    arguments of :func:`segnet.evaluate.evaluate_run` (``options``, ``ignore_index``, ``min_area``,
+    ``progress``), the same for every fold.
+    Returns the summary (as :func:`summarize_folds`).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
     # Each fold's evaluate_run scores the held-out images of that fold's split.json.
-    per_fold = [
-        evaluate_run(
-            checkpoint, data, split="val", out=out_dir / f"fold_{k}", device=device,
-            ignore_index=ignore_index, tile=tile, tta=tta, min_area=min_area, report=report, progress=progress,
-        )
-        for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1)
-    ]
+    per_fold = []
+    for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1):
+        per_fold.append(evaluate_run(checkpoint, data, split="val", out=out_dir / f"fold_{k}", **evaluate_options))
+        if report:
+            write_report(checkpoint.parent, out_dir / f"fold_{k}")
     summary = summarize_folds(per_fold)
     write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     return summary

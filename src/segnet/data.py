@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import AllowInfNan, BeforeValidator, Field
 
-from segnet.errors import DataError
+from segnet.errors import DataError, SegnetError
+from segnet.runfiles import SPLIT_FILE
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so reading images never loads it
     import torch
@@ -319,6 +320,8 @@ def write_split(path: str | Path, train: Sequence[Pair], val: Sequence[Pair]) ->
 
 
 SPLIT_NAMES = ("train", "val")
+SELECTIONS = (*SPLIT_NAMES, "all")
+"""What a stage that reads a run can be asked to take: one side of its split, or every pair."""
 
 
 def read_split_stems(path: str | Path) -> dict[str, list[str]]:
@@ -357,6 +360,20 @@ def read_split(path: str | Path, pairs: Sequence[Pair], name: str) -> list[Pair]
     if missing:
         raise DataError(path, f"the split names images that are not in the data folder: {missing[:5]}")
     return [by_stem[s] for s in stems]
+
+
+def select_pairs(data: str | Path, split: str, run_dir: Path) -> list[Pair]:
+    """The image/mask pairs of ``data`` to evaluate: all of them, or one side of RUN/split.json."""
+    if split not in SELECTIONS:
+        raise SegnetError(f"unknown split '{split}' (use {', '.join(SELECTIONS)})")
+    pairs = find_pairs(data)
+    if split == "all":
+        return pairs
+    split_file = run_dir / SPLIT_FILE
+    selected = read_split(split_file, pairs, split)
+    if not selected:
+        raise DataError(split_file, f"the split lists no '{split}' images (evaluate with split 'all')")
+    return selected
 
 
 def compute_fingerprint(samples: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:

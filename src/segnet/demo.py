@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from segnet.config import load_config
-from segnet.data import find_pairs, read_split
-from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, evaluate_run, format_metrics_table
-from segnet.predict import Predictor, predict_paths
-from segnet.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE, SPLIT_FILE
+from segnet.data import select_pairs
+from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, evaluate_run
+from segnet.predict import InferenceOptions, Predictor, predict_paths
+from segnet.report import write_report
+from segnet.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+from segnet.score_tables import format_metrics_table
 from segnet.synthetic import write_dataset
 from segnet.train import train
 
@@ -36,12 +38,13 @@ def run_demo(
     )
     run_dir = train(config, overwrite=True)
     print("3/4 evaluating the validation images at full size")
-    # TTA as `segnet evaluate` and `segnet predict` do by default.
-    metrics = evaluate_run(run_dir / BEST_CHECKPOINT, data_dir, split="val", device=device, tta=True, report=True)
+    options = InferenceOptions(device=device)
+    metrics = evaluate_run(run_dir / BEST_CHECKPOINT, data_dir, split="val", options=options)
+    write_report(run_dir)
     print("4/4 segmenting and counting the validation images")
-    predictor = Predictor.from_checkpoint(run_dir / BEST_CHECKPOINT, device=device, tta=True)
+    predictor = Predictor.from_checkpoint(run_dir / BEST_CHECKPOINT, options)
     prediction_dir = out / "predictions"
-    validation_images = [str(pair.image) for pair in read_split(run_dir / SPLIT_FILE, find_pairs(data_dir), "val")]
+    validation_images = [str(pair.image) for pair in select_pairs(data_dir, "val", run_dir)]
     predict_paths(predictor, validation_images, prediction_dir)
     print()
     print(format_metrics_table(metrics))

@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from segnet import MIN_AREA
+from segnet.config import DARKFIELD_ROLES, ClassRoles
 from segnet.counting import clean_prediction, label_classes
 
 MATCH_SHARE = 0.5
@@ -201,33 +203,36 @@ def score_objects(
     pred: np.ndarray,
     class_ids: Collection[int],
     *,
-    min_area: int = 30,
+    roles: ClassRoles = DARKFIELD_ROLES,
+    min_area: int = MIN_AREA,
     ignore_index: int | None = None,
 ) -> dict[int, ObjectTally]:
     """Object tallies of one image: ``truth`` as drawn against the cleaned raw prediction ``pred``.
 
     Both are ``(H, W)`` class masks; objects are counted as ``segnet.counting`` counts them, with
-    ``min_area`` its area floor. The tallies' object numbers are the image's counts.
+    ``min_area`` its area floor and ``roles`` saying which classes are cleaned and split. The
+    tallies' object numbers are the image's counts.
     """
     if ignore_index is not None:
         pred = np.where(truth == ignore_index, ignore_index, pred).astype(pred.dtype)
-    true_labels = label_classes(truth, list(class_ids), min_area=min_area)
-    pred_labels = label_classes(clean_prediction(pred), list(class_ids), min_area=min_area)
+    true_labels = label_classes(truth, list(class_ids), min_area=min_area, split_touching=roles.solid)
+    pred_labels = label_classes(clean_prediction(pred, roles), list(class_ids), min_area=min_area, split_touching=roles.solid)
     return {c: match_objects(true_labels[c][0], pred_labels[c][0]) for c in class_ids}
 
 
 class DetectionScores:
-    """Object and presence tallies of the counted classes, accumulated image by image."""
+    """Object and presence tallies of the counted classes (all but the background of ``roles``), accumulated image by image."""
 
-    def __init__(self, class_ids: Collection[int], *, min_area: int = 30, ignore_index: int | None = None) -> None:
-        self.objects = {c: ObjectTally() for c in class_ids}
-        self.presence = {c: PresenceTally() for c in class_ids}
+    def __init__(self, roles: ClassRoles = DARKFIELD_ROLES, *, min_area: int = MIN_AREA, ignore_index: int | None = None) -> None:
+        self.objects = {c: ObjectTally() for c in roles.counted}
+        self.presence = {c: PresenceTally() for c in roles.counted}
+        self.roles = roles
         self.min_area = min_area
         self.ignore_index = ignore_index
 
     def add(self, image: str, truth: np.ndarray, pred: np.ndarray) -> dict[int, ObjectTally]:
         """Score the image named ``image`` (:func:`score_objects`), add it, and return its tallies."""
-        tallies = score_objects(truth, pred, list(self.objects), min_area=self.min_area, ignore_index=self.ignore_index)
+        tallies = score_objects(truth, pred, list(self.objects), roles=self.roles, min_area=self.min_area, ignore_index=self.ignore_index)
         for c, tally in tallies.items():
             self.objects[c] += tally
             self.presence[c] += PresenceTally.of_image(image, tally)

@@ -15,7 +15,8 @@ full size, never resized, and writes to the evaluation folder (default ``RUN/eva
                         objects found and predicted objects correct
     predictions/STEM.png  the predicted class index of every pixel (one-channel PNG)
 
-The report (``segnet.report``) is drawn from these files alone, without running the model again.
+The report (``segnet.report``) is drawn from these files alone, without running the model again;
+the tables of scores are laid out by ``segnet.score_tables``.
 """
 
 from __future__ import annotations
@@ -31,22 +32,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from segnet import MIN_AREA
 from segnet.checkpoint import load_checkpoint, model_spec, write_text_atomically
-from segnet.config import TrainConfig
+from segnet.config import ClassRoles, saved_palette
 from segnet.counting import count_agreement
-from segnet.data import Pair, find_pairs, load_pair, read_split
+from segnet.data import Pair, load_pair, select_pairs
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
-from segnet.predict import Predictor
-from segnet.runfiles import EVALUATION_FOLDER, SPLIT_FILE
+from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
+from segnet.runfiles import EVALUATION_FOLDER
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
 PREDICTIONS_FOLDER = "predictions"
-SPLITS = ("val", "train", "all")
-BACKGROUND = 0
-"""Class index of the background: every other class is counted as objects."""
 
 
 def evaluate_run(
@@ -55,12 +54,9 @@ def evaluate_run(
     *,
     split: str = "val",
     out: str | Path | None = None,
-    device: str = "auto",
+    options: InferenceOptions = DEFAULT_INFERENCE,
     ignore_index: int | None = None,
-    tile: int | None = None,
-    tta: bool = False,
-    min_area: int = 30,
-    report: bool = False,
+    min_area: int = MIN_AREA,
     progress: bool = True,
 ) -> dict:
     """Evaluate ``checkpoint`` on the labelled images in ``data`` and write the evaluation folder.
@@ -71,12 +67,9 @@ def evaluate_run(
         split: ``"val"`` or ``"train"``: the images listed under that name in ``RUN/split.json``;
             ``"all"``: every image in ``data``.
         out: the evaluation folder; default ``RUN/evaluation``.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        options: how the model is run (device, tiles, TTA, ...; :class:`~segnet.predict.InferenceOptions`).
         ignore_index: a mask value whose pixels are left out of every score (unlabelled pixels).
-        tile: predict in tiles of this side (large images on a small GPU); ``None``: whole images.
-        tta: average the predictions over the 8 flips and rotations of each image.
         min_area: objects smaller than this many pixels are not counted.
-        report: also write ``RUN/report.html`` (segnet.report.write_report).
         progress: show a progress bar over the images.
 
     Returns:
@@ -88,69 +81,34 @@ def evaluate_run(
     if ignore_index is not None and not 0 <= ignore_index <= 255:
         raise SegnetError(f"ignore_index must be a mask value in 0..255, got {ignore_index}")
     pairs = select_pairs(data, split, run_dir)
-
-    # The Predictor keeps only what inference needs; the model name, epoch and mask palette are
-    # read from the checkpoint here (its weights are dropped at once).
     state = load_checkpoint(checkpoint)
-    del state["model_state"]
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, tta=tta)
+    predictor = Predictor.from_state(state, checkpoint, options)
+    del state["model_state"]  # the model name, epoch and mask palette are read from the rest below
     class_names = list(predictor.class_names)
-    num_classes = len(class_names)
-    palette = mask_palette(state.get("config") or {}, class_names)
-    counted = [c for c in range(num_classes) if c != BACKGROUND]
+    palette = saved_palette(state.get("config"), class_names)
 
     prediction_dir = out_dir / PREDICTIONS_FOLDER
     try:
         prediction_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(prediction_dir, f"cannot create the output folder ({error.strerror or error})") from error
-    total = ConfusionMatrix(num_classes, ignore_index)
-    boundary = BoundaryF1(class_names, ignore_index=ignore_index)
-    true_counts: dict[int, list[int]] = {c: [] for c in counted}
-    pred_counts: dict[int, list[int]] = {c: [] for c in counted}
-    detection = DetectionScores(counted, min_area=min_area, ignore_index=ignore_index)
-    rows = []
+    scores = _Scores(class_names, predictor.roles, ignore_index, min_area)
     for pair in tqdm(pairs, desc="evaluating", unit="image", disable=not progress):
-        image, truth = load_labelled_pair(pair, num_classes, ignore_index, palette)
+        image, truth = load_labelled_pair(pair, len(class_names), ignore_index, palette)
         try:
             pred = predictor.predict(image)
         except SegnetError as error:
             raise SegnetError(f"{pair.image}: {error}") from error
         _save_prediction(pred, prediction_dir / f"{pair.stem}.png")
+        scores.add(pair, truth, pred)
 
-        image_confusion = ConfusionMatrix(num_classes, ignore_index)
-        image_confusion.update(torch.from_numpy(truth), torch.from_numpy(pred))
-        total.mat += image_confusion.mat
-        boundary.update(truth, pred)
-        image_objects = detection.add(pair.stem, truth, pred)
-        for c, tally in image_objects.items():
-            true_counts[c].append(tally.true_objects)
-            pred_counts[c].append(tally.predicted_objects)
-        rows.append(_per_image_row(pair, metrics_from_confusion(image_confusion.mat, class_names), image_objects, class_names))
-
-    metrics = metrics_from_confusion(total.mat, class_names)
-    metrics["num_images"] = len(pairs)
-    metrics["boundary_f1"] = boundary.compute()
-    metrics["counts"] = {
-        class_names[c]: {
-            **count_agreement(true_counts[c], pred_counts[c]),
-            "mean_true": float(np.mean(true_counts[c])),
-            "mean_predicted": float(np.mean(pred_counts[c])),
-        }
-        for c in counted
-    }
-    metrics.update(detection.sections(class_names))
+    metrics = scores.metrics()
     metrics["evaluation"] = {
-        "checkpoint": str(checkpoint),
-        "model": model_spec(state).name,
-        "epoch": state.get("epoch"),
-        "checkpoint_saved": _file_time(checkpoint),
+        **_provenance(checkpoint, state),
         "data": str(data),
         "split": split,
+        **options.to_dict(),
         "device": str(predictor.device),
-        "tile": tile,
-        "tta": tta,
-        "logit_offsets": (state.get("calibration") or {}).get("offsets"),  # segnet.calibration; None: uncalibrated
         "ignore_index": ignore_index,
         "mask_palette": palette,
         "min_area": min_area,
@@ -158,33 +116,64 @@ def evaluate_run(
         "evaluated_at": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
     }
     write_text_atomically(out_dir / METRICS_FILE, json.dumps(metrics, indent=2), "metrics")
-    _write_per_image(out_dir / PER_IMAGE_FILE, rows, class_names, counted)
-
-    if report:
-        # Imported here, not at the top: segnet.report imports this module's tables and readers.
-        from segnet.report import write_report
-
-        write_report(run_dir, out_dir)
+    _write_per_image(out_dir / PER_IMAGE_FILE, scores.rows, class_names, scores.counted)
     return metrics
 
 
-def select_pairs(data: str | Path, split: str, run_dir: Path) -> list[Pair]:
-    """The image/mask pairs of ``data`` to evaluate: all of them, or one side of RUN/split.json."""
-    if split not in SPLITS:
-        raise SegnetError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
-    pairs = find_pairs(data)
-    if split == "all":
-        return pairs
-    split_file = run_dir / SPLIT_FILE
-    selected = read_split(split_file, pairs, split)
-    if not selected:
-        raise DataError(split_file, f"the split lists no '{split}' images (evaluate with split 'all')")
-    return selected
+def _provenance(checkpoint: Path, state: dict) -> dict:
+    """What was evaluated: the checkpoint, its model, epoch, save time and logit offsets."""
+    return {
+        "checkpoint": str(checkpoint),
+        "model": model_spec(state).name,
+        "epoch": state.get("epoch"),
+        "checkpoint_saved": _file_time(checkpoint),
+        "logit_offsets": (state.get("calibration") or {}).get("offsets"),  # segnet.calibration; None: uncalibrated
+    }
 
 
-def mask_palette(config: dict, class_names: Sequence[str]) -> dict[int, list[int]] | None:
-    """The colour-mask palette a run was trained with (config ``mask_palette``), keyed by class index."""
-    return TrainConfig(classes=list(class_names), mask_palette=config.get("mask_palette")).palette_by_index()
+class _Scores:
+    """Every score of an evaluation, accumulated image by image: pixels, boundaries, counts and objects."""
+
+    def __init__(self, class_names: Sequence[str], roles: ClassRoles, ignore_index: int | None, min_area: int) -> None:
+        self.class_names = list(class_names)
+        self.ignore_index = ignore_index
+        self.counted = roles.counted
+        self.confusion = ConfusionMatrix(len(class_names), ignore_index)
+        self.boundary = BoundaryF1(class_names, ignore_index=ignore_index)
+        self.detection = DetectionScores(roles, min_area=min_area, ignore_index=ignore_index)
+        self.true_counts: dict[int, list[int]] = {c: [] for c in self.counted}
+        self.pred_counts: dict[int, list[int]] = {c: [] for c in self.counted}
+        self.rows: list[dict[str, object]] = []
+
+    def add(self, pair: Pair, truth: np.ndarray, pred: np.ndarray) -> None:
+        """Score one image's prediction against its mask, and keep its ``per_image.csv`` row."""
+        image_confusion = ConfusionMatrix(len(self.class_names), self.ignore_index)
+        image_confusion.update(torch.from_numpy(truth), torch.from_numpy(pred))
+        self.confusion.mat += image_confusion.mat
+        self.boundary.update(truth, pred)
+        image_objects = self.detection.add(pair.stem, truth, pred)
+        for c, tally in image_objects.items():
+            self.true_counts[c].append(tally.true_objects)
+            self.pred_counts[c].append(tally.predicted_objects)
+        image_metrics = metrics_from_confusion(image_confusion.mat, self.class_names)
+        self.rows.append(_per_image_row(pair, image_metrics, image_objects, self.class_names))
+
+    def metrics(self) -> dict:
+        """``metrics.json`` but its ``evaluation`` section."""
+        names = self.class_names
+        metrics = metrics_from_confusion(self.confusion.mat, names)
+        metrics["num_images"] = len(self.rows)
+        metrics["boundary_f1"] = self.boundary.compute()
+        metrics["counts"] = {
+            names[c]: {
+                **count_agreement(self.true_counts[c], self.pred_counts[c]),
+                "mean_true": float(np.mean(self.true_counts[c])),
+                "mean_predicted": float(np.mean(self.pred_counts[c])),
+            }
+            for c in self.counted
+        }
+        metrics.update(self.detection.sections(names))
+        return metrics
 
 
 def load_labelled_pair(
@@ -248,137 +237,3 @@ def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Seq
         for row in rows:
             # An undefined score (class absent from truth and prediction) is an empty cell.
             writer.writerow({key: "" if value is None else (f"{value:.6f}" if isinstance(value, float) else value) for key, value in row.items()})
-
-
-# ------------------------------------------------------------------------------------------------
-# Tables: the rows are shared by the plain-text table below and the HTML report.
-# ------------------------------------------------------------------------------------------------
-
-PER_CLASS_HEADER = ("class", "IoU", "accuracy", "precision", "dice", "BF1", "support (px)")
-COUNT_HEADER = ("class", "count MAE", "count r", "mean true", "mean predicted")
-OBJECT_HEADER = ("class", "true objects", "predicted", "found", "correct", "recall", "precision", "F1")
-PRESENCE_HEADER = ("class", "images with", "sensitivity", "images without", "specificity")
-
-
-def format_score(value: float | None, digits: int = 3) -> str:
-    """A score with ``digits`` decimals; an undefined score (``None``) is a dash."""
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def per_class_rows(metrics: dict) -> list[list[str]]:
-    """One row per class, in the columns of :data:`PER_CLASS_HEADER`."""
-    boundary = metrics.get("boundary_f1", {}).get("per_class", {})
-    rows = []
-    for name in metrics["classes"]:
-        scores = metrics["per_class"][name]
-        rows.append(
-            [
-                name,
-                *(format_score(scores[key]) for key in ("iou", "accuracy", "precision", "dice")),
-                format_score(boundary.get(name)),
-                f"{scores['support']:,}",
-            ]
-        )
-    return rows
-
-
-def summary_rows(metrics: dict) -> list[list[str]]:
-    """The whole-dataset scores as (label, value) rows."""
-    return [
-        ["global accuracy", format_score(metrics["global_accuracy"])],
-        ["class-average accuracy", format_score(metrics["class_average_accuracy"])],
-        ["mean IoU", format_score(metrics["mean_iou"])],
-        ["frequency-weighted IoU", format_score(metrics["frequency_weighted_iou"])],
-        ["mean boundary F1", format_score(metrics.get("boundary_f1", {}).get("mean"))],
-        ["images", str(metrics.get("num_images", "-"))],
-    ]
-
-
-def count_rows(metrics: dict) -> list[list[str]]:
-    """One row per counted class, in the columns of :data:`COUNT_HEADER`."""
-    return [
-        [
-            name,
-            format_score(agreement["mean_absolute_error"], 2),
-            format_score(agreement["pearson_r"]),
-            format_score(agreement["mean_true"], 1),
-            format_score(agreement["mean_predicted"], 1),
-        ]
-        for name, agreement in metrics.get("counts", {}).items()
-    ]
-
-
-def object_rows(metrics: dict) -> list[list[str]]:
-    """One row per counted class, in the columns of :data:`OBJECT_HEADER` (segnet.detection)."""
-    return [
-        [
-            name,
-            *(str(tally[key]) for key in ("true_objects", "predicted_objects", "found", "correct")),
-            *(format_score(tally[key]) for key in ("recall", "precision", "f1")),
-        ]
-        for name, tally in metrics.get("objects", {}).items()
-    ]
-
-
-def presence_rows(metrics: dict) -> list[list[str]]:
-    """One row per counted class, in the columns of :data:`PRESENCE_HEADER`."""
-    return [
-        [
-            name,
-            str(presence["images_with"]),
-            format_score(presence["sensitivity"]),
-            str(presence["images_without"]),
-            format_score(presence["specificity"]),
-        ]
-        for name, presence in metrics.get("presence", {}).items()
-    ]
-
-
-def presence_errors(metrics: dict) -> list[str]:
-    """Per counted class, the images its presence is wrong on, by name (one line per class)."""
-    return [
-        f"{name}: missed in {', '.join(presence['missed_images']) or 'none'}; "
-        f"said present in {', '.join(presence['false_alarm_images']) or 'none'}"
-        for name, presence in metrics.get("presence", {}).items()
-    ]
-
-
-def object_rule(metrics: dict) -> str:
-    """The matching rule of the object table in one sentence, with the share it was scored at."""
-    share = metrics.get("evaluation", {}).get("object_match_share", MATCH_SHARE)
-    return (
-        f"a true object is found when predicted objects of its class cover at least {share:.0%} of it, or at least "
-        f"{share:.0%} of one of them lies inside it; a predicted object is correct when at least {share:.0%} of it "
-        "lies on true objects of its class"
-    )
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table with a rule under ``header``, columns padded to their widest cell."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    # First column (names) left-aligned, numbers right-aligned.
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def format_metrics_table(metrics: dict) -> str:
-    """The metrics of ``metrics.json`` as readable plain-text tables (per class, summary, counts,
-    objects, image-level presence)."""
-    parts = [text_table(PER_CLASS_HEADER, per_class_rows(metrics))]
-    summary = summary_rows(metrics)
-    label_width = max(len(label) for label, _ in summary)
-    parts.append("\n".join(f"{label.ljust(label_width)}  {value}" for label, value in summary))
-    counts = count_rows(metrics)
-    if counts:
-        min_area = metrics.get("evaluation", {}).get("min_area")
-        title = "object counts per image" + (f" (objects of at least {min_area} px; predicted masks cleaned first)" if min_area is not None else "")
-        parts.append(title + "\n" + text_table(COUNT_HEADER, counts))
-    objects = object_rows(metrics)
-    if objects:
-        parts.append(f"objects ({object_rule(metrics)})\n" + text_table(OBJECT_HEADER, objects))
-    presence = presence_rows(metrics)
-    if presence:
-        title = "image-level presence (an image holds a class when it has one of its objects)"
-        parts.append("\n".join([title, text_table(PRESENCE_HEADER, presence), *presence_errors(metrics)]))
-    return "\n\n".join(parts) + "\n"

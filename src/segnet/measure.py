@@ -42,7 +42,9 @@ from scipy.sparse.csgraph import dijkstra
 from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
-from segnet.counting import SPLIT_CLASSES, THIN_CLASSES, clean_prediction, label_objects
+from segnet import MIN_AREA
+from segnet.config import DARKFIELD_ROLES, ClassRoles
+from segnet.counting import clean_prediction, label_objects
 from segnet.errors import DataError
 
 OBJECT_COLUMNS = (
@@ -104,17 +106,19 @@ class ObjectMeasurement:
         ]
 
 
-def find_objects(mask: np.ndarray, class_ids: Sequence[int], *, min_area: int = 30) -> ObjectLabels:
+def find_objects(mask: np.ndarray, roles: ClassRoles = DARKFIELD_ROLES, *, min_area: int = MIN_AREA) -> ObjectLabels:
     """The counted objects of a *predicted* ``(H, W)`` class mask (cleaned first), in one label image.
+
+    Every class but the background of ``roles`` is counted, its solid classes split where objects touch.
 
     Raises:
         ValueError: more objects than a 16-bit label image can number.
     """
-    cleaned = clean_prediction(mask)
+    cleaned = clean_prediction(mask, roles)
     labels = np.zeros(cleaned.shape, dtype=np.int32)
     object_classes: list[int] = []
-    for class_id in class_ids:
-        class_labels, count = label_objects(cleaned, class_id, min_area=min_area, split=class_id in SPLIT_CLASSES)
+    for class_id in roles.counted:
+        class_labels, count = label_objects(cleaned, class_id, min_area=min_area, split=class_id in roles.solid)
         labels = np.where(class_labels > 0, class_labels + len(object_classes), labels)
         object_classes += [class_id] * count
     if len(object_classes) > np.iinfo(np.uint16).max:
@@ -122,14 +126,14 @@ def find_objects(mask: np.ndarray, class_ids: Sequence[int], *, min_area: int = 
     return ObjectLabels(labels.astype(np.uint16), tuple(object_classes))
 
 
-def measure_objects(objects: ObjectLabels, image: np.ndarray, thin_classes: Sequence[int] = THIN_CLASSES) -> list[ObjectMeasurement]:
-    """Measure every object of ``objects`` on the ``H x W x 3`` uint8 ``image``, in id order."""
+def measure_objects(objects: ObjectLabels, image: np.ndarray, roles: ClassRoles = DARKFIELD_ROLES) -> list[ObjectMeasurement]:
+    """Measure every object of ``objects`` on the ``H x W x 3`` uint8 ``image``, in id order (the thin classes of ``roles`` along their centreline)."""
     grey = np.asarray(image, dtype=np.float64).mean(axis=2)
     measurements = []
     for region in regionprops(objects.labels, intensity_image=grey):
         class_id = objects.object_classes[region.label - 1]
         top, left, bottom, right = region.bbox
-        length, width = centreline_length_and_width(region.image) if class_id in thin_classes else (None, None)
+        length, width = centreline_length_and_width(region.image) if class_id in roles.thin else (None, None)
         measurements.append(
             ObjectMeasurement(
                 class_id, region.label, int(region.area), float(region.centroid[1]), float(region.centroid[0]),

@@ -32,17 +32,14 @@ from segnet.checkpoint import atomic_write
 from segnet.config import load_config
 from segnet.data import Pair, read_mask
 from segnet.errors import DataError
-from segnet.evaluate import (
+from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, evaluate_run, load_labelled_pair
+from segnet.predict import class_palette, colorize
+from segnet.score_tables import (
     COUNT_HEADER,
-    METRICS_FILE,
     OBJECT_HEADER,
     PER_CLASS_HEADER,
-    PER_IMAGE_FILE,
-    PREDICTIONS_FOLDER,
     PRESENCE_HEADER,
     count_rows,
-    evaluate_run,
-    load_labelled_pair,
     object_rows,
     object_rule,
     per_class_rows,
@@ -426,7 +423,7 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
 
     As ``segnet evaluate`` would: ``RUN/best.pt`` on the run's validation images (split.json) of
     the dataset its ``config.yaml`` names, into ``RUN/evaluation``; ``evaluate_options`` are the
-    keyword arguments of :func:`~segnet.evaluate.evaluate_run` (device, tile, tta, min_area).
+    keyword arguments of :func:`~segnet.evaluate.evaluate_run` (``options``, ``min_area``, ...).
     An ``evaluation_dir`` that was asked for is never written: it must hold an evaluation.
     """
     run_dir = Path(run_dir)

@@ -74,7 +74,7 @@ from tqdm import tqdm
 from segnet import distributed as dist
 from segnet.budget import TimeBudget
 from segnet.builtin import resolve_checkpoint
-from segnet.calibration import calibrate_checkpoint, format_calibration
+from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, format_calibration
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
     atomic_write,
@@ -94,7 +94,7 @@ from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
 from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
-from segnet.predict import Predictor
+from segnet.predict import InferenceOptions, Predictor
 from segnet.runfiles import (
     BEST_CHECKPOINT,
     BEST_METRICS_FILE,
@@ -576,7 +576,8 @@ def validation_predictor(run: TrainingRun) -> Predictor:
     if run.validation_model is None:
         run.validation_model = build_model(run.module.spec).to(run.step.device)
     run.validation_model.load_state_dict(run.module.state_dict())
-    return Predictor(run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, run.step.device)
+    options = InferenceOptions(device=str(run.step.device), tta=False)
+    return Predictor(run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, options, run.config.roles())
 
 
 def validate_epoch(run: TrainingRun) -> dict[str, Any]:
@@ -662,7 +663,8 @@ def finish_run(run: TrainingRun) -> None:
     config, best = run.config, run.run_dir / BEST_CHECKPOINT
     if dist.is_main_process() and config.calibration_images and best.is_file():
         summary = calibrate_checkpoint(
-            best, run.data.train_pairs, max_images=config.calibration_images, device=run.step.device, seed=config.seed, decoded=run.data.decoded
+            best, run.data.train_pairs, max_images=config.calibration_images, options=CALIBRATION_INFERENCE.replace(device=str(run.step.device)),
+            seed=config.seed, decoded=run.data.decoded,
         )
         run.log(format_calibration(summary))
     dist.barrier()

@@ -19,6 +19,11 @@ file from ``segnet export`` on onnxruntime (:class:`OnnxBackend`); the ONNX path
 torch. An ONNX file carries what inference needs besides the graph in its metadata
 (:class:`OnnxModelInfo`): class names, normalisation and the model's total stride.
 
+How the model is run (device, tiles, TTA, Monte Carlo samples, batch) is one
+:class:`InferenceOptions` that every caller takes, its defaults defined once in
+:mod:`segnet.inference` (outside this package, which imports numpy and matplotlib: the CLI builds
+its flags from it without them).
+
 The package is split by concern: ``windows`` (window placement, Gaussian weights, TTA views),
 ``backends`` (PyTorch and onnxruntime), ``predictor`` (:class:`Predictor`, :class:`Ensemble`),
 ``pictures`` (colours, overlays, entropy), ``files`` (:func:`predict_paths`), ``loading`` (:func:`load_predictor`: one model argument to a predictor) and ``tables`` (counts.csv and
@@ -31,6 +36,7 @@ object label image, one row of cell counts in ``counts.csv`` and one row per obj
 ``objects.csv`` (:mod:`segnet.measure`).
 """
 
+from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
 from segnet.predict.backends import InferenceBackend, OnnxBackend, OnnxModelInfo, TorchBackend
 from segnet.predict.files import PredictionSummary, expand_inputs, is_own_output, iter_inputs, predict_paths
 from segnet.predict.loading import load_predictor
@@ -40,6 +46,8 @@ from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 from segnet.predict.windows import TileProgress, gaussian_importance_map, gaussian_importance_weights, sliding_window_starts
 
 __all__ = [
+    "DEFAULT_INFERENCE",
+    "InferenceOptions",
     "SINGLE_PROCESS",
     "ResultTables",
     "Shard",

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from segnet import MIN_AREA
+from segnet.config import ClassRoles
 from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
@@ -123,6 +125,7 @@ def _write_outputs(
     proba: np.ndarray,
     out_dir: Path,
     class_names: Sequence[str],
+    roles: ClassRoles,
     min_area: int,
     with_uncertainty: bool,
     pixel_size: float | None,
@@ -146,29 +149,28 @@ def _write_outputs(
             raise DataError(target, f"could not write ({error.strerror or error})") from error
         written.append(target)
 
-    object_classes = list(range(1, num_classes))
     try:
-        objects = find_objects(mask, object_classes, min_area=min_area)
+        objects = find_objects(mask, roles, min_area=min_area)
     except ValueError as error:
         raise DataError(path, str(error)) from error
     labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
     write_object_labels(labels_path, objects, class_names)  # last: its presence marks a finished image
     written.append(labels_path)
-    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, pixel_size)
+    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, roles, pixel_size)
     return written, counts_row, object_rows
 
 
 def _table_rows(
-    path: Path, image: np.ndarray, mask: np.ndarray, objects: ObjectLabels, class_names: Sequence[str], pixel_size: float | None
+    path: Path, image: np.ndarray, mask: np.ndarray, objects: ObjectLabels, class_names: Sequence[str], roles: ClassRoles,
+    pixel_size: float | None,
 ) -> tuple[list[Any], list[list[str]]]:
     """One image's ``counts.csv`` row and ``objects.csv`` rows, both from the same ``objects``."""
-    object_classes = list(range(1, len(class_names)))
-    counts = objects.counts(object_classes)
-    fractions = coverage(mask, object_classes)
+    counts = objects.counts(roles.counted)
+    fractions = coverage(mask, roles.counted)
     row: list[Any] = [str(path)]
-    for class_id in object_classes:
+    for class_id in roles.counted:
         row += [counts[class_id], f"{fractions[class_id]:.6f}"]
-    object_rows = [measurement.row(str(path), class_names, pixel_size) for measurement in measure_objects(objects, image)]
+    object_rows = [measurement.row(str(path), class_names, pixel_size) for measurement in measure_objects(objects, image, roles)]
     return row, object_rows
 
 
@@ -195,7 +197,7 @@ def predict_paths(
     inputs: Sequence[str],
     out_dir: str | Path,
     *,
-    min_area: int = 30,
+    min_area: int = MIN_AREA,
     pixel_size: float | None = None,
     skip_existing: bool = False,
     shard: Shard = SINGLE_PROCESS,
@@ -214,7 +216,7 @@ def predict_paths(
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
       own id, background 0; see :mod:`segnet.measure`), written last.
 
-    ``counts.csv`` gets one row per image: ``file``, then per non-background class
+    ``counts.csv`` gets one row per image: ``file``, then per counted class (all but the background of ``predictor.roles``)
     ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
     :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
@@ -241,7 +243,7 @@ def predict_paths(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
-    object_names = predictor.class_names[1:]
+    object_names = [predictor.class_names[c] for c in predictor.roles.counted]
     counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
     table_paths = [out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE]
     pictures = PICTURES if predictor.samples_uncertainty else PICTURES[:2]
@@ -286,7 +288,7 @@ def predict_paths(
                 image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
                 if skip_existing and _outputs_complete(out_dir, path.stem, pictures):
                     summary.skipped += 1
-                    job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, image_pixel_size)
+                    job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, predictor.roles, image_pixel_size)
                 else:
                     try:
                         proba = predictor.predict_proba(image, progress=show_windows if progress else None)
@@ -294,7 +296,7 @@ def predict_paths(
                         fail(f"{path}: {error}")
                         continue
                     job = writer.submit(
-                        _write_outputs, path, image, proba, out_dir, predictor.class_names, min_area,
+                        _write_outputs, path, image, proba, out_dir, predictor.class_names, predictor.roles, min_area,
                         predictor.samples_uncertainty, image_pixel_size,
                     )
                 pending.append((position, job))
@@ -324,7 +326,7 @@ def _outputs_complete(out_dir: Path, stem: str, pictures: Sequence[str]) -> bool
 
 
 def _rebuild_rows(
-    path: Path, image: np.ndarray, out_dir: Path, class_names: Sequence[str], pixel_size: float | None
+    path: Path, image: np.ndarray, out_dir: Path, class_names: Sequence[str], roles: ClassRoles, pixel_size: float | None
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """The table rows of an image finished by an earlier run, from its mask and label image."""
     (mask_path,) = _picture_paths(out_dir, path.stem, PICTURES[:1])
@@ -334,5 +336,5 @@ def _rebuild_rows(
     except OSError as error:
         raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
     objects = read_object_labels(out_dir / f"{path.stem}{OBJECTS_SUFFIX}")
-    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, pixel_size)
+    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, roles, pixel_size)
     return [], counts_row, object_rows

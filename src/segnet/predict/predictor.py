@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import softmax
 
+from segnet.config import ClassRoles, saved_roles
 from segnet.data import normalize_array
 from segnet.errors import SegnetError
+from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
 from segnet.predict.backends import InferenceBackend, OnnxBackend, TorchBackend
 from segnet.predict.windows import (
     TileProgress,
@@ -28,7 +30,6 @@ from segnet.predict.windows import (
 )
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
@@ -37,20 +38,13 @@ class Predictor:
 
     Args:
         model: a PyTorch model returning logits ``(N, C, H, W)`` for inputs ``(N, 3, H, W)`` of any
-            size (run on ``device``), or an :class:`InferenceBackend` such as :class:`OnnxBackend`
-            (``device`` is then unused; see :meth:`from_onnx`).
-        class_names: one name per output class; index 0 is the background.
+            size (moved to ``options.device``), or an :class:`InferenceBackend` such as
+            :class:`OnnxBackend` (see :meth:`from_onnx`; it chose its device when built).
+        class_names: one name per output class, in index order.
         mean, std: per-channel normalisation on images scaled to [0, 1], as stored in the checkpoint.
-        device: where a PyTorch model runs (it is moved there); ``None`` is the CPU.
-        tile: window size for sliding-window inference, rounded down to a multiple of the model's
-            ``total_stride`` (at least one stride); ``None`` runs each image whole.
-        overlap: fraction of a window shared with its neighbour (the step is at most
-            ``tile * (1 - overlap)``).
-        batch_size: windows per forward pass.
-        tta: average over the 8 flips/rotations of the input.
-        mc_samples: with ``N > 0``, keep dropout active and average ``N`` stochastic passes
-            (needs a PyTorch model with dropout layers: ``bayesian-segnet`` or
-            ``bayesian-segnet-basic``).
+        options: tiling, TTA, Monte Carlo samples, batch and device (:class:`InferenceOptions`).
+        roles: which class is the background and which are counted how (``segnet.config.ClassRoles``);
+            ``None``: the darkfield roles of the classes so named.
     """
 
     def __init__(
@@ -59,41 +53,27 @@ class Predictor:
         class_names: Sequence[str],
         mean: Sequence[float],
         std: Sequence[float],
-        device: torch.device | str | None = None,
-        *,
-        tile: int | None = None,
-        overlap: float = 0.25,
-        batch_size: int = 4,
-        tta: bool = False,
-        mc_samples: int = 0,
+        options: InferenceOptions = DEFAULT_INFERENCE,
+        roles: ClassRoles | None = None,
     ) -> None:
-        if tile is not None and tile < 1:
-            raise SegnetError(f"tile size must be a positive number of pixels, got {tile}")
-        if not 0 <= overlap < 1:
-            raise SegnetError(f"tile overlap must be at least 0 and below 1, got {overlap}")
-        if batch_size < 1:
-            raise SegnetError(f"batch size must be at least 1, got {batch_size}")
-        if mc_samples < 0:
-            raise SegnetError(f"Monte Carlo samples must be 0 (off) or more, got {mc_samples}")
         if len(mean) != 3 or len(std) != 3:
             raise SegnetError(f"normalisation needs 3 channel means and stds, got {list(mean)} and {list(std)}")
         if isinstance(model, InferenceBackend):
-            if mc_samples > 0 and not model.samples_dropout:
+            if options.mc_samples > 0 and not model.samples_dropout:
                 raise SegnetError(
                     f"Monte Carlo dropout needs a PyTorch checkpoint of a bayesian model; {model.device} runs without dropout"
                 )
             self.backend = model
         else:
-            self.backend = TorchBackend(model, device if device is not None else "cpu", mc_dropout=mc_samples > 0)
+            from segnet.distributed import resolve_device
+
+            self.backend = TorchBackend(model, resolve_device(options.device), mc_dropout=options.mc_samples > 0)
         model_classes = self.backend.num_classes
         if model_classes is not None and model_classes != len(class_names):
             raise SegnetError(f"the model predicts {model_classes} classes but {len(class_names)} class names were given")
         self.class_names = list(class_names)
-        self.tile = tile
-        self.overlap = overlap
-        self.batch_size = batch_size
-        self.tta = tta
-        self.mc_samples = mc_samples
+        self.roles = roles if roles is not None else ClassRoles.of(self.class_names)
+        self.options = options
         # The model pads its input to a multiple of this and pools on that grid (_predict_tiled).
         self.stride: int = self.backend.stride
         # segnet.data.normalize_array takes mean/std on 0..255 (training does the same).
@@ -101,31 +81,30 @@ class Predictor:
         self.std_255 = np.asarray(std, dtype=np.float32) * 255.0
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
-        """Build the checkpoint's model with its weights, classes and normalisation.
+    def from_checkpoint(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
+        """Build the checkpoint's model with its weights, classes and normalisation."""
+        from segnet.checkpoint import load_checkpoint
 
-        ``device`` is ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``; ``options`` are the
-        keyword arguments of :class:`Predictor` (``tile``, ``overlap``, ``batch_size``, ``tta``,
-        ``mc_samples``).
-        """
-        from segnet.checkpoint import load_checkpoint, load_model
-        from segnet.distributed import resolve_device
-
-        state = load_checkpoint(path)
-        model = load_model(state, path)
-        normalization = state["normalization"]
-        return cls(model, state["class_names"], normalization["mean"], normalization["std"], resolve_device(device), **options)
+        return cls.from_state(load_checkpoint(path), path, options)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, device: str = "auto", **options: Any) -> Predictor:
+    def from_state(cls, state: dict[str, Any], path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
+        """:meth:`from_checkpoint` for a checkpoint already loaded (``path`` names it in messages)."""
+        from segnet.checkpoint import load_model
+
+        normalization, class_names = state["normalization"], state["class_names"]
+        roles = saved_roles(state.get("config"), class_names)
+        return cls(load_model(state, path), class_names, normalization["mean"], normalization["std"], options, roles)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """Run an ONNX file from ``segnet export`` on onnxruntime, without importing torch.
 
-        Classes and normalisation come from the file's metadata. ``device`` is ``auto`` (CUDA when
-        this onnxruntime has it), ``cpu`` or ``cuda``; ``options`` as for :meth:`from_checkpoint`
-        (Monte Carlo dropout is not available: the exported graph has no dropout).
+        Classes and normalisation come from the file's metadata; ``options.device`` picks the
+        onnxruntime provider. Monte Carlo dropout is not available: the exported graph has no dropout.
         """
-        backend = OnnxBackend(path, device)
-        return cls(backend, backend.info.class_names, backend.info.mean, backend.info.std, **options)
+        backend = OnnxBackend(path, options.device)
+        return cls(backend, backend.info.class_names, backend.info.mean, backend.info.std, options)
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +113,7 @@ class Predictor:
     @property
     def samples_uncertainty(self) -> bool:
         """Whether the probabilities average stochastic samples (MC dropout), so entropy maps mean something."""
-        return self.mc_samples > 0
+        return self.options.mc_samples > 0
 
     @property
     def device(self) -> Any:
@@ -152,7 +131,7 @@ class Predictor:
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SegnetError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} of {image.dtype}")
-        if self.tile is None:
+        if self.options.tile is None:
             batch = normalize_array(image, self.mean_255, self.std_255)[None]
             return self._average_softmax(batch)[0]
         return self._predict_tiled(image, progress)
@@ -169,19 +148,20 @@ class Predictor:
         # values back at the argmax positions of that grid; a window shifted off it by a few
         # pixels gives visibly different predictions.
         stride = self.stride
-        tile = max(self.tile // stride, 1) * stride
+        tile = max(self.options.tile // stride, 1) * stride
         tile_h = min(tile, -(-height // stride) * stride)  # a small image is one padded window
         tile_w = min(tile, -(-width // stride) * stride)
         windows = [
             (top, left)
-            for top in sliding_window_starts(height, tile_h, self.overlap, stride)
-            for left in sliding_window_starts(width, tile_w, self.overlap, stride)
+            for top in sliding_window_starts(height, tile_h, self.options.overlap, stride)
+            for left in sliding_window_starts(width, tile_w, self.options.overlap, stride)
         ]
         importance = gaussian_importance_weights(tile_h, tile_w)
         summed = np.zeros((self.num_classes, height, width), dtype=np.float32)
         weights = np.zeros((height, width), dtype=np.float32)
-        for done in range(0, len(windows), self.batch_size):
-            batch_windows = windows[done : done + self.batch_size]
+        batch_size = self.options.batch_size
+        for done in range(0, len(windows), batch_size):
+            batch_windows = windows[done : done + batch_size]
             crops = [image[top : top + tile_h, left : left + tile_w] for top, left in batch_windows]
             batch = np.zeros((len(crops), 3, tile_h, tile_w), dtype=np.float32)
             for window, crop in zip(batch, crops):
@@ -198,8 +178,8 @@ class Predictor:
 
     def _average_softmax(self, batch: np.ndarray) -> np.ndarray:
         """Mean softmax ``(N, C, h, w)`` float32 over the TTA views and MC samples of a normalised batch."""
-        views = _dihedral_views(self.tta)
-        samples = max(self.mc_samples, 1)
+        views = _dihedral_views(self.options.tta)
+        samples = max(self.options.mc_samples, 1)
         total: np.ndarray | None = None
         for turns, flip in views:
             # A copy, not ascontiguousarray: a view of a side of 1 pixel counts as contiguous while
@@ -218,22 +198,26 @@ class Ensemble:
 
     Each member predicts with its own normalisation (every fold computes it on its own training
     images), tiling, TTA and MC samples; their softmax probabilities are averaged. The members
-    must share the class names. Usable wherever a :class:`Predictor` is (``predict_paths``).
+    must share the class names and roles. Usable wherever a :class:`Predictor` is (``predict_paths``).
     """
 
     def __init__(self, members: Sequence[Predictor]) -> None:
         if not members:
             raise SegnetError("an ensemble needs at least one model")
         for member in members[1:]:
-            if member.class_names != members[0].class_names:
-                raise SegnetError(f"ensemble members predict different classes: {members[0].class_names} and {member.class_names}")
+            if member.class_names != members[0].class_names or member.roles != members[0].roles:
+                raise SegnetError(
+                    f"ensemble members predict different classes or roles: {members[0].class_names} {members[0].roles} "
+                    f"and {member.class_names} {member.roles}"
+                )
         self.members = list(members)
         self.class_names = members[0].class_names
+        self.roles = members[0].roles
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", **options: Any) -> Ensemble:
-        """One member per checkpoint; ``options`` as for :meth:`Predictor.from_checkpoint`."""
-        return cls([Predictor.from_checkpoint(path, device=device, **options) for path in paths])
+    def from_checkpoints(cls, paths: Sequence[str | Path], options: InferenceOptions = DEFAULT_INFERENCE) -> Ensemble:
+        """One member per checkpoint, each run with ``options``."""
+        return cls([Predictor.from_checkpoint(path, options) for path in paths])
 
     @property
     def num_classes(self) -> int:

@@ -22,17 +22,21 @@ from PIL import Image
 from skimage.measure import regionprops
 from skimage.transform import resize
 
+from segnet import MIN_AREA
+from segnet.config import ClassRoles
 from segnet.counting import label_objects
+from segnet.errors import SegnetError
 from segnet.predict.windows import TileProgress
 
 
 class _Segmenter(Protocol):
     class_names: list[str]
+    roles: ClassRoles
 
     def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray: ...
 
 
-def median_object_diameter(mask: np.ndarray, class_id: int, min_area: int = 30) -> float | None:
+def median_object_diameter(mask: np.ndarray, class_id: int, min_area: int = MIN_AREA) -> float | None:
     """The median equivalent diameter (px) of the objects of ``class_id`` in a class mask; ``None`` without any.
 
     The objects are those counting finds (touching cells split), so two cells in contact do not
@@ -63,7 +67,8 @@ class Rescaled:
     Args:
         predictor: a :class:`~segnet.predict.Predictor` or :class:`~segnet.predict.Ensemble`.
         reference: the object diameter in pixels the model was trained at.
-        class_id: the solid class whose objects measure the scale (1: erythrocytes).
+        class_id: the solid class whose objects measure the scale; ``None``: the predictor's first
+            solid class (``roles``; the erythrocytes in the darkfield classes).
         diameter: the objects' diameter in the images, if known (no first pass); ``None``: estimated per image.
         limits, tolerance: as for :func:`scale_factor`.
     """
@@ -73,14 +78,16 @@ class Rescaled:
         predictor: _Segmenter,
         reference: float,
         *,
-        class_id: int = 1,
+        class_id: int | None = None,
         diameter: float | None = None,
         limits: tuple[float, float] = (0.5, 4.0),
         tolerance: float = 1.25,
     ) -> None:
         self.predictor = predictor
         self.reference = reference
-        self.class_id = class_id
+        if class_id is None and not predictor.roles.solid:
+            raise SegnetError(f"per-image scale needs a solid class to measure (class_roles); {predictor.class_names} has none")
+        self.class_id = class_id if class_id is not None else predictor.roles.solid[0]
         self.diameter = diameter
         self.limits = limits
         self.tolerance = tolerance
