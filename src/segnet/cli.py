@@ -86,6 +86,7 @@ def _builtin_names() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``segnet`` parser: global flags, then one subcommand per ``_add_*_command``."""
     parser = argparse.ArgumentParser(
         prog="segnet",
         description="Train and run SegNet to segment darkfield microscopy images into background, "
@@ -94,13 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segnet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (
+        _add_synth_command, _add_train_command, _add_evaluate_command, _add_calibrate_command, _add_predict_command,
+        _add_export_command, _add_report_command, _add_check_command, _add_models_command, _add_demo_command,
+    ):
+        add_command(commands)
+    return parser
 
+
+def _add_synth_command(commands: argparse._SubParsersAction) -> None:
     synth = commands.add_parser("synth", help="write a synthetic darkfield dataset (images/ and masks/)")
     synth.add_argument("dir", type=Path, help="output folder")
     synth.add_argument("--count", type=_positive_int, default=40, help="number of images (default: %(default)s)")
     synth.add_argument("--size", type=_positive_int, default=256, help="image side in pixels (default: %(default)s)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
         help="train a model on a folder of labelled images",
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_options(train)
 
+
+def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
     evaluate.add_argument(
         "--checkpoint", required=True, type=Path,
@@ -129,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(evaluate)
     _add_min_area(evaluate)
 
+
+def _add_calibrate_command(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate",
         help="set a checkpoint's per-class logit offsets on its training images (done by train)",
@@ -141,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--images", type=_positive_int, default=32, help="training images to use, chosen at random (default: %(default)s)")
     calibrate.add_argument("--device", default=DEFAULT_INFERENCE.device, help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
 
+
+def _add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="segment and count cells in new images")
     predict.add_argument(
         "--checkpoint", type=Path,
@@ -161,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(predict)
     _add_min_area(predict)
 
+
+def _add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="export a checkpoint to ONNX and/or a bioimage.io model package",
@@ -178,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--author", action="append", dest="authors", metavar="NAME", help="package author, repeatable (default: your login name)")
     export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)")
 
+
+def _add_report_command(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report", help="write RUN/report.html from a run and its evaluation",
         description="Write RUN/report.html. A run without RUN/evaluation is first evaluated as 'segnet evaluate' does "
@@ -188,21 +209,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(report)
     _add_min_area(report)
 
+
+def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
     check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
     check.add_argument("--classes", nargs="+", help=f"class names (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
 
+
+def _add_models_command(commands: argparse._SubParsersAction) -> None:
     commands.add_parser(
         "models", help="list the built-in models (trained weights shipped with segnet, usable without training)",
         description="List the built-in models. Each name works wherever a checkpoint is asked for: predict (the default "
         f"model is {DEFAULT_BUILTIN_MODEL}), evaluate, export, and 'train --init NAME' to fine-tune it on your own images.",
     )
 
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="synthesise data, train segnet-basic, evaluate and predict (about 10 minutes on a laptop CPU)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    return parser
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -120,17 +120,10 @@ def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> i
 
 
 def _write_outputs(
-    path: Path,
-    image: np.ndarray,
-    proba: np.ndarray,
-    out_dir: Path,
-    class_names: Sequence[str],
-    roles: ClassRoles,
-    min_area: int,
-    with_uncertainty: bool,
-    pixel_size: float | None,
+    path: Path, image: np.ndarray, proba: np.ndarray, out_dir: Path, predictor: Predictor | Ensemble, min_area: int, pixel_size: float | None
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
+    class_names, roles, with_uncertainty = predictor.class_names, predictor.roles, predictor.samples_uncertainty
     num_classes = len(class_names)
     mask = proba.argmax(axis=0).astype(np.uint8)
     pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(overlay(image, mask, num_classes), mode="RGB")]
@@ -239,17 +232,38 @@ def predict_paths(
     main_log = log if shard.rank == 0 else None
     total = _count_inputs(inputs, main_log)
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
-    object_names = [predictor.class_names[c] for c in predictor.roles.counted]
-    counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
-    table_paths = [out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE]
-    pictures = PICTURES if predictor.samples_uncertainty else PICTURES[:2]
+    tables = _open_tables(predictor, out_dir, shard)
     summary = PredictionSummary()
+    own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
+    _segment_inputs(
+        predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(total), min_area=min_area, pixel_size=pixel_size,
+        skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
+    )
+    _combine_processes(summary, tables, shard)
+    return summary
+
+
+def _segment_inputs(
+    predictor: Predictor | Ensemble,
+    own_inputs: Iterator[tuple[int, Path]],
+    out_dir: Path,
+    tables: ResultTables,
+    summary: PredictionSummary,
+    *,
+    share: int,
+    min_area: int,
+    pixel_size: float | None,
+    skip_existing: bool,
+    progress: bool,
+    show_bar: bool,
+    log: Callable[[str], None] | None,
+) -> None:
+    """Segment this process's ``(position, path)`` inputs, streaming: read one ahead, write in the background.
+
+    Adds each image's rows to ``tables`` in input order and counts it in ``summary``; closes the tables.
+    """
+    pictures = PICTURES if predictor.samples_uncertainty else PICTURES[:2]
     pending: deque[tuple[int, Future]] = deque()
-    tables = ResultTables(table_paths, [counts_header, OBJECT_COLUMNS], shard)
 
     def finish_oldest() -> None:
         position, future = pending.popleft()
@@ -263,12 +277,11 @@ def predict_paths(
         if log is not None:
             log(f"skipped {message}")
 
-    own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
     positions: deque[int] = deque()
     with (
         ThreadPoolExecutor(1, thread_name_prefix="segnet-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
-        tqdm(total=shard.share_of(total), unit="image", desc="predict", disable=not progress or shard.rank != 0) as bar,
+        tqdm(total=share, unit="image", desc="predict", disable=not progress or not show_bar) as bar,
     ):
         def show_windows(done: int, total: int) -> None:
             bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
@@ -295,10 +308,7 @@ def predict_paths(
                     except SegnetError as error:
                         fail(f"{path}: {error}")
                         continue
-                    job = writer.submit(
-                        _write_outputs, path, image, proba, out_dir, predictor.class_names, predictor.roles, min_area,
-                        predictor.samples_uncertainty, image_pixel_size,
-                    )
+                    job = writer.submit(_write_outputs, path, image, proba, out_dir, predictor, min_area, image_pixel_size)
                 pending.append((position, job))
                 while len(pending) > _MAX_PENDING_WRITES:
                     finish_oldest()
@@ -306,13 +316,27 @@ def predict_paths(
                 finish_oldest()
         finally:
             tables.close()
+
+
+def _open_tables(predictor: Predictor | Ensemble, out_dir: Path, shard: Shard) -> ResultTables:
+    """Create ``out_dir`` and open counts.csv (a count and area column per counted class) and objects.csv."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
+    object_names = [predictor.class_names[c] for c in predictor.roles.counted]
+    counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
+    return ResultTables([out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE], [counts_header, OBJECT_COLUMNS], shard)
+
+
+def _combine_processes(summary: PredictionSummary, tables: ResultTables, shard: Shard) -> None:
+    """Merge the tables over the processes and make ``summary`` count every process's images."""
     everyone = shard.gather((summary.images, summary.skipped, summary.failed))
     tables.merge()
     summary.images = sum(images for images, _, _ in everyone)
     summary.skipped = sum(skipped for _, skipped, _ in everyone)
     summary.failed = [message for _, _, failed in everyone for message in failed]
-    summary.written += table_paths
-    return summary
+    summary.written += tables.paths
 
 
 def _picture_paths(out_dir: Path, stem: str, pictures: Sequence[str]) -> list[Path]:
