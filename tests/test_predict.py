@@ -399,12 +399,12 @@ def test_from_checkpoint_builds_the_model(tmp_path: Path) -> None:
 
 
 def test_load_predictor_takes_a_checkpoint_an_onnx_file_or_a_run_folder(tmp_path: Path) -> None:
-    loaded = load_predictor(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), device="cpu", tile=32, tta=True)
-    assert isinstance(loaded, Predictor) and loaded.tile == 32 and loaded.tta
+    loaded = load_predictor(write_checkpoint(tmp_path / "model.pt", "segnet-basic"), PLAIN.replace(tile=32, tta=True))
+    assert isinstance(loaded, Predictor) and loaded.options == PLAIN.replace(tile=32, tta=True)
     with pytest.raises(CheckpointError, match="missing.onnx: ONNX model not found"):
-        load_predictor(tmp_path / "missing.onnx", device="cpu")
+        load_predictor(tmp_path / "missing.onnx", PLAIN)
     with pytest.raises(SegnetError, match="not a cross-validation run"):
-        load_predictor(tmp_path, device="cpu")
+        load_predictor(tmp_path, PLAIN)
 
 
 def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> None:

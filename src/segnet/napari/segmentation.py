@@ -47,6 +47,7 @@ class Segmentation:
     """One image's result: as ``segnet predict`` writes it, but in memory.
 
     Attributes:
+        counted: the class indices whose objects are counted (the predictor's roles: all but the background).
         mask: ``H x W`` uint8 class index per pixel (``STEM_mask.png``).
         labels: ``H x W`` uint16 object ids, 0 background (``STEM_objects.tif``).
         object_classes: the class index of object id ``i + 1``.
@@ -55,6 +56,7 @@ class Segmentation:
     """
 
     class_names: tuple[str, ...]
+    counted: tuple[int, ...]
     mask: np.ndarray
     labels: np.ndarray
     object_classes: tuple[int, ...]
@@ -62,8 +64,8 @@ class Segmentation:
     entropy: np.ndarray | None
 
     def counts(self) -> dict[str, int]:
-        """Objects per non-background class name (the counts of ``counts.csv``)."""
-        return {name: self.object_classes.count(class_id) for class_id, name in enumerate(self.class_names) if class_id > 0}
+        """Objects per counted class name (the counts of ``counts.csv``)."""
+        return {self.class_names[class_id]: self.object_classes.count(class_id) for class_id in self.counted}
 
 
 class PredictorCache:
@@ -80,12 +82,11 @@ class PredictorCache:
             SegnetError: the model cannot be loaded, or an option is invalid (the message says which).
         """
         if options != self._options:
-            from segnet.predict import load_predictor
+            from segnet.predict import InferenceOptions, load_predictor
 
             self._predictor = None  # the old model's memory goes before the new one loads
-            self._predictor = load_predictor(
-                options.model, device=options.device, tile=options.tile, tta=options.tta, mc_samples=options.mc_samples
-            )
+            inference = InferenceOptions(device=options.device, tile=options.tile, tta=options.tta, mc_samples=options.mc_samples)
+            self._predictor = load_predictor(options.model, inference)
             self._options = options
         return self._predictor
 
@@ -131,12 +132,12 @@ def segment(
     names = tuple(predictor.class_names)
     mask = proba.argmax(axis=0).astype(np.uint8)
     try:
-        objects = find_objects(mask, range(1, len(names)))
+        objects = find_objects(mask, predictor.roles)
     except ValueError as error:
         raise SegnetError(f"{image_name}: {error}") from error
-    rows = [measurement.row(image_name, names, pixel_size) for measurement in measure_objects(objects, image)]
+    rows = [measurement.row(image_name, names, pixel_size) for measurement in measure_objects(objects, image, predictor.roles)]
     entropy = predictive_entropy(proba) if predictor.samples_uncertainty else None
-    return Segmentation(names, mask, objects.labels, objects.object_classes, rows, entropy)
+    return Segmentation(names, tuple(predictor.roles.counted), mask, objects.labels, objects.object_classes, rows, entropy)
 
 
 def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
