@@ -458,6 +458,58 @@ def _file_entry(folder: Path, name: str) -> dict[str, str]:
     return {"source": name, "sha256": digest.hexdigest()}
 
 
+def _tensors(info: OnnxModelInfo, files: dict[str, dict[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rdf's input (RGB 0..255, normalised by preprocessing) and output (softmax) tensor descriptions."""
+    stride = info.total_stride
+    spatial_in = [{"type": "space", "id": axis, "size": {"min": stride, "step": stride}} for axis in ("y", "x")]
+    spatial_out = [{"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]
+    normalisation = {"axis": "channel", "mean": [255.0 * value for value in info.mean], "std": [255.0 * value for value in info.std]}
+    inputs = [
+        {
+            "id": "raw",
+            "description": "RGB image, values 0..255",
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["r", "g", "b"]}, *spatial_in],
+            "test_tensor": files["test_input"],
+            "sample_tensor": files["sample_input"],
+            "data": {"type": "float32", "range": [0.0, 255.0]},
+            "preprocessing": [{"id": "fixed_zero_mean_unit_variance", "kwargs": normalisation}],
+        }
+    ]
+    outputs = [
+        {
+            "id": "probabilities",
+            "description": "class probabilities per pixel",
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": list(info.class_names)}, *spatial_out],
+            "test_tensor": files["test_output"],
+            "sample_tensor": files["sample_output"],
+            "data": {"type": "float32", "range": [0.0, 1.0]},
+            "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+        }
+    ]
+    return inputs, outputs
+
+
+def _weights(state: dict[str, Any], opset: int, files: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The rdf's two weights formats: the PyTorch state dict (rebuilt from the model spec) and its ONNX child."""
+    return {
+        "pytorch_state_dict": {
+            **files["state_dict"],
+            "architecture": {
+                "callable": "build_model_from_kwargs",
+                "import_from": "segnet.model",
+                "kwargs": model_spec(state).to_dict(),  # the whole spec (downsample included), as the checkpoint stores it
+            },
+            "pytorch_version": torch.__version__.split("+")[0],
+        },
+        "onnx": {
+            **files["onnx"],
+            "opset_version": opset,
+            "parent": "pytorch_state_dict",
+            "comment": "exported with torch.onnx (dynamo); input is the normalised image",
+        },
+    }
+
+
 def _rdf(
     info: OnnxModelInfo,
     state: dict[str, Any],
@@ -470,10 +522,8 @@ def _rdf(
     """The ``rdf.yaml`` content (bioimage.io model format 0.5); ``files`` maps roles to :func:`_file_entry`."""
     from bioimageio.spec.model.v0_5 import ModelDescr
 
-    stride = info.total_stride
-    spatial_in = [{"type": "space", "id": axis, "size": {"min": stride, "step": stride}} for axis in ("y", "x")]
-    spatial_out = [{"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]
     cite = [_CITATIONS["segnet"]] + ([_CITATIONS["bayesian"]] if "bayesian" in info.model_name else [])
+    inputs, outputs = _tensors(info, files)
     return {
         "format_version": ModelDescr.implemented_format_version,
         "type": "model",
@@ -485,54 +535,9 @@ def _rdf(
         "documentation": files["documentation"],
         "covers": [files["cover"]],
         "tags": ["segmentation", "semantic-segmentation", "2d", "darkfield", "microscopy", "segnet", "onnx", "pytorch"],
-        "inputs": [
-            {
-                "id": "raw",
-                "description": "RGB image, values 0..255",
-                "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["r", "g", "b"]}, *spatial_in],
-                "test_tensor": files["test_input"],
-                "sample_tensor": files["sample_input"],
-                "data": {"type": "float32", "range": [0.0, 255.0]},
-                "preprocessing": [
-                    {
-                        "id": "fixed_zero_mean_unit_variance",
-                        "kwargs": {
-                            "axis": "channel",
-                            "mean": [255.0 * value for value in info.mean],
-                            "std": [255.0 * value for value in info.std],
-                        },
-                    }
-                ],
-            }
-        ],
-        "outputs": [
-            {
-                "id": "probabilities",
-                "description": "class probabilities per pixel",
-                "axes": [{"type": "batch"}, {"type": "channel", "channel_names": list(info.class_names)}, *spatial_out],
-                "test_tensor": files["test_output"],
-                "sample_tensor": files["sample_output"],
-                "data": {"type": "float32", "range": [0.0, 1.0]},
-                "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
-            }
-        ],
-        "weights": {
-            "pytorch_state_dict": {
-                **files["state_dict"],
-                "architecture": {
-                    "callable": "build_model_from_kwargs",
-                    "import_from": "segnet.model",
-                    "kwargs": model_spec(state).to_dict(),  # the whole spec (downsample included), as the checkpoint stores it
-                },
-                "pytorch_version": torch.__version__.split("+")[0],
-            },
-            "onnx": {
-                **files["onnx"],
-                "opset_version": opset,
-                "parent": "pytorch_state_dict",
-                "comment": "exported with torch.onnx (dynamo); input is the normalised image",
-            },
-        },
+        "inputs": inputs,
+        "outputs": outputs,
+        "weights": _weights(state, opset, files),
         "config": {
             "bioimageio": {
                 "reproducibility_tolerance": [_REPRODUCIBILITY_TOLERANCE],
