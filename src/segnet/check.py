@@ -262,6 +262,23 @@ def _summarise(
     }
 
 
+def _inspect_files(
+    image_paths: Sequence[Path],
+    mask_paths: Sequence[Path],
+    num_classes: int,
+    palette: Mapping[int, Sequence[int]] | None,
+    keep_decoded: bool,
+    progress: bool,
+) -> dict:
+    """Decode and inspect every file in a thread pool (Pillow releases the GIL): report by path."""
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(_inspect_image, path, keep_decoded) for path in image_paths]
+        futures += [pool.submit(_inspect_mask, path, num_classes, palette, keep_decoded) for path in mask_paths]
+        for _ in tqdm(as_completed(futures), total=len(futures), desc="check", unit="file", disable=not progress):
+            pass
+    return {report.path: report for report in (future.result() for future in futures)}
+
+
 def check_dataset(
     root: str | Path,
     class_names: Sequence[str],
@@ -306,14 +323,7 @@ def check_dataset(
 
     image_paths = [path for paths in images.values() for path in paths]
     mask_paths = [path for paths in masks.values() for path in paths]
-    num_classes = len(class_names)
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_inspect_image, path, keep_decoded) for path in image_paths]
-        futures += [pool.submit(_inspect_mask, path, num_classes, palette, keep_decoded) for path in mask_paths]
-        for _ in tqdm(as_completed(futures), total=len(futures), desc="check", unit="file", disable=not progress):
-            pass
-    reports = {report.path: report for report in (future.result() for future in futures)}
+    reports = _inspect_files(image_paths, mask_paths, len(class_names), palette, keep_decoded, progress)
 
     for report in reports.values():
         if report.problem is not None:

@@ -387,7 +387,7 @@ def _predict_shard(device: str) -> tuple[str, Shard]:
 
 def _predict(args: argparse.Namespace) -> int:
     # Imports only segnet.predict: with --onnx in one process, torch is never loaded.
-    from segnet.predict import Predictor, predict_paths
+    from segnet.predict import Ensemble, Predictor, load_predictor, predict_paths
 
     if args.checkpoint is not None and args.onnx is not None:
         raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
@@ -399,20 +399,13 @@ def _predict(args: argparse.Namespace) -> int:
         args.checkpoint = Path(DEFAULT_BUILTIN_MODEL)
         if main_process:
             print(f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)")
-    if args.checkpoint is not None:
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
     options = _inference_options(args, device)
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, options.replace(device=args.device))
-    elif args.checkpoint.is_dir():
-        from segnet.crossval import fold_checkpoints
-        from segnet.predict import Ensemble
-
-        predictor = Ensemble.from_checkpoints(fold_checkpoints(args.checkpoint), options)
-        if main_process:
-            print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, options)
+        predictor = load_predictor(args.checkpoint, options)
+        if isinstance(predictor, Ensemble) and main_process:
+            print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     try:
         summary = predict_paths(
             predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size,

@@ -582,6 +582,19 @@ def validate_bioimageio(rdf_path: str | Path) -> None:
         raise SegnetError(f"{rdf_path}: bioimage.io validation failed: {errors or summary.status}")
 
 
+_PACKAGE_FILES = {
+    "onnx": "weights.onnx",
+    "state_dict": "weights.pt",
+    "test_input": "test_input.npy",
+    "test_output": "test_output.npy",
+    "sample_input": "sample_input.png",
+    "sample_output": "sample_output.tif",
+    "cover": "cover.png",
+    "documentation": "README.md",
+}
+"""The files of a bioimage.io package by their role in ``rdf.yaml``."""
+
+
 def export_bioimageio(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -623,16 +636,7 @@ def export_bioimageio(
     except OSError as error:
         raise DataError(out_dir, f"cannot create the package folder ({error.strerror or error})") from error
     model, info, state = _load_model(checkpoint)
-    names = {
-        "onnx": "weights.onnx",
-        "state_dict": "weights.pt",
-        "test_input": "test_input.npy",
-        "test_output": "test_output.npy",
-        "sample_input": "sample_input.png",
-        "sample_output": "sample_output.tif",
-        "cover": "cover.png",
-        "documentation": "README.md",
-    }
+    names = _PACKAGE_FILES
     opset = model_to_onnx(model, info, out_dir / names["onnx"])
     check_onnx_export(model, out_dir / names["onnx"])
     torch.save(model.state_dict(), out_dir / names["state_dict"])
