@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from segnet.data import IGNORE_INDEX
-from segnet.losses import build_loss, class_weights, median_frequency_weights, soft_dice_loss
+from segnet.config import LOSSES
+from segnet.losses import build_loss, class_weights, lovasz_softmax_loss, median_frequency_weights, soft_dice_loss
 
 
 def test_median_frequency_weights_by_hand():
@@ -39,3 +40,50 @@ def test_dice_term_is_zero_for_a_perfect_prediction_and_positive_otherwise():
     assert soft_dice_loss(torch.zeros(1, 3, 2, 2), target).item() > 0.3
     combined = build_loss(None, "ce+dice")
     assert combined(torch.zeros(1, 3, 2, 2), target).item() > build_loss(None)(torch.zeros(1, 3, 2, 2), target).item()
+
+
+def _hard_logits(prediction: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
+    """Logits whose softmax is (to float precision) the one-hot of ``prediction``."""
+    return torch.nn.functional.one_hot(prediction, num_classes).permute(0, 3, 1, 2).float() * 100
+
+
+def test_lovasz_equals_one_minus_iou_at_hard_predictions():
+    # At 0/1 probabilities the Lovász extension is the Jaccard loss itself, class by class.
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 8, 8), generator=generator)
+    prediction = torch.where(torch.rand(2, 8, 8, generator=generator) < 0.7, target, torch.randint(0, 3, (2, 8, 8), generator=generator))
+    ious = []
+    for c in range(3):
+        intersection = ((target == c) & (prediction == c)).sum().item()
+        union = ((target == c) | (prediction == c)).sum().item()
+        ious.append(intersection / union)
+    expected = 1 - sum(ious) / 3
+    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(expected, abs=1e-4)
+    assert lovasz_softmax_loss(_hard_logits(target), target).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_lovasz_leaves_out_ignored_pixels_and_absent_classes():
+    target = torch.tensor([[[0, 0], [1, 1]]])
+    prediction = torch.tensor([[[0, 0], [1, 0]]])
+    # class 1: IoU 1/2; class 0: IoU 2/3; class 2 absent from the truth is not averaged in
+    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(1 - (2 / 3 + 1 / 2) / 2, abs=1e-4)
+    ignored = target.clone()
+    ignored[0, 1, 1] = IGNORE_INDEX  # the one wrong pixel no longer counts
+    assert lovasz_softmax_loss(_hard_logits(prediction), ignored).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_lovasz_term_trains_towards_the_truth():
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    loss = build_loss(None, "ce+lovasz")
+    before = loss(logits, target)
+    before.backward()
+    with torch.no_grad():
+        stepped = logits - 0.5 * logits.grad
+    assert loss(stepped, target).item() < before.item()
+    assert loss(stepped, target).item() > build_loss(None, "ce")(stepped, target).item()
+
+
+def test_every_loss_choice_builds():
+    for choice in LOSSES:
+        assert build_loss(None, choice)(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 1], [2, 2]]])).item() > 0

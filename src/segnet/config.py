@@ -27,7 +27,7 @@ from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
 CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
-LOSSES = ("ce", "ce+dice")
+LOSSES = ("ce", "ce+dice", "ce+lovasz")
 ROLES = ("background", "solid", "thin")
 """What a class is to counting: the background (not objects), solid objects (holes filled, opened
 and touching objects split: red cells) or thin ones (specks dropped, measured along the
@@ -117,7 +117,7 @@ class TrainConfig:
     warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
     class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
     # measured: benchmarks/loss_choices.py
-    loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, or cross-entropy plus soft Dice", "optimisation")
+    loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice or Lovász-softmax (an IoU surrogate)", "optimisation")
     grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0)
     patience: _Positive | None = option(
         None, "stop early after this many epochs without a better validation mean IoU (default: train all epochs)", "optimisation"

@@ -44,20 +44,25 @@ def class_weights(presence_frequencies: Sequence[float], scheme: str) -> list[fl
 
 
 class SegmentationLoss(nn.Module):
-    """Weighted cross-entropy, optionally plus a soft Dice term over the classes.
+    """Weighted cross-entropy, optionally plus a region term over the classes (``"dice"``: soft
+    Dice; ``"lovasz"``: Lovász-softmax, a convex surrogate of the Jaccard index, i.e. of IoU).
 
     Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in neither term.
     """
 
-    def __init__(self, weights: Sequence[float] | None = None, dice_weight: float = 0.0) -> None:
+    def __init__(self, weights: Sequence[float] | None = None, region: str | None = None) -> None:
         super().__init__()
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
-        self.dice_weight = dice_weight
+        self.region = region
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
-        if self.dice_weight > 0:
-            loss = loss + self.dice_weight * soft_dice_loss(logits, target)
+        if self.region == "dice":
+            loss = loss + soft_dice_loss(logits, target)
+        elif self.region == "lovasz":
+            loss = loss + lovasz_softmax_loss(logits, target)
+        elif self.region is not None:
+            raise ValueError(f"unknown region term '{self.region}' (dice or lovasz)")
         return loss
 
 
@@ -75,8 +80,42 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
 
 
+def lovasz_softmax_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lovász-softmax (Berman et al., CVPR 2018), averaged over the classes present in the batch.
+
+    For each class the pixels' errors ``|is_c - p_c|`` are sorted, largest first, and weighted by
+    how much each one, in that order, adds to ``1 - IoU`` of the class: the tight convex extension
+    of the Jaccard loss, so gradients follow what IoU rewards (a thin class's lost edge pixels
+    weigh as much as its share of the union says, not as little as its share of all pixels).
+    ``IGNORE_INDEX`` pixels are left out.
+    """
+    num_classes = logits.shape[1]
+    proba = logits.float().softmax(1).permute(0, 2, 3, 1).reshape(-1, num_classes)
+    labels = target.reshape(-1)
+    valid = labels != IGNORE_INDEX
+    proba, labels = proba[valid], labels[valid]
+    losses = []
+    for c in range(num_classes):
+        truth = (labels == c).float()
+        if truth.sum() == 0:
+            continue
+        errors, order = (truth - proba[:, c]).abs().sort(descending=True)
+        losses.append(torch.dot(errors, _jaccard_increments(truth[order])))
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
+def _jaccard_increments(sorted_truth: torch.Tensor) -> torch.Tensor:
+    """The gradient of the Lovász extension of ``1 - IoU`` at errors sorted largest first: entry i
+    is how much the Jaccard loss grows when the i-th pixel joins the i-1 before it as a mistake."""
+    true_total = sorted_truth.sum()
+    intersection = true_total - sorted_truth.cumsum(0)
+    union = true_total + (1.0 - sorted_truth).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
 def build_loss(weights: Sequence[float] | None = None, loss: str = "ce") -> SegmentationLoss:
     """The training loss for a config's ``loss`` choice, with per-class ``weights`` (:func:`class_weights`)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
-    return SegmentationLoss(weights, dice_weight=1.0 if loss == "ce+dice" else 0.0)
+    return SegmentationLoss(weights, region=loss.partition("+")[2] or None)  # "ce+dice" -> "dice"

@@ -946,9 +946,3 @@ def check_resumed_data(resumed: dict[str, Any], fingerprint: dict, config: Train
         f"{config.data}: not the data the run in {run_dir} was trained on{f' ({trained_on})' if trained_on else ''}: "
         f"the training images differ ({', '.join(differences)}); resume with the run's --data, or start a new run"
     )
-
-
-def out_of_memory(device: torch.device, advice: str) -> SegnetError:
-    """The error for a failed allocation: what ran out and which option to lower."""
-    memory = "GPU memory" if device.type == "cuda" else "memory"
-    return SegnetError(f"out of {memory} {advice}; the last checkpoint is kept")
