@@ -7,7 +7,7 @@ Every drawn mask is compared, with the same ConfusionMatrix and object matching 
 ``segnet evaluate`` uses, against itself with every non-background class eroded (pixels given to
 background) or dilated (into background only) by a disk of radius 1 or 2 pixels: what two
 annotators who trace the same objects one or two pixels apart would score against each other.
-The unchanged mask (IoU 1) is the baseline; each row prints its ratio to it. A model's per-class
+The unchanged mask (IoU 1, object F1 1) is the baseline, so each figure is also its ratio to it. A model's per-class
 IoU near a row's figure is as close to the drawn masks as a redrawing would be.
 """
 
