@@ -41,7 +41,7 @@ def perturbed(mask: np.ndarray, operation: str, radius: int) -> np.ndarray:
         if operation == "erode":
             out[region & ~ndimage.binary_erosion(region, footprint)] = 0
         else:
-            out[ndimage.binary_dilation(region, footprint) & (mask == 0) & (out == 0)] = label
+            out[ndimage.binary_dilation(region, footprint) & (out == 0)] = label  # into background not yet taken
     return out
 
 

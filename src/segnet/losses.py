@@ -53,16 +53,14 @@ class SegmentationLoss(nn.Module):
     def __init__(self, weights: Sequence[float] | None = None, region: str | None = None) -> None:
         super().__init__()
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
-        self.region = region
+        if region is not None and region not in REGION_TERMS:
+            raise ValueError(f"unknown region term '{region}' (choose from {', '.join(REGION_TERMS)})")
+        self.region_term = REGION_TERMS[region] if region else None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
-        if self.region == "dice":
-            loss = loss + soft_dice_loss(logits, target)
-        elif self.region == "lovasz":
-            loss = loss + lovasz_softmax_loss(logits, target)
-        elif self.region is not None:
-            raise ValueError(f"unknown region term '{self.region}' (dice or lovasz)")
+        if self.region_term is not None:
+            loss = loss + self.region_term(logits, target)
         return loss
 
 
@@ -112,6 +110,10 @@ def _jaccard_increments(sorted_truth: torch.Tensor) -> torch.Tensor:
     union = true_total + (1.0 - sorted_truth).cumsum(0)
     jaccard = 1.0 - intersection / union
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss}
+"""The region terms a ``loss`` choice may add to cross-entropy, by the name after its ``+``."""
 
 
 def build_loss(weights: Sequence[float] | None = None, loss: str = "ce") -> SegmentationLoss:
