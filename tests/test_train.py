@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.checkpoint import AVERAGED_UPDATES_KEY, TRAINED_STATE_KEY, load_checkpoint, load_model, save_checkpoint
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
 from segnet.plan import make_plan, read_plan
@@ -59,9 +59,10 @@ def test_refuses_to_overwrite_a_run(finished_run, synthetic_dataset):
         train(tiny_config(synthetic_dataset, finished_run), progress_log=lambda *a: None)
 
 
-def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}], ids=["stepped weights", "moving average"])
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_dataset, tmp_path, monkeypatch, options):
     straight = tmp_path / "straight"
-    train(tiny_config(synthetic_dataset, straight, epochs=3), progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, straight, epochs=3, **options), progress_log=lambda *a: None)
 
     import segnet.train as training
 
@@ -75,17 +76,19 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
     resumed = tmp_path / "resumed"
     monkeypatch.setattr(training, "train_one_epoch", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(synthetic_dataset, resumed, epochs=3), progress_log=lambda *a: None)
+        train(tiny_config(synthetic_dataset, resumed, epochs=3, **options), progress_log=lambda *a: None)
     assert load_checkpoint(resumed / LAST_CHECKPOINT)["epoch"] == 1
     monkeypatch.setattr(training, "train_one_epoch", real_epoch)
-    train(tiny_config(synthetic_dataset, resumed, epochs=3), resume=True, progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, resumed, epochs=3, **options), resume=True, progress_log=lambda *a: None)
 
     with (resumed / HISTORY_FILE).open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
-    expected = load_checkpoint(straight / LAST_CHECKPOINT)["model_state"]
-    actual = load_checkpoint(resumed / LAST_CHECKPOINT)["model_state"]
-    for key, value in expected.items():
-        assert torch.equal(value, actual[key]), key
+    expected, actual = load_checkpoint(straight / LAST_CHECKPOINT), load_checkpoint(resumed / LAST_CHECKPOINT)
+    weights = ["model_state"] + ([TRAINED_STATE_KEY] if options else [])
+    assert (TRAINED_STATE_KEY in actual) == bool(options) and actual.get(AVERAGED_UPDATES_KEY) == expected.get(AVERAGED_UPDATES_KEY)
+    for name in weights:
+        for key, value in expected[name].items():
+            assert torch.equal(value, actual[name][key]), (name, key)
 
 
 def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path):

@@ -17,6 +17,9 @@ Keys (what :func:`new_checkpoint` and ``segnet.train`` write):
     best_score       best validation mean IoU so far (or None)
     best_epoch       the epoch of ``best_score`` (or None)
     optimizer_state, scheduler_state   for ``--resume``
+    trained_model_state, ema_updates   with ``--ema-decay`` (``segnet.ema``): ``model_state`` holds the
+                     moving average of the weights, these the weights the optimiser steps and the
+                     number of steps averaged, for ``--resume``
     calibration      present once :mod:`segnet.calibration` has set the model's logit offsets
 
 Every file of a run folder that is rewritten in place is written with :func:`atomic_write`, so a
@@ -44,6 +47,10 @@ from segnet.spec import MODEL_NAMES, ModelSpec
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
+TRAINED_STATE_KEY = "trained_model_state"
+"""Key of the weights the optimiser steps, where ``model_state`` holds their moving average."""
+AVERAGED_UPDATES_KEY = "ema_updates"
+"""Key of the number of optimiser steps the moving average has taken in."""
 TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
 """Temporary files of atomic writes, ``.NAME.RANDOM.tmp``: hidden, and never mistaken for ``*.pt``."""
 
@@ -94,6 +101,8 @@ class _Checkpoint(TypedDict):
     best_epoch: NotRequired[Annotated[int, Field(ge=0)] | None]
     optimizer_state: NotRequired[dict[str, Any]]
     scheduler_state: NotRequired[dict[str, Any]]
+    trained_model_state: NotRequired[dict[str, InstanceOf[torch.Tensor]]]
+    ema_updates: NotRequired[Annotated[int, Field(ge=0)]]
 
 
 _CHECKPOINT = TypeAdapter(_Checkpoint)

@@ -118,6 +118,14 @@ class TrainConfig:
     class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice or Lovász-softmax (an IoU surrogate)", "optimisation")
+    ema_decay: float | None = option(
+        None,
+        "validate and save an exponential moving average of the weights with this decay per step, e.g. 0.999 "
+        "(default: the weights as stepped)",
+        "optimisation",
+        gt=0,
+        lt=1,
+    )
     grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0)
     patience: _Positive | None = option(
         None, "stop early after this many epochs without a better validation mean IoU (default: train all epochs)", "optimisation"

@@ -43,7 +43,8 @@ default where the CPU or GPU computes bf16 natively), ``--channels-last`` (defau
 ``--num-workers`` (default 2; the decoded images are cached in memory before the workers start),
 ``--compile`` (torch.compile; off by default: it compiles for a minute or more before the first
 step). ``--patience N`` stops after N epochs without a better validation mean IoU,
-``--grad-clip`` clips the gradient norm, ``--tensorboard`` logs to ``RUN/tensorboard``.
+``--grad-clip`` clips the gradient norm, ``--ema-decay`` validates and saves a moving average of
+the weights (``segnet.ema``), ``--tensorboard`` logs to ``RUN/tensorboard``.
 ``--time-budget MINUTES`` replaces the epoch count by a wall-clock budget: the count and the
 learning-rate schedule are refitted after every epoch's steps (``segnet.budget``).
 """
@@ -77,6 +78,7 @@ from segnet.builtin import resolve_checkpoint
 from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, format_calibration
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
+    TRAINED_STATE_KEY,
     atomic_write,
     check_compatible,
     describe_write_error,
@@ -88,6 +90,7 @@ from segnet.checkpoint import (
     write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
+from segnet.ema import WeightAverage
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
@@ -159,6 +162,7 @@ class TrainingStep:
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward pass; None: float32
     channels_last: bool = False
     grad_clip: float | None = None
+    average: WeightAverage | None = None  # --ema-decay: updated after every step
 
 
 @dataclass
@@ -457,6 +461,7 @@ def build_run(
     """The datasets, the model, its loss, optimiser and schedule; a resumed run's state loaded into them."""
     train_set, val_set = build_datasets(config, plan, data)
     module, model = build_network(config, plan, device, resumed is not None, initial_weights)
+    average = WeightAverage(module, config.ema_decay) if config.ema_decay else None
     optimizer = build_optimizer(config, module)
     steps_per_epoch = len(make_train_loader(train_set, config, plan, 0, pin_memory=False))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -464,11 +469,13 @@ def build_run(
     )
     step = TrainingStep(
         model, build_loss(plan.class_weights, config.loss).to(device), optimizer, scheduler, device,
-        dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip,
+        dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip, average,
     )
     progress = Progress()
     if resumed is not None:
-        module.load_state_dict(resumed["model_state"])
+        module.load_state_dict(resumed.get(TRAINED_STATE_KEY, resumed["model_state"]))
+        if average is not None:
+            average.load(resumed)
         optimizer.load_state_dict(resumed["optimizer_state"])
         scheduler.load_state_dict(resumed["scheduler_state"])
         # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
@@ -489,7 +496,7 @@ def describe_run(run: TrainingRun) -> str:
         f"model {config.model} ({sum(p.numel() for p in run.module.parameters()):,} parameters) on {step.device}, "
         f"{dist.world_size()} process(es) x batch {run.plan.per_process_batch}; crops {config.image_size}px"
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
-        f"{config.optimizer} lr {config.learning_rate:g}, "
+        f"{config.optimizer} lr {config.learning_rate:g}{f', EMA {config.ema_decay:g}' if config.ema_decay else ''}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
         f"{'mixed precision ' + str(step.amp_dtype).removeprefix('torch.') if step.amp_dtype else 'float32'}"
         f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
@@ -547,6 +554,8 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
             f"{config.image_size}x{config.image_size} crops: lower --batch-size or --image-size",
         ) from error
     dist.broadcast_buffers(run.module)
+    if step.average is not None:
+        dist.broadcast_buffers(step.average.module)
     if dist.world_size() > 1:
         run.progress.digest = dist.check_replicas_in_sync(run.module)
     if budget is not None:  # before validation: an epoch the fit makes the last one is validated
@@ -566,8 +575,13 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
     return EpochResult(epoch, stats, metrics, time.perf_counter() - started, step.scheduler.get_last_lr()[0], improved)
 
 
+def scored_module(run: TrainingRun) -> nn.Module:
+    """The weights validation scores and checkpoints store: their moving average with ``--ema-decay``."""
+    return run.step.average.module if run.step.average is not None else run.module
+
+
 def validation_predictor(run: TrainingRun) -> Predictor:
-    """The model's current weights in the predictor ``segnet evaluate`` uses (no TTA, whole images).
+    """The model's current (:func:`scored_module`) weights in the predictor ``segnet evaluate`` uses (no TTA, whole images).
 
     The weights are copied into a plain model built from the spec, as a checkpoint's model is
     rebuilt (float32, contiguous, never wrapped or compiled), so validation computes what
@@ -575,7 +589,7 @@ def validation_predictor(run: TrainingRun) -> Predictor:
     """
     if run.validation_model is None:
         run.validation_model = build_model(run.module.spec).to(run.step.device)
-    run.validation_model.load_state_dict(run.module.state_dict())
+    run.validation_model.load_state_dict(scored_module(run).state_dict())
     options = InferenceOptions(device=str(run.step.device), tta=False)
     return Predictor(run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, options, run.config.roles())
 
@@ -616,7 +630,7 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
     """The checkpoint of the run as it stands (segnet.checkpoint lists its keys)."""
     progress, step = run.progress, run.step
     return new_checkpoint(
-        run.module,
+        scored_module(run),
         list(run.config.classes),
         run.plan.normalization,
         config=run.config.to_dict(),
@@ -626,6 +640,7 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
         best_epoch=progress.best_epoch,
         optimizer_state=step.optimizer.state_dict(),
         scheduler_state=step.scheduler.state_dict(),
+        **(step.average.checkpoint_entries() if step.average is not None else {}),
     )
 
 
@@ -771,6 +786,8 @@ def train_one_epoch(step: TrainingStep, loader: DataLoader, epoch: int, epochs: 
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if step.average is not None:
+            step.average.update()
         loss_value = loss.item()  # waits for the step to finish, so the timings below are true
         totals[0] += loss_value * len(images)
         totals[1] += len(images)
