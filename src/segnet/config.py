@@ -118,6 +118,13 @@ class TrainConfig:
     class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice or Lovász-softmax (an IoU surrogate)", "optimisation")
+    skeleton_recall: float | None = option(
+        None,
+        "add skeleton recall with this weight for the thin classes (spirochetes): 1 - the predicted probability along "
+        "the drawn centrelines, so filaments count by length, not stroke width (default: off)",
+        "optimisation",
+        gt=0,
+    )
     ema_decay: float | None = option(
         None,
         "validate and save an exponential moving average of the weights with this decay per step, e.g. 0.999 "

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from skimage.morphology import skeletonize
 
 from segnet.config import CLASS_WEIGHTINGS, LOSSES
 from segnet.data import IGNORE_INDEX
-
-
 
 def median_frequency_weights(presence_frequencies: Sequence[float]) -> list[float]:
     """``median(f) / f_c`` per class; a class never seen (f_c = 0) gets weight 0."""
@@ -47,11 +46,21 @@ class SegmentationLoss(nn.Module):
     """Weighted cross-entropy, optionally plus a region term over the classes (``"dice"``: soft
     Dice; ``"lovasz"``: Lovász-softmax, a convex surrogate of the Jaccard index, i.e. of IoU).
 
-    Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in neither term.
+    With ``skeleton_weight``, plus that times :func:`skeleton_recall_loss` over ``skeleton_classes``
+    (the thin classes). Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in
+    no term.
     """
 
-    def __init__(self, weights: Sequence[float] | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        weights: Sequence[float] | None = None,
+        region: str | None = None,
+        skeleton_classes: Sequence[int] = (),
+        skeleton_weight: float | None = None,
+    ) -> None:
         super().__init__()
+        self.skeleton_classes = tuple(skeleton_classes) if skeleton_weight else ()
+        self.skeleton_weight = skeleton_weight or 0.0
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
         if region is not None and region not in REGION_TERMS:
             raise ValueError(f"unknown region term '{region}' (choose from {', '.join(REGION_TERMS)})")
@@ -61,6 +70,8 @@ class SegmentationLoss(nn.Module):
         loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
         if self.region_term is not None:
             loss = loss + self.region_term(logits, target)
+        if self.skeleton_classes:
+            loss = loss + self.skeleton_weight * skeleton_recall_loss(logits, target, self.skeleton_classes)
         return loss
 
 
@@ -112,12 +123,41 @@ def _jaccard_increments(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
+def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """1 - the mean predicted probability of each class along its drawn centrelines, averaged over
+    ``classes`` present in the batch (skeleton recall, Kirchhoff et al., ECCV 2024).
+
+    The centreline is the skeleton of the class's mask (scikit-image), widened to 3 px: a thin
+    filament counts by its length, not by its width, so a missed faint filament costs as much as
+    its length says, and the width of a brush-stroke annotation does not.
+    """
+    proba = logits.float().softmax(1)
+    terms = []
+    for c in classes:
+        tubes = centreline_tubes(target == c)
+        length = tubes.sum()
+        if length > 0:
+            terms.append(1.0 - (proba[:, c] * tubes).sum() / length)
+    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
+
+
+def centreline_tubes(masks: torch.Tensor) -> torch.Tensor:
+    """The skeleton of each boolean ``N x H x W`` mask, widened to 3 px, as float on their device."""
+    skeletons = np.stack([skeletonize(mask) for mask in masks.cpu().numpy()])
+    skeletons = torch.from_numpy(skeletons).to(masks.device, torch.float32).unsqueeze(1)
+    return F.max_pool2d(skeletons, 3, stride=1, padding=1).squeeze(1)
+
+
 REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss}
 """The region terms a ``loss`` choice may add to cross-entropy, by the name after its ``+``."""
 
 
-def build_loss(weights: Sequence[float] | None = None, loss: str = "ce") -> SegmentationLoss:
-    """The training loss for a config's ``loss`` choice, with per-class ``weights`` (:func:`class_weights`)."""
+def build_loss(
+    weights: Sequence[float] | None = None, loss: str = "ce", thin_classes: Sequence[int] = (), skeleton_recall: float | None = None
+) -> SegmentationLoss:
+    """The training loss for a config's ``loss`` choice, with per-class ``weights``
+    (:func:`class_weights`) and, with ``skeleton_recall``, that weight of skeleton recall on ``thin_classes``."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
-    return SegmentationLoss(weights, region=loss.partition("+")[2] or None)  # "ce+dice" -> "dice"
+    region = loss.partition("+")[2] or None  # "ce+dice" -> "dice"
+    return SegmentationLoss(weights, region, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall)

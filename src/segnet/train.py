@@ -468,7 +468,7 @@ def build_run(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
     step = TrainingStep(
-        model, build_loss(plan.class_weights, config.loss).to(device), optimizer, scheduler, device,
+        model, build_loss(plan.class_weights, config.loss, config.roles().thin, config.skeleton_recall).to(device), optimizer, scheduler, device,
         dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip, average,
     )
     progress = Progress()
