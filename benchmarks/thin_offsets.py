@@ -1,0 +1,75 @@
+"""How far the thin class's decision threshold trades pixel IoU for found objects.
+
+    python benchmarks/thin_offsets.py --checkpoint runs/real_darkfield_seed1/segnet-basic/best.pt --data ../shared/darkfield
+    python benchmarks/thin_offsets.py --checkpoint RUN/best.pt --data DIR --shifts -1 0 1 2 --tta
+
+Training ends by calibrating per-class logit offsets for the best pixel mean IoU on training
+images (segnet.calibration). A lab asks first whether each spirochete is found, so this scores the
+run's held-out images (``segnet evaluate``: the same ConfusionMatrix, object rule and presence
+call) with the thin classes' offsets shifted by each ``--shifts`` value: a positive shift calls
+more pixels spirochete. Shift 0 is the checkpoint as trained, the baseline every row's object F1
+is divided by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from segnet.checkpoint import load_checkpoint, save_checkpoint
+from segnet.config import ClassRoles
+from segnet.evaluate import evaluate_run
+from segnet.inference import InferenceOptions
+from segnet.runfiles import SPLIT_FILE
+
+
+def shifted_checkpoint(state: dict, thin: tuple[int, ...], shift: float, path: Path) -> Path:
+    """``state`` with the logit offsets of the ``thin`` classes raised by ``shift``, saved to ``path``."""
+    offsets = state["model_state"]["logit_offsets"].clone()
+    offsets[list(thin)] += shift
+    save_checkpoint({**state, "model_state": {**state["model_state"], "logit_offsets": offsets}}, path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's best.pt (scored on its split.json's held-out images)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)")
+    parser.add_argument("--shifts", type=float, nargs="+", default=[-0.5, 0.0, 0.5, 1.0, 1.5], help="offset shifts to score (0 is added)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower; default: one plain pass)")
+    args = parser.parse_args()
+    state = load_checkpoint(args.checkpoint)
+    classes = state["class_names"]
+    thin = ClassRoles.of(classes, state.get("config", {}).get("class_roles")).thin
+    if not thin:
+        parser.error(f"{args.checkpoint}: its classes {classes} have no thin class")
+    names = [classes[c] for c in thin]
+    options = InferenceOptions(tta=args.tta)
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        # The shifted checkpoints sit beside a copy of the run's split, so they score its held-out images.
+        (Path(folder) / SPLIT_FILE).write_bytes((args.checkpoint.parent / SPLIT_FILE).read_bytes())
+        for shift in sorted(set(args.shifts) | {0.0}):
+            path = shifted_checkpoint(state, thin, shift, Path(folder) / f"shift_{shift:+g}.pt")
+            rows[shift] = evaluate_run(path, args.data, split="val", out=Path(folder) / f"evaluation_{shift:+g}", options=options, progress=False)
+    print(f"\n{args.checkpoint}: {rows[0.0]['num_images']} held-out images, {'TTA' if args.tta else 'no TTA'}; baseline: shift 0 (as calibrated)")
+    for name in names:
+        print(f"\n{name}: offset shift, pixel IoU, mean IoU, object recall / precision / F1 (x baseline), presence sensitivity / specificity")
+        base_f1 = rows[0.0]["objects"][name]["f1"] or 0.0
+        for shift, metrics in rows.items():
+            objects, presence = metrics["objects"][name], metrics["presence"][name]
+            ratio = f"{objects['f1'] / base_f1:.2f}x" if base_f1 and objects["f1"] is not None else "-"
+            print(
+                f"{shift:+6.2f}  {metrics['per_class'][name]['iou']:.3f}  {metrics['mean_iou']:.3f}  "
+                f"{_rate(objects['recall'])} / {_rate(objects['precision'])} / {_rate(objects['f1'])} ({ratio})  "
+                f"{_rate(presence['sensitivity'])} / {_rate(presence['specificity'])}"
+            )
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()
