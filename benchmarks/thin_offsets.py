@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from segnet.checkpoint import load_checkpoint, save_checkpoint
-from segnet.config import ClassRoles
+from segnet.config import saved_roles
 from segnet.evaluate import evaluate_run
 from segnet.inference import InferenceOptions
 from segnet.runfiles import SPLIT_FILE
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     state = load_checkpoint(args.checkpoint)
     classes = state["class_names"]
-    thin = ClassRoles.of(classes, state.get("config", {}).get("class_roles")).thin
+    thin = saved_roles(state.get("config"), classes).thin
     if not thin:
         parser.error(f"{args.checkpoint}: its classes {classes} have no thin class")
     names = [classes[c] for c in thin]

@@ -20,6 +20,7 @@ from skimage.morphology import skeletonize
 from segnet.config import CLASS_WEIGHTINGS, LOSSES
 from segnet.data import IGNORE_INDEX
 
+
 def median_frequency_weights(presence_frequencies: Sequence[float]) -> list[float]:
     """``median(f) / f_c`` per class; a class never seen (f_c = 0) gets weight 0."""
     freqs = np.asarray(presence_frequencies, dtype=np.float64)
@@ -59,8 +60,8 @@ class SegmentationLoss(nn.Module):
         skeleton_weight: float | None = None,
     ) -> None:
         super().__init__()
-        self.skeleton_classes = tuple(skeleton_classes) if skeleton_weight else ()
-        self.skeleton_weight = skeleton_weight or 0.0
+        self.skeleton_classes = tuple(skeleton_classes)
+        self.skeleton_weight = skeleton_weight
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
         if region is not None and region not in REGION_TERMS:
             raise ValueError(f"unknown region term '{region}' (choose from {', '.join(REGION_TERMS)})")
@@ -70,7 +71,7 @@ class SegmentationLoss(nn.Module):
         loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
         if self.region_term is not None:
             loss = loss + self.region_term(logits, target)
-        if self.skeleton_classes:
+        if self.skeleton_weight and self.skeleton_classes:
             loss = loss + self.skeleton_weight * skeleton_recall_loss(logits, target, self.skeleton_classes)
         return loss
 

@@ -90,8 +90,8 @@ from segnet.checkpoint import (
     write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
-from segnet.ema import WeightAverage
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
+from segnet.ema import WeightAverage
 from segnet.errors import DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
