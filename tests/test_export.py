@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 from scipy.special import softmax
+from torch import nn
 
 from segnet.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from segnet.checkpoint import load_model as load_checkpoint_model
@@ -125,10 +126,14 @@ def test_onnx_export_reproduces_pytorch(model_name: str, tmp_path: Path, basic_e
     assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000
 
 
-def test_onnx_export_reproduces_a_downsampled_model(tmp_path: Path) -> None:
-    """Block averaging and the bilinear resize back are in the graph, for every input size."""
+@pytest.mark.parametrize("detail_width", [0, 8])
+def test_onnx_export_reproduces_a_downsampled_model(tmp_path: Path, detail_width: int) -> None:
+    """Block averaging, the bilinear resize back and the full-resolution detail branch are in the
+    graph, for every input size."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec("segnet-basic", len(CLASSES), downsample=2)).eval()
+    model = build_model(ModelSpec("segnet-basic", len(CLASSES), downsample=2, detail_width=detail_width)).eval()
+    if model.refiner is not None:
+        nn.init.normal_(model.refiner.head.weight, std=0.1)  # not the zero it starts at
     check = check_onnx_export(model, export_in_code(model, tmp_path / "model.onnx"), shapes=SHAPES, seed=1)
     assert check.max_difference <= 1e-4
     assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000

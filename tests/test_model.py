@@ -64,9 +64,9 @@ def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path:
     spec = ModelSpec("segnet-basic", 4, downsample=3)
     assert build_model(spec).spec == spec
     assert ModelSpec.from_dict(spec.to_dict(), "model.pt") == spec
-    # Checkpoints from before in_channels and downsample were stored were built with 3 and 1.
+    # Checkpoints from before in_channels, downsample and detail_width were stored were built with 3, 1 and 0.
     old = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "old.pt")
-    assert (old.in_channels, old.downsample) == (3, 1)
+    assert (old.in_channels, old.downsample, old.detail_width) == (3, 1, 0)
     with pytest.raises(CheckpointError, match=r"odd.pt: the model spec has unknown keys \['depth'\]"):
         ModelSpec.from_dict({**spec.to_dict(), "depth": 5}, "odd.pt")
     with pytest.raises(CheckpointError, match="bad.pt: the model spec has no num_classes"):
@@ -201,6 +201,41 @@ def test_downsampled_model_runs_the_same_network_on_block_averages() -> None:
     torch.testing.assert_close(got, expected + offsets, atol=1e-5, rtol=1e-5)
 
 
+def test_detail_branch_starts_as_the_model_without_it() -> None:
+    """Its head starts at zero, so weights trained without the branch give the same logits with it."""
+    torch.manual_seed(0)
+    plain = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3)).eval()
+    detailed = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3, detail_width=8)).eval()
+    assert plain.refiner is None and detailed.refiner is not None
+    detailed.load_state_dict({**detailed.state_dict(), **plain.state_dict()})
+    image = torch.randn(2, 3, 50, 77)
+    with torch.no_grad():
+        torch.testing.assert_close(detailed(image), plain(image))
+        nn.init.normal_(detailed.refiner.head.weight, std=0.1)
+        assert (detailed(image) - plain(image)).abs().max() > 1e-2
+
+
+def test_detail_branch_learns_what_the_downsampled_network_cannot_see() -> None:
+    """Stripes one pixel wide vanish in 4 x 4 block averages; only the full-resolution branch can
+    tell the stripe pixels apart, so only the model with it fits them."""
+    image = torch.zeros(4, 3, 32, 32)
+    image[:, :, :, ::2] = 1.0  # every other column bright
+    target = (image[:, 0] > 0).long()
+    losses = {}
+    for width in (0, 8):
+        torch.manual_seed(0)
+        model = build_model(ModelSpec("segnet-basic", num_classes=2, downsample=4, detail_width=width))
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            optimiser.zero_grad()
+            loss = F.cross_entropy(model(image), target)
+            loss.backward()
+            optimiser.step()
+        losses[width] = loss.item()
+    assert losses[0] > 0.6  # chance: the block averages are the same everywhere
+    assert losses[8] < 0.1
+
+
 # ---------------------------------------------------------------------------- errors
 
 
@@ -214,7 +249,16 @@ def test_unknown_name_lists_valid_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"num_classes": 0}, {"num_classes": 3, "in_channels": 0}, {"num_classes": 3, "downsample": 0}, {"num_classes": 3, "downsample": True}]
+    "kwargs",
+    [
+        {"num_classes": 0},
+        {"num_classes": 3, "in_channels": 0},
+        {"num_classes": 3, "downsample": 0},
+        {"num_classes": 3, "downsample": True},
+        {"num_classes": 3, "detail_width": -1},
+        {"num_classes": 3, "detail_width": 65},
+        {"num_classes": 3, "detail_width": True},
+    ],
 )
 def test_bad_sizes_rejected(kwargs: dict[str, int]) -> None:
     with pytest.raises(SegnetError):

@@ -21,7 +21,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
-from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES
+from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -88,6 +88,14 @@ class TrainConfig:
         "the thinnest class's median thickness / 3, at most 4, so 3 on the real darkfield images)",
         "model",
         le=LARGEST_DOWNSAMPLE,
+    )
+    detail_width: int = option(
+        0,
+        "channels of a full-resolution detail branch that corrects the upsampled logits, for the edges and thin "
+        "filaments the downsampled network blurs (0: none; e.g. 16)",
+        "model",
+        ge=0,
+        le=WIDEST_DETAIL,
     )
     init: str | None = option(
         None,

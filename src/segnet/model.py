@@ -40,6 +40,15 @@ darkfield images (spirochetes about 11 px thick, red cells up to 300 px across) 
 same network three times the field of view for a ninth of the computation per image; training
 picks k from the thinnest class in the dataset fingerprint (``segnet.train``).
 
+``detail_width`` (0 by default) adds the detail that 1/k resolution loses: a :class:`DetailRefiner`,
+one 3x3 conv of that width on the full-resolution input, whose features and the upsampled logits
+give a residual correction of the logits (BiSeNet's spatial path, reduced to its last step). Its
+head starts at zero, so a model with it starts as the model without it, and weights trained
+without it load into it unchanged. It has no BatchNorm: at full resolution a BatchNorm layer
+costs more CPU time than the whole branch (``benchmarks/detail_cost.py``: a training step of
+segnet-basic at k = 3, batch 4 of 480 px crops in bfloat16, took about 1.1x as long with a
+16-channel branch, 1.85x with two conv-BN-ReLU layers instead).
+
 Dropout is ``nn.Dropout`` (element-wise), as in the Caffe Bayesian SegNet, not ``nn.Dropout2d``
 (whole channels): dropping whole 512-channel feature maps at p=0.5 after pooling is a much
 stronger, different regulariser than the one the paper's uncertainty estimates were made with.
@@ -61,6 +70,7 @@ from segnet.spec import MODEL_NAMES, ModelSpec
 __all__ = [
     "MODEL_NAMES",
     "DecoderStage",
+    "DetailRefiner",
     "EncoderStage",
     "ModelSpec",
     "SegNet",
@@ -161,6 +171,24 @@ class DecoderStage(nn.Module):
         return self.dropout(self.convs(x))
 
 
+class DetailRefiner(nn.Module):
+    """Full-resolution correction of upsampled logits: ``logits + head([features(image), logits])``.
+
+    ``features`` is a 3x3 conv -> ReLU of ``width`` channels on the (padded) input image; ``head``
+    is a 3x3 conv to one correction per class, initialised to zero.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(width + num_classes, num_classes, kernel_size=3, padding=1)
+        _init_weights(self)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.head(torch.cat([self.features(image), logits], dim=1))
+
+
 class SegNet(nn.Module):
     """Encoder stages -> mirrored decoder stages (unpooling with the encoder's indices) -> head.
 
@@ -171,6 +199,7 @@ class SegNet(nn.Module):
         total_stride: ``downsample * 2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
         spec: the :class:`~segnet.spec.ModelSpec` it was built from by :func:`build_model`
             (``None`` for a network assembled in code).
+        refiner: the full-resolution :class:`DetailRefiner` (``spec.detail_width`` > 0), else ``None``.
         logit_offsets: a buffer of one constant per class added to the logits; zero while training,
             set afterwards by :mod:`segnet.calibration` to undo the bias that class weighting
             puts on the decisions. Part of the state dict, so checkpoints and exports carry it.
@@ -198,6 +227,7 @@ class SegNet(nn.Module):
         self.classifier = classifier
         self.total_stride: int = downsample * 2 ** len(encoder)
         self.spec: ModelSpec | None = None
+        self.refiner: DetailRefiner | None = None
         self.register_buffer("logit_offsets", torch.zeros(num_classes))
         _init_weights(self)
 
@@ -207,7 +237,7 @@ class SegNet(nn.Module):
         stride = self.total_stride
         pad_h = (stride - height % stride) % stride
         pad_w = (stride - width % stride) % stride
-        x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros at the right and bottom
+        image = x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros at the right and bottom
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
         indices = []
@@ -219,6 +249,8 @@ class SegNet(nn.Module):
         x = self.classifier(x)
         if self.downsample > 1:
             x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
+        if self.refiner is not None:
+            x = self.refiner(image, x)
         x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
         return x[:, :, :height, :width]
 
@@ -290,7 +322,8 @@ def _notebook_segnet(name: str, num_classes: int, in_channels: int, downsample: 
 def build_model(spec: ModelSpec) -> SegNet:
     """Build the model ``spec`` describes, with freshly initialised weights.
 
-    ``spec.downsample``: the model runs at 1/downsample of the input resolution (module docs).
+    ``spec.downsample``: the model runs at 1/downsample of the input resolution; ``spec.detail_width``:
+    the width of its full-resolution :class:`DetailRefiner` (module docs).
     The model's ``spec`` attribute is ``spec``, and its ``total_stride`` equals ``spec.total_stride``.
     """
     if spec.name in ("segnet", "bayesian-segnet"):
@@ -299,6 +332,8 @@ def build_model(spec: ModelSpec) -> SegNet:
         model = _segnet_basic(spec.name, spec.num_classes, spec.in_channels, spec.bayesian, spec.downsample)
     else:
         model = _notebook_segnet(spec.name, spec.num_classes, spec.in_channels, spec.downsample)
+    if spec.detail_width:
+        model.refiner = DetailRefiner(spec.in_channels, spec.num_classes, spec.detail_width)
     model.spec = spec
     return model
 

@@ -34,6 +34,9 @@ LARGEST_DOWNSAMPLE = 16
 """The most a model may shrink its input: at 1/16 a typical 694x528 image is 43x33 model pixels;
 beyond it nothing is left to segment, and a forged checkpoint's huge factor would pad every
 image to a huge grid and run out of memory instead of being refused."""
+WIDEST_DETAIL = 64
+"""The widest full-resolution detail branch: at the image's full resolution 64 channels already
+cost about as much CPU time as the whole segnet-basic at 1/3 resolution."""
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -50,15 +53,19 @@ class ModelSpec:
         num_classes: output channels, one per class.
         in_channels: input channels (3: segnet reads RGB images).
         downsample: the network runs at 1/downsample of the input resolution (:mod:`segnet.model`).
+        detail_width: channels of the full-resolution detail branch that refines the upsampled
+            logits (:class:`segnet.model.DetailRefiner`); 0 builds none.
 
     Raises:
-        SegnetError: an unknown name (the message lists the valid ones) or a count below 1.
+        SegnetError: an unknown name (the message lists the valid ones), a count below 1 or a
+            detail width outside 0..:data:`WIDEST_DETAIL`.
     """
 
     name: str
     num_classes: int
     in_channels: int = 3
     downsample: int = 1
+    detail_width: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in _ENCODER_STAGES:
@@ -67,6 +74,9 @@ class ModelSpec:
             _positive_int(field, getattr(self, field))
         if self.downsample > LARGEST_DOWNSAMPLE:
             raise SegnetError(f"downsample must be at most {LARGEST_DOWNSAMPLE}, got {self.downsample}")
+        width = self.detail_width
+        if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= WIDEST_DETAIL:
+            raise SegnetError(f"detail_width must be an integer from 0 to {WIDEST_DETAIL}, got {width!r}")
 
     @property
     def total_stride(self) -> int:
@@ -86,8 +96,8 @@ class ModelSpec:
     def from_dict(cls, values: Mapping[str, Any], path: str | Path) -> ModelSpec:
         """The spec stored at ``path`` (a checkpoint's ``model``), upgraded from older checkpoints.
 
-        Checkpoints from before ``in_channels`` or ``downsample`` were stored lack them; they were
-        built with 3 and 1, the defaults.
+        Checkpoints from before ``in_channels``, ``downsample`` or ``detail_width`` were stored
+        lack them; they were built with 3, 1 and 0, the defaults.
 
         Raises:
             CheckpointError: not a mapping, an unknown key, a missing name or class count, or a

@@ -92,7 +92,7 @@ from segnet.checkpoint import (
 from segnet.config import TrainConfig, save_config
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
 from segnet.ema import WeightAverage
-from segnet.errors import DataError, SegnetError
+from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
@@ -311,6 +311,7 @@ def start_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
     check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
     config.downsample = model_spec(resumed).downsample
+    config.detail_width = model_spec(resumed).detail_width
     if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
         config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
     return resumed
@@ -323,12 +324,14 @@ def load_initial_weights(config: TrainConfig, class_names: list[str], log: Calla
     checkpoint: the rule keeps the thinnest class about 3 model pixels thick, so on images at
     another magnification the weights see structures at the size they learnt (measured in
     docs/decisions.md: on low-magnification images the checkpoint's K=4 scored 0.60 mean IoU, the
-    data's K=1 0.74). Raises :class:`~segnet.errors.CheckpointError` for another model or class list.
+    data's K=1 0.74). Raises :class:`~segnet.errors.CheckpointError` for another model, class list or detail branch.
     """
     path = resolve_checkpoint(config.init)
     state = load_checkpoint(path)
     check_compatible(state, config.model, list(class_names), path)
     spec = model_spec(state)
+    if spec.detail_width not in (0, config.detail_width):
+        raise CheckpointError(f"{path}: its detail branch is {spec.detail_width} channels wide; pass --detail-width {spec.detail_width}")
     log(f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})")
     return state["model_state"]
 
@@ -429,11 +432,12 @@ def build_network(
     """The model: bare (as checkpoints store it), and as the training steps run it; a new run
     starts from ``initial_weights`` (``--init``) or a pretrained encoder where the config says so."""
     torch.manual_seed(config.seed)
-    module = build_model(ModelSpec(config.model, len(config.classes), downsample=plan.downsample))
+    module = build_model(ModelSpec(config.model, len(config.classes), downsample=plan.downsample, detail_width=config.detail_width))
     if config.pretrained and not resuming:
         load_pretrained_encoder(module, config.pretrained)
     if initial_weights is not None:
-        module.load_state_dict(initial_weights)
+        # Weights trained without a detail branch keep this run's fresh one (its zero head changes nothing).
+        module.load_state_dict({**module.state_dict(), **initial_weights})
         module.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
     module = module.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if dist.world_size() > 1 and device.type == "cuda":
@@ -495,7 +499,8 @@ def describe_run(run: TrainingRun) -> str:
     return (
         f"model {config.model} ({sum(p.numel() for p in run.module.parameters()):,} parameters) on {step.device}, "
         f"{dist.world_size()} process(es) x batch {run.plan.per_process_batch}; crops {config.image_size}px"
-        f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}, "
+        f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}"
+        f"{f' with a {config.detail_width}-channel full-resolution detail branch' if config.detail_width else ''}, "
         f"{config.optimizer} lr {config.learning_rate:g}{f', EMA {config.ema_decay:g}' if config.ema_decay else ''}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
         f"{'mixed precision ' + str(step.amp_dtype).removeprefix('torch.') if step.amp_dtype else 'float32'}"
