@@ -152,16 +152,17 @@ def test_a_resumed_plan_keeps_what_the_data_decided():
 
 def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
-    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2), progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4), progress_log=lambda *a: None)
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    assert state["model"]["downsample"] == 2
+    assert state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4
     assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
         train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
-    # Without --downsample the run resumes at its own, although these images alone would give 1.
+    # Without --downsample the run resumes at its own, although these images alone would give 1,
+    # and with its own detail branch.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
-    assert load_checkpoint(run / LAST_CHECKPOINT)["model"]["downsample"] == 2
+    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {**state["model"], "downsample": 2, "detail_width": 4}
 
 
 def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(synthetic_dataset, tmp_path, monkeypatch):
