@@ -50,7 +50,7 @@ def test_checkpoint_is_self_describing(finished_run):
     assert state["epoch"] == 2
     assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
-    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1}
+    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1, "detail_width": 0}
     assert "optimizer_state" in state and "scheduler_state" in state
 
 
