@@ -36,7 +36,7 @@ beyond it nothing is left to segment, and a forged checkpoint's huge factor woul
 image to a huge grid and run out of memory instead of being refused."""
 WIDEST_DETAIL = 64
 """The widest full-resolution detail branch: at the image's full resolution 64 channels already
-cost about as much CPU time as the whole segnet-basic at 1/3 resolution."""
+add about half to a segnet-basic training step at 1/3 resolution (benchmarks/detail_cost.py)."""
 
 
 def _positive_int(name: str, value: Any) -> None:

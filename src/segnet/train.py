@@ -310,8 +310,8 @@ def start_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
     resumed = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
     check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
-    config.downsample = model_spec(resumed).downsample
-    config.detail_width = model_spec(resumed).detail_width
+    spec = model_spec(resumed)
+    config.downsample, config.detail_width = spec.downsample, spec.detail_width
     if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
         config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
     return resumed
@@ -436,8 +436,10 @@ def build_network(
     if config.pretrained and not resuming:
         load_pretrained_encoder(module, config.pretrained)
     if initial_weights is not None:
-        # Weights trained without a detail branch keep this run's fresh one (its zero head changes nothing).
-        module.load_state_dict({**module.state_dict(), **initial_weights})
+        # Weights trained without a detail branch keep this run's fresh one (its zero head changes
+        # nothing); every other key must still be in them.
+        fresh_refiner = {key: value for key, value in module.state_dict().items() if key.startswith("refiner.")}
+        module.load_state_dict({**fresh_refiner, **initial_weights})
         module.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
     module = module.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if dist.world_size() > 1 and device.type == "cuda":
