@@ -3,21 +3,27 @@ reference red-cell size buys, with the model unchanged.
 
 Usage::
 
-    python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta]
+    python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta] [--shrink 2.5]
 
-Three ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
+Four ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
 per class, object recall/precision/F1 and image-level presence per class, as ``segnet evaluate``):
 
-- ``as given``: the baseline, each image at its own size (what ``segnet predict`` does today);
-- ``estimated scale``: :class:`~segnet.predict.scale.Rescaled`: a first pass measures the median
-  red-cell diameter, the image is resized so it comes to the reference, and segmented again;
-- ``mask scale``: the same with the diameter measured on the drawn mask: an upper bound of what a
-  perfect size estimate would give.
+- ``as given``: the baseline, each image at its own size (``segnet predict`` without ``--diameter``);
+- ``one estimate``: :class:`~segnet.predict.scale.Rescaled` with ``refine=False``: a first pass
+  measures the red cells, the image is resized so they come to the reference, and segmented again;
+- ``auto``: ``--diameter auto``: the same, with the estimate checked on the rescaled pass and
+  corrected once where it was off;
+- ``mask scale``: the diameter measured on the drawn mask (``--diameter PX``): an upper bound of
+  what a perfect size estimate would give.
 
-The reference diameter is the median, over the checkpoint's training images (``RUN/split.json``;
-every image of ``--train-data`` otherwise), of each image's median drawn red-cell diameter. The
-scores are printed for all images and for the small-cell ones (drawn red cells under
-``--small`` px across) separately, with each way's ratio to the baseline.
+The reference diameter is the one the checkpoint records (``class_diameter`` of its fingerprint);
+for a checkpoint from before it was recorded, the median over its training images
+(``RUN/split.json``; every image of ``--train-data`` otherwise) of each image's drawn red-cell
+diameter, measured as training records it (:func:`segnet.data.object_diameter`). ``--shrink F``
+first shrinks every image (area-averaged) and mask (nearest) by ``F``: the same images as a
+microscope at 1/F of the magnification would show them, with a known true factor. The scores are
+printed for all images and for the small-cell ones (drawn red cells under ``--small`` px across,
+after shrinking) separately, with each way's ratio to the baseline.
 """
 
 from __future__ import annotations
@@ -27,23 +33,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
-from segnet.data import find_pairs, load_pair, select_pairs
+from segnet.config import ClassRoles
+from segnet.data import find_pairs, load_pair, object_diameter, select_pairs
 from segnet.detection import DetectionScores
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
-from segnet.config import ClassRoles
 from segnet.predict import InferenceOptions, Predictor
-from segnet.predict.scale import Rescaled, median_object_diameter
+from segnet.predict.scale import Rescaled
 
 SOLID_CLASS = 1  # erythrocytes measure the scale
-WAYS = ("as given", "estimated scale", "mask scale")
+WAYS = ("as given", "one estimate", "auto", "mask scale")
 
 
 def reference_diameter(pairs, num_classes: int) -> float:
-    """The median over images of each image's median drawn red-cell diameter."""
-    diameters = [median_object_diameter(load_pair(pair, num_classes)[1], SOLID_CLASS) for pair in tqdm(pairs, desc="reference", unit="mask")]
+    """The median over images of each image's drawn red-cell diameter (as the fingerprint's ``class_diameter``)."""
+    diameters = [object_diameter(load_pair(pair, num_classes)[1] == SOLID_CLASS) for pair in tqdm(pairs, desc="reference", unit="mask")]
     return float(np.median([d for d in diameters if d is not None]))
+
+
+def shrunk(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image area-averaged and the mask sampled nearest at 1/``factor`` of their size."""
+    if factor == 1.0:
+        return image, mask
+    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
+    small_image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    return small_image, np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
 
 
 class Scores:
@@ -90,33 +106,38 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="labelled images to score")
     parser.add_argument("--split", choices=("val", "all"), default="val", help="the run's held-out images, or every image in --data")
-    parser.add_argument("--train-data", type=Path, help="the training images, for the reference diameter (default: RUN/split.json's training images)")
+    parser.add_argument("--train-data", type=Path, help="the training images, for the reference diameter of an older checkpoint (default: RUN/split.json's training images)")
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="one plain pass per image")
+    parser.add_argument("--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s, as drawn)")
     parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
     args = parser.parse_args()
 
     predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta))
     class_names = list(predictor.class_names)
-    train_pairs = find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
-    reference = reference_diameter(train_pairs, len(class_names))
-    print(f"reference red-cell diameter {reference:.1f} px (median over {len(train_pairs)} training masks)")
-    estimated = Rescaled(predictor, reference, class_id=SOLID_CLASS)
+    recorded = (predictor.reference_diameters or [None] * len(class_names))[SOLID_CLASS]
+    if recorded is None:
+        train_pairs = find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
+        recorded = reference_diameter(train_pairs, len(class_names))
+    print(f"reference red-cell diameter {recorded:.1f} px; images shrunk {args.shrink:g}x")
+    one_estimate = Rescaled(predictor, reference=recorded, refine=False)
+    auto = Rescaled(predictor, reference=recorded)
     everything = {way: Scores(class_names) for way in WAYS}
     small = {way: Scores(class_names) for way in WAYS}
-    pairs = select_pairs(args.data, args.split, args.checkpoint.parent)
-    for pair in tqdm(pairs, desc="scoring", unit="image"):
-        image, truth = load_pair(pair, len(class_names))
-        drawn = median_object_diameter(truth, SOLID_CLASS)
+    for pair in tqdm(select_pairs(args.data, args.split, args.checkpoint.parent), desc="scoring", unit="image"):
+        image, truth = shrunk(*load_pair(pair, len(class_names)), args.shrink)
+        drawn = object_diameter(truth == SOLID_CLASS)
         preds = {
             "as given": predictor.predict(image),
-            "estimated scale": estimated.predict(image),
-            "mask scale": Rescaled(predictor, reference, class_id=SOLID_CLASS, diameter=drawn).predict(image),
+            "one estimate": one_estimate.predict(image),
+            "auto": auto.predict(image),
+            "mask scale": Rescaled(predictor, drawn, reference=recorded).predict(image) if drawn else predictor.predict(image),
         }
         for way, pred in preds.items():
             everything[way].add(pair.stem, truth, pred)
             if drawn is not None and drawn < args.small:
                 small[way].add(pair.stem, truth, pred)
-        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px, estimated factor {estimated.last_factor:.2f}")
+        true_factor = f"{recorded / drawn:.2f}" if drawn else "-"
+        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}), one estimate {one_estimate.last_factor:.2f}, auto {auto.factors}")
     print_table("all images", everything)
     if small[WAYS[0]].images:
         print_table(f"small-cell images (drawn red cells under {args.small:g} px)", small)

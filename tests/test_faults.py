@@ -377,7 +377,7 @@ def test_resume_on_other_images_is_refused_before_anything_is_written(finished_r
     assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
     assert error_line(capsys) == (
         f"segnet: error: {other}: not the data the run in {run} was trained on ({data}): the training images differ "
-        "(mean, std, class_frequencies, class_presence_frequencies, images_per_class, class_thickness); "
+        "(mean, std, class_frequencies, class_presence_frequencies, images_per_class, class_thickness, class_diameter); "
         "resume with the run's --data, or start a new run"
     )
     assert {name: (run / name).read_bytes() for name in before} == before

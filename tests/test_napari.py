@@ -160,9 +160,18 @@ def test_problems_are_one_line_notifications_and_cancel_stops(make_napari_viewer
     press_segment(qtbot, widget)
     assert notifications[-1] == MESSAGE_PREFIX + "stack: expected an RGB or grayscale image, got shape (4, 32, 32)"
 
-    # Cancel, pressed once the first tiles are done, stops the worker before the next batch.
+    # The cell-diameter field takes what --diameter takes, and says what is wrong as the CLI does.
     widget.layer_box.setCurrentText(STEM)
     widget.model_edit.setText(str(predicted["checkpoint"]))
+    widget.diameter_box.setCurrentText("big")
+    press_segment(qtbot, widget)
+    assert notifications[-1] == MESSAGE_PREFIX + "the cell diameter must be a number of pixels or 'auto', got 'big'"
+    widget.diameter_box.setCurrentText("auto")  # this checkpoint records no training cell size
+    press_segment(qtbot, widget)
+    assert "records no usable reference cell size" in notifications[-1]
+    widget.diameter_box.setCurrentText("as given")
+
+    # Cancel, pressed once the first tiles are done, stops the worker before the next batch.
     widget.tile_box.setValue(32)
     widget.progressed.connect(lambda done, total: widget._cancel.set(), Qt.ConnectionType.DirectConnection)
     with qtbot.waitSignal(widget.finished, timeout=300_000):

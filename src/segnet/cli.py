@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from segnet import DEFAULT_CLASSES, MIN_AREA, __version__
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
 from segnet.errors import SegnetError
-from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
+from segnet.inference import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
 from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -30,6 +30,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _diameter(text: str) -> float | str:
+    try:
+        return parse_diameter(text)
+    except SegnetError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("the cell diameter ")) from None
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +54,19 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         "--mc-samples", type=int, default=DEFAULT_INFERENCE.mc_samples,
         help="Monte Carlo dropout samples for bayesian models; predict writes uncertainty maps (default: off)",
     )
+    parser.add_argument(
+        "--diameter", type=_diameter, default=DEFAULT_INFERENCE.diameter, metavar="PX|auto",
+        help="the red cells' diameter in the images, in pixels: each image is resized so they come to the size the model "
+        f"was trained at (images of another magnification); '{AUTO_DIAMETER}': estimated per image from a first pass "
+        "(2-3x the compute); default: each image as given",
+    )
 
 
 def _inference_options(args: argparse.Namespace, device: str | None = None) -> InferenceOptions:
     """The inference options the flags of :func:`_add_inference_options` give (``device`` overrides ``--device``)."""
     return InferenceOptions(
-        device=device or args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, mc_samples=args.mc_samples
+        device=device or args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, mc_samples=args.mc_samples,
+        diameter=args.diameter,
     )
 
 

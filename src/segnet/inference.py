@@ -10,10 +10,15 @@ it raised the held-out mean IoU from 0.740 to 0.755 for 8x the compute (docs/dec
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from segnet.errors import SegnetError
+
+
+AUTO_DIAMETER: Literal["auto"] = "auto"
+"""The ``diameter`` that asks for a per-image estimate of the cells' size (``--diameter auto``)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,9 @@ class InferenceOptions:
         tta: average the softmax over the 8 flips and 90-degree rotations of the input (8x compute).
         mc_samples: with ``N > 0``, keep dropout sampling and average ``N`` stochastic passes (a
             PyTorch checkpoint of a bayesian model); the spread shows as an uncertainty map.
+        diameter: segment each image enlarged or shrunk so its red cells come to the size the
+            model was trained at (:mod:`segnet.predict.scale`): their diameter in the images in
+            pixels, or :data:`AUTO_DIAMETER` to estimate it per image; ``None``: each image as given.
     """
 
     device: str = "auto"
@@ -38,6 +46,7 @@ class InferenceOptions:
     batch_size: int = 4
     tta: bool = True
     mc_samples: int = 0
+    diameter: float | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         if self.tile is not None and self.tile < 1:
@@ -48,6 +57,8 @@ class InferenceOptions:
             raise SegnetError(f"batch size must be at least 1, got {self.batch_size}")
         if self.mc_samples < 0:
             raise SegnetError(f"Monte Carlo samples must be 0 (off) or more, got {self.mc_samples}")
+        if self.diameter is not None and self.diameter != AUTO_DIAMETER and not (isinstance(self.diameter, int | float) and 0 < self.diameter < math.inf):
+            raise SegnetError(f"the cell diameter must be a positive number of pixels or '{AUTO_DIAMETER}', got {self.diameter!r}")
 
     def replace(self, **changes: Any) -> InferenceOptions:
         """A copy with ``changes`` (checked as a new object is)."""
@@ -59,3 +70,21 @@ class InferenceOptions:
 
 
 DEFAULT_INFERENCE = InferenceOptions()
+
+
+def parse_diameter(text: str) -> float | Literal["auto"]:
+    """A cell diameter as a user types it (``--diameter``, the napari field): pixels or :data:`AUTO_DIAMETER`.
+
+    Raises:
+        SegnetError: neither a positive finite number nor ``auto``.
+    """
+    text = text.strip()
+    if text.lower() == AUTO_DIAMETER:
+        return AUTO_DIAMETER
+    try:
+        value = float(text)
+    except ValueError:
+        raise SegnetError(f"the cell diameter must be a number of pixels or '{AUTO_DIAMETER}', got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise SegnetError(f"the cell diameter must be a positive number of pixels, got {text}")
+    return value

@@ -32,7 +32,8 @@ class Cancelled(Exception):
 class ModelOptions:
     """The model and how it runs; a predictor is loaded again only when these change.
 
-    ``tile`` ``None`` segments the image whole (no progress and no Cancel within the image).
+    ``tile`` ``None`` segments the image whole (no progress and no Cancel within the image);
+    ``diameter`` is :attr:`segnet.inference.InferenceOptions.diameter`.
     """
 
     model: str
@@ -40,6 +41,7 @@ class ModelOptions:
     tta: bool
     mc_samples: int
     device: str = "auto"
+    diameter: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class PredictorCache:
             from segnet.predict import InferenceOptions, load_predictor
 
             self._predictor = None  # the old model's memory goes before the new one loads
-            inference = InferenceOptions(device=options.device, tile=options.tile, tta=options.tta, mc_samples=options.mc_samples)
+            inference = InferenceOptions(
+                device=options.device, tile=options.tile, tta=options.tta, mc_samples=options.mc_samples, diameter=options.diameter
+            )
             self._predictor = load_predictor(options.model, inference)
             self._options = options
         return self._predictor

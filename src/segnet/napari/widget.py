@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
 from segnet.data import array_to_rgb
 from segnet.errors import SegnetError
+from segnet.inference import AUTO_DIAMETER, parse_diameter
 from segnet.measure import OBJECT_COLUMNS
 from segnet.napari.layers import CLASSES_SUFFIX, OBJECT_CONTOUR_PX, OBJECTS_SUFFIX, UNCERTAINTY_SUFFIX, classes_layer, objects_layer, uncertainty_layer
 from segnet.napari.segmentation import (
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     import napari
 
 MESSAGE_PREFIX = "segnet: "
+AS_GIVEN = "as given"  # the cell-diameter field's choice for no rescaling
 DEFAULT_TILE = 512  # tiles give the progress bar something to count and Cancel a place to stop
 MAX_MC_SAMPLES = 64
 CANCELLED = "segmentation cancelled"
@@ -169,6 +171,13 @@ class SegmentWidget(QWidget):
         self.mc_box.setRange(0, MAX_MC_SAMPLES)
         self.mc_box.setSpecialValueText("off")
         self.mc_box.setToolTip("Monte Carlo dropout samples (bayesian models): adds an uncertainty layer")
+        self.diameter_box = QComboBox()
+        self.diameter_box.setEditable(True)
+        self.diameter_box.addItems([AS_GIVEN, AUTO_DIAMETER])
+        self.diameter_box.setToolTip(
+            "the red cells' diameter in pixels (type a number): the image is resized so they come to the size the model "
+            f"was trained at, for images of another magnification; '{AUTO_DIAMETER}': estimated from a first pass (2-3x the time)"
+        )
         self.pixel_box = QDoubleSpinBox()
         self.pixel_box.setRange(0.0, 100.0)
         self.pixel_box.setDecimals(4)
@@ -181,6 +190,7 @@ class SegmentWidget(QWidget):
         form.addRow("", self.tta_box)
         form.addRow("tile size", self.tile_box)
         form.addRow("MC samples", self.mc_box)
+        form.addRow("cell diameter", self.diameter_box)
         form.addRow("pixel size", self.pixel_box)
         return form
 
@@ -230,9 +240,13 @@ class SegmentWidget(QWidget):
         image = array_to_rgb(np.asarray(data), name)
         options = ModelOptions(
             self.model_edit.text().strip() or DEFAULT_BUILTIN_MODEL, self.tile_box.value() or None,
-            self.tta_box.isChecked(), self.mc_box.value(),
+            self.tta_box.isChecked(), self.mc_box.value(), diameter=self._diameter(),
         )
         return _Job(name, image, layer.source.path, self.pixel_box.value() or None, options)
+
+    def _diameter(self) -> float | str | None:
+        text = self.diameter_box.currentText().strip()
+        return None if text in ("", AS_GIVEN) else parse_diameter(text)
 
     def _run(self, job: _Job) -> Segmentation | str:
         """In the worker thread: the result, or the one-line message of what went wrong."""

@@ -20,6 +20,7 @@ from segnet.data import normalize_array
 from segnet.errors import SegnetError
 from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
 from segnet.predict.backends import InferenceBackend, OnnxBackend, TorchBackend
+from segnet.predict.scale import Rescaled
 from segnet.predict.windows import (
     TileProgress,
     _apply_view,
@@ -45,6 +46,9 @@ class Predictor:
         options: tiling, TTA, Monte Carlo samples, batch and device (:class:`InferenceOptions`).
         roles: which class is the background and which are counted how (``segnet.config.ClassRoles``);
             ``None``: the darkfield roles of the classes so named.
+        reference_diameters: per class, the median object diameter of the model's training masks
+            (``class_diameter`` of the checkpoint's fingerprint), which ``options.diameter`` scales
+            images to (:mod:`segnet.predict.scale`); ``None``: not recorded.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Predictor:
         std: Sequence[float],
         options: InferenceOptions = DEFAULT_INFERENCE,
         roles: ClassRoles | None = None,
+        reference_diameters: Sequence[float | None] | None = None,
     ) -> None:
         if len(mean) != 3 or len(std) != 3:
             raise SegnetError(f"normalisation needs 3 channel means and stds, got {list(mean)} and {list(std)}")
@@ -79,6 +84,9 @@ class Predictor:
         # segnet.data.normalize_array takes mean/std on 0..255 (training does the same).
         self.mean_255 = np.asarray(mean, dtype=np.float32) * 255.0
         self.std_255 = np.asarray(std, dtype=np.float32) * 255.0
+        self.reference_diameters = list(reference_diameters) if reference_diameters is not None else None
+        self.scale = Rescaled(_AsGiven(self), options.diameter) if options.diameter is not None else None
+        """With ``options.diameter``, what segments each image at the reference size (its ``factors``: the latest image's)."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
@@ -94,7 +102,10 @@ class Predictor:
 
         normalization, class_names = state["normalization"], state["class_names"]
         roles = saved_roles(state.get("config"), class_names)
-        return cls(load_model(state, path), class_names, normalization["mean"], normalization["std"], options, roles)
+        fingerprint = state.get("fingerprint")
+        diameters = fingerprint.get("class_diameter") if isinstance(fingerprint, dict) else None  # checked where used (scale)
+        diameters = diameters if isinstance(diameters, list) else None
+        return cls(load_model(state, path), class_names, normalization["mean"], normalization["std"], options, roles, diameters)
 
     @classmethod
     def from_onnx(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
@@ -131,6 +142,11 @@ class Predictor:
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SegnetError(f"expected an H x W x 3 uint8 RGB image, got shape {image.shape} of {image.dtype}")
+        if self.scale is not None:
+            return self.scale.predict_proba(image, progress=progress)
+        return self._predict_as_given(image, progress)
+
+    def _predict_as_given(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
         if self.options.tile is None:
             batch = normalize_array(image, self.mean_255, self.std_255)[None]
             return self._average_softmax(batch)[0]
@@ -193,6 +209,19 @@ class Predictor:
                 total = proba if total is None else total + proba
         return total / np.float32(len(views) * samples)
 
+class _AsGiven:
+    """A predictor's own pass at the image's size, which :class:`Rescaled` calls at each scale."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.class_names = predictor.class_names
+        self.roles = predictor.roles
+        self.reference_diameters = predictor.reference_diameters
+
+    def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray:
+        return self.predictor._predict_as_given(image, progress)
+
+
 class Ensemble:
     """Several :class:`Predictor` s, e.g. the K models of a cross-validation run, as one.
 
@@ -226,6 +255,11 @@ class Ensemble:
     @property
     def device(self) -> Any:
         return self.members[0].device
+
+    @property
+    def reference_diameters(self) -> list[float | None] | None:
+        """The first member's (:class:`Predictor`): the folds train on nearly the same images."""
+        return self.members[0].reference_diameters
 
     @property
     def samples_uncertainty(self) -> bool:

@@ -3,49 +3,43 @@
 The darkfield images come from several magnifications (the median red-cell diameter per image runs
 from 18 to 290 px in the public dataset), and a network finds structures at the sizes it was
 trained on: at low magnification spirochetes are a few pixels thick and vanish at the model's
-resolution. :class:`Rescaled` wraps any predictor. A first pass on the image as given finds the
-objects of a solid reference class (the red cells: the objects counting uses), whose median
-equivalent diameter measures the image's scale; the image is resized so that diameter comes to
-the model's reference diameter (the median over its training images) and segmented again, and the
-probabilities are resized back to the image. A user who knows the size gives ``diameter`` and
-skips the first pass. Images where the first pass finds no reference object, or whose scale is
-already within ``tolerance`` of the reference, keep the first pass.
+resolution. :class:`Rescaled` wraps any predictor. The image is resized so that its red cells (the
+first solid class) come to the model's reference diameter, the median over its training masks
+(``class_diameter`` in the checkpoint's fingerprint, measured by :func:`segnet.data.object_diameter`),
+segmented, and the probabilities are resized back to the image.
+
+A user who knows the cells' size gives it (``diameter``, in pixels; one pass). Otherwise it is
+estimated per image: a first pass on the image as given measures the predicted cells. At the wrong
+scale that pass finds fragments of cells, so the estimate is checked on the rescaled pass: if the
+cells found there are not at the reference size (within ``tolerance``), the image is segmented once
+more at the corrected factor (at most three passes; cellpose also refines its size estimate from a
+first set of masks). Images whose first pass finds no cell, or whose scale is already within
+``tolerance`` of the reference, keep the first pass; so does an image whose rescaled pass finds no
+cell at all, or finds cells that say the factor should go the other way (enlarge where the first
+pass said shrink, or the reverse: the estimates contradict each other).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
-from skimage.measure import regionprops
 from skimage.transform import resize
 
-from segnet import MIN_AREA
 from segnet.config import ClassRoles
-from segnet.counting import label_objects
+from segnet.data import object_diameter
 from segnet.errors import SegnetError
+from segnet.inference import AUTO_DIAMETER
 from segnet.predict.windows import TileProgress
-
 
 class _Segmenter(Protocol):
     class_names: list[str]
     roles: ClassRoles
+    reference_diameters: list[float | None] | None
 
     def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray: ...
-
-
-def median_object_diameter(mask: np.ndarray, class_id: int, min_area: int = MIN_AREA) -> float | None:
-    """The median equivalent diameter (px) of the objects of ``class_id`` in a class mask; ``None`` without any.
-
-    The objects are those counting finds (touching cells split), so two cells in contact do not
-    read as one large one.
-    """
-    labels, count = label_objects(mask, class_id, min_area=min_area, split=True)
-    if count == 0:
-        return None
-    return float(np.median([region.equivalent_diameter_area for region in regionprops(labels)]))
 
 
 def scale_factor(diameter: float | None, reference: float, limits: tuple[float, float] = (0.5, 4.0), tolerance: float = 1.25) -> float:
@@ -66,56 +60,98 @@ class Rescaled:
 
     Args:
         predictor: a :class:`~segnet.predict.Predictor` or :class:`~segnet.predict.Ensemble`.
-        reference: the object diameter in pixels the model was trained at.
-        class_id: the solid class whose objects measure the scale; ``None``: the predictor's first
-            solid class (``roles``; the erythrocytes in the darkfield classes).
-        diameter: the objects' diameter in the images, if known (no first pass); ``None``: estimated per image.
+        diameter: the red cells' diameter in the images, in pixels, or :data:`~segnet.inference.AUTO_DIAMETER` to estimate it per image.
+        reference: the diameter the model was trained at; ``None``: the one its checkpoint records.
         limits, tolerance: as for :func:`scale_factor`.
+        refine: check an estimated factor on the rescaled pass and correct it (module docstring);
+            ``False``: the first pass's estimate is final (two passes at most).
+
+    Raises:
+        SegnetError: the predictor has no solid class to measure, or no reference diameter is
+            given or recorded.
     """
 
     def __init__(
         self,
         predictor: _Segmenter,
-        reference: float,
+        diameter: float | Literal["auto"] = AUTO_DIAMETER,
         *,
-        class_id: int | None = None,
-        diameter: float | None = None,
+        reference: float | None = None,
         limits: tuple[float, float] = (0.5, 4.0),
         tolerance: float = 1.25,
+        refine: bool = True,
     ) -> None:
+        if not predictor.roles.solid:
+            raise SegnetError(f"per-image scale needs a solid class to measure (class_roles); {predictor.class_names} has none")
+        self.class_id = predictor.roles.solid[0]
+        recorded = predictor.reference_diameters
+        if reference is None and recorded is not None and len(recorded) > self.class_id:
+            reference = recorded[self.class_id]
+        if not (isinstance(reference, int | float) and 0 < reference < math.inf):
+            raise SegnetError(
+                f"the model records no usable reference cell size ({reference!r}; a checkpoint from an older segnet, or an ONNX file): "
+                "segment without --diameter, or with a checkpoint trained by this version"
+            )
         self.predictor = predictor
         self.reference = reference
-        if class_id is None and not predictor.roles.solid:
-            raise SegnetError(f"per-image scale needs a solid class to measure (class_roles); {predictor.class_names} has none")
-        self.class_id = class_id if class_id is not None else predictor.roles.solid[0]
         self.diameter = diameter
         self.limits = limits
         self.tolerance = tolerance
+        self.refine = refine
         self.class_names = predictor.class_names
+        self.factors: list[float] = []
+        """The factors the latest image was segmented at, pass by pass (1: as given)."""
         self.last_factor = 1.0
-        """The factor the latest image was segmented at (1: as given)."""
+        """The factor of the pass the latest image's answer comes from."""
 
     def __getattr__(self, name: str) -> Any:  # num_classes, device, samples_uncertainty: the wrapped predictor's
         return getattr(self.predictor, name)
 
     def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray:
         """Softmax probabilities ``(C, H, W)`` at the image's own size, segmented at the reference scale."""
-        first = None
-        diameter = self.diameter
-        if diameter is None:
-            first = self.predictor.predict_proba(image, progress=progress)
-            diameter = median_object_diameter(first.argmax(axis=0), self.class_id)
-        self.last_factor = scale_factor(diameter, self.reference, self.limits, self.tolerance)
-        if self.last_factor == 1.0:
-            return first if first is not None else self.predictor.predict_proba(image, progress=progress)
-        height, width = image.shape[:2]
-        size = (max(1, round(width * self.last_factor)), max(1, round(height * self.last_factor)))
-        resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        proba = self.predictor.predict_proba(resized, progress=progress)
-        back = resize(proba.transpose(1, 2, 0), (height, width), order=1, mode="edge", anti_aliasing=self.last_factor > 1)
-        back = back.transpose(2, 0, 1).astype(np.float32)
-        return back / back.sum(axis=0, keepdims=True)
+        self.factors = []
+        if self.diameter != AUTO_DIAMETER:
+            return self._at(image, scale_factor(float(self.diameter), self.reference, self.limits, self.tolerance), progress)
+        first = self._at(image, 1.0, progress)
+        factor = scale_factor(self._cell_diameter(first), self.reference, self.limits, self.tolerance)
+        if factor == 1.0:
+            return first
+        second = self._at(image, factor, progress)
+        measured = self._cell_diameter(second)  # at the image's size, whatever scale it was segmented at
+        if not self.refine:
+            return second
+        corrected = scale_factor(measured, self.reference, self.limits, self.tolerance)
+        if measured is None or math.log(corrected) * math.log(factor) <= 0:  # no cell, or the passes contradict
+            self.last_factor = 1.0
+            return first
+        if abs(math.log(corrected / factor)) <= math.log(self.tolerance):
+            return second
+        return self._at(image, corrected, progress)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
         return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+
+    def _cell_diameter(self, proba: np.ndarray) -> float | None:
+        """The median diameter of the cells in ``proba`` (at the image's size, whatever scale it was segmented at)."""
+        return object_diameter(proba.argmax(axis=0) == self.class_id)
+
+    def _at(self, image: np.ndarray, factor: float, progress: TileProgress | None) -> np.ndarray:
+        """The wrapped predictor's probabilities for ``image`` enlarged by ``factor``, at the image's size."""
+        self.factors.append(factor)
+        self.last_factor = factor
+        if factor == 1.0:
+            return self.predictor.predict_proba(image, progress=progress)
+        height, width = image.shape[:2]
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        proba = self.predictor.predict_proba(resized, progress=progress)
+        back = resize(proba.transpose(1, 2, 0), (height, width), order=1, mode="edge", anti_aliasing=factor > 1)
+        back = back.transpose(2, 0, 1).astype(np.float32)
+        return back / back.sum(axis=0, keepdims=True)
+
+
+def with_scale(predictor: Any, diameter: float | Literal["auto"] | None) -> Any:
+    """``predictor`` segmenting at its reference cell size (:class:`Rescaled`), or unchanged when
+    ``diameter`` is ``None`` (each image as given): what ``--diameter`` does in every command."""
+    return predictor if diameter is None else Rescaled(predictor, diameter)
