@@ -70,6 +70,13 @@ class SwellsAtFirstThenFragments(Thresholder):
         return ndimage.binary_dilation(found, iterations=10) if len(self.shapes) == 1 else ndimage.binary_erosion(found, iterations=4)
 
 
+class SmallerFragmentsWhenEnlarged(Thresholder):
+    """Finds fragments on every pass, smaller (at the image's size) the more the image is enlarged."""
+
+    def foreground(self, image: np.ndarray) -> np.ndarray:
+        return ndimage.binary_erosion(super().foreground(image), iterations=5 if len(self.shapes) == 1 else 25)
+
+
 class LosesCellsWhenEnlarged(Thresholder):
     def foreground(self, image: np.ndarray) -> np.ndarray:
         return super().foreground(image) if len(self.shapes) == 1 else np.zeros(image.shape[:2], bool)
@@ -124,6 +131,14 @@ def test_a_given_diameter_skips_the_first_pass_and_no_objects_keep_it() -> None:
     empty = Thresholder()
     result = Rescaled(empty, reference=22.0).predict(np.zeros((30, 30, 3), np.uint8))
     assert len(empty.shapes) == 1 and not result.any()
+
+
+def test_a_correction_asking_for_more_of_the_same_is_not_followed() -> None:
+    model = SmallerFragmentsWhenEnlarged()
+    rescaled = Rescaled(model, reference=50.0)
+    rescaled.predict(disc_image((100, 120), 15, [(30, 30), (70, 85)]))  # 31 px cells, 21 px fragments: 2.4x
+    assert len(model.shapes) == 2 and rescaled.factors == [1.0, rescaled.last_factor]
+    assert rescaled.last_factor == pytest.approx(2.4, abs=0.2)  # the second pass's 4x is not followed
 
 
 def test_contradicting_estimates_keep_the_image_as_given() -> None:

@@ -11,9 +11,11 @@ segmented, and the probabilities are resized back to the image.
 A user who knows the cells' size gives it (``diameter``, in pixels; one pass). Otherwise it is
 estimated per image: a first pass on the image as given measures the predicted cells. At the wrong
 scale that pass finds fragments of cells, so the estimate is checked on the rescaled pass: if the
-cells found there are not at the reference size (within ``tolerance``), the image is segmented once
-more at the corrected factor (at most three passes; cellpose also refines its size estimate from a
-first set of masks). Images whose first pass finds no cell, or whose scale is already within
+cells found there say the first factor went too far (a smaller enlargement or shrinkage, beyond
+``tolerance``), the image is segmented once more at that corrected factor (at most three passes;
+cellpose also refines its size estimate from a first set of masks). A correction that asks for
+more of the same is not followed: fragments found at every scale would blow the image up to the
+limit (measured: docs/decisions.md). Images whose first pass finds no cell, or whose scale is already within
 ``tolerance`` of the reference, keep the first pass; so does an image whose rescaled pass finds no
 cell at all, or finds cells that say the factor should go the other way (enlarge where the first
 pass said shrink, or the reverse: the estimates contradict each other).
@@ -124,8 +126,8 @@ class Rescaled:
         if measured is None or math.log(corrected) * math.log(factor) <= 0:  # no cell, or the passes contradict
             self.last_factor = 1.0
             return first
-        if abs(math.log(corrected / factor)) <= math.log(self.tolerance):
-            return second
+        if abs(math.log(corrected / factor)) <= math.log(self.tolerance) or abs(math.log(corrected)) > abs(math.log(factor)):
+            return second  # confirmed; or it asks for more of the same, as fragments found at every scale do
         return self._at(image, corrected, progress)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
