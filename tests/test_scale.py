@@ -209,7 +209,7 @@ def test_predict_with_a_diameter_from_the_command_line(tmp_path: Path, capsys: p
     assert (tmp_path / "auto" / "counts.csv").is_file()
     with pytest.raises(SystemExit):
         main([*common, "--out", str(tmp_path / "bad"), "--diameter", "0"])
-    assert "--diameter: must be a positive number of pixels, got 0" in capsys.readouterr().err
+    assert "--diameter: must be a positive number of pixels or 'auto', got 0.0" in capsys.readouterr().err
     old = checkpoint_with(tmp_path / "old", None) if (tmp_path / "old").mkdir() is None else None
     assert main([*common[:2], str(old), *common[3:], "--out", str(tmp_path / "old_out"), "--diameter", "12"]) == 1
     assert "records no usable reference cell size" in capsys.readouterr().err

@@ -85,6 +85,4 @@ def parse_diameter(text: str) -> float | Literal["auto"]:
         value = float(text)
     except ValueError:
         raise SegnetError(f"the cell diameter must be a number of pixels or '{AUTO_DIAMETER}', got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise SegnetError(f"the cell diameter must be a positive number of pixels, got {text}")
-    return value
+    return InferenceOptions(diameter=value).diameter  # checked where every caller's options are

@@ -119,9 +119,9 @@ class Rescaled:
         if factor == 1.0:
             return first
         second = self._at(image, factor, progress)
-        measured = self._cell_diameter(second)  # at the image's size, whatever scale it was segmented at
         if not self.refine:
             return second
+        measured = self._cell_diameter(second)  # at the image's size, whatever scale it was segmented at
         corrected = scale_factor(measured, self.reference, self.limits, self.tolerance)
         if measured is None or math.log(corrected) * math.log(factor) <= 0:  # no cell, or the passes contradict
             self.last_factor = 1.0
@@ -152,8 +152,3 @@ class Rescaled:
         back = back.transpose(2, 0, 1).astype(np.float32)
         return back / back.sum(axis=0, keepdims=True)
 
-
-def with_scale(predictor: Any, diameter: float | Literal["auto"] | None) -> Any:
-    """``predictor`` segmenting at its reference cell size (:class:`Rescaled`), or unchanged when
-    ``diameter`` is ``None`` (each image as given): what ``--diameter`` does in every command."""
-    return predictor if diameter is None else Rescaled(predictor, diameter)
