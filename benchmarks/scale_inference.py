@@ -29,6 +29,7 @@ after shrinking) separately, with each way's ratio to the baseline.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet.config import ClassRoles
-from segnet.data import find_pairs, load_pair, object_diameter, select_pairs
+from segnet.data import compute_fingerprint, find_pairs, load_pair, object_diameter, select_pairs
 from segnet.detection import DetectionScores
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.predict import InferenceOptions, Predictor
@@ -48,9 +49,33 @@ WAYS = ("as given", "one estimate", "auto", "mask scale")
 
 
 def reference_diameter(pairs, num_classes: int) -> float:
-    """The median over images of each image's drawn red-cell diameter (as the fingerprint's ``class_diameter``)."""
-    diameters = [object_diameter(load_pair(pair, num_classes)[1] == SOLID_CLASS) for pair in tqdm(pairs, desc="reference", unit="mask")]
-    return float(np.median([d for d in diameters if d is not None]))
+    """The training images' red-cell diameter as training records it (the fingerprint's ``class_diameter``)."""
+    samples = (load_pair(pair, num_classes) for pair in tqdm(pairs, desc="reference", unit="mask"))
+    return compute_fingerprint(samples, num_classes)["class_diameter"][SOLID_CLASS]
+
+
+class SamePasses:
+    """The predictor, answering a pass it has already run on the current image from memory: the
+    ways share their first pass, and both estimates their second, so each is computed once."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.passes: dict[tuple, np.ndarray] = {}
+
+    def __getattr__(self, name: str):  # class_names, roles, reference_diameters: the predictor's
+        return getattr(self.predictor, name)
+
+    def next_image(self) -> None:
+        self.passes.clear()
+
+    def predict_proba(self, image: np.ndarray, *, progress=None) -> np.ndarray:
+        key = (image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+        if key not in self.passes:
+            self.passes[key] = self.predictor.predict_proba(image, progress=progress)
+        return self.passes[key]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
 
 
 def shrunk(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +137,7 @@ def main() -> None:
     parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta))
+    predictor = SamePasses(Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta)))
     class_names = list(predictor.class_names)
     recorded = (predictor.reference_diameters or [None] * len(class_names))[SOLID_CLASS]
     if recorded is None:
@@ -125,6 +150,7 @@ def main() -> None:
     small = {way: Scores(class_names) for way in WAYS}
     for pair in tqdm(select_pairs(args.data, args.split, args.checkpoint.parent), desc="scoring", unit="image"):
         image, truth = shrunk(*load_pair(pair, len(class_names)), args.shrink)
+        predictor.next_image()
         drawn = object_diameter(truth == SOLID_CLASS)
         preds = {
             "as given": predictor.predict(image),
