@@ -267,6 +267,9 @@ def with_metadata(source: Path, out: Path, **changes: str) -> Path:
         ("segnet.total_stride", '"16"', "'segnet.total_stride' is wrong: Input should be a valid integer"),
         ("segnet.total_stride", "0", "'segnet.total_stride' is wrong: Input should be greater than or equal to 1"),
         ("segnet.model", "{}", "'segnet.model' is wrong: Input should be a valid string"),
+        ("segnet.class_diameter", "[null, -3, 9.5]", "'segnet.class_diameter' is wrong: Input should be greater than 0"),
+        ("segnet.class_diameter", '[null, "40", 9.5]', "'segnet.class_diameter' is wrong: Value error, Input should be a number"),
+        ("segnet.class_diameter", "[null, 40]", "'segnet.class_diameter' gives 2 diameters for 3 classes"),
     ],
 )
 def test_onnx_metadata_that_does_not_fit_is_refused_naming_the_file(

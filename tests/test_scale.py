@@ -17,6 +17,7 @@ from segnet.cli import main
 from segnet.config import ClassRoles
 from segnet.data import compute_fingerprint, object_diameter
 from segnet.errors import SegnetError
+from segnet.export import export_onnx
 from segnet.inference import AUTO_DIAMETER, InferenceOptions
 from segnet.model import build_model
 from segnet.predict import Predictor
@@ -193,6 +194,22 @@ def test_a_checkpoint_without_a_reference_cannot_scale(tmp_path: Path, fingerpri
     path = checkpoint_with(tmp_path, fingerprint)
     with pytest.raises(SegnetError, match="records no usable reference cell size"):
         Predictor.from_checkpoint(path, InferenceOptions(device="cpu", diameter=AUTO_DIAMETER))
+
+
+def test_an_onnx_export_carries_the_reference_and_scales_as_its_checkpoint(tmp_path: Path) -> None:
+    path = checkpoint_with(tmp_path, {"class_diameter": [None, 40.0, 9.0]})
+    export_onnx(path, tmp_path / "model.onnx")
+    options = InferenceOptions(device="cpu", tta=False, diameter=10.0)
+    from_onnx = Predictor.from_onnx(tmp_path / "model.onnx", options)
+    assert from_onnx.reference_diameters == [None, 40.0, 9.0] and from_onnx.scale is not None
+    image = np.full((24, 30, 3), 90, np.uint8)
+    np.testing.assert_allclose(from_onnx.predict_proba(image), Predictor.from_checkpoint(path, options).predict_proba(image), atol=1e-4)
+    assert from_onnx.scale.factors == [4.0]
+    old = checkpoint_with(tmp_path / "old", {"class_diameter": [None, 40.0]}) if (tmp_path / "old").mkdir() is None else None
+    export_onnx(old, tmp_path / "old.onnx")  # diameters that do not fit the classes are left out, not exported
+    assert Predictor.from_onnx(tmp_path / "old.onnx", options.replace(diameter=None)).reference_diameters is None
+    with pytest.raises(SegnetError, match="records no usable reference cell size"):
+        Predictor.from_onnx(tmp_path / "old.onnx", options)
 
 
 @pytest.mark.parametrize("diameter", [0, -5.0, "big", math.inf])

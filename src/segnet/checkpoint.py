@@ -41,7 +41,7 @@ from pydantic import ConfigDict, Field, InstanceOf, TypeAdapter, ValidationError
 from torch import nn
 from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
-from segnet.data import ChannelMeans, ChannelStds, FiniteNumber
+from segnet.data import ChannelMeans, ChannelStds, ClassDiameters, FiniteNumber
 from segnet.errors import CheckpointError, SegnetError
 from segnet.spec import MODEL_NAMES, ModelSpec
 
@@ -253,6 +253,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_spec(state: dict[str, Any]) -> ModelSpec:
     """The :class:`~segnet.spec.ModelSpec` of a checkpoint loaded by :func:`load_checkpoint`."""
     return ModelSpec(**state["model"])
+
+
+_CLASS_DIAMETERS = TypeAdapter(ClassDiameters)
+
+
+def reference_diameters(state: dict[str, Any]) -> list[float | None] | None:
+    """The fingerprint's ``class_diameter`` (the training masks' median object size per class), or
+    ``None`` where the checkpoint has none that fits its classes (older checkpoints)."""
+    fingerprint = state.get("fingerprint")
+    diameters = fingerprint.get("class_diameter") if isinstance(fingerprint, dict) else None
+    try:
+        diameters = _CLASS_DIAMETERS.validate_python(diameters, strict=True)
+    except ValidationError:
+        return None
+    return diameters if len(diameters) == len(state["class_names"]) else None
 
 
 def new_checkpoint(

@@ -48,6 +48,8 @@ FiniteNumber = Annotated[float, BeforeValidator(_plain_number), AllowInfNan(Fals
 ChannelMeans = Annotated[list[FiniteNumber], Field(min_length=3, max_length=3)]
 ChannelStds = Annotated[list[Annotated[FiniteNumber, Field(gt=0)]], Field(min_length=3, max_length=3)]
 """Types (for pydantic) of a model's normalisation as checkpoints and ONNX files store it: per RGB channel on [0, 1]."""
+ClassDiameters = list[Annotated[FiniteNumber, Field(gt=0)] | None]
+"""Type (for pydantic) of the per-class median object diameters (px) a fingerprint's ``class_diameter`` holds."""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from PIL import Image
 from scipy.special import softmax
 from torch import nn
 
-from segnet.checkpoint import load_checkpoint, load_model, model_spec
+from segnet.checkpoint import load_checkpoint, load_model, model_spec, reference_diameters
 from segnet.data import read_image
 from segnet.errors import DataError, SegnetError
 from segnet.predict import OnnxModelInfo, colorize
@@ -124,6 +124,7 @@ def _load_model(checkpoint: str | Path) -> tuple[nn.Module, OnnxModelInfo, dict[
         mean=tuple(map(float, normalization["mean"])),
         std=tuple(map(float, normalization["std"])),
         total_stride=spec.total_stride,
+        class_diameter=tuple(diameters) if (diameters := reference_diameters(state)) is not None else None,
     )
     return model, info, state
 
@@ -304,8 +305,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
 
     The graph's input ``input`` is the normalised float32 batch ``(N, 3, H, W)`` with dynamic N, H
     and W (any size: the model pads to a multiple of its stride inside); its output ``logits`` is
-    ``(N, C, H, W)``. Class names, normalisation (mean/std on [0, 1]) and stride are stored in the
-    file's ``metadata_props`` (:class:`segnet.predict.OnnxModelInfo`). Dropout is off (eval mode),
+    ``(N, C, H, W)``. Class names, normalisation (mean/std on [0, 1]), stride and the reference
+    cell sizes are stored in the file's ``metadata_props`` (:class:`segnet.predict.OnnxModelInfo`). Dropout is off (eval mode),
     so Monte Carlo dropout needs the PyTorch checkpoint. The export is checked with
     :func:`check_onnx_export`.
 

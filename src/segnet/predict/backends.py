@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
-from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
-from segnet.data import ChannelMeans, ChannelStds
+from segnet.data import ChannelMeans, ChannelStds, ClassDiameters
 from segnet.errors import CheckpointError, SegnetError
 
 if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs
@@ -80,6 +80,7 @@ class _OnnxMetadata(TypedDict):
     mean: ChannelMeans
     std: ChannelStds
     total_stride: Annotated[int, Field(ge=1)]
+    class_diameter: NotRequired[ClassDiameters]
 
 
 _ONNX_METADATA = TypeAdapter(_OnnxMetadata)
@@ -93,7 +94,9 @@ class OnnxModelInfo:
     W): ``(pixel / 255 - mean) / std`` per channel, with ``mean`` and ``std`` given here on [0, 1]
     as in the checkpoint. Its output ``logits`` is ``(N, C, H, W)``, raw scores before softmax.
     Keeping normalisation out of the graph lets tiles be zero-padded in normalised space exactly as
-    the model pads a whole image.
+    the model pads a whole image. ``class_diameter`` is the training masks' median object diameter
+    per class (the checkpoint fingerprint's), which ``--diameter`` scales images to; files exported
+    before it was stored lack it, and load without it.
     """
 
     model_name: str
@@ -101,6 +104,7 @@ class OnnxModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     total_stride: int
+    class_diameter: tuple[float | None, ...] | None = None
 
     _KEYS: ClassVar[dict[str, str]] = {
         "model_name": "segnet.model",
@@ -108,17 +112,21 @@ class OnnxModelInfo:
         "mean": "segnet.normalization.mean",
         "std": "segnet.normalization.std",
         "total_stride": "segnet.total_stride",
+        "class_diameter": "segnet.class_diameter",
     }
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"class_diameter"})
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries (values JSON-encoded)."""
-        return {key: json.dumps(getattr(self, field)) for field, key in self._KEYS.items()}
+        return {key: json.dumps(getattr(self, field)) for field, key in self._KEYS.items() if getattr(self, field) is not None}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], path: str | Path) -> OnnxModelInfo:
         """Read :meth:`to_metadata`'s entries back; a missing or malformed one is an error naming ``path``."""
         values: dict[str, Any] = {}
         for field, key in cls._KEYS.items():
+            if key not in metadata and field in cls._OPTIONAL:
+                continue
             if key not in metadata:
                 raise CheckpointError(f"{path}: ONNX model has no '{key}' metadata; export it with 'segnet export'")
             try:
@@ -133,12 +141,19 @@ class OnnxModelInfo:
             raise CheckpointError(f"{path}: ONNX metadata '{key}' is wrong: {first['msg']} (found {metadata[key][:60]})") from None
         if len(set(values["class_names"])) != len(values["class_names"]):
             raise CheckpointError(f"{path}: ONNX metadata '{cls._KEYS['class_names']}' names a class twice: {values['class_names']}")
+        diameters = values.get("class_diameter")
+        if diameters is not None and len(diameters) != len(values["class_names"]):
+            raise CheckpointError(
+                f"{path}: ONNX metadata '{cls._KEYS['class_diameter']}' gives {len(diameters)} diameters "
+                f"for {len(values['class_names'])} classes"
+            )
         return cls(
             values["model_name"],
             tuple(values["class_names"]),
             tuple(values["mean"]),
             tuple(values["std"]),
             values["total_stride"],
+            tuple(diameters) if diameters is not None else None,
         )
 
 

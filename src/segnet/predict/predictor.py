@@ -98,24 +98,24 @@ class Predictor:
     @classmethod
     def from_state(cls, state: dict[str, Any], path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """:meth:`from_checkpoint` for a checkpoint already loaded (``path`` names it in messages)."""
-        from segnet.checkpoint import load_model
+        from segnet.checkpoint import load_model, reference_diameters
 
         normalization, class_names = state["normalization"], state["class_names"]
         roles = saved_roles(state.get("config"), class_names)
-        fingerprint = state.get("fingerprint")
-        diameters = fingerprint.get("class_diameter") if isinstance(fingerprint, dict) else None  # checked where used (scale)
-        diameters = diameters if isinstance(diameters, list) else None
+        diameters = reference_diameters(state)
         return cls(load_model(state, path), class_names, normalization["mean"], normalization["std"], options, roles, diameters)
 
     @classmethod
     def from_onnx(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """Run an ONNX file from ``segnet export`` on onnxruntime, without importing torch.
 
-        Classes and normalisation come from the file's metadata; ``options.device`` picks the
-        onnxruntime provider. Monte Carlo dropout is not available: the exported graph has no dropout.
+        Classes, normalisation and the reference cell sizes come from the file's metadata;
+        ``options.device`` picks the onnxruntime provider. Monte Carlo dropout is not available:
+        the exported graph has no dropout.
         """
         backend = OnnxBackend(path, options.device)
-        return cls(backend, backend.info.class_names, backend.info.mean, backend.info.std, options)
+        info = backend.info
+        return cls(backend, info.class_names, info.mean, info.std, options, reference_diameters=info.class_diameter)
 
     @property
     def num_classes(self) -> int:

@@ -91,8 +91,9 @@ class Rescaled:
             reference = recorded[self.class_id]
         if not (isinstance(reference, int | float) and 0 < reference < math.inf):
             raise SegnetError(
-                f"the model records no usable reference cell size ({reference!r}; a checkpoint from an older segnet, or an ONNX file): "
-                "segment without --diameter, or with a checkpoint trained by this version"
+                f"the model records no usable reference cell size ({reference!r}; "
+                "a checkpoint, or an ONNX file exported from one, of an older segnet): "
+                "segment without --diameter, or with a model trained by this version"
             )
         self.predictor = predictor
         self.reference = reference
