@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta] [--shrink 2.5]
 
-Four ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
+Five ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
 per class, object recall/precision/F1 and image-level presence per class, as ``segnet evaluate``):
 
 - ``as given``: the baseline, each image at its own size (``segnet predict`` without ``--diameter``);
@@ -13,6 +13,8 @@ per class, object recall/precision/F1 and image-level presence per class, as ``s
   measures the red cells, the image is resized so they come to the reference, and segmented again;
 - ``auto``: ``--diameter auto``: the same, with the estimate checked on the rescaled pass and
   corrected once where it was off;
+- ``auto, median``: ``auto`` as it was before the cells were weighed by area (the plain median of
+  the predicted cells' diameters, which fragments pull down);
 - ``mask scale``: the diameter measured on the drawn mask (``--diameter PX``): an upper bound of
   what a perfect size estimate would give.
 
@@ -45,7 +47,7 @@ from segnet.predict import InferenceOptions, Predictor
 from segnet.predict.scale import Rescaled
 
 SOLID_CLASS = 1  # erythrocytes measure the scale
-WAYS = ("as given", "one estimate", "auto", "mask scale")
+WAYS = ("as given", "one estimate", "auto", "auto, median", "mask scale")
 
 
 def reference_diameter(pairs, num_classes: int) -> float:
@@ -76,6 +78,13 @@ class SamePasses:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+
+
+class MedianRescaled(Rescaled):
+    """``auto`` with the plain median of the predicted cells' diameters, as before ``by_area``."""
+
+    def _cell_diameter(self, proba: np.ndarray) -> float | None:
+        return object_diameter(proba.argmax(axis=0) == self.class_id)
 
 
 def shrunk(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +155,7 @@ def main() -> None:
     print(f"reference red-cell diameter {recorded:.1f} px; images shrunk {args.shrink:g}x")
     one_estimate = Rescaled(predictor, reference=recorded, refine=False)
     auto = Rescaled(predictor, reference=recorded)
+    auto_median = MedianRescaled(predictor, reference=recorded)
     everything = {way: Scores(class_names) for way in WAYS}
     small = {way: Scores(class_names) for way in WAYS}
     for pair in tqdm(select_pairs(args.data, args.split, args.checkpoint.parent), desc="scoring", unit="image"):
@@ -156,6 +166,7 @@ def main() -> None:
             "as given": predictor.predict(image),
             "one estimate": one_estimate.predict(image),
             "auto": auto.predict(image),
+            "auto, median": auto_median.predict(image),
             "mask scale": Rescaled(predictor, drawn, reference=recorded).predict(image) if drawn else predictor.predict(image),
         }
         for way, pred in preds.items():
@@ -163,7 +174,7 @@ def main() -> None:
             if drawn is not None and drawn < args.small:
                 small[way].add(pair.stem, truth, pred)
         true_factor = f"{recorded / drawn:.2f}" if drawn else "-"
-        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}), one estimate {one_estimate.last_factor:.2f}, auto {auto.factors}")
+        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}), one estimate {one_estimate.last_factor:.2f}, auto {auto.factors}, auto median {auto_median.factors}")
     print_table("all images", everything)
     if small[WAYS[0]].images:
         print_table(f"small-cell images (drawn red cells under {args.small:g} px)", small)

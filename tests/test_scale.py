@@ -91,6 +91,15 @@ def test_diameter_of_discs_counts_touching_ones_apart() -> None:
     assert object_diameter(discs((50, 50), 2, [(25, 25)]) == 1) is None  # under MIN_AREA: not an object
 
 
+def test_by_area_the_whole_cells_outweigh_many_fragments() -> None:
+    mask = discs((120, 160), 15, [(30, 30), (85, 120)])  # two whole 31 px cells
+    mask |= discs((120, 160), 4, [(10, 100), (20, 120), (40, 140), (60, 100), (100, 20), (105, 50), (110, 80)])  # seven 9 px pieces
+    assert object_diameter(mask == 1) == pytest.approx(9, abs=1.5)
+    assert object_diameter(mask == 1, by_area=True) == pytest.approx(31, abs=1.5)
+    uniform = discs((80, 80), 8, [(20, 20), (60, 60)]) == 1
+    assert object_diameter(uniform, by_area=True) == object_diameter(uniform)
+
+
 def test_the_fingerprint_records_each_class_s_object_diameter() -> None:
     mask = discs((80, 80), 8, [(20, 20), (60, 60)])
     fingerprint = compute_fingerprint([(np.zeros((80, 80, 3), np.uint8), mask)], 3)
