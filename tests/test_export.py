@@ -167,7 +167,19 @@ def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]
     for value in (proto.graph.input[0], proto.graph.output[0]):
         assert [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
     info = OnnxModelInfo.from_metadata({prop.key: prop.value for prop in proto.metadata_props}, basic_export[1])
-    assert info == OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16)
+    roles = {"background": "background", "erythrocyte": "solid", "spirochete": "thin"}
+    assert info == OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16, class_roles=roles)
+
+
+def test_onnx_export_keeps_the_run_s_class_roles(tmp_path: Path) -> None:
+    classes, roles = ["bg", "rbc", "spiro"], {"bg": "background", "rbc": "solid", "spiro": "thin"}
+    model = build_model(ModelSpec("segnet-basic", 3))
+    state = new_checkpoint(model, classes, {"mean": MEAN, "std": STD}, config={"classes": classes, "class_roles": roles}, epoch=1)
+    save_checkpoint(state, tmp_path / "model.pt")
+    export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
+    from_onnx = Predictor.from_onnx(tmp_path / "model.onnx", PLAIN).roles
+    assert from_onnx == Predictor.from_checkpoint(tmp_path / "model.pt", PLAIN).roles
+    assert (from_onnx.background, from_onnx.solid, from_onnx.thin) == (0, (1,), (2,))  # by name these classes have no roles
 
 
 def test_export_needs_an_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -270,6 +282,9 @@ def with_metadata(source: Path, out: Path, **changes: str) -> Path:
         ("segnet.class_diameter", "[null, -3, 9.5]", "'segnet.class_diameter' is wrong: Input should be greater than 0"),
         ("segnet.class_diameter", '[null, "40", 9.5]', "'segnet.class_diameter' is wrong: Value error, Input should be a number"),
         ("segnet.class_diameter", "[null, 40]", "'segnet.class_diameter' gives 2 diameters for 3 classes"),
+        ("segnet.class_roles", '{"erythrocyte": "round"}', "'segnet.class_roles' is wrong: class_roles gives unknown roles ['round']"),
+        ("segnet.class_roles", '{"leukocyte": "solid"}', "'segnet.class_roles' is wrong: class_roles names classes that are not in classes"),
+        ("segnet.class_roles", '["solid"]', "'segnet.class_roles' is wrong: Input should be a valid dictionary"),
     ],
 )
 def test_onnx_metadata_that_does_not_fit_is_refused_naming_the_file(

@@ -28,7 +28,7 @@ from PIL import Image
 
 from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.cli import main
-from segnet.config import load_config
+from segnet.config import ClassRoles, load_config
 from segnet.data import Pair, read_split, write_split
 from segnet.errors import SegnetError
 from segnet.model import build_model
@@ -182,7 +182,10 @@ def test_valid_split_files_mutated_or_cut_short(folder: Path, stems: list[str], 
         assert not {p.stem for p in train} & {p.stem for p in val}
 
 
-METADATA = OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16).to_metadata()
+REQUIRED_METADATA = OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16).to_metadata()
+METADATA = OnnxModelInfo(
+    "segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16, (None, 96.0, 14.0), {"background": "background", "erythrocyte": "solid"}
+).to_metadata()
 metadata_values = st.one_of(
     st.text(max_size=12),
     values.map(lambda value: json.dumps(value, default=lambda tensor: tensor.tolist(), allow_nan=True)),
@@ -198,6 +201,8 @@ def test_random_onnx_metadata_is_read_or_refused_naming_the_file(folder: Path, c
     if info is not None:
         assert len(info.mean) == len(info.std) == 3 and all(s > 0 and math.isfinite(s) for s in info.std)
         assert len(set(info.class_names)) == len(info.class_names) >= 1 and info.total_stride >= 1
+        assert info.class_diameter is None or len(info.class_diameter) == len(info.class_names)
+        ClassRoles.of(info.class_names, info.class_roles)  # refused on reading if it would raise here
 
 
 def identity_onnx(path: Path, output_channels: int, metadata: dict[str, str]) -> Path:
@@ -227,7 +232,7 @@ def identity_onnx(path: Path, output_channels: int, metadata: dict[str, str]) ->
     stride=st.integers(1, 5),
 )
 def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(folder: Path, output_channels: int, class_names: list[str], stride: int) -> None:
-    metadata = {**METADATA, "segnet.class_names": json.dumps(class_names), "segnet.total_stride": json.dumps(stride)}
+    metadata = {**REQUIRED_METADATA, "segnet.class_names": json.dumps(class_names), "segnet.total_stride": json.dumps(stride)}
     path = identity_onnx(folder / "stand_in.onnx", output_channels, metadata)
     predictor = works_or_names(path, lambda: Predictor.from_onnx(path, PLAIN.replace(tta=True)))
     fits = output_channels == len(class_names) and len(set(class_names)) == len(class_names)

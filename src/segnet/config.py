@@ -223,6 +223,13 @@ class ClassRoles:
         background = by_role["background"][0] if by_role["background"] else 0
         return cls(len(names), background, tuple(sorted(by_role["solid"])), tuple(sorted(by_role["thin"])))
 
+    def by_name(self, class_names: Sequence[str]) -> dict[str, str]:
+        """The roles as :meth:`of` takes them: each class that has one, by name (the background always)."""
+        roles = {class_names[self.background]: "background"}
+        roles.update({class_names[index]: "solid" for index in self.solid})
+        roles.update({class_names[index]: "thin" for index in self.thin})
+        return roles
+
 
 DARKFIELD_ROLES = ClassRoles.of(DEFAULT_CLASSES)
 """The roles of the default classes: background 0, red cells (1) solid, spirochetes (2) thin."""

@@ -57,6 +57,7 @@ from scipy.special import softmax
 from torch import nn
 
 from segnet.checkpoint import load_checkpoint, load_model, model_spec, reference_diameters
+from segnet.config import saved_roles
 from segnet.data import read_image
 from segnet.errors import DataError, SegnetError
 from segnet.predict import OnnxModelInfo, colorize
@@ -125,6 +126,7 @@ def _load_model(checkpoint: str | Path) -> tuple[nn.Module, OnnxModelInfo, dict[
         std=tuple(map(float, normalization["std"])),
         total_stride=spec.total_stride,
         class_diameter=tuple(diameters) if (diameters := reference_diameters(state)) is not None else None,
+        class_roles=saved_roles(state.get("config"), state["class_names"]).by_name(state["class_names"]),
     )
     return model, info, state
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
+from segnet.config import ClassRoles
 from segnet.data import ChannelMeans, ChannelStds, ClassDiameters
 from segnet.errors import CheckpointError, SegnetError
 
@@ -81,6 +82,7 @@ class _OnnxMetadata(TypedDict):
     std: ChannelStds
     total_stride: Annotated[int, Field(ge=1)]
     class_diameter: NotRequired[ClassDiameters]
+    class_roles: NotRequired[dict[str, str]]
 
 
 _ONNX_METADATA = TypeAdapter(_OnnxMetadata)
@@ -95,8 +97,9 @@ class OnnxModelInfo:
     as in the checkpoint. Its output ``logits`` is ``(N, C, H, W)``, raw scores before softmax.
     Keeping normalisation out of the graph lets tiles be zero-padded in normalised space exactly as
     the model pads a whole image. ``class_diameter`` is the training masks' median object diameter
-    per class (the checkpoint fingerprint's), which ``--diameter`` scales images to; files exported
-    before it was stored lack it, and load without it.
+    per class (the checkpoint fingerprint's), which ``--diameter`` scales images to, and
+    ``class_roles`` the run's roles by class name (:meth:`segnet.config.ClassRoles.of`); files
+    exported before they were stored lack them, and load with none and the darkfield roles by name.
     """
 
     model_name: str
@@ -105,6 +108,7 @@ class OnnxModelInfo:
     std: tuple[float, ...]
     total_stride: int
     class_diameter: tuple[float | None, ...] | None = None
+    class_roles: dict[str, str] | None = None
 
     _KEYS: ClassVar[dict[str, str]] = {
         "model_name": "segnet.model",
@@ -113,8 +117,9 @@ class OnnxModelInfo:
         "std": "segnet.normalization.std",
         "total_stride": "segnet.total_stride",
         "class_diameter": "segnet.class_diameter",
+        "class_roles": "segnet.class_roles",
     }
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"class_diameter"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"class_diameter", "class_roles"})
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries (values JSON-encoded)."""
@@ -147,6 +152,11 @@ class OnnxModelInfo:
                 f"{path}: ONNX metadata '{cls._KEYS['class_diameter']}' gives {len(diameters)} diameters "
                 f"for {len(values['class_names'])} classes"
             )
+        roles = values.get("class_roles")
+        try:
+            ClassRoles.of(values["class_names"], roles)
+        except SegnetError as error:
+            raise CheckpointError(f"{path}: ONNX metadata '{cls._KEYS['class_roles']}' is wrong: {error}") from None
         return cls(
             values["model_name"],
             tuple(values["class_names"]),
@@ -154,6 +164,7 @@ class OnnxModelInfo:
             tuple(values["std"]),
             values["total_stride"],
             tuple(diameters) if diameters is not None else None,
+            roles,
         )
 
 

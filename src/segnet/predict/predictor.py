@@ -109,13 +109,14 @@ class Predictor:
     def from_onnx(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """Run an ONNX file from ``segnet export`` on onnxruntime, without importing torch.
 
-        Classes, normalisation and the reference cell sizes come from the file's metadata;
+        Classes, their roles, normalisation and the reference cell sizes come from the file's metadata;
         ``options.device`` picks the onnxruntime provider. Monte Carlo dropout is not available:
         the exported graph has no dropout.
         """
         backend = OnnxBackend(path, options.device)
         info = backend.info
-        return cls(backend, info.class_names, info.mean, info.std, options, reference_diameters=info.class_diameter)
+        roles = ClassRoles.of(info.class_names, info.class_roles)
+        return cls(backend, info.class_names, info.mean, info.std, options, roles, info.class_diameter)
 
     @property
     def num_classes(self) -> int:
