@@ -13,8 +13,8 @@ per class, object recall/precision/F1 and image-level presence per class, as ``s
   measures the red cells, the image is resized so they come to the reference, and segmented again;
 - ``auto``: ``--diameter auto``: the same, with the estimate checked on the rescaled pass and
   corrected once where it was off;
-- ``auto, median``: ``auto`` as it was before the cells were weighed by area (the plain median of
-  the predicted cells' diameters, which fragments pull down);
+- ``auto, median``: ``auto`` estimating from the median of the predicted cells' diameters, as it
+  did before the 75th percentile (fragments pull the median down);
 - ``mask scale``: the diameter measured on the drawn mask (``--diameter PX``): an upper bound of
   what a perfect size estimate would give.
 
@@ -81,7 +81,7 @@ class SamePasses:
 
 
 class MedianRescaled(Rescaled):
-    """``auto`` with the plain median of the predicted cells' diameters, as before ``by_area``."""
+    """``auto`` with the median of the predicted cells' diameters, as before the 75th percentile."""
 
     def _cell_diameter(self, proba: np.ndarray) -> float | None:
         return object_diameter(proba.argmax(axis=0) == self.class_id)

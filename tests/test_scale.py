@@ -21,7 +21,7 @@ from segnet.export import export_onnx
 from segnet.inference import AUTO_DIAMETER, InferenceOptions
 from segnet.model import build_model
 from segnet.predict import Predictor
-from segnet.predict.scale import Rescaled, scale_factor
+from segnet.predict.scale import ESTIMATE_QUANTILE, Rescaled, scale_factor
 from segnet.spec import ModelSpec
 
 
@@ -91,13 +91,13 @@ def test_diameter_of_discs_counts_touching_ones_apart() -> None:
     assert object_diameter(discs((50, 50), 2, [(25, 25)]) == 1) is None  # under MIN_AREA: not an object
 
 
-def test_by_area_the_whole_cells_outweigh_many_fragments() -> None:
-    mask = discs((120, 160), 15, [(30, 30), (85, 120)])  # two whole 31 px cells
-    mask |= discs((120, 160), 4, [(10, 100), (20, 120), (40, 140), (60, 100), (100, 20), (105, 50), (110, 80)])  # seven 9 px pieces
+def test_a_higher_quantile_reads_past_the_fragments() -> None:
+    mask = discs((120, 160), 15, [(30, 30), (85, 120), (30, 130)])  # three whole 31 px cells
+    mask |= discs((120, 160), 4, [(10, 80), (40, 90), (60, 60), (100, 20), (105, 50)])  # five 9 px pieces
     assert object_diameter(mask == 1) == pytest.approx(9, abs=1.5)
-    assert object_diameter(mask == 1, by_area=True) == pytest.approx(31, abs=1.5)
+    assert object_diameter(mask == 1, quantile=ESTIMATE_QUANTILE) == pytest.approx(31, abs=1.5)
     uniform = discs((80, 80), 8, [(20, 20), (60, 60)]) == 1
-    assert object_diameter(uniform, by_area=True) == object_diameter(uniform)
+    assert object_diameter(uniform, quantile=ESTIMATE_QUANTILE) == object_diameter(uniform)
 
 
 def test_the_fingerprint_records_each_class_s_object_diameter() -> None:

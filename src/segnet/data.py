@@ -467,16 +467,17 @@ def mask_thickness(region: np.ndarray) -> float:
     return 2.0 * area / max(area - int(interior.sum()), 1)
 
 
-def object_diameter(region: np.ndarray, min_area: int = MIN_AREA, *, by_area: bool = False) -> float | None:
-    """The median width in pixels of the shapes in a boolean mask: twice the largest distance from
-    a pixel of the shape to its outside, over the 8-connected shapes of at least ``min_area`` pixels.
+def object_diameter(region: np.ndarray, min_area: int = MIN_AREA, *, quantile: float = 0.5) -> float | None:
+    """The median (or another ``quantile``) width in pixels of the shapes in a boolean mask: twice the
+    largest distance from a pixel of the shape to its outside, over the 8-connected shapes of at
+    least ``min_area`` pixels.
 
     The diameter of a round object (a disc's within a pixel), and two touching cells measure as one
     cell, not as one large object, without the cost of splitting them: this is how the image's scale
     is read off its red cells (:mod:`segnet.predict.scale`). As for :func:`mask_thickness` the image
-    border is no boundary, so a cell cut by it keeps its width. ``by_area``: each shape counts by its
-    area (the area-weighted median), so the many small fragments of cells that a model finds at the
-    wrong scale count little; on drawn masks it is within 3% of the plain median for half the images.
+    border is no boundary, so a cell cut by it keeps its width. A higher ``quantile`` reads the scale
+    past the small fragments of cells that a model finds at the wrong scale (:mod:`segnet.predict.scale`
+    takes 0.75; on drawn masks the 75th percentile is 1.05x the median for the median image).
     ``None`` without any shape, or when the region is the whole image.
     """
     components, count = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
@@ -488,12 +489,7 @@ def object_diameter(region: np.ndarray, min_area: int = MIN_AREA, *, by_area: bo
     distance = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # exact, and 5x scipy's speed
     kept = areas >= min_area
     widths = np.array([distance[box][components[box] == label].max() for label, box in enumerate(ndimage.find_objects(components), 1)], dtype=np.float64)[kept]
-    if by_area:
-        order = np.argsort(widths)
-        cumulative = np.cumsum(areas[kept][order])
-        width = float(widths[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
-    else:
-        width = float(np.median(widths))
+    width = float(np.quantile(widths, quantile))
     # Rounded: OpenCV's float32 result differs in its last bits with its thread count, and a
     # resumed run compares its fingerprint exactly.
     return round(2.0 * width, 2)

@@ -9,8 +9,8 @@ first solid class) come to the model's reference diameter, the median over its t
 segmented, and the probabilities are resized back to the image.
 
 A user who knows the cells' size gives it (``diameter``, in pixels; one pass). Otherwise it is
-estimated per image: a first pass on the image as given measures the predicted cells, each by its
-area (fragments count little). At the wrong scale that pass finds fragments of cells, so the estimate is checked on the rescaled pass: if the
+estimated per image: a first pass on the image as given measures the predicted cells (their 75th
+percentile diameter, past the fragments). At the wrong scale that pass finds fragments of cells, so the estimate is checked on the rescaled pass: if the
 cells found there say the first factor went too far (a smaller enlargement or shrinkage, beyond
 ``tolerance``), the image is segmented once more at that corrected factor (at most three passes;
 cellpose also refines its size estimate from a first set of masks). A correction that asks for
@@ -35,6 +35,11 @@ from segnet.data import object_diameter
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER
 from segnet.predict.windows import TileProgress
+
+ESTIMATE_QUANTILE = 0.75
+"""Which quantile of the predicted cells' diameters estimates an image's scale (measured against
+the median, the area-weighted median and others: docs/decisions.md)."""
+
 
 class _Segmenter(Protocol):
     class_names: list[str]
@@ -136,9 +141,9 @@ class Rescaled:
         return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
 
     def _cell_diameter(self, proba: np.ndarray) -> float | None:
-        """The area-weighted median diameter of the cells in ``proba`` (at the image's size, whatever
-        scale it was segmented at): the cells found whole outweigh the fragments found at the wrong scale."""
-        return object_diameter(proba.argmax(axis=0) == self.class_id, by_area=True)
+        """The cells' diameter in ``proba`` (at the image's size, whatever scale it was segmented at):
+        the 75th percentile over the cells, which reads past the fragments found at the wrong scale."""
+        return object_diameter(proba.argmax(axis=0) == self.class_id, quantile=ESTIMATE_QUANTILE)
 
     def _at(self, image: np.ndarray, factor: float, progress: TileProgress | None) -> np.ndarray:
         """The wrapped predictor's probabilities for ``image`` enlarged by ``factor``, at the image's size."""
