@@ -3,7 +3,7 @@ reference red-cell size buys, with the model unchanged.
 
 Usage::
 
-    python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta] [--shrink 2.5]
+    python benchmarks/scale_inference.py --checkpoint RUN/best.pt --data DATA [--split val|all] [--no-tta] [--shrink 2.5] [--ways auto ...]
 
 Five ways of segmenting the same images with the same checkpoint, scored the same way (pixel IoU
 per class, object recall/precision/F1 and image-level presence per class, as ``segnet evaluate``):
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--train-data", type=Path, help="the training images, for the reference diameter of an older checkpoint (default: RUN/split.json's training images)")
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="one plain pass per image")
     parser.add_argument("--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s, as drawn)")
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="the ways to score (default: all; 'as given' always)")
     parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
     args = parser.parse_args()
 
@@ -156,25 +157,28 @@ def main() -> None:
     one_estimate = Rescaled(predictor, reference=recorded, refine=False)
     auto = Rescaled(predictor, reference=recorded)
     auto_median = MedianRescaled(predictor, reference=recorded)
-    everything = {way: Scores(class_names) for way in WAYS}
-    small = {way: Scores(class_names) for way in WAYS}
+    ways = [way for way in WAYS if way == WAYS[0] or way in args.ways]
+    everything = {way: Scores(class_names) for way in ways}
+    small = {way: Scores(class_names) for way in ways}
     for pair in tqdm(select_pairs(args.data, args.split, args.checkpoint.parent), desc="scoring", unit="image"):
         image, truth = shrunk(*load_pair(pair, len(class_names)), args.shrink)
         predictor.next_image()
         drawn = object_diameter(truth == SOLID_CLASS)
-        preds = {
-            "as given": predictor.predict(image),
-            "one estimate": one_estimate.predict(image),
-            "auto": auto.predict(image),
-            "auto, median": auto_median.predict(image),
-            "mask scale": Rescaled(predictor, drawn, reference=recorded).predict(image) if drawn else predictor.predict(image),
+        segmenters = {
+            "as given": predictor,
+            "one estimate": one_estimate,
+            "auto": auto,
+            "auto, median": auto_median,
+            "mask scale": Rescaled(predictor, drawn, reference=recorded) if drawn else predictor,
         }
+        preds = {way: segmenters[way].predict(image) for way in ways}
         for way, pred in preds.items():
             everything[way].add(pair.stem, truth, pred)
             if drawn is not None and drawn < args.small:
                 small[way].add(pair.stem, truth, pred)
         true_factor = f"{recorded / drawn:.2f}" if drawn else "-"
-        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}), one estimate {one_estimate.last_factor:.2f}, auto {auto.factors}, auto median {auto_median.factors}")
+        factors = ", ".join(f"{way} {[round(f, 2) for f in segmenters[way].factors]}" for way in ways if isinstance(segmenters[way], Rescaled))
+        tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}); factors: {factors}")
     print_table("all images", everything)
     if small[WAYS[0]].images:
         print_table(f"small-cell images (drawn red cells under {args.small:g} px)", small)
