@@ -214,8 +214,9 @@ def test_an_onnx_export_carries_the_reference_and_scales_as_its_checkpoint(tmp_p
     image = np.full((24, 30, 3), 90, np.uint8)
     np.testing.assert_allclose(from_onnx.predict_proba(image), Predictor.from_checkpoint(path, options).predict_proba(image), atol=1e-4)
     assert from_onnx.scale.factors == [4.0]
-    old = checkpoint_with(tmp_path / "old", {"class_diameter": [None, 40.0]}) if (tmp_path / "old").mkdir() is None else None
-    export_onnx(old, tmp_path / "old.onnx")  # diameters that do not fit the classes are left out, not exported
+    (tmp_path / "unfit").mkdir()
+    unfit = checkpoint_with(tmp_path / "unfit", {"class_diameter": [None, 40.0]})
+    export_onnx(unfit, tmp_path / "old.onnx")  # diameters that do not fit the classes are left out, not exported
     assert Predictor.from_onnx(tmp_path / "old.onnx", options.replace(diameter=None)).reference_diameters is None
     with pytest.raises(SegnetError, match="records no usable reference cell size"):
         Predictor.from_onnx(tmp_path / "old.onnx", options)

@@ -197,8 +197,8 @@ def _add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="export a checkpoint to ONNX and/or a bioimage.io model package",
-        description="Export a checkpoint. The ONNX graph takes the normalised image and returns logits; classes, "
-        "normalisation and the training cells' size (for --diameter) are stored in its metadata, which 'segnet predict --onnx' reads.",
+        description="Export a checkpoint. The ONNX graph takes the normalised image and returns logits; classes and their "
+        "roles, normalisation and the training cells' size (for --diameter) are stored in its metadata, which 'segnet predict --onnx' reads.",
     )
     export.add_argument("--checkpoint", required=True, type=Path, help=f"RUN/best.pt, or a built-in model ({_builtin_names()})")
     export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")

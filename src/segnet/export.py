@@ -307,9 +307,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
 
     The graph's input ``input`` is the normalised float32 batch ``(N, 3, H, W)`` with dynamic N, H
     and W (any size: the model pads to a multiple of its stride inside); its output ``logits`` is
-    ``(N, C, H, W)``. Class names, normalisation (mean/std on [0, 1]), stride and the reference
-    cell sizes are stored in the file's ``metadata_props`` (:class:`segnet.predict.OnnxModelInfo`). Dropout is off (eval mode),
-    so Monte Carlo dropout needs the PyTorch checkpoint. The export is checked with
+    ``(N, C, H, W)``. Class names and roles, normalisation (mean/std on [0, 1]), stride and the
+    reference cell sizes are stored in the file's ``metadata_props``
+    (:class:`segnet.predict.OnnxModelInfo`). Dropout is off (eval mode), so Monte Carlo dropout
+    needs the PyTorch checkpoint. The export is checked with
     :func:`check_onnx_export`.
 
     Returns:

@@ -10,15 +10,16 @@ segmented, and the probabilities are resized back to the image.
 
 A user who knows the cells' size gives it (``diameter``, in pixels; one pass). Otherwise it is
 estimated per image: a first pass on the image as given measures the predicted cells (their 75th
-percentile diameter, past the fragments). At the wrong scale that pass finds fragments of cells, so the estimate is checked on the rescaled pass: if the
-cells found there say the first factor went too far (a smaller enlargement or shrinkage, beyond
-``tolerance``), the image is segmented once more at that corrected factor (at most three passes;
-cellpose also refines its size estimate from a first set of masks). A correction that asks for
-more of the same is not followed: fragments found at every scale would blow the image up to the
-limit (measured: docs/decisions.md). Images whose first pass finds no cell, or whose scale is already within
-``tolerance`` of the reference, keep the first pass; so does an image whose rescaled pass finds no
-cell at all, or finds cells that say the factor should go the other way (enlarge where the first
-pass said shrink, or the reverse: the estimates contradict each other).
+percentile diameter, which reads past the fragments of cells a pass at the wrong scale finds).
+The estimate is checked on the rescaled pass: if the cells found there say the first factor went
+too far (a smaller enlargement or shrinkage, beyond ``tolerance``), the image is segmented once
+more at that corrected factor (at most three passes; cellpose also refines its size estimate
+from a first set of masks). A correction that asks for more of the same is not followed:
+fragments found at every scale would blow the image up to the limit (measured:
+docs/decisions.md). Images whose first pass finds no cell, or whose scale is already within
+``tolerance`` of the reference, keep the first pass; so does an image whose rescaled pass finds
+no cell at all, or finds cells that say the factor should go the other way (enlarge where the
+first pass said shrink, or the reverse: the estimates contradict each other).
 """
 
 from __future__ import annotations
