@@ -9,7 +9,16 @@ import torch
 
 from segnet.data import IGNORE_INDEX
 from segnet.config import LOSSES
-from segnet.losses import build_loss, centreline_tubes, class_weights, lovasz_softmax_loss, median_frequency_weights, skeleton_recall_loss, soft_dice_loss
+from segnet.losses import (
+    build_loss,
+    centreline_tubes,
+    class_weights,
+    focal_tversky_loss,
+    lovasz_softmax_loss,
+    median_frequency_weights,
+    skeleton_recall_loss,
+    soft_dice_loss,
+)
 
 
 def test_median_frequency_weights_by_hand():
@@ -82,6 +91,38 @@ def test_lovasz_term_trains_towards_the_truth():
         stepped = logits - 0.5 * logits.grad
     assert loss(stepped, target).item() < before.item()
     assert loss(stepped, target).item() > build_loss(None, "ce")(stepped, target).item()
+
+
+def test_focal_tversky_weighs_a_missed_pixel_more_than_a_false_one():
+    target = torch.tensor([[[0, 0, 0, 0], [0, 2, 2, 0], [0, 2, 2, 0], [0, 0, 0, 0]]])
+    assert focal_tversky_loss(_hard_logits(target), target, background=0).item() == pytest.approx(0.0, abs=1e-5)
+    missed_one = target.clone()
+    missed_one[0, 1, 1] = 0  # 3 of 4 found: TI = (3 + 1) / (3 + 0.7 + 1)
+    false_one = target.clone()
+    false_one[0, 0, 0] = 2  # 4 found, one false: TI = (4 + 1) / (4 + 0.3 + 1)
+    missed = focal_tversky_loss(_hard_logits(missed_one), target, background=0).item()
+    false = focal_tversky_loss(_hard_logits(false_one), target, background=0).item()
+    assert missed == pytest.approx((1 - 4 / 4.7) ** 0.75, abs=1e-4)
+    assert false == pytest.approx((1 - 5 / 5.3) ** 0.75, abs=1e-4)
+    assert missed > 2 * false
+    perfect = _hard_logits(target).requires_grad_()
+    focal_tversky_loss(perfect, target, background=0).backward()
+    assert torch.isfinite(perfect.grad).all()
+
+
+def test_focal_tversky_leaves_out_the_background_and_ignored_pixels():
+    target = torch.tensor([[[0, 0], [1, 1]]])
+    wrong_background = torch.tensor([[[1, 1], [1, 1]]])  # class 1 found whole, background missed
+    assert focal_tversky_loss(_hard_logits(wrong_background), target, background=0).item() > 0  # class 1's false pixels
+    assert focal_tversky_loss(_hard_logits(wrong_background), target, background=None).item() > focal_tversky_loss(
+        _hard_logits(wrong_background), target, background=0
+    ).item()
+    ignored = torch.full_like(target, IGNORE_INDEX)
+    ignored[0, 1] = 1
+    assert focal_tversky_loss(_hard_logits(wrong_background), ignored, background=0).item() == pytest.approx(0.0, abs=1e-5)
+    only_background = torch.zeros_like(target)
+    assert focal_tversky_loss(_hard_logits(wrong_background), only_background, background=0).item() == 0.0
+    assert build_loss(None, "ce+focal-tversky", background=1)(_hard_logits(target), target).item() == pytest.approx(0.0, abs=1e-4)
 
 
 def test_every_loss_choice_builds():

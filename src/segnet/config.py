@@ -27,7 +27,7 @@ from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_D
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
 CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
-LOSSES = ("ce", "ce+dice", "ce+lovasz")
+LOSSES = ("ce", "ce+dice", "ce+lovasz", "ce+focal-tversky")
 ROLES = ("background", "solid", "thin")
 """What a class is to counting: the background (not objects), solid objects (holes filled, opened
 and touching objects split: red cells) or thin ones (specks dropped, measured along the
@@ -125,7 +125,7 @@ class TrainConfig:
     warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
     class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
     # measured: benchmarks/loss_choices.py
-    loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice or Lovász-softmax (an IoU surrogate)", "optimisation")
+    loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)", "optimisation")
     skeleton_recall: float | None = option(
         None,
         "add skeleton recall with this weight for the thin classes (spirochetes): 1 - the predicted probability along "

@@ -9,7 +9,8 @@ docs/decisions.md for the measurements).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -43,9 +44,13 @@ def class_weights(presence_frequencies: Sequence[float], scheme: str) -> list[fl
     raise ValueError(f"unknown class weighting '{scheme}' (choose from {', '.join(CLASS_WEIGHTINGS)})")
 
 
+RegionTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A loss over whole classes of a batch, from its logits and target (e.g. :func:`soft_dice_loss`)."""
+
+
 class SegmentationLoss(nn.Module):
-    """Weighted cross-entropy, optionally plus a region term over the classes (``"dice"``: soft
-    Dice; ``"lovasz"``: Lovász-softmax, a convex surrogate of the Jaccard index, i.e. of IoU).
+    """Weighted cross-entropy, optionally plus a ``region_term`` over the classes (one of
+    :data:`REGION_TERMS`, as :func:`build_loss` picks it).
 
     With ``skeleton_weight``, plus that times :func:`skeleton_recall_loss` over ``skeleton_classes``
     (the thin classes). Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in
@@ -55,7 +60,7 @@ class SegmentationLoss(nn.Module):
     def __init__(
         self,
         weights: Sequence[float] | None = None,
-        region: str | None = None,
+        region_term: RegionTerm | None = None,
         skeleton_classes: Sequence[int] = (),
         skeleton_weight: float | None = None,
     ) -> None:
@@ -63,9 +68,7 @@ class SegmentationLoss(nn.Module):
         self.skeleton_classes = tuple(skeleton_classes)
         self.skeleton_weight = skeleton_weight
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
-        if region is not None and region not in REGION_TERMS:
-            raise ValueError(f"unknown region term '{region}' (choose from {', '.join(REGION_TERMS)})")
-        self.region_term = REGION_TERMS[region] if region else None
+        self.region_term = region_term
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
@@ -76,18 +79,47 @@ class SegmentationLoss(nn.Module):
         return loss
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean soft Dice over classes present in the batch, ignoring ``IGNORE_INDEX`` pixels."""
+def soft_class_counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class, over the batch's pixels but ``IGNORE_INDEX`` ones: the soft true positives (the
+    probability of the true class), the predicted total (summed probabilities) and the true total."""
     num_classes = logits.shape[1]
     valid = (target != IGNORE_INDEX).unsqueeze(1)
     proba = logits.float().softmax(1) * valid
     one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
     dims = (0, 2, 3)
-    intersection = (proba * one_hot).sum(dims)
-    total = proba.sum(dims) + one_hot.sum(dims)
-    present = one_hot.sum(dims) > 0
-    dice = (2 * intersection + 1.0) / (total + 1.0)
+    return (proba * one_hot).sum(dims), proba.sum(dims), one_hot.sum(dims).float()
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over classes present in the batch, ignoring ``IGNORE_INDEX`` pixels."""
+    intersection, predicted, true = soft_class_counts(logits, target)
+    present = true > 0
+    dice = (2 * intersection + 1.0) / (predicted + true + 1.0)
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
+
+
+TVERSKY_FN_WEIGHT, TVERSKY_FP_WEIGHT, TVERSKY_EXPONENT = 0.7, 0.3, 0.75
+"""Focal Tversky's published setting (Abraham & Khan 2019): missed pixels weigh 0.7, false ones
+0.3, and each class's ``1 - TI`` is raised to 1/γ = 0.75."""
+
+
+def focal_tversky_loss(logits: torch.Tensor, target: torch.Tensor, background: int | None = None) -> torch.Tensor:
+    """Mean over the classes present in the batch (but ``background``) of ``(1 - TI_c) ** 0.75``,
+    with the Tversky index ``TI = TP / (TP + 0.7 FN + 0.3 FP)`` of soft counts (Abraham & Khan,
+    ISBI 2019); ``IGNORE_INDEX`` pixels are left out.
+
+    At 0.5 / 0.5 and exponent 1 it is soft Dice; here a missed pixel weighs more than a false one,
+    for the objects' recall (the thin class's weak point). The background is left out: its missed
+    pixels are the objects' false ones, so weighing them up would undo the asymmetry.
+    """
+    true_positive, predicted, true = soft_class_counts(logits, target)
+    missed, false = true - true_positive, predicted - true_positive
+    tversky = (true_positive + 1.0) / (true_positive + TVERSKY_FN_WEIGHT * missed + TVERSKY_FP_WEIGHT * false + 1.0)
+    counted = true > 0
+    if background is not None:
+        counted[background] = False
+    # The power's slope is infinite at 0 (a class found exactly): clamped, so it never makes NaN.
+    return ((1.0 - tversky[counted]).clamp_min(1e-8) ** TVERSKY_EXPONENT).mean() if counted.any() else logits.sum() * 0.0
 
 
 def lovasz_softmax_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -149,16 +181,24 @@ def centreline_tubes(masks: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(skeletons, 3, stride=1, padding=1).squeeze(1)
 
 
-REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss}
+REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss, "focal-tversky": focal_tversky_loss}
 """The region terms a ``loss`` choice may add to cross-entropy, by the name after its ``+``."""
 
 
 def build_loss(
-    weights: Sequence[float] | None = None, loss: str = "ce", thin_classes: Sequence[int] = (), skeleton_recall: float | None = None
+    weights: Sequence[float] | None = None,
+    loss: str = "ce",
+    thin_classes: Sequence[int] = (),
+    skeleton_recall: float | None = None,
+    background: int = 0,
 ) -> SegmentationLoss:
     """The training loss for a config's ``loss`` choice, with per-class ``weights``
-    (:func:`class_weights`) and, with ``skeleton_recall``, that weight of skeleton recall on ``thin_classes``."""
+    (:func:`class_weights`) and, with ``skeleton_recall``, that weight of skeleton recall on
+    ``thin_classes``; focal Tversky leaves out the ``background`` class."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
-    region = loss.partition("+")[2] or None  # "ce+dice" -> "dice"
-    return SegmentationLoss(weights, region, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall)
+    region = loss.partition("+")[2]  # "ce+dice" -> "dice"
+    region_term = REGION_TERMS[region] if region else None
+    if region_term is focal_tversky_loss:
+        region_term = partial(focal_tversky_loss, background=background)
+    return SegmentationLoss(weights, region_term, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall)

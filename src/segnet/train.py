@@ -473,8 +473,10 @@ def build_run(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
+    roles = config.roles()
+    loss = build_loss(plan.class_weights, config.loss, roles.thin, config.skeleton_recall, roles.background)
     step = TrainingStep(
-        model, build_loss(plan.class_weights, config.loss, config.roles().thin, config.skeleton_recall).to(device), optimizer, scheduler, device,
+        model, loss.to(device), optimizer, scheduler, device,
         dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip, average,
     )
     progress = Progress()
