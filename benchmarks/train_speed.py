@@ -31,6 +31,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,7 +44,8 @@ from segnet.losses import build_loss
 from segnet.model import build_model
 from segnet.spec import ModelSpec
 from segnet.synthetic import write_dataset
-from segnet.train import EpochStats, compile_model, make_train_loader, train_one_epoch
+from segnet.plan import TrainPlan
+from segnet.train import EpochStats, TrainingStep, compile_model, make_train_loader, train_one_epoch
 from segnet.transforms import train_transform
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
@@ -150,21 +152,23 @@ class VariantRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
         self.amp_dtype = autocast_dtype(device, True) if variant.amp else None
         self.dtype = str(self.amp_dtype or torch.float32).removeprefix("torch.")
+        self.step = TrainingStep(self.model, self.loss_fn, self.optimizer, self.scheduler, device, self.amp_dtype, variant.channels_last)
+        # The mean/std only shift the inputs; their values do not change the speed.
+        self.plan = TrainPlan(
+            image_size=args.crop, downsample=1, focus_class=2, mean=[0.2] * 3, std=[0.2] * 3, class_weights=None,
+            batch_size=args.batch_size, per_process_batch=args.batch_size,
+        )
         self.timed_dataset = self.dataset(self.timed_pairs)
         self.warmup_seconds = self.train(self.dataset(self.warm_pairs), epoch=1).seconds
 
     def dataset(self, pairs: list) -> SegmentationDataset:
-        # The mean/std only shift the inputs; their values do not change the speed.
-        dataset = SegmentationDataset(pairs, self.num_classes, (0.2, 0.2, 0.2), (0.2, 0.2, 0.2), preload=self.variant.cache)
+        dataset = SegmentationDataset(pairs, self.num_classes, self.plan.mean, self.plan.std, preload=self.variant.cache)
         dataset.transform = train_transform(self.crop, self.config.scale_range, self.num_classes, focus_class=2, focus_probability=self.config.focus_probability)
         return dataset
 
     def train(self, dataset: SegmentationDataset, epoch: int) -> EpochStats:
-        loader = make_train_loader(dataset, self.config, epoch, pin_memory=self.device.type == "cuda")
-        return train_one_epoch(
-            self.model, loader, self.loss_fn, self.optimizer, self.scheduler, self.device, epoch, epoch,
-            None, self.amp_dtype, self.variant.channels_last,
-        )
+        loader = make_train_loader(dataset, self.config, self.plan, epoch, pin_memory=self.device.type == "cuda")
+        return train_one_epoch(self.step, loader, epoch, epoch)
 
     def timed_round(self, round_index: int) -> EpochStats:
         # Without the cache, a fresh dataset object decodes every image again, as each epoch would.
@@ -202,20 +206,7 @@ def main() -> None:
         flops_per_step = training_step_flops(model, build_loss().to(device), images, masks)
         del model
 
-        if device.type == "cuda":
-            datasheet, peak_note = gpu_datasheet_peak(device)
-            bf16_peak = datasheet or matmul_peak(device, torch.bfloat16)
-            peak_now = lambda dtype: bf16_peak  # noqa: E731 - the datasheet peak does not move with load
-            peak_note += "; every row is compared with the bf16 peak"
-        else:
-            peak_now = lambda dtype: matmul_peak(device, getattr(torch, dtype))  # noqa: E731
-            cores, clock = os.cpu_count() or 1, cpu_clock_ghz()
-            low, high = (cores * (clock or 0) * flops for flops in CPU_FLOPS_PER_CYCLE_FP32)
-            peak_note = (
-                f"peak = practical peak: the best 2048x2048 matmul in the row's dtype, measured before each round under the same load "
-                f"(theoretical: {cores} cores x {clock or 0:.2f} GHz nominal x {'/'.join(map(str, CPU_FLOPS_PER_CYCLE_FP32))} "
-                f"FLOP/cycle = {low:.0f}-{high:.0f} GFLOP/s float32, twice that in bfloat16)"
-            )
+        peak_now, peak_note = peak_reference(device)
 
         runs = []
         for variant in variants(args.compile, args.workers):
@@ -244,6 +235,34 @@ def main() -> None:
         results = list(best.values())
     load_after = os.getloadavg()
 
+    print_results(args, device, results, flops_per_step, (load_before, load_after), peak_note)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step, "peak": peak_note,
+                        "load_before": load_before, "load_after": load_after, "results": results}, indent=1)
+        )
+
+
+def peak_reference(device: torch.device) -> tuple[Callable[[str], float], str]:
+    """What each row's FLOP/s is compared with: a function of the row's dtype, and a note saying what it is."""
+    if device.type == "cuda":
+        datasheet, peak_note = gpu_datasheet_peak(device)
+        bf16_peak = datasheet or matmul_peak(device, torch.bfloat16)
+        return (lambda dtype: bf16_peak), peak_note + "; every row is compared with the bf16 peak"  # a datasheet peak does not move with load
+    cores, clock = os.cpu_count() or 1, cpu_clock_ghz()
+    low, high = (cores * (clock or 0) * flops for flops in CPU_FLOPS_PER_CYCLE_FP32)
+    peak_note = (
+        f"peak = practical peak: the best 2048x2048 matmul in the row's dtype, measured before each round under the same load "
+        f"(theoretical: {cores} cores x {clock or 0:.2f} GHz nominal x {'/'.join(map(str, CPU_FLOPS_PER_CYCLE_FP32))} "
+        f"FLOP/cycle = {low:.0f}-{high:.0f} GFLOP/s float32, twice that in bfloat16)"
+    )
+    return (lambda dtype: matmul_peak(device, getattr(torch, dtype))), peak_note
+
+
+def print_results(
+    args: argparse.Namespace, device: torch.device, results: list[dict], flops_per_step: float, loads: tuple[tuple, tuple], peak_note: str
+) -> None:
+    """The setting, then one table row per variant with its speed-up over the first (the baseline)."""
     baseline = results[0]["images_per_second"]
     print()
     print(
@@ -251,7 +270,7 @@ def main() -> None:
         f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
     )
     print(f"data: {args.data or 'synthetic 512x512 images'}; FLOPs per training step (fwd+bwd): {flops_per_step / 1e9:.1f} GFLOP")
-    print(f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in loads[0])}, after: {' '.join(f'{x:.2f}' for x in loads[1])}")
     print(peak_note)
     print()
     print("| variant | dtype | images/s | speed-up | s/step | data wait s/step | achieved TFLOP/s | peak TFLOP/s | % of peak | warm-up s | loss |")
@@ -261,11 +280,6 @@ def main() -> None:
             f"| {row['variant']} | {row['dtype']} | {row['images_per_second']:.2f} | {row['images_per_second'] / baseline:.2f}x | "
             f"{row['seconds_per_step']:.2f} | {row['data_wait_per_step']:.2f} ({100 * row['data_wait_per_step'] / row['seconds_per_step']:.0f}%) | "
             f"{row['tflops']:.4f} | {row['peak_tflops']:.4f} | {100 * row['fraction_of_peak']:.0f}% | {row['warmup_seconds']:.1f} | {row['loss']:.3f} |"
-        )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step, "peak": peak_note,
-                        "load_before": load_before, "load_after": load_after, "results": results}, indent=1)
         )
 
 
