@@ -114,7 +114,7 @@ def test_segment_gives_what_segnet_predict_writes(make_napari_viewer, qtbot, pre
     # Clicking a row centres the view on that object and selects it.
     qtbot.mouseClick(widget.table.viewport(), Qt.MouseButton.LeftButton, pos=widget.table.visualRect(widget.table.model().index(2, 0)).center())
     row = table[3]
-    assert tuple(viewer.camera.center[-2:]) == pytest.approx((float(row[5]), float(row[4])))
+    assert tuple(viewer.scene.camera.center[-2:]) == pytest.approx((float(row[5]), float(row[4])))
     assert objects.selected_label == int(row[2])
 
     # The rendered view is no blank canvas and shows the class colours where the mask says.

@@ -337,7 +337,7 @@ class SegmentWidget(QWidget):
             objects = self.viewer.layers[objects_name]
             centre = tuple(objects.data_to_world(centre))
             objects.selected_label = int(cells[_OBJECT_ID])
-        self.viewer.camera.center = centre
+        self.viewer.scene.camera.center = centre
 
     # ------------------------------------------------------------------ saving
 
