@@ -141,7 +141,7 @@ class VariantRun:
             model=args.model, batch_size=args.batch_size, image_size=args.crop, num_workers=variant.num_workers,
             amp=variant.amp, channels_last=variant.channels_last, compile=variant.compile, seed=0,
         )
-        self.crop, self.num_classes = args.crop, len(self.config.classes)
+        self.num_classes = len(self.config.classes)
         self.warm_pairs, self.timed_pairs = pairs[: args.batch_size], pairs[args.batch_size : args.batch_size * (args.steps + 1)]
         torch.manual_seed(0)
         memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
@@ -162,8 +162,11 @@ class VariantRun:
         self.warmup_seconds = self.train(self.dataset(self.warm_pairs), epoch=1).seconds
 
     def dataset(self, pairs: list) -> SegmentationDataset:
-        dataset = SegmentationDataset(pairs, self.num_classes, self.plan.mean, self.plan.std, preload=self.variant.cache)
-        dataset.transform = train_transform(self.crop, self.config.scale_range, self.num_classes, focus_class=2, focus_probability=self.config.focus_probability)
+        plan = self.plan
+        dataset = SegmentationDataset(pairs, self.num_classes, plan.mean, plan.std, preload=self.variant.cache)
+        dataset.transform = train_transform(
+            plan.image_size, self.config.scale_range, self.num_classes, focus_class=plan.focus_class, focus_probability=self.config.focus_probability
+        )
         return dataset
 
     def train(self, dataset: SegmentationDataset, epoch: int) -> EpochStats:
