@@ -236,6 +236,55 @@ def test_detail_branch_learns_what_the_downsampled_network_cannot_see() -> None:
     assert losses[8] < 0.1
 
 
+def test_space_to_depth_starts_as_its_upsampled_logits_and_sees_every_pixel() -> None:
+    """Its sub-pixel head starts at zero; block averages are blind to pixels moved within a block,
+    the rearranged input is not; 91k parameters more for segnet-basic at K=3 (issue 30's figure)."""
+    torch.manual_seed(0)
+    pooled = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3)).eval()
+    lossless = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3, space_to_depth=True)).eval()
+    assert count_parameters(lossless) - count_parameters(pooled) == 24 * 64 * 49 + (64 * 9 + 1) * 27
+    image = torch.randn(1, 3, 48, 48)
+    moved = image.clone()
+    moved[..., 0:3, 0:3] = image[..., 0:3, 0:3].flip(-1).flip(-2)  # the same block mean
+    with torch.no_grad():
+        head, lossless.subpixel = lossless.subpixel, None
+        without_head = lossless(image)
+        lossless.subpixel = head
+        torch.testing.assert_close(lossless(image), without_head)
+        torch.testing.assert_close(pooled(moved), pooled(image))
+        assert (lossless(moved) - lossless(image)).abs().max() > 1e-3
+
+
+def test_space_to_depth_draws_lines_thinner_than_its_resolution() -> None:
+    """One-pixel stripes at 1/4 resolution: the averaged input sees a uniform grey, the rearranged
+    input and sub-pixel head fit them."""
+    image = torch.zeros(4, 3, 32, 32)
+    image[:, :, :, ::2] = 1.0
+    target = (image[:, 0] > 0).long()
+    losses = {}
+    for lossless in (False, True):
+        torch.manual_seed(0)
+        model = build_model(ModelSpec("segnet-basic", num_classes=2, downsample=4, space_to_depth=lossless))
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            optimiser.zero_grad()
+            loss = F.cross_entropy(model(image), target)
+            loss.backward()
+            optimiser.step()
+        losses[lossless] = loss.item()
+    assert losses[False] > 0.6
+    assert losses[True] < 0.1
+
+
+def test_space_to_depth_at_full_resolution_is_the_plain_model() -> None:
+    torch.manual_seed(0)
+    plain = build_model(ModelSpec("segnet-basic", num_classes=3))
+    torch.manual_seed(0)
+    lossless = build_model(ModelSpec("segnet-basic", num_classes=3, space_to_depth=True))
+    assert lossless.subpixel is None and not lossless.space_to_depth
+    assert plain.state_dict().keys() == lossless.state_dict().keys()
+
+
 # ---------------------------------------------------------------------------- errors
 
 
@@ -258,6 +307,7 @@ def test_unknown_name_lists_valid_names() -> None:
         {"num_classes": 3, "detail_width": -1},
         {"num_classes": 3, "detail_width": 65},
         {"num_classes": 3, "detail_width": True},
+        {"num_classes": 3, "space_to_depth": 1},
     ],
 )
 def test_bad_sizes_rejected(kwargs: dict[str, int]) -> None:

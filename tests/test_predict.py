@@ -17,7 +17,7 @@ from torch import nn
 
 from segnet.checkpoint import new_checkpoint, save_checkpoint
 from segnet.errors import CheckpointError, DataError, SegnetError
-from segnet.model import build_model
+from segnet.model import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
 from segnet.spec import ModelSpec
 from segnet.inference import InferenceOptions
 from segnet.predict import (
@@ -151,6 +151,18 @@ def test_tiling_reproduces_whole_image_inference() -> None:
     tiled_proba = predictor(model, tile=64, batch_size=3).predict_proba(image)
     np.testing.assert_allclose(tiled_proba.sum(0), 1.0, atol=1e-5)
     assert (tiled_proba.argmax(0) == whole).mean() >= 0.99
+
+
+def test_tiling_a_space_to_depth_model_keeps_its_block_grid() -> None:
+    # One small stage, so that a tile holds all the context a pixel needs.
+    torch.manual_seed(0)
+    model = SegNet("segnet-basic", [EncoderStage(27, [8])], [DecoderStage(8, [8])], nn.Conv2d(8, 3, 1), 3, 27, downsample=3)
+    model.space_to_depth, model.subpixel = True, SubPixelHead(8, 3, 3)
+    torch.nn.init.normal_(model.subpixel.conv.weight, std=0.1)
+    model.eval()
+    image = sample_image(150, 130)
+    whole = predictor(model).predict(image)
+    assert (predictor(model, tile=96).predict(image) == whole).mean() >= 0.99
 
 
 def test_tiling_a_pooling_model_keeps_its_pooling_grid() -> None:

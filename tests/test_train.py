@@ -50,7 +50,7 @@ def test_checkpoint_is_self_describing(finished_run):
     assert state["epoch"] == 2
     assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
-    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1, "detail_width": 0}
+    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1, "detail_width": 0, "space_to_depth": False}
     assert "optimizer_state" in state and "scheduler_state" in state
 
 
@@ -152,17 +152,17 @@ def test_a_resumed_plan_keeps_what_the_data_decided():
 
 def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
-    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4), progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4, space_to_depth=True), progress_log=lambda *a: None)
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    assert state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4
+    assert state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4 and state["model"]["space_to_depth"]
     assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
         train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
     # Without --downsample the run resumes at its own, although these images alone would give 1,
-    # and with its own detail branch.
+    # and with its own detail branch and input path.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
-    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {**state["model"], "downsample": 2, "detail_width": 4}
+    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {**state["model"], "downsample": 2, "detail_width": 4, "space_to_depth": True}
 
 
 def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(synthetic_dataset, tmp_path, monkeypatch):

@@ -89,6 +89,12 @@ class TrainConfig:
         "model",
         le=LARGEST_DOWNSAMPLE,
     )
+    space_to_depth: bool = option(
+        False,
+        "reach 1/K by rearranging each K x K block into channels (pixel_unshuffle) instead of averaging it, and draw "
+        "full-resolution logits with a sub-pixel head, so faint filaments thinner than K pixels reach the network",
+        "model",
+    )
     detail_width: int = option(
         0,
         "channels of a full-resolution detail branch that corrects the upsampled logits, for the edges and thin "

@@ -40,6 +40,14 @@ darkfield images (spirochetes about 11 px thick, red cells up to 300 px across) 
 same network three times the field of view for a ninth of the computation per image; training
 picks k from the thinnest class in the dataset fingerprint (``segnet.train``).
 
+``space_to_depth`` (off by default; on in the training recipe) makes that resolution change lossless:
+the input reaches the network by ``pixel_unshuffle`` (each k x k block becomes k*k channels of one
+model pixel, so every image pixel reaches the first convolution at the same 1/k cost) instead of
+being averaged, and a :class:`SubPixelHead` draws k x k logits per model pixel from the last
+decoder features (``pixel_shuffle``), added to the upsampled logits. A faint filament 2-4 px wide
+survives into the network at its own contrast, and the network can draw a line thinner than k.
+The head starts at zero, so the model starts as the upsampled one.
+
 ``detail_width`` (0 by default) adds the detail that 1/k resolution loses: a :class:`DetailRefiner`,
 one 3x3 conv of that width on the full-resolution input, whose features and the upsampled logits
 give a residual correction of the logits (BiSeNet's spatial path, reduced to its last step). Its
@@ -74,6 +82,7 @@ __all__ = [
     "EncoderStage",
     "ModelSpec",
     "SegNet",
+    "SubPixelHead",
     "build_model",
     "build_model_from_kwargs",
     "count_parameters",
@@ -189,6 +198,21 @@ class DetailRefiner(nn.Module):
         return logits + self.head(torch.cat([self.features(image), logits], dim=1))
 
 
+class SubPixelHead(nn.Module):
+    """Full-resolution logits from model-resolution features: a 3x3 conv to ``factor ** 2`` values per
+    class, rearranged by ``pixel_shuffle`` into a ``factor`` x ``factor`` block; zero-initialised."""
+
+    def __init__(self, in_channels: int, num_classes: int, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.conv = nn.Conv2d(in_channels, num_classes * factor * factor, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(features), self.factor)
+
+
 class SegNet(nn.Module):
     """Encoder stages -> mirrored decoder stages (unpooling with the encoder's indices) -> head.
 
@@ -199,6 +223,8 @@ class SegNet(nn.Module):
         total_stride: ``downsample * 2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
         spec: the :class:`~segnet.spec.ModelSpec` it was built from by :func:`build_model`
             (``None`` for a network assembled in code).
+        space_to_depth: the input is rearranged (``pixel_unshuffle``), not averaged, to 1/downsample.
+        subpixel: the :class:`SubPixelHead` of a ``space_to_depth`` model, else ``None``.
         refiner: the full-resolution :class:`DetailRefiner` (``spec.detail_width`` > 0), else ``None``.
         logit_offsets: a buffer of one constant per class added to the logits; zero while training,
             set afterwards by :mod:`segnet.calibration` to undo the bias that class weighting
@@ -227,6 +253,8 @@ class SegNet(nn.Module):
         self.classifier = classifier
         self.total_stride: int = downsample * 2 ** len(encoder)
         self.spec: ModelSpec | None = None
+        self.space_to_depth = False
+        self.subpixel: SubPixelHead | None = None
         self.refiner: DetailRefiner | None = None
         self.register_buffer("logit_offsets", torch.zeros(num_classes))
         _init_weights(self)
@@ -239,16 +267,18 @@ class SegNet(nn.Module):
         pad_w = (stride - width % stride) % stride
         image = x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros at the right and bottom
         if self.downsample > 1:
-            x = F.avg_pool2d(x, self.downsample)
+            x = F.pixel_unshuffle(x, self.downsample) if self.space_to_depth else F.avg_pool2d(x, self.downsample)
         indices = []
         for stage in self.encoder:
             x, idx = stage(x)
             indices.append(idx)
         for stage, idx in zip(self.decoder, reversed(indices)):
             x = stage(x, idx)
-        x = self.classifier(x)
+        features, x = x, self.classifier(x)
         if self.downsample > 1:
             x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
+        if self.subpixel is not None:
+            x = x + self.subpixel(features)
         if self.refiner is not None:
             x = self.refiner(image, x)
         x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
@@ -322,16 +352,24 @@ def _notebook_segnet(name: str, num_classes: int, in_channels: int, downsample: 
 def build_model(spec: ModelSpec) -> SegNet:
     """Build the model ``spec`` describes, with freshly initialised weights.
 
-    ``spec.downsample``: the model runs at 1/downsample of the input resolution; ``spec.detail_width``:
-    the width of its full-resolution :class:`DetailRefiner` (module docs).
+    ``spec.downsample``: the model runs at 1/downsample of the input resolution, reached losslessly
+    where ``spec.space_to_depth``; ``spec.detail_width``: the width of its full-resolution
+    :class:`DetailRefiner` (module docs).
     The model's ``spec`` attribute is ``spec``, and its ``total_stride`` equals ``spec.total_stride``.
     """
+    unshuffled = spec.space_to_depth and spec.downsample > 1
+    # The first convolution sees every pixel of a downsample x downsample block as its own channel.
+    network_in = spec.in_channels * spec.downsample**2 if unshuffled else spec.in_channels
     if spec.name in ("segnet", "bayesian-segnet"):
-        model = _segnet(spec.name, spec.num_classes, spec.in_channels, spec.bayesian, spec.downsample)
+        model = _segnet(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     elif spec.name in ("segnet-basic", "bayesian-segnet-basic"):
-        model = _segnet_basic(spec.name, spec.num_classes, spec.in_channels, spec.bayesian, spec.downsample)
+        model = _segnet_basic(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     else:
-        model = _notebook_segnet(spec.name, spec.num_classes, spec.in_channels, spec.downsample)
+        model = _notebook_segnet(spec.name, spec.num_classes, network_in, spec.downsample)
+    model.in_channels = spec.in_channels
+    if unshuffled:
+        model.space_to_depth = True
+        model.subpixel = SubPixelHead(model.decoder[-1].out_channels, spec.num_classes, spec.downsample)
     if spec.detail_width:
         model.refiner = DetailRefiner(spec.in_channels, spec.num_classes, spec.detail_width)
     model.spec = spec

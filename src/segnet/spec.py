@@ -55,6 +55,8 @@ class ModelSpec:
         downsample: the network runs at 1/downsample of the input resolution (:mod:`segnet.model`).
         detail_width: channels of the full-resolution detail branch that refines the upsampled
             logits (:class:`segnet.model.DetailRefiner`); 0 builds none.
+        space_to_depth: reach 1/downsample by ``pixel_unshuffle`` and draw full-resolution logits
+            with a sub-pixel head (:mod:`segnet.model`), instead of averaging and upsampling alone.
 
     Raises:
         SegnetError: an unknown name (the message lists the valid ones), a count below 1 or a
@@ -66,6 +68,7 @@ class ModelSpec:
     in_channels: int = 3
     downsample: int = 1
     detail_width: int = 0
+    space_to_depth: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in _ENCODER_STAGES:
@@ -77,6 +80,8 @@ class ModelSpec:
         width = self.detail_width
         if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= WIDEST_DETAIL:
             raise SegnetError(f"detail_width must be an integer from 0 to {WIDEST_DETAIL}, got {width!r}")
+        if not isinstance(self.space_to_depth, bool):
+            raise SegnetError(f"space_to_depth must be true or false, got {self.space_to_depth!r}")
 
     @property
     def total_stride(self) -> int:
@@ -96,8 +101,8 @@ class ModelSpec:
     def from_dict(cls, values: Mapping[str, Any], path: str | Path) -> ModelSpec:
         """The spec stored at ``path`` (a checkpoint's ``model``), upgraded from older checkpoints.
 
-        Checkpoints from before ``in_channels``, ``downsample`` or ``detail_width`` were stored
-        lack them; they were built with 3, 1 and 0, the defaults.
+        Checkpoints from before ``in_channels``, ``downsample``, ``detail_width`` or ``space_to_depth``
+        were stored lack them; they were built with 3, 1, 0 and False, the defaults.
 
         Raises:
             CheckpointError: not a mapping, an unknown key, a missing name or class count, or a

@@ -311,7 +311,7 @@ def start_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
     check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
     spec = model_spec(resumed)
-    config.downsample, config.detail_width = spec.downsample, spec.detail_width
+    config.downsample, config.detail_width, config.space_to_depth = spec.downsample, spec.detail_width, spec.space_to_depth
     if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
         config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
     return resumed
@@ -332,6 +332,14 @@ def load_initial_weights(config: TrainConfig, class_names: list[str], log: Calla
     spec = model_spec(state)
     if spec.detail_width not in (0, config.detail_width):
         raise CheckpointError(f"{path}: its detail branch is {spec.detail_width} channels wide; pass --detail-width {spec.detail_width}")
+    if spec.space_to_depth != config.space_to_depth:
+        # The first convolution's shape is the input path's: the weights fit only the same path.
+        config.space_to_depth = spec.space_to_depth
+        log(f"{'with' if spec.space_to_depth else 'without'} space-to-depth input, as {config.init} was trained")
+    if spec.space_to_depth and spec.downsample > 1:
+        if config.downsample not in (None, spec.downsample):
+            raise CheckpointError(f"{path}: its space-to-depth input is fixed at downsample {spec.downsample}; pass --downsample {spec.downsample}")
+        config.downsample = spec.downsample
     log(f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})")
     return state["model_state"]
 
@@ -432,7 +440,10 @@ def build_network(
     """The model: bare (as checkpoints store it), and as the training steps run it; a new run
     starts from ``initial_weights`` (``--init``) or a pretrained encoder where the config says so."""
     torch.manual_seed(config.seed)
-    module = build_model(ModelSpec(config.model, len(config.classes), downsample=plan.downsample, detail_width=config.detail_width))
+    spec = ModelSpec(
+        config.model, len(config.classes), downsample=plan.downsample, detail_width=config.detail_width, space_to_depth=config.space_to_depth
+    )
+    module = build_model(spec)
     if config.pretrained and not resuming:
         load_pretrained_encoder(module, config.pretrained)
     if initial_weights is not None:
@@ -504,6 +515,7 @@ def describe_run(run: TrainingRun) -> str:
         f"model {config.model} ({sum(p.numel() for p in run.module.parameters()):,} parameters) on {step.device}, "
         f"{dist.world_size()} process(es) x batch {run.plan.per_process_batch}; crops {config.image_size}px"
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}"
+        f"{' by space-to-depth' if config.space_to_depth and config.downsample > 1 else ''}"
         f"{f' with a {config.detail_width}-channel full-resolution detail branch' if config.detail_width else ''}, "
         f"{config.optimizer} lr {config.learning_rate:g}{f', EMA {config.ema_decay:g}' if config.ema_decay else ''}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
