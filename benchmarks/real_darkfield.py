@@ -32,7 +32,7 @@ from segnet.data import find_pairs, load_pair, read_split
 from segnet.detection import DetectionScores
 from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run
-from segnet.inference import InferenceOptions
+from segnet.inference import InferenceOptions, parse_diameter
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.report import write_report
 from segnet.score_tables import format_metrics_table
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=8, help="epochs for the notebook baseline (0 skips it)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--config", type=Path, help="YAML config for the project's model (flags win)")
+    parser.add_argument("--diameter", type=parse_diameter, help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)")
     args = parser.parse_args()
     if args.out is None:
         args.out = Path("runs/real_darkfield" + (f"_seed{args.seed}" if args.seed else ""))
@@ -138,7 +139,7 @@ def main() -> None:
     train_minutes = (time.perf_counter() - started) / 60
     # The headline is best.pt with TTA, as `segnet evaluate` scores by default; the same weights
     # without TTA show what TTA adds.
-    options = InferenceOptions(device=args.device)
+    options = InferenceOptions(device=args.device, diameter=args.diameter)
     metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", options=options)
     write_report(run_dir)
     plain = evaluate_run(run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", options=options.replace(tta=False))

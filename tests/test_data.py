@@ -16,7 +16,9 @@ from segnet.data import (
     find_pairs,
     load_pair,
     mask_thickness,
+    object_diameter,
     read_image,
+    reference_scale,
     read_mask,
     read_split,
     split_pairs,
@@ -180,3 +182,37 @@ def test_dataset_normalises_with_given_statistics(synthetic_dataset):
     np.testing.assert_allclose(image[0].numpy(), (raw[:, :, 0] / 255.0 - 0.5) / 0.25, atol=1e-5)
     np.testing.assert_array_equal(mask.numpy(), raw_mask)
     assert IGNORE_INDEX not in mask.unique().tolist()
+
+
+def _discs(radius: int, side: int) -> np.ndarray:
+    """Four discs of ``radius`` in a ``side`` x ``side`` mask (class 1)."""
+    yy, xx = np.mgrid[:side, :side]
+    mask = np.zeros((side, side), np.uint8)
+    for cy, cx in ((side // 4, side // 4), (side // 4, 3 * side // 4), (3 * side // 4, side // 4), (3 * side // 4, 3 * side // 4)):
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 1
+    return mask
+
+
+def test_reference_scale_brings_objects_to_the_reference_diameter():
+    assert reference_scale(_discs(5, 64) == 1, 22.0) == pytest.approx(2.0, rel=0.1)
+    assert reference_scale(_discs(10, 64) == 1, 10.0) == pytest.approx(0.5, rel=0.1)
+    assert reference_scale(_discs(5, 64) == 1, 1000.0) == 4.0  # clipped
+    assert reference_scale(np.zeros((64, 64), bool), 50.0) == 1.0  # nothing to measure
+
+
+def test_dataset_sees_every_image_at_the_reference_magnification(tmp_path):
+    """Small and large cells come out of the rescaled dataset at one diameter, mask and image alike."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for stem, radius in (("small", 5), ("large", 14)):
+        mask = _discs(radius, 96)
+        Image.fromarray(np.stack([mask * 200] * 3, -1)).save(tmp_path / "images" / f"{stem}.png")
+        Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "masks" / f"{stem}.png")
+    pairs = find_pairs(tmp_path)
+    dataset = SegmentationDataset(pairs, 2, mean=(0, 0, 0), std=(1, 1, 1), reference_diameter=(1, 20.0))
+    plain = SegmentationDataset(pairs, 2, mean=(0, 0, 0), std=(1, 1, 1))
+    for index in range(2):
+        image, mask = dataset[index]
+        assert object_diameter(mask.numpy() == 1) == pytest.approx(20.0, abs=3)  # discs of a few pixels: their drawn width is rounded
+        assert ((image[0] > 0.5).numpy() == (mask.numpy() == 1)).mean() > 0.98
+    assert {object_diameter(plain[i][1].numpy() == 1) for i in range(2)} != {object_diameter(dataset[i][1].numpy() == 1) for i in range(2)}

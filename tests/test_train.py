@@ -165,6 +165,16 @@ def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, t
     assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {**state["model"], "downsample": 2, "detail_width": 4, "space_to_depth": True}
 
 
+def test_a_run_rescaled_to_the_reference_diameter_plans_and_resumes_with_it(synthetic_dataset, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(synthetic_dataset, run, epochs=1, scale_to_reference=True), progress_log=lambda *a: None)
+    plan = read_plan(run / PLAN_FILE)
+    fingerprint = json.loads((run / FINGERPRINT_FILE).read_text())
+    assert plan.reference_diameter == (1, fingerprint["class_diameter"][1])
+    train(tiny_config(synthetic_dataset, run, epochs=2), resume=True, progress_log=lambda *a: None)
+    assert read_plan(run / PLAN_FILE).reference_diameter == plan.reference_diameter
+
+
 def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(synthetic_dataset, tmp_path, monkeypatch):
     import segnet.train as training
 

@@ -80,6 +80,12 @@ class TrainConfig:
         help="random rescaling of the training crops, lowest and highest factor", factory=lambda: [0.75, 1.25]
     )
     focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1)
+    scale_to_reference: bool = option(
+        False,
+        "rescale each training image so its red cells (the first solid class) come to the training masks' median "
+        "diameter, measured on its own mask, before the random scale: low-magnification filaments are learnt at a "
+        "thickness the network resolves (predict with --diameter auto)",
+    )
 
     model: Literal[MODEL_NAMES] = option(DEFAULT_MODEL, "architecture", "model")
     downsample: _Positive | None = option(

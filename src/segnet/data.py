@@ -467,6 +467,18 @@ def mask_thickness(region: np.ndarray) -> float:
     return 2.0 * area / max(area - int(interior.sum()), 1)
 
 
+SCALE_LIMITS = (0.5, 4.0)
+"""The most an image is shrunk or enlarged to bring its objects to a reference size: beyond it a
+wrong measurement would blow an image up without bound (:mod:`segnet.predict.scale` too)."""
+
+
+def reference_scale(region: np.ndarray, reference: float, limits: tuple[float, float] = SCALE_LIMITS) -> float:
+    """How much to enlarge an image whose shapes in ``region`` should measure ``reference`` px across
+    (:func:`object_diameter`), clipped to ``limits``; 1 where the region holds no shape to measure."""
+    diameter = object_diameter(region)
+    return 1.0 if diameter is None else min(max(reference / diameter, limits[0]), limits[1])
+
+
 def object_diameter(region: np.ndarray, min_area: int = MIN_AREA, *, quantile: float = 0.5) -> float | None:
     """The median (or another ``quantile``) width in pixels of the shapes in a boolean mask: twice the
     largest distance from a pixel of the shape to its outside, over the 8-connected shapes of at
@@ -505,7 +517,10 @@ class SegmentationDataset:
     (with ``preload=True`` they are decoded up front, before DataLoader workers fork and share them).
     ``decoded`` (stem -> (uint8 image, uint8 mask), as :func:`load_pair` reads them) fills the
     cache with pairs decoded before, e.g. by the data check. ``transform`` is an albumentations
-    pipeline taking ``image=`` and ``mask=`` numpy arrays.
+    pipeline taking ``image=`` and ``mask=`` numpy arrays. ``reference_diameter`` ``(class, px)``:
+    each pair is first rescaled so the objects of that class in its mask measure ``px`` across
+    (:func:`reference_scale`), so every image is seen at one magnification before the transform's
+    own random scale.
     """
 
     def __init__(
@@ -518,8 +533,11 @@ class SegmentationDataset:
         preload: bool = False,
         palette: Mapping[int, Sequence[int]] | None = None,
         decoded: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        reference_diameter: tuple[int, float] | None = None,
     ) -> None:
         self.pairs = list(pairs)
+        self.reference_diameter = reference_diameter
+        self._rescaled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.num_classes = num_classes
         self.set_normalization(mean, std)
         self.transform = transform
@@ -546,10 +564,23 @@ class SegmentationDataset:
             self._cache[index] = load_pair(self.pairs[index], self.num_classes, self.palette)
         return self._cache[index]
 
+    def load_rescaled(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pair ``index`` at the reference magnification, cached (a resize per crop would cost more than the crop)."""
+        if index not in self._rescaled:
+            image, mask = self.load(index)
+            class_index, diameter = self.reference_diameter
+            factor = reference_scale(mask == class_index, diameter)
+            if factor != 1.0:
+                size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+                mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+            self._rescaled[index] = (image, mask)
+        return self._rescaled[index]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        image, mask = self.load(index)
+        image, mask = self.load(index) if self.reference_diameter is None else self.load_rescaled(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

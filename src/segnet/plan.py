@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from segnet.config import TrainConfig
+from segnet.config import ClassRoles, TrainConfig
 from segnet.data import ChannelMeans, ChannelStds, FiniteNumber
 from segnet.errors import DataError, SegnetError
 from segnet.losses import class_weights
@@ -51,6 +51,8 @@ class TrainPlan:
         class_weights: the loss's weight per class (``None``: unweighted).
         batch_size: images per optimisation step over all processes.
         per_process_batch: images per step in each process.
+        reference_diameter: with ``scale_to_reference``, the red cells' diameter (px) each training
+            image is rescaled to, and the class measured: ``(class index, diameter)``; else ``None``.
     """
 
     image_size: _Positive
@@ -61,6 +63,7 @@ class TrainPlan:
     class_weights: list[Annotated[FiniteNumber, Field(ge=0)]] | None
     batch_size: _Positive
     per_process_batch: _Positive
+    reference_diameter: tuple[Annotated[int, Field(ge=0)], Annotated[FiniteNumber, Field(gt=0)]] | None = None
 
     @property
     def normalization(self) -> dict[str, list[float]]:
@@ -108,6 +111,22 @@ def rarest_class(fingerprint: dict) -> int | None:
     return int(present[np.argmin(frequencies[present])]) if present.size else None
 
 
+def reference_diameter(config: TrainConfig, fingerprint: dict) -> tuple[int, float]:
+    """The first solid class and its median object diameter over the training masks.
+
+    Raises:
+        SegnetError: no class has the solid role, or the training masks hold none of its objects.
+    """
+    roles = ClassRoles.of(config.classes, config.class_roles)
+    if not roles.solid:
+        raise SegnetError("scale_to_reference needs a solid class (class_roles) whose size sets each image's scale")
+    solid = roles.solid[0]
+    diameter = fingerprint["class_diameter"][solid]
+    if diameter is None:
+        raise SegnetError(f"scale_to_reference: no {config.classes[solid]} object in the training masks to measure")
+    return solid, diameter
+
+
 def make_plan(config: TrainConfig, fingerprint: dict, world_size: int = 1, recorded: TrainPlan | None = None) -> TrainPlan:
     """Resolve the run's plan from its config and the training images' fingerprint.
 
@@ -118,7 +137,7 @@ def make_plan(config: TrainConfig, fingerprint: dict, world_size: int = 1, recor
     if recorded is not None:
         downsample = config.downsample or recorded.downsample
         image_size = crop_size(config.image_size or recorded.image_size, downsample, fingerprint)
-        derived = {key: getattr(recorded, key) for key in ("focus_class", "mean", "std", "class_weights")}
+        derived = {key: getattr(recorded, key) for key in ("focus_class", "mean", "std", "class_weights", "reference_diameter")}
     else:
         downsample = config.downsample or automatic_downsample(fingerprint)
         image_size = crop_size(config.image_size, downsample, fingerprint)
@@ -127,6 +146,7 @@ def make_plan(config: TrainConfig, fingerprint: dict, world_size: int = 1, recor
             "mean": list(fingerprint["mean"]),
             "std": list(fingerprint["std"]),
             "class_weights": class_weights(fingerprint["class_presence_frequencies"], config.class_weights),
+            "reference_diameter": reference_diameter(config, fingerprint) if config.scale_to_reference else None,
         }
     return TrainPlan(
         image_size=image_size,

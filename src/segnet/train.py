@@ -429,7 +429,9 @@ def build_datasets(config: TrainConfig, plan: TrainPlan, data: TrainingData) -> 
     """The training set (random crops as the plan says) and the validation set (whole images)."""
     num_classes, palette = len(config.classes), config.palette_by_index()
     crops = train_transform(plan.image_size, config.scale_range, num_classes, plan.focus_class, config.focus_probability)
-    train_set = SegmentationDataset(data.train_pairs, num_classes, plan.mean, plan.std, crops, palette=palette, decoded=data.decoded)
+    train_set = SegmentationDataset(
+        data.train_pairs, num_classes, plan.mean, plan.std, crops, palette=palette, decoded=data.decoded, reference_diameter=plan.reference_diameter
+    )
     val_set = SegmentationDataset(data.val_pairs, num_classes, plan.mean, plan.std, palette=palette, decoded=data.decoded)
     return train_set, val_set
 
@@ -516,6 +518,7 @@ def describe_run(run: TrainingRun) -> str:
         f"{dist.world_size()} process(es) x batch {run.plan.per_process_batch}; crops {config.image_size}px"
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}"
         f"{' by space-to-depth' if config.space_to_depth and config.downsample > 1 else ''}"
+        f"{f', every image rescaled to red cells of {run.plan.reference_diameter[1]:g} px' if run.plan.reference_diameter else ''}"
         f"{f' with a {config.detail_width}-channel full-resolution detail branch' if config.detail_width else ''}, "
         f"{config.optimizer} lr {config.learning_rate:g}{f', EMA {config.ema_decay:g}' if config.ema_decay else ''}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "

@@ -32,7 +32,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from segnet.config import ClassRoles
-from segnet.data import object_diameter
+from segnet.data import SCALE_LIMITS, object_diameter
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER
 from segnet.predict.windows import TileProgress
@@ -50,7 +50,7 @@ class _Segmenter(Protocol):
     def predict_proba(self, image: np.ndarray, *, progress: TileProgress | None = None) -> np.ndarray: ...
 
 
-def scale_factor(diameter: float | None, reference: float, limits: tuple[float, float] = (0.5, 4.0), tolerance: float = 1.25) -> float:
+def scale_factor(diameter: float | None, reference: float, limits: tuple[float, float] = SCALE_LIMITS, tolerance: float = 1.25) -> float:
     """How much to enlarge an image whose objects measure ``diameter`` so they measure ``reference``.
 
     Clipped to ``limits`` (a wrong first-pass estimate cannot blow an image up without bound); 1
@@ -85,7 +85,7 @@ class Rescaled:
         diameter: float | Literal["auto"] = AUTO_DIAMETER,
         *,
         reference: float | None = None,
-        limits: tuple[float, float] = (0.5, 4.0),
+        limits: tuple[float, float] = SCALE_LIMITS,
         tolerance: float = 1.25,
         refine: bool = True,
     ) -> None:
