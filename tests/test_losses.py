@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from segnet.data import IGNORE_INDEX
 from segnet.config import LOSSES
@@ -170,3 +171,17 @@ def test_skeleton_recall_skips_absent_classes_and_ignored_pixels_and_adds_to_the
     assert extra.item() == pytest.approx(0.5 * (1 - 1 / 3), abs=1e-5)  # uniform probabilities: a third of the centreline found
     extra.backward()
     assert logits.grad[0, 2][target[0] == 2].lt(0).any()  # it pushes the thin class up along the filament
+
+
+def test_hard_pixel_mining_averages_the_worst_pixels_only():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[0, :2] = IGNORE_INDEX
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")[target != IGNORE_INDEX]
+    everything = build_loss(hard_pixels=1.0)(logits, target)
+    torch.testing.assert_close(everything, F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX))
+    hardest = build_loss(hard_pixels=0.1)(logits, target)
+    torch.testing.assert_close(hardest, per_pixel.sort(descending=True).values[: round(per_pixel.numel() * 0.1)].mean())
+    assert hardest > everything
+    assert build_loss(hard_pixels=0.5)(logits, torch.full_like(target, IGNORE_INDEX)) == 0

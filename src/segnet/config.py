@@ -145,6 +145,14 @@ class TrainConfig:
         "optimisation",
         gt=0,
     )
+    hard_pixels: float | None = option(
+        None,
+        "online hard-example mining: the cross-entropy averages only this share of each batch's labelled pixels, "
+        "those predicted worst (e.g. 0.25), so faint filaments outweigh the easy background (default: all pixels)",
+        "optimisation",
+        gt=0,
+        le=1,
+    )
     ema_decay: float | None = option(
         None,
         "validate and save an exponential moving average of the weights with this decay per step, e.g. 0.999 "

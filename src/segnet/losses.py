@@ -53,8 +53,8 @@ class SegmentationLoss(nn.Module):
     :data:`REGION_TERMS`, as :func:`build_loss` picks it).
 
     With ``skeleton_weight``, plus that times :func:`skeleton_recall_loss` over ``skeleton_classes``
-    (the thin classes). Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in
-    no term.
+    (the thin classes). With ``hard_fraction``, the cross-entropy is :func:`hardest_pixels_cross_entropy`.
+    Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in no term.
     """
 
     def __init__(
@@ -63,20 +63,35 @@ class SegmentationLoss(nn.Module):
         region_term: RegionTerm | None = None,
         skeleton_classes: Sequence[int] = (),
         skeleton_weight: float | None = None,
+        hard_fraction: float | None = None,
     ) -> None:
         super().__init__()
+        self.hard_fraction = hard_fraction
         self.skeleton_classes = tuple(skeleton_classes)
         self.skeleton_weight = skeleton_weight
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
         self.region_term = region_term
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
+        if self.hard_fraction is None:
+            loss = F.cross_entropy(logits.float(), target, weight=self.weights, ignore_index=IGNORE_INDEX)
+        else:
+            loss = hardest_pixels_cross_entropy(logits, target, self.weights, self.hard_fraction)
         if self.region_term is not None:
             loss = loss + self.region_term(logits, target)
         if self.skeleton_weight and self.skeleton_classes:
             loss = loss + self.skeleton_weight * skeleton_recall_loss(logits, target, self.skeleton_classes)
         return loss
+
+
+def hardest_pixels_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None, fraction: float) -> torch.Tensor:
+    """Online hard-example mining (Shrivastava et al. 2016, per pixel): the mean (class-weighted)
+    cross-entropy of the ``fraction`` of labelled pixels with the highest loss in the batch."""
+    per_pixel = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE_INDEX, reduction="none")
+    labelled = per_pixel[target != IGNORE_INDEX]
+    if labelled.numel() == 0:
+        return logits.sum() * 0.0
+    return labelled.topk(max(1, round(labelled.numel() * fraction))).values.mean()
 
 
 def soft_class_counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,14 +206,16 @@ def build_loss(
     thin_classes: Sequence[int] = (),
     skeleton_recall: float | None = None,
     background: int = 0,
+    hard_pixels: float | None = None,
 ) -> SegmentationLoss:
     """The training loss for a config's ``loss`` choice, with per-class ``weights``
     (:func:`class_weights`) and, with ``skeleton_recall``, that weight of skeleton recall on
-    ``thin_classes``; focal Tversky leaves out the ``background`` class."""
+    ``thin_classes``; focal Tversky leaves out the ``background`` class; with ``hard_pixels``, the
+    cross-entropy of that share of the hardest pixels only (:func:`hardest_pixels_cross_entropy`)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     region = loss.partition("+")[2]  # "ce+dice" -> "dice"
     region_term = REGION_TERMS[region] if region else None
     if region_term is focal_tversky_loss:
         region_term = partial(focal_tversky_loss, background=background)
-    return SegmentationLoss(weights, region_term, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall)
+    return SegmentationLoss(weights, region_term, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall, hard_fraction=hard_pixels)

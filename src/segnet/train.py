@@ -487,7 +487,7 @@ def build_run(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
     roles = config.roles()
-    loss = build_loss(plan.class_weights, config.loss, roles.thin, config.skeleton_recall, roles.background)
+    loss = build_loss(plan.class_weights, config.loss, roles.thin, config.skeleton_recall, roles.background, config.hard_pixels)
     step = TrainingStep(
         model, loss.to(device), optimizer, scheduler, device,
         dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip, average,
