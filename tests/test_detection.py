@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segnet.counting import count_objects
-from segnet.detection import ObjectTally, PresenceTally, match_objects, pooled_detection, score_objects
+from segnet.detection import ObjectTally, PresenceTally, found_objects, match_objects, pooled_detection, score_objects
 
 BACKGROUND, CELL, SPIROCHETE = 0, 1, 2
 SHAPE = (64, 96)
@@ -152,3 +152,17 @@ def test_pooled_detection_sums_evaluations() -> None:
     assert pooled["presence"]["spirochete"]["missed_images"] == ["b"]
     assert pooled["presence"]["spirochete"]["sensitivity"] == 0.5
     assert pooled_detection([evaluation(ObjectTally(), "a"), {"classes": []}]) == {}
+
+
+def test_found_objects_says_which_true_objects_the_tally_counts_as_found():
+    true_labels = np.zeros((20, 20), np.int32)
+    true_labels[2:4, 2:18], true_labels[10:12, 2:18], true_labels[16:18, 2:18] = 1, 2, 3
+    pred_labels = np.zeros_like(true_labels)
+    pred_labels[2:4, 2:12] = 1  # covers most of object 1
+    pred_labels[10, 2:5] = 2  # a piece lying inside object 2
+    pred_labels[15:20, 0:20] = 3  # a blob around object 3, mostly outside it, yet covering it
+    found = found_objects(true_labels, pred_labels)
+    assert found.tolist() == [True, True, True]
+    pred_labels[2:4, 2:12] = 0
+    assert found_objects(true_labels, pred_labels).tolist() == [False, True, True]
+    assert match_objects(true_labels, pred_labels).found == int(found_objects(true_labels, pred_labels).sum())

@@ -176,8 +176,8 @@ class PresenceTally:
         )
 
 
-def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, share: float = MATCH_SHARE) -> ObjectTally:
-    """Match the objects of one class: two label images (0 outside, objects 1..n) of one shape."""
+def _overlaps(true_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``overlap[t, p]`` (pixels shared by true object t + 1 and predicted object p + 1) and both objects' areas."""
     if true_labels.shape != pred_labels.shape:
         raise ValueError(f"label images differ in shape: {true_labels.shape} and {pred_labels.shape}")
     num_true, num_pred = int(true_labels.max(initial=0)), int(pred_labels.max(initial=0))
@@ -185,15 +185,30 @@ def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, share: float
     pred_area = np.bincount(pred_labels.ravel(), minlength=num_pred + 1)[1:]
     both = (true_labels > 0) & (pred_labels > 0)
     pairs = (true_labels[both].astype(np.int64) - 1) * num_pred + (pred_labels[both] - 1)
-    # overlap[t, p]: pixels shared by true object t + 1 and predicted object p + 1.
     overlap = np.bincount(pairs, minlength=num_true * num_pred).reshape(num_true, num_pred)
+    return overlap, true_area, pred_area
+
+
+def _found(overlap: np.ndarray, true_area: np.ndarray, pred_area: np.ndarray, share: float) -> np.ndarray:
     covered = overlap.sum(axis=1) >= share * true_area
-    holds_most_of_a_prediction = (overlap >= share * pred_area[None, :]).any(axis=1)
+    # An empty label (an id whose object lost its pixels) holds nothing of any object.
+    holds_most_of_a_prediction = ((overlap >= share * pred_area[None, :]) & (pred_area[None, :] > 0)).any(axis=1)
+    return covered | holds_most_of_a_prediction
+
+
+def found_objects(true_labels: np.ndarray, pred_labels: np.ndarray, share: float = MATCH_SHARE) -> np.ndarray:
+    """Whether each true object (labels 1..n, index 0..n-1) is found, by the module's matching rule."""
+    return _found(*_overlaps(true_labels, pred_labels), share)
+
+
+def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, share: float = MATCH_SHARE) -> ObjectTally:
+    """Match the objects of one class: two label images (0 outside, objects 1..n) of one shape."""
+    overlap, true_area, pred_area = _overlaps(true_labels, pred_labels)
     correct = overlap.sum(axis=0) >= share * pred_area
     return ObjectTally(
-        true_objects=num_true,
-        found=int(np.count_nonzero(covered | holds_most_of_a_prediction)),
-        predicted_objects=num_pred,
+        true_objects=len(true_area),
+        found=int(np.count_nonzero(_found(overlap, true_area, pred_area, share))),
+        predicted_objects=len(pred_area),
         correct=int(np.count_nonzero(correct)),
     )
 
