@@ -409,7 +409,7 @@ def _check(args: argparse.Namespace) -> int:
     if not config.data:
         raise SegnetError("check needs a dataset folder: segnet check DIR (or data: in --config)")
     result = check_dataset(config.data, config.classes, config.palette_by_index())
-    print(format_check_report(result))
+    print(format_check_report(result, config.class_weights))
     return 1 if result.problems else 0
 
 
