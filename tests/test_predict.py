@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
+from scipy.ndimage import minimum_filter
+
 from segnet.checkpoint import new_checkpoint, save_checkpoint
+from segnet.config import DARKFIELD_ROLES
+from segnet.measure import ObjectLabels, find_objects, measure_objects, read_object_labels
+from segnet.predict.pictures import TEXT_COLOUR, UNSURE_COLOUR, annotated_overlay, object_tags, outline, text_size
 from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.model import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
 from segnet.spec import ModelSpec
@@ -369,6 +374,90 @@ def test_overlay_keeps_background_and_blends_classes() -> None:
     assert blended[0, 0].tolist() == [100, 100, 100] and blended[1, 1].tolist() == [100, 100, 100]
     assert blended[0, 1].tolist() == [178, 50, 50]  # halfway to red (rounded half to even)
     assert blended[1, 0].tolist() == [50, 178, 50]
+
+
+def drawn_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 240 x 300 dark field with two red cells (discs) and a spirochete (a thin bar): the image and its true mask."""
+    rows, cols = np.mgrid[:240, :300]
+    mask = np.zeros((240, 300), dtype=np.uint8)
+    for row, col in ((70, 70), (90, 170)):
+        mask[(rows - row) ** 2 + (cols - col) ** 2 <= 30**2] = 1
+    mask[180:184, 80:200] = 2
+    image = class_palette(3)[mask] // 2  # red cells dark red, the spirochete dark green, the field black
+    return image, mask
+
+
+def colour_model() -> nn.Module:
+    """Reads :func:`drawn_scene` back: red pixels are erythrocytes, green ones spirochetes, dark ones background."""
+    model = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0, 0], [8, 0, 0], [0, 8, 0]]).view(3, 3, 1, 1))
+        model.bias.copy_(torch.tensor([2.0, 0, 0]))
+    return model
+
+
+def scene_objects() -> tuple[np.ndarray, np.ndarray, ObjectLabels, list]:
+    image, mask = drawn_scene()
+    objects = find_objects(mask, DARKFIELD_ROLES)
+    return image, mask, objects, measure_objects(objects, image, DARKFIELD_ROLES)
+
+
+def swatch_present(picture: np.ndarray, colour: tuple[int, ...], side: int = 5) -> bool:
+    """Whether a filled ``side x side`` square of ``colour`` is in the picture (a legend swatch, not a 1-pixel outline)."""
+    return bool(minimum_filter((picture == colour).all(axis=2), side).any())
+
+
+def white_near(picture: np.ndarray, xy: tuple[float, float], reach: int) -> bool:
+    """Whether text is written within ``reach`` of ``xy`` (near-white: small type is anti-aliased)."""
+    x, y = round(xy[0]), round(xy[1])
+    window = picture[max(y - reach, 0) : y + reach, max(x - reach, 0) : x + reach]
+    return bool((window >= 0.8 * np.array(TEXT_COLOUR)).all(axis=2).any())
+
+
+def test_the_overlay_outlines_numbers_and_counts_the_objects() -> None:
+    image, mask, objects, measurements = scene_objects()
+    assert objects.object_classes == (1, 1, 2)
+    unsure = np.zeros(mask.shape, dtype=bool)
+    unsure[10:30, 230:290] = True
+    picture = annotated_overlay(image, mask, objects, measurements, CLASSES, DARKFIELD_ROLES.counted, unsure)
+    assert picture.shape == image.shape and picture.dtype == np.uint8
+    palette = class_palette(3)
+    edges = outline(objects.labels)
+    classes = np.array([0, *objects.object_classes])[objects.labels]
+    in_class_colour = (picture[edges] == palette[classes[edges]]).all(axis=1)
+    assert in_class_colour.mean() > 0.9  # every border in its class's colour, but where an id is written over it
+    interior = (objects.labels > 0) & ~outline(objects.labels, 3)
+    assert not (picture[interior] == palette[classes[interior]]).all(axis=1).any()  # inside: blended, not the outline's colour
+    for colour in (*map(tuple, palette[1:].tolist()), UNSURE_COLOUR):
+        assert swatch_present(picture, colour), f"no legend swatch of {colour}"
+    size = text_size(image.shape)
+    tags = object_tags(measurements, size, image.shape[1])
+    assert [tag.text for tag in tags] == [str(measurement.object_id) for measurement in measurements] == ["1", "2", "3"]
+    assert all(white_near(picture, tag.xy, size) for tag in tags)
+    assert tags[0].anchor == "mm" and tags[2].anchor != "mm"  # a cell holds its id; the thin spirochete's is beside it
+
+
+def test_a_small_image_gets_outlines_but_no_text() -> None:
+    image, mask, _, _ = scene_objects()
+    small = annotated_overlay(image[:80, :80], mask[:80, :80], find_objects(mask[:80, :80]), [], CLASSES, DARKFIELD_ROLES.counted)
+    assert (small == (255, 0, 0)).all(axis=2).any()  # the red cell's outline
+    assert not (small == TEXT_COLOUR).all(axis=2).any()
+
+
+def test_predict_writes_overlays_whose_ids_are_those_of_objects_csv(tmp_path: Path) -> None:
+    image, _ = drawn_scene()
+    source = write_png(tmp_path / "scene.png", image)
+    scene_predictor = Predictor(colour_model(), CLASSES, [0.0] * 3, [1.0] * 3, PLAIN)
+    predict_paths(scene_predictor, [str(source)], tmp_path / "out", progress=False)
+    picture = np.asarray(Image.open(tmp_path / "out" / "scene_overlay.png"))
+    objects = read_object_labels(tmp_path / "out" / "scene_objects.tif")
+    size = text_size(image.shape)
+    tags = object_tags(measure_objects(objects, image, DARKFIELD_ROLES), size, image.shape[1])
+    rows = read_rows(tmp_path / "out" / "objects.csv")
+    assert [tag.text for tag in tags] == [row["object_id"] for row in rows] == ["1", "2", "3"]
+    assert [row["class"] for row in rows] == ["erythrocyte", "erythrocyte", "spirochete"]
+    assert all(white_near(picture, tag.xy, size) for tag in tags)
+    assert swatch_present(picture, (255, 0, 0)) and swatch_present(picture, (0, 255, 0))
 
 
 # ------------------------------------------------------------------------------ files
