@@ -539,9 +539,9 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     with (out / "counts.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
-        "file", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
+        "image", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
     ]
-    assert [Path(row["file"]).name for row in rows] == ["first.png", "second.png"]
+    assert [Path(row["image"]).name for row in rows] == ["first.png", "second.png"]
     for row in rows:
         assert int(row["erythrocyte_count"]) >= 0 and 0 <= float(row["spirochete_area_fraction"]) <= 1
 
@@ -566,7 +566,7 @@ def test_predict_paths_reports_a_bad_input_and_goes_on(tmp_path: Path) -> None:
     assert summary.images == 2 and len(summary.failed) == 1 and "broken.png" in summary.failed[0]
     assert [line for line in notes if "broken.png" in line] == [f"skipped {summary.failed[0]}"]
     assert "\n" not in summary.failed[0]
-    assert [Path(row["file"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
+    assert [Path(row["image"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
 
 
 def test_cli_exits_1_after_predicting_the_readable_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -592,7 +592,7 @@ def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: 
         notes: list[str] = []
         summary = predict_paths(loaded, [str(folder)], folder, progress=False, log=notes.append)
         assert summary.images == 2 and not summary.failed
-        assert [Path(row["file"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
+        assert [Path(row["image"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
     # The second run saw 5 outputs per image (4 pictures, the label image) and said so once.
     (note,) = notes
     assert "skipped 10 file(s)" in note and str(folder) in note

@@ -20,8 +20,8 @@ from segnet.config import ClassRoles
 from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
+from segnet.columns import OBJECT_COLUMNS, counts_columns
 from segnet.measure import (
-    OBJECT_COLUMNS,
     ObjectLabels,
     ObjectMeasurement,
     find_objects,
@@ -223,7 +223,7 @@ def predict_paths(
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
       own id, background 0; see :mod:`segnet.measure`), written last.
 
-    ``counts.csv`` gets one row per image: ``file``, then per counted class (all but the background of ``predictor.roles``)
+    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per counted class (all but the background of ``predictor.roles``)
     ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
     :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
@@ -338,8 +338,7 @@ def _open_tables(predictor: Predictor | Ensemble, out_dir: Path, shard: Shard) -
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
-    object_names = [predictor.class_names[c] for c in predictor.roles.counted]
-    counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
+    counts_header = counts_columns([predictor.class_names[c] for c in predictor.roles.counted])
     return ResultTables([out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE], [counts_header, OBJECT_COLUMNS], shard)
 
 
