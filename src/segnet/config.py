@@ -165,7 +165,10 @@ class TrainConfig:
         "optimisation", ge=0,
     )
 
-    amp: bool | None = option(None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively)", "hardware")
+    amp: bool | None = option(
+        None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively; --amp on a CPU without native bf16 "
+        "emulates it, tens of times slower, and warns)", "hardware",
+    )
     channels_last: bool = option(True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware")
     compile: bool = option(False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware")
     deterministic: bool = option(False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware")
