@@ -148,3 +148,17 @@ def test_a_mistyped_model_name_suggests_the_built_in_model_and_lists_them(tmp_pa
     error = capsys.readouterr().err.strip()
     assert error.startswith("segnet: error: darkfeld: not found") and "did you mean 'darkfield'?" in error
     assert f"(built-in models: {', '.join(BUILTIN_MODELS)})" in error
+
+
+def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_path):
+    from segnet.demo import DEMO_TIME_BUDGET, run_demo
+    from segnet.hardware import describe_hardware
+
+    assert build_parser().parse_args(["demo"]).time_budget == DEMO_TIME_BUDGET
+    lines = []
+    metrics = run_demo(tmp_path / "demo", device="cpu", images=12, size=48, epochs=50, time_budget=0.01, log=lines.append)
+    assert lines[0] == describe_hardware("cpu").line()  # device, dtype and why, before anything runs
+    assert any("time budget 0.01 min:" in line for line in lines), lines  # the budget, not the 50 epochs, ended training
+    history = (tmp_path / "demo" / "run" / "history.csv").read_text().splitlines()
+    assert 2 <= len(history) < 1 + 50 and 0 <= metrics["mean_iou"] <= 1
+    assert (tmp_path / "demo" / "predictions" / "counts.csv").is_file()
