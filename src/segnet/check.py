@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from segnet.config import CLASS_WEIGHTING_NAMES, DEFAULT_CLASS_WEIGHTING
 from segnet.data import (
     IMAGE_EXTENSIONS,
     Pair,
@@ -36,7 +37,6 @@ from segnet.data import (
     image_to_rgb,
 )
 from segnet.errors import DataError
-from segnet.config import CLASS_WEIGHTING_NAMES, DEFAULT_CLASS_WEIGHTING
 from segnet.losses import class_weights, median_frequency_weights
 
 # What read_image does with each non-RGB mode, for the notes (16-bit and float modes are described by bit depth).

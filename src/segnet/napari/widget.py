@@ -38,9 +38,6 @@ from qtpy.QtWidgets import (
 )
 
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
-from segnet.data import array_to_rgb
-from segnet.errors import SegnetError
-from segnet.inference import AUTO_DIAMETER, parse_diameter
 from segnet.columns import (
     CENTROID_X_COLUMN,
     CENTROID_Y_COLUMN,
@@ -50,6 +47,9 @@ from segnet.columns import (
     from_viewer_order,
     to_viewer_order,
 )
+from segnet.data import array_to_rgb
+from segnet.errors import SegnetError
+from segnet.inference import AUTO_DIAMETER, parse_diameter
 from segnet.napari.layers import CLASSES_SUFFIX, OBJECT_CONTOUR_PX, OBJECTS_SUFFIX, UNCERTAINTY_SUFFIX, classes_layer, objects_layer, uncertainty_layer
 from segnet.napari.segmentation import (
     Cancelled,

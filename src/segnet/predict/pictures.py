@@ -171,7 +171,7 @@ def _draw_text(
     canvas = Image.fromarray(picture)
     draw = ImageDraw.Draw(canvas)
     line_height = round(size * 1.3)
-    text_width = max(draw.textlength(text, font=font) for _, text in entries)
+    text_width = max((draw.textlength(text, font=font) for _, text in entries), default=0.0)
     box_width, box_height = round(text_width + 2.2 * size), line_height * len(entries) + size // 2
     height, width = occupied.shape
     if box_width > width / 2 or box_height > height / 2:
