@@ -16,11 +16,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet import MIN_AREA
+from segnet.columns import OBJECT_COLUMNS, counts_columns
 from segnet.config import ClassRoles
 from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
-from segnet.columns import OBJECT_COLUMNS, counts_columns
 from segnet.measure import (
     ObjectLabels,
     ObjectMeasurement,
@@ -223,7 +223,8 @@ def predict_paths(
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
       own id, background 0; see :mod:`segnet.measure`), written last.
 
-    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per counted class (all but the background of ``predictor.roles``)
+    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per
+    counted class (all but the background of ``predictor.roles``)
     ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
     :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
