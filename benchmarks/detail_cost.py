@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from segnet.hardware import report_hardware
 from segnet.model import ModelSpec, build_model
 
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     args = parser.parse_args()
+    report_hardware(print, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -25,6 +25,7 @@ from scipy.stats import spearmanr
 
 from segnet.config import DEFAULT_CLASSES
 from segnet.data import read_image, read_mask
+from segnet.hardware import report_hardware
 
 MEASURES = ("mean", "p99.5", "background", "class level", "contrast")
 
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--class", dest="class_name", default=DEFAULT_CLASSES[-1], choices=DEFAULT_CLASSES[1:], help="class to study")
     parser.add_argument("--worst", type=int, default=10, help="how many of the worst images to list")
     args = parser.parse_args()
+    report_hardware(print)
 
     rows = read_rows(args.per_image, args.class_name, len(DEFAULT_CLASSES))
     print(f"{len(rows)} images holding {args.class_name}; Spearman rank correlation over them:")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from segnet.config import DEFAULT_CLASSES, ClassRoles
 from segnet.data import find_pairs, read_mask, read_split
 from segnet.detection import DetectionScores
+from segnet.hardware import report_hardware
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 
 RADII = (1, 2)
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)")
     parser.add_argument("--split", type=Path, help="a run's split.json: score its validation images only (default: every image)")
     args = parser.parse_args()
+    report_hardware(print)
     classes = list(DEFAULT_CLASSES)
     pairs = find_pairs(args.data)
     if args.split:

@@ -94,6 +94,12 @@ def main() -> None:
     if args.mode:
         run_mode(args)
         return
+    import torch  # here, not at the top: each worker's memory is measured from its own start
+
+    from segnet.hardware import report_hardware
+
+    torch.set_num_threads(args.threads)  # as the workers run, so the hardware line says so
+    report_hardware(print)
 
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as workdir:
         np.save(Path(workdir) / "image.npy", make_mosaic(args.size, args.piece))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from segnet.config import load_config
 from segnet.evaluate import evaluate_run
+from segnet.hardware import report_hardware
 from segnet.inference import InferenceOptions
 from segnet.train import train
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--choices", nargs="+", default=list(CHOICES), help="WEIGHTING:LOSS pairs (default: %(default)s)")
     args = parser.parse_args()
+    hardware = report_hardware(print, args.device)
 
     results = []
     for weighting, loss in (choice.split(":") for choice in args.choices):
@@ -49,7 +51,7 @@ def main() -> None:
     print("\nweights       loss      mean IoU  " + "  ".join(f"{name:>11}" for name in results[0]["iou"]) + "  minutes")
     for row in results:
         print(f"{row['class_weights']:<12}  {row['loss']:<8}  {row['mean_iou']:8.3f}  " + "  ".join(f"{v:11.3f}" for v in row["iou"].values()) + f"  {row['minutes']:7.1f}")
-    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+    (args.out / "summary.json").write_text(json.dumps({"hardware": hardware, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

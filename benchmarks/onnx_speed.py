@@ -28,6 +28,7 @@ import torch
 
 from segnet.data import normalize_array
 from segnet.export import ONNX_INPUT, model_to_onnx
+from segnet.hardware import report_hardware
 from segnet.model import build_model
 from segnet.spec import ModelSpec
 from segnet.predict import OnnxModelInfo
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both runtimes (default: all cores)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the images (default: %(default)s)")
     args = parser.parse_args()
+    report_hardware(print)
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads, "

@@ -29,6 +29,7 @@ import torch
 from onnx_speed import best_pass_seconds
 
 from segnet.export import model_to_onnx
+from segnet.hardware import report_hardware
 from segnet.model import build_model
 from segnet.predict import InferenceOptions, OnnxModelInfo, Predictor
 from segnet.spec import ModelSpec
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3, help="images per timed pass (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes (default: %(default)s)")
     args = parser.parse_args()
+    report_hardware(print)
     torch.set_num_threads(args.threads)
     images = [generate_sample(HEIGHT, WIDTH, np.random.default_rng(seed))[0] for seed in range(args.images)]
     load = os.getloadavg()[0]

@@ -32,6 +32,7 @@ from segnet.data import find_pairs, load_pair, read_split
 from segnet.detection import DetectionScores
 from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run
+from segnet.hardware import report_hardware
 from segnet.inference import InferenceOptions, parse_diameter
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.report import write_report
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="YAML config for the project's model (flags win)")
     parser.add_argument("--diameter", type=parse_diameter, help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)")
     args = parser.parse_args()
+    hardware = report_hardware(print, args.device)
     if args.out is None:
         args.out = Path("runs/real_darkfield" + (f"_seed{args.seed}" if args.seed else ""))
 
@@ -146,7 +148,8 @@ def main() -> None:
     history = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
-    summary = {"project": {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics, "metrics_without_tta": plain}}
+    project = {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics, "metrics_without_tta": plain}
+    summary = {"hardware": hardware, "project": project}
     print(f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
     print(format_metrics_table(metrics))
     ious = ", ".join(f"{name} {plain['per_class'][name]['iou']:.3f}" for name in config.classes)

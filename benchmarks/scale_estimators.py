@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from scale_inference import SOLID_CLASS, shrunk
 from segnet.data import load_pair, object_diameter, select_pairs
+from segnet.hardware import report_hardware
 from segnet.predict import InferenceOptions, Predictor
 from segnet.predict.scale import scale_factor
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s)")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.75, 0.9])
     args = parser.parse_args()
+    report_hardware(print)
 
     predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=False))
     reference = predictor.reference_diameters[SOLID_CLASS]

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from segnet.config import ClassRoles
 from segnet.data import compute_fingerprint, find_pairs, load_pair, object_diameter, select_pairs
 from segnet.detection import DetectionScores
+from segnet.hardware import report_hardware
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.predict import InferenceOptions, Predictor
 from segnet.predict.scale import Rescaled
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="the ways to score (default: all; 'as given' always)")
     parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
     args = parser.parse_args()
+    report_hardware(print)
 
     predictor = SamePasses(Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta)))
     class_names = list(predictor.class_names)

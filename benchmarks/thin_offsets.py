@@ -20,6 +20,7 @@ from pathlib import Path
 from segnet.checkpoint import load_checkpoint, save_checkpoint
 from segnet.config import saved_roles
 from segnet.evaluate import evaluate_run
+from segnet.hardware import report_hardware
 from segnet.inference import InferenceOptions
 from segnet.runfiles import SPLIT_FILE
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--shifts", type=float, nargs="+", default=[-0.5, 0.0, 0.5, 1.0, 1.5], help="offset shifts to score (0 is added)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower; default: one plain pass)")
     args = parser.parse_args()
+    report_hardware(print)
     state = load_checkpoint(args.checkpoint)
     classes = state["class_names"]
     thin = saved_roles(state.get("config"), classes).thin

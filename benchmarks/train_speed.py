@@ -39,7 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segnet.config import TrainConfig
 from segnet.data import SegmentationDataset, find_pairs
-from segnet.distributed import autocast_dtype, resolve_device
+from segnet.distributed import autocast_dtype, compute_dtype, resolve_device
+from segnet.hardware import report_hardware
 from segnet.losses import build_loss
 from segnet.model import build_model
 from segnet.spec import ModelSpec
@@ -67,24 +68,34 @@ units); bfloat16 dot products (AVX512-BF16) double it."""
 @dataclasses.dataclass
 class Variant:
     name: str
-    amp: bool = False
+    amp: bool | None = False  # None: what the defaults pick on this device (segnet.distributed.compute_dtype)
     channels_last: bool = False
     num_workers: int = 0
     cache: bool = False  # decode every image once, before training (SegmentationDataset preload)
     compile: bool = False
 
 
-def variants(with_compile: bool, workers: int) -> list[Variant]:
-    """The baseline, each switch alone, then the defaults together (and with torch.compile)."""
-    defaults = Variant("defaults: cache + workers + bf16 + channels-last", amp=True, channels_last=True, num_workers=workers, cache=True)
+def variants(with_compile: bool, workers: int, device: torch.device) -> list[Variant]:
+    """The baseline, each switch alone, then the defaults together (and with torch.compile).
+
+    The defaults take the dtype training picks here: bfloat16 only where it is native. Forced bf16
+    is left out where it would be emulated (513 s for one step of a 2-core AVX2 CPU, issue 31).
+    """
+    default = TrainConfig()
+    precision = compute_dtype(device, default.amp)
+    defaults = Variant(
+        f"defaults: cache + workers + {precision.name} + {'channels-last' if default.channels_last else 'NCHW'}",
+        amp=default.amp, channels_last=default.channels_last, num_workers=workers, cache=True,
+    )
     chosen = [
         Variant("baseline: fp32, NCHW, no workers, no cache"),
         Variant("+ decoded-image cache", cache=True),
         Variant(f"+ {workers} loader workers (pinned memory on CUDA)", num_workers=workers),
-        Variant("+ bf16 autocast", amp=True),
         Variant("+ channels-last", channels_last=True),
         defaults,
     ]
+    if not compute_dtype(device, True).emulated:
+        chosen.insert(3, Variant("+ bf16 autocast", amp=True))
     if with_compile:
         chosen.append(dataclasses.replace(defaults, name="defaults + torch.compile", compile=True))
     return chosen
@@ -150,7 +161,7 @@ class VariantRun:
         self.loss_fn = build_loss().to(device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
-        self.amp_dtype = autocast_dtype(device, True) if variant.amp else None
+        self.amp_dtype = autocast_dtype(device, variant.amp)
         self.dtype = str(self.amp_dtype or torch.float32).removeprefix("torch.")
         self.step = TrainingStep(self.model, self.loss_fn, self.optimizer, self.scheduler, device, self.amp_dtype, variant.channels_last)
         # The mean/std only shift the inputs; their values do not change the speed.
@@ -192,6 +203,7 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variant (it compiles for a minute or more)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    hardware = report_hardware(print, args.device)
 
     device = resolve_device(args.device)
     load_before = os.getloadavg()
@@ -212,7 +224,7 @@ def main() -> None:
         peak_now, peak_note = peak_reference(device)
 
         runs = []
-        for variant in variants(args.compile, args.workers):
+        for variant in variants(args.compile, args.workers, device):
             print(f"warming up: {variant.name}", flush=True)
             runs.append(VariantRun(variant, args, pairs, device))
         best: dict[str, dict] = {}
@@ -241,7 +253,7 @@ def main() -> None:
     print_results(args, device, results, flops_per_step, (load_before, load_after), peak_note)
     if args.json:
         args.json.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step, "peak": peak_note,
+            json.dumps({"hardware": hardware, "args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step, "peak": peak_note,
                         "load_before": load_before, "load_after": load_after, "results": results}, indent=1)
         )
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from segnet.data import select_pairs
 from segnet.data import load_pair
+from segnet.hardware import report_hardware
 from segnet.predict import InferenceOptions, Predictor, predictive_entropy
 
 AUROC_SAMPLE = 2_000_000  # pixels drawn (uniformly, seeded) for the AUROC: sorting every pixel is slow
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, help="JSON results file (default: next to the checkpoint)")
     args = parser.parse_args()
+    hardware = report_hardware(print, args.device)
 
     predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples))
     pairs = select_pairs(args.data, "val", args.checkpoint.parent)
@@ -79,7 +81,7 @@ def main() -> None:
         print(f"{r['name']:<18}{100 * r['wrong_fraction']:>9.2f}{fmt(r['entropy_wrong']):>10}{fmt(r['entropy_right']):>10}{ratio:>8.2f}{fmt(r['auroc']):>8}")
     print(f"mean entropy per image: held-out images {np.mean(image_means):.3f}, uniform noise of the same sizes {np.mean(noise_means):.3f}")
     out = args.out or args.checkpoint.parent / "uncertainty.json"
-    out.write_text(json.dumps({"mc_samples": args.mc_samples, "images": len(pairs), "rows": rows,
+    out.write_text(json.dumps({"hardware": hardware, "mc_samples": args.mc_samples, "images": len(pairs), "rows": rows,
                                "mean_entropy_images": float(np.mean(image_means)), "mean_entropy_noise": float(np.mean(noise_means))}, indent=1))
     print(f"wrote {out}")
 

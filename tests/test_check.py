@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from segnet.check import CheckResult, check_dataset, format_check_report
+from segnet.config import CLASS_WEIGHTING_NAMES, load_config
 from segnet.errors import DataError
 from segnet.synthetic import write_dataset
 
@@ -224,6 +225,19 @@ def test_class_statistics_and_median_frequency_weights(tmp_path: Path) -> None:
     # f_c = class pixels / pixels of the images containing c: 20/32, 4/16, 8/16; median 0.5
     assert summary["class_presence_frequencies"] == pytest.approx({"background": 0.625, "erythrocyte": 0.25, "spirochete": 0.5})
     assert summary["median_frequency_weights"] == pytest.approx({"background": 0.8, "erythrocyte": 2.0, "spirochete": 1.0})
+
+
+def test_the_report_labels_the_class_weights_training_uses(tmp_path: Path) -> None:
+    """The default weighting is the square root of median frequency: the report says so and shows those weights."""
+    test_class_statistics_and_median_frequency_weights(tmp_path)
+    result = check(tmp_path)
+    default = load_config(None).class_weights  # what training uses unless told otherwise
+    report = format_check_report(result).splitlines()
+    header = next(line for line in report if "weight (" in line)
+    assert f"weight ({default}: {CLASS_WEIGHTING_NAMES[default]})" in header and "square-root" in header
+    assert next(line for line in report if line.strip().startswith("erythrocyte")).endswith(f"{2.0 ** 0.5:.3f}")
+    full = format_check_report(result, "median").splitlines()
+    assert next(line for line in full if line.strip().startswith("erythrocyte")).endswith("2.000")
 
 
 def test_missing_folders(tmp_path: Path) -> None:

@@ -112,3 +112,53 @@ def test_inference_options_refuse_values_out_of_range(value):
 def test_python_dash_m_is_the_same_command():
     result = segnet("--version")
     assert result.returncode == 0 and result.stdout.startswith("segnet ")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "typo", "meant"),
+    [
+        (["predict", "image.png", "--out", "DIR", "--diamter", "40"], "--diamter", "--diameter"),
+        (["evaluate", "--chekpoint", "darkfield", "--data", "DIR"], "--chekpoint", "--checkpoint"),  # not "--checkpoint is required"
+        (["predict", "--chekpoint", "darkfield", "image.png", "--out", "DIR"], "--chekpoint", "--checkpoint"),
+    ],
+)
+def test_a_mistyped_option_is_named_with_the_option_meant(arguments, typo, meant, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"segnet {arguments[0]}: error: unknown option {typo}; did you mean {meant}?"
+
+
+def test_an_unknown_option_like_no_other_points_to_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "image.png", "--out", "DIR", "--zzzzzz"])
+    assert capsys.readouterr().err.strip() == "segnet predict: error: unknown option --zzzzzz; see 'segnet predict --help'"
+
+
+def test_an_abbreviated_option_is_no_typo():
+    assert build_parser().parse_args(["predict", "image.png", "--out", "DIR", "--diam", "40"]).diameter == 40
+
+
+def test_a_mistyped_model_name_suggests_the_built_in_model_and_lists_them(tmp_path, capsys, monkeypatch):
+    from segnet.builtin import BUILTIN_MODELS
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--checkpoint", "darkfeld", "image.png", "--out", "DIR"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("segnet: error: darkfeld: not found") and "did you mean 'darkfield'?" in error
+    assert f"(built-in models: {', '.join(BUILTIN_MODELS)})" in error
+
+
+def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_path):
+    from segnet.demo import DEMO_TIME_BUDGET, run_demo
+    from segnet.hardware import describe_hardware
+
+    assert build_parser().parse_args(["demo"]).time_budget == DEMO_TIME_BUDGET
+    lines = []
+    metrics = run_demo(tmp_path / "demo", device="cpu", images=12, size=48, epochs=50, time_budget=0.01, log=lines.append)
+    assert lines[0] == describe_hardware("cpu").line()  # device, dtype and why, before anything runs
+    assert any("time budget 0.01 min:" in line for line in lines), lines  # the budget, not the 50 epochs, ended training
+    history = (tmp_path / "demo" / "run" / "history.csv").read_text().splitlines()
+    assert 2 <= len(history) < 1 + 50 and 0 <= metrics["mean_iou"] <= 1
+    assert (tmp_path / "demo" / "predictions" / "counts.csv").is_file()

@@ -16,8 +16,8 @@ from skimage.draw import disk, polygon
 from segnet.config import DARKFIELD_ROLES, ClassRoles, load_config
 from segnet.counting import clean_prediction, count_objects
 from segnet.errors import DataError, SegnetError
+from segnet.columns import IMAGE_COLUMN, OBJECT_COLUMNS, VIEWER_COLUMNS, from_viewer_order, to_viewer_order
 from segnet.measure import (
-    OBJECT_COLUMNS,
     centreline_length_and_width,
     find_objects,
     measure_objects,
@@ -161,8 +161,9 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
 
     objects = read_csv(out / "objects.csv")
     assert tuple(objects[0]) == OBJECT_COLUMNS
+    assert next(iter(read_csv(out / "counts.csv")[0])) == IMAGE_COLUMN == OBJECT_COLUMNS[0]  # both tables name the image alike
     for row in read_csv(out / "counts.csv"):
-        per_class = Counter(o["class"] for o in objects if o["image"] == row["file"])
+        per_class = Counter(o["class"] for o in objects if o["image"] == row["image"])
         assert per_class == {"erythrocyte": int(row["erythrocyte_count"]), "spirochete": int(row["spirochete_count"])}
     labels = tifffile.imread(out / "one_objects.tif")
     assert labels.dtype == np.uint16 and labels.max() == 4
@@ -197,7 +198,7 @@ def test_a_dataset_with_other_classes_counts_them_by_the_roles_its_config_gives(
     out = tmp_path / "out"
     predict_paths(DrawnPredictor(mask, classes, roles), [str(tmp_path / "lab.png")], out, progress=False)
     (counts,) = read_csv(out / "counts.csv")
-    assert list(counts) == ["file", "fibre_count", "fibre_area_fraction", "nucleus_count", "nucleus_area_fraction"]
+    assert list(counts) == ["image", "fibre_count", "fibre_area_fraction", "nucleus_count", "nucleus_area_fraction"]
     assert (counts["fibre_count"], counts["nucleus_count"]) == ("1", "2")
     (fibre,) = [row for row in read_csv(out / "objects.csv") if row["class"] == "fibre"]
     assert float(fibre["length_px"]) == pytest.approx(200, rel=LENGTH_TOLERANCE)
@@ -214,3 +215,11 @@ def test_class_roles_come_from_the_config_by_name() -> None:
         ClassRoles.of(["background", "cell"], {"nucleus": "solid"})
     with pytest.raises(SegnetError, match="unknown roles"):
         ClassRoles.of(["background", "cell"], {"cell": "round"})
+
+
+def test_the_viewer_table_leads_with_the_object_and_saves_as_objects_csv() -> None:
+    row = [f"cell {column}" for column in OBJECT_COLUMNS]
+    shown = to_viewer_order(row)
+    assert VIEWER_COLUMNS[:2] == ("object_id", "class") and VIEWER_COLUMNS[-1] == IMAGE_COLUMN
+    assert shown[0] == "cell object_id" and shown[-1] == f"cell {IMAGE_COLUMN}"
+    assert sorted(VIEWER_COLUMNS) == sorted(OBJECT_COLUMNS) and from_viewer_order(shown) == row

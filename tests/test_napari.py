@@ -29,6 +29,7 @@ from segnet import DEFAULT_CLASSES  # noqa: E402
 from segnet.builtin import DEFAULT_BUILTIN_MODEL  # noqa: E402
 from segnet.checkpoint import new_checkpoint, save_checkpoint  # noqa: E402
 from segnet.cli import main  # noqa: E402
+from segnet.columns import VIEWER_COLUMNS  # noqa: E402
 from segnet.data import find_pairs, read_image, read_mask  # noqa: E402
 from segnet.measure import read_object_labels  # noqa: E402
 from segnet.model import build_model  # noqa: E402
@@ -107,6 +108,8 @@ def test_segment_gives_what_segnet_predict_writes(make_napari_viewer, qtbot, pre
     np.testing.assert_array_equal(objects.data, expected_objects.labels)
     table = read_csv(out / "objects.csv")
     assert len(table) > 3 and widget.table_rows() == table[1:]
+    shown_header = [widget.table.horizontalHeaderItem(column).text() for column in range(widget.table.columnCount())]
+    assert shown_header == list(VIEWER_COLUMNS) and shown_header[0] == "object_id"  # the object first, the image path last
     for class_id, name in enumerate(DEFAULT_CLASSES[1:], start=1):
         assert f"{name}: {expected_objects.object_classes.count(class_id)}" in widget.counts_label.text()
     assert widget.progress.value() == widget.progress.maximum() > 1  # counted tiles

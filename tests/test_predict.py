@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
+from scipy.ndimage import minimum_filter
+
 from segnet.checkpoint import new_checkpoint, save_checkpoint
+from segnet.config import DARKFIELD_ROLES
+from segnet.measure import ObjectLabels, find_objects, measure_objects, read_object_labels
+from segnet.predict.pictures import TEXT_COLOUR, UNSURE_COLOUR, annotated_overlay, object_tags, outline, text_size
 from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.model import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
 from segnet.spec import ModelSpec
@@ -371,6 +376,90 @@ def test_overlay_keeps_background_and_blends_classes() -> None:
     assert blended[1, 0].tolist() == [50, 178, 50]
 
 
+def drawn_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 240 x 300 dark field with two red cells (discs) and a spirochete (a thin bar): the image and its true mask."""
+    rows, cols = np.mgrid[:240, :300]
+    mask = np.zeros((240, 300), dtype=np.uint8)
+    for row, col in ((70, 70), (90, 170)):
+        mask[(rows - row) ** 2 + (cols - col) ** 2 <= 30**2] = 1
+    mask[180:184, 80:200] = 2
+    image = class_palette(3)[mask] // 2  # red cells dark red, the spirochete dark green, the field black
+    return image, mask
+
+
+def colour_model() -> nn.Module:
+    """Reads :func:`drawn_scene` back: red pixels are erythrocytes, green ones spirochetes, dark ones background."""
+    model = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0, 0], [8, 0, 0], [0, 8, 0]]).view(3, 3, 1, 1))
+        model.bias.copy_(torch.tensor([2.0, 0, 0]))
+    return model
+
+
+def scene_objects() -> tuple[np.ndarray, np.ndarray, ObjectLabels, list]:
+    image, mask = drawn_scene()
+    objects = find_objects(mask, DARKFIELD_ROLES)
+    return image, mask, objects, measure_objects(objects, image, DARKFIELD_ROLES)
+
+
+def swatch_present(picture: np.ndarray, colour: tuple[int, ...], side: int = 5) -> bool:
+    """Whether a filled ``side x side`` square of ``colour`` is in the picture (a legend swatch, not a 1-pixel outline)."""
+    return bool(minimum_filter((picture == colour).all(axis=2), side).any())
+
+
+def white_near(picture: np.ndarray, xy: tuple[float, float], reach: int) -> bool:
+    """Whether text is written within ``reach`` of ``xy`` (near-white: small type is anti-aliased)."""
+    x, y = round(xy[0]), round(xy[1])
+    window = picture[max(y - reach, 0) : y + reach, max(x - reach, 0) : x + reach]
+    return bool((window >= 0.8 * np.array(TEXT_COLOUR)).all(axis=2).any())
+
+
+def test_the_overlay_outlines_numbers_and_counts_the_objects() -> None:
+    image, mask, objects, measurements = scene_objects()
+    assert objects.object_classes == (1, 1, 2)
+    unsure = np.zeros(mask.shape, dtype=bool)
+    unsure[10:30, 230:290] = True
+    picture = annotated_overlay(image, mask, objects, measurements, CLASSES, DARKFIELD_ROLES.counted, unsure)
+    assert picture.shape == image.shape and picture.dtype == np.uint8
+    palette = class_palette(3)
+    edges = outline(objects.labels)
+    classes = np.array([0, *objects.object_classes])[objects.labels]
+    in_class_colour = (picture[edges] == palette[classes[edges]]).all(axis=1)
+    assert in_class_colour.mean() > 0.9  # every border in its class's colour, but where an id is written over it
+    interior = (objects.labels > 0) & ~outline(objects.labels, 3)
+    assert not (picture[interior] == palette[classes[interior]]).all(axis=1).any()  # inside: blended, not the outline's colour
+    for colour in (*map(tuple, palette[1:].tolist()), UNSURE_COLOUR):
+        assert swatch_present(picture, colour), f"no legend swatch of {colour}"
+    size = text_size(image.shape)
+    tags = object_tags(measurements, size, image.shape[1])
+    assert [tag.text for tag in tags] == [str(measurement.object_id) for measurement in measurements] == ["1", "2", "3"]
+    assert all(white_near(picture, tag.xy, size) for tag in tags)
+    assert tags[0].anchor == "mm" and tags[2].anchor != "mm"  # a cell holds its id; the thin spirochete's is beside it
+
+
+def test_a_small_image_gets_outlines_but_no_text() -> None:
+    image, mask, _, _ = scene_objects()
+    small = annotated_overlay(image[:80, :80], mask[:80, :80], find_objects(mask[:80, :80]), [], CLASSES, DARKFIELD_ROLES.counted)
+    assert (small == (255, 0, 0)).all(axis=2).any()  # the red cell's outline
+    assert not (small == TEXT_COLOUR).all(axis=2).any()
+
+
+def test_predict_writes_overlays_whose_ids_are_those_of_objects_csv(tmp_path: Path) -> None:
+    image, _ = drawn_scene()
+    source = write_png(tmp_path / "scene.png", image)
+    scene_predictor = Predictor(colour_model(), CLASSES, [0.0] * 3, [1.0] * 3, PLAIN)
+    predict_paths(scene_predictor, [str(source)], tmp_path / "out", progress=False)
+    picture = np.asarray(Image.open(tmp_path / "out" / "scene_overlay.png"))
+    objects = read_object_labels(tmp_path / "out" / "scene_objects.tif")
+    size = text_size(image.shape)
+    tags = object_tags(measure_objects(objects, image, DARKFIELD_ROLES), size, image.shape[1])
+    rows = read_rows(tmp_path / "out" / "objects.csv")
+    assert [tag.text for tag in tags] == [row["object_id"] for row in rows] == ["1", "2", "3"]
+    assert [row["class"] for row in rows] == ["erythrocyte", "erythrocyte", "spirochete"]
+    assert all(white_near(picture, tag.xy, size) for tag in tags)
+    assert swatch_present(picture, (255, 0, 0)) and swatch_present(picture, (0, 255, 0))
+
+
 # ------------------------------------------------------------------------------ files
 
 
@@ -450,9 +539,9 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     with (out / "counts.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
-        "file", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
+        "image", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
     ]
-    assert [Path(row["file"]).name for row in rows] == ["first.png", "second.png"]
+    assert [Path(row["image"]).name for row in rows] == ["first.png", "second.png"]
     for row in rows:
         assert int(row["erythrocyte_count"]) >= 0 and 0 <= float(row["spirochete_area_fraction"]) <= 1
 
@@ -477,7 +566,7 @@ def test_predict_paths_reports_a_bad_input_and_goes_on(tmp_path: Path) -> None:
     assert summary.images == 2 and len(summary.failed) == 1 and "broken.png" in summary.failed[0]
     assert [line for line in notes if "broken.png" in line] == [f"skipped {summary.failed[0]}"]
     assert "\n" not in summary.failed[0]
-    assert [Path(row["file"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
+    assert [Path(row["image"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
 
 
 def test_cli_exits_1_after_predicting_the_readable_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -503,7 +592,7 @@ def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: 
         notes: list[str] = []
         summary = predict_paths(loaded, [str(folder)], folder, progress=False, log=notes.append)
         assert summary.images == 2 and not summary.failed
-        assert [Path(row["file"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
+        assert [Path(row["image"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
     # The second run saw 5 outputs per image (4 pictures, the label image) and said so once.
     (note,) = notes
     assert "skipped 10 file(s)" in note and str(folder) in note

@@ -370,3 +370,18 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
     best_metrics = json.loads((run / BEST_METRICS_FILE).read_text())
     assert best_metrics["confusion_matrix"] == scored["confusion_matrix"]
     assert abs(float(history[best["epoch"]]["val_mean_iou"]) - scored["mean_iou"]) <= 1e-6
+
+
+def test_a_run_names_its_hardware_and_warns_of_emulated_bf16(synthetic_dataset, tmp_path, monkeypatch):
+    from segnet import distributed
+
+    monkeypatch.setattr(distributed, "native_cpu_bf16", lambda: False)  # a CPU without native bf16, as most laptops
+    lines = []
+    train(tiny_config(synthetic_dataset, tmp_path / "run", epochs=1, amp=True, device="cpu"), progress_log=lines.append)
+    hardware = lines[0]
+    assert hardware.startswith("hardware: ") and f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in hardware
+    assert hardware.endswith("--amp on a CPU without native bf16 (emulated there: tens of times slower than float32): bfloat16")
+    assert any(line.startswith("warning: --amp on a CPU without native bf16") for line in lines), lines
+    lines.clear()
+    train(tiny_config(synthetic_dataset, tmp_path / "default", epochs=1, device="cpu"), progress_log=lines.append)
+    assert lines[0].endswith("CPU without native bf16: float32") and not any(line.startswith("warning:") for line in lines)

@@ -13,6 +13,7 @@ each shipped file is in its card and in ``benchmarks/shipped_model.py``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +59,25 @@ def resolve_checkpoint(value: str | Path) -> Path:
     A name wins only where no file or folder of that name exists, so ``./darkfield`` is still a path.
 
     Raises:
-        CheckpointError: the name is a built-in model whose weights are not installed.
+        CheckpointError: the name is a built-in model whose weights are not installed, or a bare
+            name (no folder, no file ending) that is neither a file nor a built-in model.
     """
     model = BUILTIN_MODELS.get(str(value))
-    if model is None or Path(value).exists():
-        return Path(value)
+    path = Path(value)
+    if model is None and not path.exists() and path.name == str(value) and not path.suffix:
+        raise CheckpointError(_unknown_name_message(str(value)))
+    if model is None or path.exists():
+        return path
     if not model.installed:
         raise CheckpointError(f"built-in model '{model.name}': its weights {model.path} are not installed (reinstall segnet)")
     return model.path
+
+
+def _unknown_name_message(name: str) -> str:
+    """``name`` is no file and no built-in model: the model probably meant, and every built-in name."""
+    meant = difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1)
+    hint = f"; did you mean '{meant[0]}'?" if meant else ""
+    return f"{name}: not found, neither a checkpoint file nor a built-in model{hint} (built-in models: {', '.join(BUILTIN_MODELS)})"
 
 
 def is_builtin(path: str | Path) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from segnet.config import CLASS_WEIGHTING_NAMES, DEFAULT_CLASS_WEIGHTING
 from segnet.data import (
     IMAGE_EXTENSIONS,
     Pair,
@@ -36,7 +37,7 @@ from segnet.data import (
     image_to_rgb,
 )
 from segnet.errors import DataError
-from segnet.losses import median_frequency_weights
+from segnet.losses import class_weights, median_frequency_weights
 
 # What read_image does with each non-RGB mode, for the notes (16-bit and float modes are described by bit depth).
 _IMAGE_MODE_NOTES = {
@@ -367,8 +368,11 @@ def format_problems(problems: Sequence[Problem], root: str | Path, limit: int = 
     return "\n".join(lines)
 
 
-def format_check_report(result: CheckResult) -> str:
-    """The check's findings for the terminal: every problem, notes grouped by kind, then the summary."""
+def format_check_report(result: CheckResult, weighting: str = DEFAULT_CLASS_WEIGHTING) -> str:
+    """The check's findings for the terminal: every problem, notes grouped by kind, then the summary.
+
+    The class weights shown are those training would use with ``weighting`` (``--class-weights``).
+    """
     summary = result.summary
     lines = [
         f"{summary['images']} images, {summary['masks']} masks, {summary['pairs']} pairs by name, "
@@ -394,12 +398,7 @@ def format_check_report(result: CheckResult) -> str:
             "Mask modes: " + _format_counts(summary["mask_modes"]) + "; bit depths: " + _format_counts(summary["mask_bit_depths"]),
         ]
     if summary["good_pairs"]:
-        name_width = max(len(name) for name in summary["class_pixel_frequencies"])
-        lines += ["", f"  {'class':<{name_width}}  pixels   images  weight (median frequency)"]
-        for name, frequency in summary["class_pixel_frequencies"].items():
-            lines.append(
-                f"  {name:<{name_width}}  {frequency:6.2%}  {summary['images_per_class'][name]:7d}  {summary['median_frequency_weights'][name]:.3f}"
-            )
+        lines += _class_table(summary, weighting)
     lines.append("")
     if result.problems:
         count = len(result.problems)
@@ -407,6 +406,18 @@ def format_check_report(result: CheckResult) -> str:
     else:
         lines.append("No problems found.")
     return "\n".join(lines)
+
+
+def _class_table(summary: Mapping, weighting: str) -> list[str]:
+    """Pixels, images and the loss weight per class, the weighting named as in ``--class-weights``."""
+    names = list(summary["class_pixel_frequencies"])
+    weights = class_weights(list(summary["class_presence_frequencies"].values()), weighting) or [1.0] * len(names)
+    name_width = max(len(name) for name in names)
+    lines = ["", f"  {'class':<{name_width}}  pixels   images  weight ({weighting}: {CLASS_WEIGHTING_NAMES[weighting]})"]
+    for name, weight in zip(names, weights, strict=True):
+        frequency, images = summary["class_pixel_frequencies"][name], summary["images_per_class"][name]
+        lines.append(f"  {name:<{name_width}}  {frequency:6.2%}  {images:7d}  {weight:.3f}")
+    return lines
 
 
 def _format_counts(counts: Mapping) -> str:

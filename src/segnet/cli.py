@@ -8,21 +8,73 @@ traceback unless ``--debug`` is given. Heavy modules are imported inside each co
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from segnet import DEFAULT_CLASSES, MIN_AREA, __version__
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
+from segnet.demo import DEMO_TIME_BUDGET
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
 from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 if TYPE_CHECKING:
     from segnet.predict import Shard
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that answers a mistyped option with the option meant.
+
+    argparse reports an unknown option only after the required ones, and from the top-level
+    parser, which knows no subcommand's options: so each (sub)parser checks its own arguments.
+    """
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(args, namespace)
+        unknown = self._unknown_options(extras)
+        if unknown:
+            self._fail(self._typo_message(unknown))
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        # "--checkpoint is required" hides the cause when --checkpoint was given, mistyped.
+        unknown = self._unknown_options(getattr(self, "_given", []))
+        if unknown and message.startswith("the following arguments are required"):
+            self._fail(self._typo_message(unknown))
+        super().error(message)
+
+    def _option_strings(self) -> list[str]:
+        return [option for option in self._option_string_actions if option.startswith("--")]
+
+    def _unknown_options(self, arguments: Sequence[str]) -> list[str]:
+        """The ``--options`` in ``arguments`` (up to a bare ``--``) that are none of this parser's, nor an abbreviation of one."""
+        options = self._option_strings()
+        unknown = []
+        for argument in arguments:
+            if argument == "--":
+                break
+            name = argument.split("=", 1)[0]
+            if name.startswith("--") and not any(option.startswith(name) for option in options):
+                unknown.append(name)
+        return unknown
+
+    def _typo_message(self, unknown: Sequence[str]) -> str:
+        first = unknown[0]
+        meant = difflib.get_close_matches(first, self._option_strings(), n=1)
+        hint = f"; did you mean {meant[0]}?" if meant else f"; see '{self.prog} --help'"
+        return f"unknown option {first}{hint}"
+
+    def _fail(self, message: str) -> NoReturn:
+        # One line, without the usage: the message already names what to type.
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _positive_int(text: str) -> int:
@@ -101,7 +153,7 @@ def _builtin_names() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``segnet`` parser: global flags, then one subcommand per ``_add_*_command``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segnet",
         description="Train and run SegNet to segment darkfield microscopy images into background, "
         "red blood cells and spirochetes, and count them.",
@@ -240,9 +292,15 @@ def _add_models_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="synthesise data, train segnet-basic, evaluate and predict (about 10 minutes on a laptop CPU)")
+    demo = commands.add_parser(
+        "demo", help=f"synthesise data, train segnet-basic for {DEMO_TIME_BUDGET:g} minutes, evaluate and predict (about 5 minutes in all)"
+    )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    demo.add_argument(
+        "--time-budget", type=float, default=DEMO_TIME_BUDGET, metavar="MIN",
+        help="minutes of training; the accuracy reached depends on the hardware, the time does not (default: %(default)s)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -298,7 +356,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from segnet.demo import run_demo
 
-        run_demo(args.out, device=args.device)
+        run_demo(args.out, device=args.device, time_budget=args.time_budget, log=print)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 
@@ -358,7 +416,7 @@ def _check(args: argparse.Namespace) -> int:
     if not config.data:
         raise SegnetError("check needs a dataset folder: segnet check DIR (or data: in --config)")
     result = check_dataset(config.data, config.classes, config.palette_by_index())
-    print(format_check_report(result))
+    print(format_check_report(result, config.class_weights))
     return 1 if result.problems else 0
 
 

@@ -26,7 +26,14 @@ from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_D
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
-CLASS_WEIGHTINGS = ("median", "sqrt-median", "none")
+CLASS_WEIGHTING_NAMES: dict[str, str] = {
+    "median": "median frequency",
+    "sqrt-median": "square-root median frequency",
+    "none": "unweighted",
+}
+"""Each class weighting (``--class-weights``) and what it is, in words (``segnet check`` labels its weights so)."""
+CLASS_WEIGHTINGS = tuple(CLASS_WEIGHTING_NAMES)
+DEFAULT_CLASS_WEIGHTING = "sqrt-median"
 LOSSES = ("ce", "ce+dice", "ce+lovasz", "ce+focal-tversky")
 ROLES = ("background", "solid", "thin")
 """What a class is to counting: the background (not objects), solid objects (holes filled, opened
@@ -135,7 +142,9 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0)
     schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
     warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
-    class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
+    class_weights: Literal[CLASS_WEIGHTINGS] = option(
+        DEFAULT_CLASS_WEIGHTING, "loss class weights: " + "; ".join(f"{key}: {name}" for key, name in CLASS_WEIGHTING_NAMES.items()), "optimisation"
+    )
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)", "optimisation")
     skeleton_recall: float | None = option(
@@ -170,7 +179,10 @@ class TrainConfig:
         "optimisation", ge=0,
     )
 
-    amp: bool | None = option(None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively)", "hardware")
+    amp: bool | None = option(
+        None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively; --amp on a CPU without native bf16 "
+        "emulates it, tens of times slower, and warns)", "hardware",
+    )
     channels_last: bool = option(True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware")
     compile: bool = option(False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware")
     deterministic: bool = option(False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware")

@@ -43,15 +43,11 @@ from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
 from segnet import MIN_AREA
+from segnet.columns import OBJECT_COLUMNS
 from segnet.config import DARKFIELD_ROLES, ClassRoles
 from segnet.counting import clean_prediction, label_objects
 from segnet.errors import DataError
 
-OBJECT_COLUMNS = (
-    "image", "class", "object_id", "area_px", "centroid_x_px", "centroid_y_px",
-    "bbox_left_px", "bbox_top_px", "bbox_width_px", "bbox_height_px", "mean_intensity",
-    "length_px", "width_px", "pixel_size_um", "area_um2", "length_um", "width_um",
-)
 # Resolution tags above this many micrometres per pixel are a print or screen setting (72 dpi is
 # 353 um), not a microscope's calibration; darkfield images have pixels of 0.05 to 2 um.
 _MAX_TAG_PIXEL_SIZE_UM = 10.0

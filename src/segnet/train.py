@@ -75,6 +75,7 @@ from tqdm import tqdm
 from segnet import distributed as dist
 from segnet.budget import TimeBudget
 from segnet.builtin import resolve_checkpoint
+from segnet.hardware import describe_hardware
 from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, format_calibration
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
@@ -244,6 +245,7 @@ def train(
         device = dist.init_distributed(config.device)
         run_dir = Path(config.out)
         log = progress_log if dist.is_main_process() else _silent
+        log(describe_hardware(device, config.amp).line())  # every time a run reports is this machine's
         resumed = start_run(config, run_dir, resume, overwrite, device)
         initial_weights = load_initial_weights(config, list(config.classes), log) if config.init and not resume else None
         data = load_training_data(config, run_dir, resume, log, split, decoded)
@@ -488,9 +490,11 @@ def build_run(
     )
     roles = config.roles()
     loss = build_loss(plan.class_weights, config.loss, roles.thin, config.skeleton_recall, roles.background, config.hard_pixels)
+    precision = dist.compute_dtype(device, config.amp)
+    if precision.emulated:
+        log(f"warning: {precision.describe()}; without --amp this CPU trains in float32")
     step = TrainingStep(
-        model, loss.to(device), optimizer, scheduler, device,
-        dist.autocast_dtype(device, config.amp), config.channels_last, config.grad_clip, average,
+        model, loss.to(device), optimizer, scheduler, device, precision.dtype, config.channels_last, config.grad_clip, average,
     )
     progress = Progress()
     if resumed is not None:

@@ -150,7 +150,7 @@ def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
     Raises:
         DataError: the file cannot be written.
     """
-    from segnet.measure import OBJECT_COLUMNS
+    from segnet.columns import OBJECT_COLUMNS
     from segnet.predict import ResultTables
 
     path = Path(path)

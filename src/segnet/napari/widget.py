@@ -38,10 +38,18 @@ from qtpy.QtWidgets import (
 )
 
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
+from segnet.columns import (
+    CENTROID_X_COLUMN,
+    CENTROID_Y_COLUMN,
+    OBJECT_COLUMNS,
+    OBJECT_ID_COLUMN,
+    VIEWER_COLUMNS,
+    from_viewer_order,
+    to_viewer_order,
+)
 from segnet.data import array_to_rgb
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER, parse_diameter
-from segnet.measure import OBJECT_COLUMNS
 from segnet.napari.layers import CLASSES_SUFFIX, OBJECT_CONTOUR_PX, OBJECTS_SUFFIX, UNCERTAINTY_SUFFIX, classes_layer, objects_layer, uncertainty_layer
 from segnet.napari.segmentation import (
     Cancelled,
@@ -63,8 +71,8 @@ DEFAULT_TILE = 512  # tiles give the progress bar something to count and Cancel 
 MAX_MC_SAMPLES = 64
 CANCELLED = "segmentation cancelled"
 MODEL_FILES = "segnet models (*.pt *.onnx);;All files (*)"
-# objects.csv columns the table and click-to-centre read (segnet.measure.OBJECT_COLUMNS).
-_OBJECT_ID, _CENTROID_X, _CENTROID_Y = 2, 4, 5
+# objects.csv columns click-to-centre reads.
+_OBJECT_ID, _CENTROID_X, _CENTROID_Y = map(OBJECT_COLUMNS.index, (OBJECT_ID_COLUMN, CENTROID_X_COLUMN, CENTROID_Y_COLUMN))
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,8 @@ class SegmentWidget(QWidget):
         self.progress.setValue(0)
         self.counts_label = QLabel("")
         self.counts_label.setWordWrap(True)
-        self.table = QTableWidget(0, len(OBJECT_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(OBJECT_COLUMNS))
+        self.table = QTableWidget(0, len(VIEWER_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(VIEWER_COLUMNS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.currentCellChanged.connect(self._centre_on_row)
@@ -308,7 +316,7 @@ class SegmentWidget(QWidget):
         self.table.setRowCount(0)
         self.table.setRowCount(len(result.rows))
         for row, cells in enumerate(result.rows):
-            for column, cell in enumerate(cells):
+            for column, cell in enumerate(to_viewer_order(cells)):
                 self.table.setItem(row, column, QTableWidgetItem(cell))
         self._enable_saving(True)
 
@@ -320,9 +328,9 @@ class SegmentWidget(QWidget):
         getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
     def table_rows(self) -> list[list[str]]:
-        """The table's cells, row by row, as shown."""
+        """The table's cells, row by row, as shown, in ``objects.csv``'s column order (as saved)."""
         return [
-            [self.table.item(row, column).text() for column in range(self.table.columnCount())]
+            from_viewer_order([self.table.item(row, column).text() for column in range(self.table.columnCount())])
             for row in range(self.table.rowCount())
         ]
 

@@ -16,20 +16,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet import MIN_AREA
+from segnet.columns import OBJECT_COLUMNS, counts_columns
 from segnet.config import ClassRoles
 from segnet.counting import coverage
 from segnet.data import IMAGE_EXTENSIONS, read_image
 from segnet.errors import DataError, SegnetError
 from segnet.measure import (
-    OBJECT_COLUMNS,
     ObjectLabels,
+    ObjectMeasurement,
     find_objects,
     measure_objects,
     read_object_labels,
     tiff_pixel_size,
     write_object_labels,
 )
-from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
+from segnet.predict.pictures import UNSURE_ENTROPY, _uncertainty_overlay, annotated_overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 
@@ -123,39 +124,50 @@ def _write_outputs(
     path: Path, image: np.ndarray, proba: np.ndarray, out_dir: Path, predictor: Predictor | Ensemble, min_area: int, pixel_size: float | None
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
-    class_names, roles, with_uncertainty = predictor.class_names, predictor.roles, predictor.samples_uncertainty
-    num_classes = len(class_names)
     mask = proba.argmax(axis=0).astype(np.uint8)
-    pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(overlay(image, mask, num_classes), mode="RGB")]
-    if with_uncertainty:
-        # 65535 is the largest possible entropy, log(C): the same grey means the same
-        # uncertainty in every image.
-        max_entropy = math.log(num_classes) if num_classes > 1 else 1.0
-        scaled = np.clip(predictive_entropy(proba) / max_entropy, 0.0, 1.0)
-        pictures.append(Image.fromarray(np.rint(scaled * 65535).astype(np.uint16)))
-        pictures.append(Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB"))
+    try:
+        objects = find_objects(mask, predictor.roles, min_area=min_area)
+    except ValueError as error:
+        raise DataError(path, str(error)) from error
+    measurements = measure_objects(objects, image, predictor.roles)
     written = []
-    for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES[: len(pictures)]), pictures):
+    for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES), _pictures(image, mask, proba, objects, measurements, predictor)):
         try:
             picture.save(target)
         except OSError as error:
             raise DataError(target, f"could not write ({error.strerror or error})") from error
         written.append(target)
-
-    try:
-        objects = find_objects(mask, roles, min_area=min_area)
-    except ValueError as error:
-        raise DataError(path, str(error)) from error
     labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
-    write_object_labels(labels_path, objects, class_names)  # last: its presence marks a finished image
+    write_object_labels(labels_path, objects, predictor.class_names)  # last: its presence marks a finished image
     written.append(labels_path)
-    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, roles, pixel_size)
+    counts_row, object_rows = _table_rows(path, mask, objects, measurements, predictor.class_names, predictor.roles, pixel_size)
     return written, counts_row, object_rows
 
 
+def _pictures(
+    image: np.ndarray, mask: np.ndarray, proba: np.ndarray, objects: ObjectLabels, measurements: Sequence[ObjectMeasurement],
+    predictor: Predictor | Ensemble,
+) -> list[Image.Image]:
+    """The :data:`PICTURES` of one image: its mask and annotated overlay, and with uncertainty the entropy and its heatmap."""
+    class_names, counted = predictor.class_names, predictor.roles.counted
+    scaled = None
+    if predictor.samples_uncertainty:
+        # 65535 is the largest possible entropy, log(C): the same grey means the same
+        # uncertainty in every image.
+        max_entropy = math.log(len(class_names)) if len(class_names) > 1 else 1.0
+        scaled = np.clip(predictive_entropy(proba) / max_entropy, 0.0, 1.0)
+    unsure = None if scaled is None else scaled >= UNSURE_ENTROPY
+    annotated = annotated_overlay(image, mask, objects, measurements, class_names, counted, unsure)
+    pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(annotated, mode="RGB")]
+    if scaled is not None:
+        pictures.append(Image.fromarray(np.rint(scaled * 65535).astype(np.uint16)))
+        pictures.append(Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB"))
+    return pictures
+
+
 def _table_rows(
-    path: Path, image: np.ndarray, mask: np.ndarray, objects: ObjectLabels, class_names: Sequence[str], roles: ClassRoles,
-    pixel_size: float | None,
+    path: Path, mask: np.ndarray, objects: ObjectLabels, measurements: Sequence[ObjectMeasurement], class_names: Sequence[str],
+    roles: ClassRoles, pixel_size: float | None,
 ) -> tuple[list[Any], list[list[str]]]:
     """One image's ``counts.csv`` row and ``objects.csv`` rows, both from the same ``objects``."""
     counts = objects.counts(roles.counted)
@@ -163,7 +175,7 @@ def _table_rows(
     row: list[Any] = [str(path)]
     for class_id in roles.counted:
         row += [counts[class_id], f"{fractions[class_id]:.6f}"]
-    object_rows = [measurement.row(str(path), class_names, pixel_size) for measurement in measure_objects(objects, image, roles)]
+    object_rows = [measurement.row(str(path), class_names, pixel_size) for measurement in measurements]
     return row, object_rows
 
 
@@ -202,14 +214,17 @@ def predict_paths(
     For each input ``STEM.ext`` this writes into ``out_dir``:
 
     * ``STEM_mask.png``: class index per pixel (8-bit, one channel, the input's size);
-    * ``STEM_overlay.png``: the image with each class blended in its colour;
+    * ``STEM_overlay.png``: the image with each class blended in its colour, each counted object
+      outlined and numbered with its ``object_id`` in ``objects.csv``, and a legend of the counts
+      (:func:`~segnet.predict.pictures.annotated_overlay`; with uncertainty, the unsure region outlined);
     * with Monte Carlo dropout or an :class:`Ensemble`, ``STEM_uncertainty.png``: predictive entropy as a 16-bit PNG where
       65535 is ``log(C)``, the largest possible entropy; and ``STEM_uncertainty_overlay.png``:
       that entropy as a heatmap over the image;
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
       own id, background 0; see :mod:`segnet.measure`), written last.
 
-    ``counts.csv`` gets one row per image: ``file``, then per counted class (all but the background of ``predictor.roles``)
+    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per
+    counted class (all but the background of ``predictor.roles``)
     ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
     :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
@@ -324,8 +339,7 @@ def _open_tables(predictor: Predictor | Ensemble, out_dir: Path, shard: Shard) -
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(out_dir, f"cannot create the output folder ({error.strerror or error})") from error
-    object_names = [predictor.class_names[c] for c in predictor.roles.counted]
-    counts_header = ["file"] + [f"{name}_{column}" for name in object_names for column in ("count", "area_fraction")]
+    counts_header = counts_columns([predictor.class_names[c] for c in predictor.roles.counted])
     return ResultTables([out_dir / COUNTS_FILE, out_dir / OBJECTS_FILE], [counts_header, OBJECT_COLUMNS], shard)
 
 
@@ -360,5 +374,6 @@ def _rebuild_rows(
     except OSError as error:
         raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
     objects = read_object_labels(out_dir / f"{path.stem}{OBJECTS_SUFFIX}")
-    counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, roles, pixel_size)
+    measurements = measure_objects(objects, image, roles)
+    counts_row, object_rows = _table_rows(path, mask, objects, measurements, class_names, roles, pixel_size)
     return [], counts_row, object_rows
