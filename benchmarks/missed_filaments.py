@@ -30,6 +30,7 @@ from segnet.config import DARKFIELD_ROLES
 from segnet.counting import clean_prediction, label_classes
 from segnet.data import find_pairs, load_pair, object_diameter, read_mask
 from segnet.detection import found_objects
+from segnet.hardware import report_hardware
 from segnet.measure import centreline_length_and_width
 
 RING = 6
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="folder of predicted class masks, STEM.png")
     parser.add_argument("--out", type=Path, help="CSV of every drawn filament (default: PREDICTIONS/../filaments.csv)")
     args = parser.parse_args()
+    report_hardware(print)
     out = args.out or args.predictions.parent / "filaments.csv"
     rows: list[dict] = []
     pairs = [pair for pair in find_pairs(args.data) if (args.predictions / f"{pair.stem}.png").is_file()]
