@@ -11,10 +11,11 @@ from pathlib import Path
 
 from segnet.config import load_config
 from segnet.data import select_pairs
-from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, evaluate_run
+from segnet.evaluate import evaluate_run
 from segnet.predict import InferenceOptions, Predictor, predict_paths
 from segnet.report import write_report
 from segnet.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+from segnet.score import METRICS_FILE, PER_IMAGE_FILE
 from segnet.score_tables import format_metrics_table
 from segnet.synthetic import write_dataset
 from segnet.train import train
