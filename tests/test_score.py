@@ -18,6 +18,7 @@ from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.inference import InferenceOptions
 from segnet.predict import Predictor, predict_paths
+from segnet.report import report_run
 from segnet.runfiles import BEST_CHECKPOINT
 from segnet.score import METRICS_FILE, PER_IMAGE_FILE, PREDICTION_SUFFIX, PREDICTIONS_FOLDER, ScoreSettings, pair_masks, score_masks
 
@@ -169,3 +170,12 @@ def test_score_of_evaluate_and_predict_masks_gives_evaluate_numbers(tmp_path: Pa
         # the dataset's images are recorded, so the report can show them
         rows = list(csv.DictReader((tmp_path / "scored" / PER_IMAGE_FILE).open()))
         assert rows == list(csv.DictReader((tmp_path / "evaluation" / PER_IMAGE_FILE).open()))
+
+
+def test_report_draws_a_score_folder(tmp_path: Path) -> None:
+    score(tmp_path, {"a": truth_mask()}, {"a": truth_mask()})
+    said: list[str] = []
+    page = report_run(tmp_path / "out", log=said.append).read_text()
+    assert not said  # nothing evaluated first: the folder is its own evaluation
+    assert f"1 masks of {tmp_path / 'predicted'} against {tmp_path / 'truth'}" in page
+    assert "a ground truth" in page and "a image" not in page  # no images to show beside masks alone
