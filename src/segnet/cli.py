@@ -70,6 +70,14 @@ def _inference_options(args: argparse.Namespace, device: str | None = None) -> I
     )
 
 
+def _add_ignore_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
+
+
+def _add_classes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", nargs="+", help=f"class names in index order (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
+
+
 def _add_min_area(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=int, default=MIN_AREA, help="objects smaller than this many pixels are not counted (default: %(default)s)")
 
@@ -151,7 +159,7 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "--split", choices=("val", "all"), help="val: the run's held-out images (split.json); all: every image (default: val; all for a built-in model)"
     )
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
-    evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
+    _add_ignore_index(evaluate)
     evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
     _add_inference_options(evaluate)
     _add_min_area(evaluate)
@@ -169,8 +177,8 @@ def _add_score_command(commands: argparse._SubParsersAction) -> None:
     score.add_argument("predictions", type=Path, help="folder of predicted masks (one class index per pixel)")
     score.add_argument("--out", required=True, type=Path, help="output folder")
     score.add_argument("--config", type=Path, help="training YAML file: its classes, class_roles and mask_palette (colour truth masks)")
-    score.add_argument("--classes", nargs="+", help=f"class names in index order (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
-    score.add_argument("--ignore-index", type=int, help="truth mask value of unlabelled pixels, skipped by the metrics")
+    _add_classes(score)
+    _add_ignore_index(score)
     _add_min_area(score)
 
 
@@ -245,7 +253,7 @@ def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
     check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
-    check.add_argument("--classes", nargs="+", help=f"class names (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
+    _add_classes(check)
 
 
 def _add_models_command(commands: argparse._SubParsersAction) -> None:
