@@ -39,7 +39,7 @@ from segnet import DEFAULT_CLASSES, MIN_AREA
 from segnet.checkpoint import write_text_atomically
 from segnet.config import DARKFIELD_ROLES, ClassRoles, TrainConfig
 from segnet.counting import count_agreement
-from segnet.data import find_mask_folder, image_files, read_mask
+from segnet.data import find_pairs, image_files, read_mask
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
@@ -146,10 +146,11 @@ def pair_masks(truth: str | Path, predictions: str | Path) -> MaskPairing:
     """
     truth, predictions = Path(truth), Path(predictions)
     images: dict[str, Path] = {}
-    if (truth / "images").is_dir():
-        images = _masks_by_stem(truth / "images", None)
-        truth = find_mask_folder(truth)
-    truth_masks = _masks_by_stem(truth, None)
+    if (truth / "images").is_dir():  # a dataset folder: its pairs, checked as training checks them
+        dataset = find_pairs(truth)
+        images, truth_masks = {pair.stem: pair.image for pair in dataset}, {pair.stem: pair.mask for pair in dataset}
+    else:
+        truth_masks = _masks_by_stem(truth, None)
     predicted = _masks_by_stem(predictions, None)
     # STEM_mask pairs with STEM unless the truth itself holds a STEM_mask (then names are kept whole).
     if not set(predicted) & set(truth_masks):
