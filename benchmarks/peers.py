@@ -244,8 +244,9 @@ class NnunetPeer(Peer):
             save_prediction(read_mask(pair.mask, len(classes), palette), make_folder(dataset / "labelsTr") / f"{pair.stem}.png")
         for pair in find_pairs(bench.test):
             save_image(read_image(pair.image), make_folder(dataset / "imagesTs") / f"{pair.stem}_0000.png")
-        description = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {name: index for index, name in enumerate(classes)},
-                       "numTraining": len(find_pairs(bench.train)), "file_ending": ".png"}  # fmt: skip
+        labels = {"background" if index == 0 else name: index for index, name in enumerate(classes)}  # nnU-Net's label 0 is "background"
+        description = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": labels, "numTraining": len(find_pairs(bench.train)),
+                       "file_ending": ".png"}  # fmt: skip
         (dataset / "dataset.json").write_text(json.dumps(description, indent=1))
 
     def add_trainer(self) -> None:
