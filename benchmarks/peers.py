@@ -23,6 +23,8 @@ predicted masks are scored by ``segnet score``'s code (:mod:`segnet.score`) into
                 ``2d`` configuration trained on fold ``all`` until the budget ends
                 (benchmarks/nnunet_budget_trainer.py), ``nnUNetv2_predict`` (mirroring TTA by default).
 
+Preparing the data (segnet's checks and decoding, the notebook's resizing, nnU-Net's planning and
+preprocessing) is outside the budget, as ``--time-budget`` counts from the first training step.
 A peer that is not installed is skipped, saying why. Measured per peer: training images per second
 (training samples, crops or patches, per second of training), prediction images per second and the
 peak resident memory of prediction. Prediction runs in a fresh process per pass, so its memory is
@@ -48,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+import nnunet_budget_trainer
 from nnunet_budget_trainer import BUDGET_VARIABLE, TRAINER_NAME, TRAINING_FILE
 from real_darkfield import predict_notebook, train_notebook
 
@@ -63,7 +66,6 @@ from segnet.score_tables import format_score, text_table
 from segnet.spec import ModelSpec
 from segnet.train import train
 
-PEERS = ("segnet", "notebook", "monai-unet", "nnunet")
 MONAI_MODEL = "monai-basicunet"
 MONAI_POOLINGS = 4  # BasicUNet halves its input four times
 NOTEBOOK_WEIGHTS = "notebook.pt"
@@ -100,13 +102,15 @@ class Bench:
     device: str
     config: TrainConfig
     out: Path
+    nnunet_venv: Path
+    install_nnunet: bool
 
     def work(self, peer: str) -> Path:
         return make_folder(self.out / peer)
 
 
 # ------------------------------------------------------------------------------------------------
-# The peers: each trains, and names the command that predicts a folder of images (a fresh process)
+# The peers: each trains, then predicts a folder of images in a fresh process
 # ------------------------------------------------------------------------------------------------
 
 
@@ -189,19 +193,19 @@ class NnunetPeer(Peer):
 
     name = "nnunet"
 
-    def __init__(self, venv: Path, install: bool) -> None:
-        self.venv, self.install = venv, install
-
-    def tool(self, name: str) -> Path:
-        return self.venv / "bin" / name
+    @staticmethod
+    def tool(bench: Bench, name: str) -> str:
+        """A command of nnU-Net's virtual environment."""
+        return str(bench.nnunet_venv / "bin" / name)
 
     def missing(self, bench: Bench) -> str | None:
-        if self.install and not self.tool("nnUNetv2_train").is_file():
-            print(f"installing nnU-Net v2 into {self.venv} (about 6 GB)", flush=True)
-            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
-            subprocess.run([str(self.tool("pip")), "install", "nnunetv2"], check=True)
-        if not self.tool("nnUNetv2_train").is_file():
-            return f"nnU-Net v2 is not installed in {self.venv} (--install-nnunet creates that environment and installs it, about 6 GB)"
+        venv = bench.nnunet_venv
+        if bench.install_nnunet and not Path(self.tool(bench, "nnUNetv2_train")).is_file():
+            print(f"installing nnU-Net v2 into {venv} (about 6 GB)", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([self.tool(bench, "pip"), "install", "nnunetv2"], check=True)
+        if not Path(self.tool(bench, "nnUNetv2_train")).is_file():
+            return f"nnU-Net v2 is not installed in {venv} (--install-nnunet creates that environment and installs it, about 6 GB)"
         return None
 
     def environment(self, bench: Bench) -> dict[str, str]:
@@ -211,18 +215,18 @@ class NnunetPeer(Peer):
     def train(self, bench: Bench) -> float:
         env = self.environment(bench)
         self.convert(bench, Path(env[NNUNET_FOLDERS[0]]) / NNUNET_DATASET)
-        self.add_trainer()
-        subprocess.run([str(self.tool("nnUNetv2_plan_and_preprocess")), "-d", str(NNUNET_DATASET_ID), "-c", "2d", "--verify_dataset_integrity"],
+        self.add_trainer(bench)
+        subprocess.run([self.tool(bench, "nnUNetv2_plan_and_preprocess"), "-d", str(NNUNET_DATASET_ID), "-c", "2d", "--verify_dataset_integrity"],
                        env=env, check=True)  # fmt: skip
         env[BUDGET_VARIABLE] = str(60 * bench.budget)
-        subprocess.run([str(self.tool("nnUNetv2_train")), str(NNUNET_DATASET_ID), "2d", "all", "-tr", TRAINER_NAME, "-device", self.device(bench)],
+        subprocess.run([self.tool(bench, "nnUNetv2_train"), str(NNUNET_DATASET_ID), "2d", "all", "-tr", TRAINER_NAME, "-device", self.device(bench)],
                        env=env, check=True)  # fmt: skip
         training = json.loads(next(Path(env[NNUNET_FOLDERS[2]]).rglob(TRAINING_FILE)).read_text())
         return training["samples"] / training["seconds"]
 
     def predict(self, bench: Bench, out: Path, tta: bool) -> tuple[float, float]:
         env = self.environment(bench)
-        command = [str(self.tool("nnUNetv2_predict")), "-i", str(Path(env[NNUNET_FOLDERS[0]]) / NNUNET_DATASET / "imagesTs"), "-o", str(out),
+        command = [self.tool(bench, "nnUNetv2_predict"), "-i", str(Path(env[NNUNET_FOLDERS[0]]) / NNUNET_DATASET / "imagesTs"), "-o", str(out),
                    "-d", str(NNUNET_DATASET_ID), "-c", "2d", "-f", "all", "-tr", TRAINER_NAME, "-chk", NNUNET_CHECKPOINT,
                    "-device", self.device(bench), *([] if tta else ["--disable_tta"])]  # fmt: skip
         seconds, peak = run_measured(command, env)
@@ -249,12 +253,17 @@ class NnunetPeer(Peer):
                        "file_ending": ".png"}  # fmt: skip
         (dataset / "dataset.json").write_text(json.dumps(description, indent=1))
 
-    def add_trainer(self) -> None:
+    def add_trainer(self, bench: Bench) -> None:
         """Copy nnunet_budget_trainer.py where nnU-Net looks for trainers, in its own environment."""
-        found = subprocess.run([str(self.tool("python")), "-c", "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"],
+        found = subprocess.run([self.tool(bench, "python"), "-c", "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"],
                                check=True, capture_output=True, text=True)  # fmt: skip
-        source = Path(__file__).with_name("nnunet_budget_trainer.py")
+        source = Path(nnunet_budget_trainer.__file__)
         (Path(found.stdout.strip()) / "training" / "nnUNetTrainer" / source.name).write_text(source.read_text())
+
+
+PEER_TYPES = (SegnetPeer, NotebookPeer, MonaiPeer, NnunetPeer)
+"""Every peer, in the order they run and are tabled."""
+PEERS = tuple(peer.name for peer in PEER_TYPES)
 
 
 def save_image(image: np.ndarray, path: Path) -> None:
@@ -343,8 +352,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         predict_folder(args.peer, args.work, args.images, args.out, args.device, args.tta)
         return
     config = load_config(args.config)
-    bench = Bench(args.train, args.test, args.budget, args.device, config, args.out)
-    peers = {peer.name: peer for peer in (SegnetPeer(), NotebookPeer(), MonaiPeer(), NnunetPeer(args.nnunet_venv, args.install_nnunet))}
+    bench = Bench(args.train, args.test, args.budget, args.device, config, args.out, args.nnunet_venv, args.install_nnunet)
+    peers = {peer.name: peer() for peer in PEER_TYPES}
     skipped = {name: reason for name in args.peers if (reason := peers[name].missing(bench)) is not None}
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}", flush=True)
