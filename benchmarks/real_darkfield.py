@@ -9,9 +9,11 @@ its 3-stage SegNet with BatchNorm+ReLU on the logits, images and masks resized t
 mask bilinearly, as the notebook did), Adam at lr 0.01, class weights 1 - frequency, no
 augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
 
-Both are also scored on objects and image-level presence (segnet.detection: object recall,
-precision and F1, sensitivity and specificity per class). Prints both metric tables and a
-comparison, and writes OUT/summary.json.
+Both are scored by the same code (segnet.score, as ``segnet score`` scores any tool's masks): pixels,
+boundaries, counts, objects and image-level presence (segnet.detection: object recall, precision
+and F1, sensitivity and specificity per class). Prints both metric tables and a comparison, and
+writes OUT/summary.json (the notebook's scores also to OUT/notebook_recipe/). benchmarks/peers.py
+trains the same recipe (:func:`train_notebook`, :func:`predict_notebook`) for a time budget.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import csv
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +31,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from segnet.config import ClassRoles, load_config
-from segnet.data import find_pairs, load_pair, read_split
-from segnet.detection import DetectionScores
+from segnet.data import Pair, find_pairs, load_pair, read_image, read_split
 from segnet.distributed import autocast_dtype, resolve_device
 from segnet.evaluate import evaluate_run
 from segnet.hardware import report_hardware
 from segnet.inference import InferenceOptions, parse_diameter
-from segnet.metrics import ConfusionMatrix, metrics_from_confusion
-from segnet.report import write_report
-from segnet.score_tables import format_metrics_table
 from segnet.model import build_model
+from segnet.report import write_report
+from segnet.score import PREDICTIONS_FOLDER, ScoredPair, ScoreSettings, make_folder, save_prediction, score_pairs
+from segnet.score_tables import format_metrics_table, format_score
 from segnet.spec import ModelSpec
 from segnet.train import train
 
@@ -51,13 +53,15 @@ def resize_tensor(array: np.ndarray, mode: str) -> torch.Tensor:
     return F.interpolate(tensor[None], size=(NOTEBOOK_SIZE, NOTEBOOK_SIZE), mode=mode, align_corners=False)[0]
 
 
-def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str]) -> dict:
-    """Train and score the notebook's recipe; returns metrics plus training minutes."""
-    pairs = find_pairs(data)
-    train_pairs, val_pairs = read_split(split_file, pairs, "train"), read_split(split_file, pairs, "val")
+def train_notebook(
+    train_pairs: Sequence[Pair], class_names: Sequence[str], device: torch.device, *, epochs: int | None = None, budget_minutes: float | None = None
+) -> tuple[torch.nn.Module, dict]:
+    """Train the notebook's recipe for ``epochs``, or until ``budget_minutes`` of wall-clock time have
+    passed (checked after every step; at least one step); returns the model and its training numbers
+    (``train_minutes``, ``epochs``, ``images_per_second``)."""
     num_classes = len(class_names)
     images, masks = [], []
-    for pair in tqdm(train_pairs, desc="baseline: resizing", leave=False):
+    for pair in tqdm(train_pairs, desc="notebook: resizing", leave=False):
         image, mask = load_pair(pair, num_classes)
         images.append(resize_tensor(image, "bilinear") / 255.0)
         # The notebook resized masks bilinearly and truncated to integers, inventing labels at edges.
@@ -70,12 +74,14 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
     amp_dtype = autocast_dtype(device, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss(weight=(1 - frequencies).to(device))
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    started, seen, epoch = time.perf_counter(), 0, 0
+    out_of_time = False
+    while not out_of_time and (epochs is None or epoch < epochs):
+        epoch += 1
         model.train()
         order = torch.randperm(len(images))
         losses = []
-        for start in tqdm(range(0, len(order), 8), desc=f"baseline epoch {epoch}/{epochs}", leave=False):
+        for start in tqdm(range(0, len(order), 8), desc=f"notebook epoch {epoch}", leave=False):
             batch = order[start : start + 8]
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = model(images[batch].to(device, memory_format=torch.channels_last))
@@ -84,22 +90,37 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        print(f"baseline epoch {epoch}/{epochs}: train loss {np.mean(losses):.4f}", flush=True)
-    minutes = (time.perf_counter() - started) / 60
-    model.eval()
-    confusion = ConfusionMatrix(num_classes)
-    detection = DetectionScores(ClassRoles.of(class_names))
+            seen += len(batch)
+            out_of_time = budget_minutes is not None and time.perf_counter() - started > 60 * budget_minutes
+            if out_of_time:
+                break
+        print(f"notebook epoch {epoch}: train loss {np.mean(losses):.4f}", flush=True)
+    seconds = time.perf_counter() - started
+    return model.eval(), {"train_minutes": seconds / 60, "epochs": epoch, "images_per_second": seen / seconds}
+
+
+def predict_notebook(model: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """The notebook's prediction: the image resized to 256x256, its class map resized back (nearest)."""
     with torch.inference_mode():
-        for pair in tqdm(val_pairs, desc="baseline: scoring", leave=False):
-            image, mask = load_pair(pair, num_classes)
-            logits = model((resize_tensor(image, "bilinear") / 255.0)[None].to(device))
-            prediction = F.interpolate(logits.argmax(1, keepdim=True).float(), size=mask.shape, mode="nearest")[0, 0].long()
-            confusion.update(torch.from_numpy(mask).long(), prediction.cpu())
-            detection.add(pair.stem, mask, prediction.cpu().numpy().astype(np.uint8))
-    metrics = metrics_from_confusion(confusion.mat, class_names)
-    metrics.update(detection.sections(class_names))
-    metrics["num_images"] = len(val_pairs)
-    metrics["train_minutes"] = minutes
+        logits = model((resize_tensor(image, "bilinear") / 255.0)[None].to(device))
+        prediction = F.interpolate(logits.argmax(1, keepdim=True).float(), size=image.shape[:2], mode="nearest")[0, 0]
+    return prediction.to(torch.uint8).cpu().numpy()
+
+
+def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str], out: Path) -> dict:
+    """Train the notebook's recipe on the split's training images and score it on its held-out
+    images as ``segnet score`` does (into ``out``); returns the metrics plus training minutes."""
+    pairs = find_pairs(data)
+    train_pairs, val_pairs = read_split(split_file, pairs, "train"), read_split(split_file, pairs, "val")
+    model, trained = train_notebook(train_pairs, class_names, device, epochs=epochs)
+    prediction_dir = make_folder(out / PREDICTIONS_FOLDER)
+    scored = []
+    for pair in tqdm(val_pairs, desc="notebook: predicting", leave=False):
+        save_prediction(predict_notebook(model, read_image(pair.image), device), prediction_dir / f"{pair.stem}.png")
+        scored.append(ScoredPair(pair.stem, pair.mask, prediction_dir / f"{pair.stem}.png", pair.image))
+    settings = ScoreSettings(tuple(class_names), ClassRoles.of(class_names))
+    metrics = score_pairs(scored, settings, out, {"data": str(data), "split": "val", "model": "notebook recipe"}, progress=False)
+    metrics["train_minutes"] = trained["train_minutes"]
     return metrics
 
 
@@ -109,7 +130,7 @@ def print_detection_comparison(ours: dict, theirs: dict) -> None:
     for name in ours["objects"]:
         for label, section, key in (("object F1", "objects", "f1"), ("sensitivity", "presence", "sensitivity"), ("specificity", "presence", "specificity")):
             values = [scores[section][name][key] for scores in (ours, theirs)]
-            cells = ["-" if value is None else f"{value:.3f}" for value in values]
+            cells = [format_score(value) for value in values]
             print(f"{name + ' ' + label:<26} {cells[0]:>7}  {cells[1]:>8}")
 
 
@@ -152,7 +173,7 @@ def main() -> None:
     summary = {"hardware": hardware, "project": project}
     print(f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
     print(format_metrics_table(metrics))
-    ious = ", ".join(f"{name} {plain['per_class'][name]['iou']:.3f}" for name in config.classes)
+    ious = ", ".join(f"{name} {format_score(plain['per_class'][name]['iou'])}" for name in config.classes)
     print(f"without TTA: mean IoU {plain['mean_iou']:.3f} ({ious})")
     # best.pt is chosen on these same images; the last epoch's score shows how much that choice flatters.
     print(
@@ -161,15 +182,17 @@ def main() -> None:
     )
 
     if args.baseline_epochs > 0:
-        baseline = notebook_baseline(args.data, run_dir / "split.json", args.baseline_epochs, resolve_device(args.device), config.classes)
+        baseline = notebook_baseline(
+            args.data, run_dir / "split.json", args.baseline_epochs, resolve_device(args.device), config.classes, args.out / "notebook_recipe"
+        )
         summary["notebook_baseline"] = baseline
         print(f"\n== notebook recipe baseline: trained {baseline['train_minutes']:.1f} min ==")
         print(format_metrics_table(baseline))
         print("\nclass IoU        project  notebook")
         for name in config.classes:
             ours, theirs = metrics["per_class"][name]["iou"], baseline["per_class"][name]["iou"]
-            print(f"{name:<15} {ours if ours is None else f'{ours:.3f}':>7}  {theirs if theirs is None else f'{theirs:.3f}':>8}")
-        print(f"{'mean IoU':<15} {metrics['mean_iou']:>7.3f}  {baseline['mean_iou']:>8.3f}")
+            print(f"{name:<15} {format_score(ours):>7}  {format_score(theirs):>8}")
+        print(f"{'mean IoU':<15} {format_score(metrics['mean_iou']):>7}  {format_score(baseline['mean_iou']):>8}")
         print_detection_comparison(metrics, baseline)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nsummary: {args.out / 'summary.json'}")

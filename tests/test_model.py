@@ -9,17 +9,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import segnet.model as model_module
+import segnet.spec as spec_module
+from segnet.checkpoint import load_checkpoint
+from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
+from segnet.evaluate import evaluate_run
+from segnet.inference import InferenceOptions
 from segnet.model import (
     MODEL_NAMES,
     DecoderStage,
     EncoderStage,
+    RegisteredNetwork,
     build_model,
     count_parameters,
     enable_mc_dropout,
     load_pretrained_encoder,
+    register_model,
 )
-from segnet.spec import ModelSpec
+from segnet.runfiles import BEST_CHECKPOINT
+from segnet.spec import ModelSpec, model_names
+from segnet.train import train
 
 torch.set_num_threads(1)
 
@@ -493,3 +503,38 @@ def test_segnet_forward_backward(models: dict[str, nn.Module]) -> None:
     F.cross_entropy(out, target).backward()
     assert model.encoder[0].convs[0][0].weight.grad.abs().sum() > 0
     assert model.classifier.weight.grad.abs().sum() > 0
+
+
+def _tiny_core(in_channels: int, num_classes: int) -> nn.Module:
+    """A network of two poolings' depth for register_model (a U-Net stand-in)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.MaxPool2d(2), nn.MaxPool2d(2), nn.Conv2d(8, num_classes, 1), nn.Upsample(scale_factor=4)
+    )
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``tiny-unet`` registered for one test only."""
+    monkeypatch.setattr(spec_module, "_REGISTERED_STAGES", {})
+    monkeypatch.setattr(model_module, "_REGISTERED_BUILDERS", {})
+    register_model("tiny-unet", 2, _tiny_core)
+    return "tiny-unet"
+
+
+def test_a_registered_model_trains_saves_calibrates_and_evaluates(registered: str, synthetic_dataset: Path, tmp_path: Path) -> None:
+    assert registered in model_names() and registered not in MODEL_NAMES
+    model = build_model(ModelSpec(registered, 3, downsample=3))
+    assert isinstance(model, RegisteredNetwork) and model.total_stride == 12 == model.spec.total_stride
+    assert model(torch.zeros(1, 3, 25, 31)).shape == (1, 3, 25, 31)  # any size: padded, then cropped
+    with pytest.raises(SegnetError, match="segnet's own models only"):
+        build_model(ModelSpec(registered, 3, detail_width=8))
+    with pytest.raises(SegnetError, match="built-in model"):
+        register_model("segnet-basic", 2, _tiny_core)
+
+    config = load_config(None, {"data": str(synthetic_dataset), "out": str(tmp_path / "run"), "model": registered, "epochs": 1,
+                                "image_size": 32, "num_workers": 0, "val_fraction": 0.25, "calibration_images": 2})  # fmt: skip
+    run = train(config, progress_log=lambda *args: None)
+    state = load_checkpoint(run / BEST_CHECKPOINT)
+    assert state["model"]["name"] == registered and "calibration" in state
+    metrics = evaluate_run(run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False)
+    assert metrics["evaluation"]["model"] == registered and metrics["num_images"] == 3

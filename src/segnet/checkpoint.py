@@ -43,7 +43,7 @@ from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDict
 
 from segnet.data import ChannelMeans, ChannelStds, ClassDiameters, FiniteNumber
 from segnet.errors import CheckpointError, SegnetError
-from segnet.spec import MODEL_NAMES, ModelSpec
+from segnet.spec import ModelSpec, model_names
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
@@ -135,8 +135,8 @@ def validate_checkpoint(state: Any, path: str | Path) -> None:
         found = found if len(found) <= 60 else found[:57] + "..."
         raise CheckpointError(f"{path}: damaged or forged checkpoint: {where}: {first['msg']} (found {found})") from None
     names, spec = state["class_names"], state["model"]
-    if spec["name"] not in MODEL_NAMES:
-        raise CheckpointError(f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(MODEL_NAMES)}")
+    if spec["name"] not in model_names():
+        raise CheckpointError(f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(model_names())}")
     if len(names) != spec["num_classes"] or len(set(names)) != len(names):
         raise CheckpointError(
             f"{path}: damaged or forged checkpoint: class_names {names} are not {spec['num_classes']} distinct names, "

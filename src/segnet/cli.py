@@ -21,7 +21,6 @@ from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, re
 from segnet.demo import DEMO_TIME_BUDGET
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
-from segnet.spec import DEFAULT_MODEL, MODEL_NAMES
 
 if TYPE_CHECKING:
     from segnet.predict import Shard
@@ -122,6 +121,14 @@ def _inference_options(args: argparse.Namespace, device: str | None = None) -> I
     )
 
 
+def _add_ignore_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
+
+
+def _add_classes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", nargs="+", help=f"class names in index order (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
+
+
 def _add_min_area(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=int, default=MIN_AREA, help="objects smaller than this many pixels are not counted (default: %(default)s)")
 
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (
-        _add_synth_command, _add_train_command, _add_evaluate_command, _add_calibrate_command, _add_predict_command,
+        _add_synth_command, _add_train_command, _add_evaluate_command, _add_score_command, _add_calibrate_command, _add_predict_command,
         _add_export_command, _add_report_command, _add_check_command, _add_models_command, _add_demo_command,
     ):
         add_command(commands)
@@ -203,10 +210,27 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         "--split", choices=("val", "all"), help="val: the run's held-out images (split.json); all: every image (default: val; all for a built-in model)"
     )
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
-    evaluate.add_argument("--ignore-index", type=int, help="mask value of unlabelled pixels, skipped by the metrics")
+    _add_ignore_index(evaluate)
     evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
     _add_inference_options(evaluate)
     _add_min_area(evaluate)
+
+
+def _add_score_command(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser(
+        "score",
+        help="score any tool's predicted class masks against truth masks, with the metrics of evaluate",
+        description="Pair two folders of class masks (PNG or TIFF) by file stem (a predicted STEM_mask.png pairs with "
+        "STEM.png) and score them as 'segnet evaluate' does, into OUT/metrics.json and OUT/per_image.csv; "
+        "'segnet report OUT' draws them. Masks without a partner are listed and left out.",
+    )
+    score.add_argument("truth", type=Path, help="folder of truth masks, or a dataset folder (images/ and masks/)")
+    score.add_argument("predictions", type=Path, help="folder of predicted masks (one class index per pixel)")
+    score.add_argument("--out", required=True, type=Path, help="output folder")
+    score.add_argument("--config", type=Path, help="training YAML file: its classes, class_roles and mask_palette (colour truth masks)")
+    _add_classes(score)
+    _add_ignore_index(score)
+    _add_min_area(score)
 
 
 def _add_calibrate_command(commands: argparse._SubParsersAction) -> None:
@@ -280,7 +304,7 @@ def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
     check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
-    check.add_argument("--classes", nargs="+", help=f"class names (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
+    _add_classes(check)
 
 
 def _add_models_command(commands: argparse._SubParsersAction) -> None:
@@ -335,6 +359,8 @@ def run_command(args: argparse.Namespace) -> int:
             write_report(args.checkpoint.parent, args.out)
         print(format_metrics_table(metrics))
         return 0
+    if args.command == "score":
+        return _score(args)
     if args.command == "calibrate":
         from segnet.calibration import CALIBRATION_INFERENCE, calibrate_run, format_calibration
 
@@ -405,6 +431,19 @@ def _builtin_evaluation_defaults(args: argparse.Namespace) -> None:
         raise SegnetError(f"{args.checkpoint.stem}: a built-in model has no held-out split; use --split all")
     if builtin and args.out is None:
         raise SegnetError(f"{args.checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR")
+
+
+def _score(args: argparse.Namespace) -> int:
+    """``segnet score``: the classes, roles and palette from --classes or --config, else the darkfield ones."""
+    from segnet.config import load_config
+    from segnet.score import METRICS_FILE, PER_IMAGE_FILE, ScoreSettings, score_masks
+    from segnet.score_tables import format_metrics_table
+
+    settings = ScoreSettings.from_config(load_config(args.config, {"classes": args.classes}), args.ignore_index, args.min_area)
+    metrics = score_masks(args.truth, args.predictions, args.out, settings, log=print)
+    print(format_metrics_table(metrics))
+    print(f"scores: {args.out} ({METRICS_FILE}, {PER_IMAGE_FILE}); 'segnet report {args.out}' draws them")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
-from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL
+from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL, model_names
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -45,19 +45,29 @@ GROUPS = ("data", "model", "optimisation", "hardware", "output")
 """The argument groups of ``segnet train --help``, in order; every option belongs to one."""
 
 
-def option(default: Any = None, help: str = "", group: str = "data", *, flag: bool = True, factory: Any = None, **limits: Any) -> Any:
+def option(
+    default: Any = None, help: str = "", group: str = "data", *, flag: bool = True, factory: Any = None, choices: tuple[str, ...] | None = None, **limits: Any
+) -> Any:
     """A config field: its default, its ``--help`` text and group, and its limits (pydantic ``Field``).
 
     ``flag=False``: YAML only (no command-line flag). The help of a field whose default is ``None``
     says what ``None`` means; other defaults are appended to the help by the flag generator.
+    ``choices``: the flag's choices where the field's type is no ``Literal`` (a value checked by a validator).
     """
-    extra = {"group": group, "flag": flag}
+    extra = {"group": group, "flag": flag, "choices": choices}
     if factory is not None:
         return Field(default_factory=factory, description=help, json_schema_extra=extra, **limits)
     return Field(default=default, description=help, json_schema_extra=extra, **limits)
 
 
 _Positive = Annotated[int, Field(ge=1)]
+
+
+def _known_model(name: str) -> str:
+    """A built-in model, or one registered in this process (:func:`segnet.model.register_model`)."""
+    if name not in model_names():
+        raise ValueError(f"should be one of {', '.join(model_names())}")
+    return name
 
 
 # Strict: YAML's true is no batch size, "no" no boolean and 1.5 no epoch count; NaN and infinity no
@@ -94,7 +104,7 @@ class TrainConfig:
         "thickness the network resolves (predict with --diameter auto)",
     )
 
-    model: Literal[MODEL_NAMES] = option(DEFAULT_MODEL, "architecture", "model")
+    model: Annotated[str, AfterValidator(_known_model)] = option(DEFAULT_MODEL, "architecture", "model", choices=MODEL_NAMES)
     downsample: _Positive | None = option(
         None,
         "the model works at 1/K of the image resolution, outputs at full size (default: from the data: "
@@ -328,7 +338,7 @@ def config_options() -> list[OptionInfo]:
                 default=default,
                 kind=str if literal else value_type,
                 many=many,
-                choices=typing.get_args(value_type) if literal else None,
+                choices=typing.get_args(value_type) if literal else info.json_schema_extra["choices"],
             )
         )
     return options
@@ -398,7 +408,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         first = error.errors()[0]
         key = str(first["loc"][0])
         where = f"--{key.replace('_', '-')}" if key in flags else (str(path) if path is not None else "config")
-        expected = first["msg"].replace(" after validation", "")
+        expected = first["msg"].replace(" after validation", "").removeprefix("Value error, ")  # a validator's own words
         raise SegnetError(f"{where}: {key} = {values.get(key)!r} is refused: {expected[0].lower()}{expected[1:]}") from None
     validate(config)
     return config

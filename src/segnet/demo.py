@@ -36,7 +36,8 @@ def run_demo(
     # Imported here: `segnet --help` reads the defaults above without loading torch.
     from segnet.config import load_config
     from segnet.data import select_pairs
-    from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, evaluate_run
+    from segnet.evaluate import evaluate_run
+    from segnet.score import METRICS_FILE, PER_IMAGE_FILE
     from segnet.hardware import describe_hardware
     from segnet.predict import InferenceOptions, Predictor, predict_paths
     from segnet.report import write_report

@@ -61,7 +61,6 @@ from segnet.config import saved_roles
 from segnet.data import read_image
 from segnet.errors import DataError, SegnetError
 from segnet.predict import OnnxModelInfo, colorize
-from segnet.spec import ModelSpec
 from segnet.synthetic import generate_sample
 
 __all__ = ["ExportCheck", "check_onnx_export", "export_bioimageio", "export_onnx", "model_to_onnx", "validate_bioimageio"]

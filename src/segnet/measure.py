@@ -43,7 +43,6 @@ from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
 from segnet import MIN_AREA
-from segnet.columns import OBJECT_COLUMNS
 from segnet.config import DARKFIELD_ROLES, ClassRoles
 from segnet.counting import clean_prediction, label_objects
 from segnet.errors import DataError

@@ -64,7 +64,7 @@ stronger, different regulariser than the one the paper's uncertainty estimates w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segnet.errors import SegnetError
-from segnet.spec import MODEL_NAMES, ModelSpec
+from segnet.spec import MODEL_NAMES, ModelSpec, register_model_name
 
 __all__ = [
     "MODEL_NAMES",
@@ -81,6 +81,7 @@ __all__ = [
     "DetailRefiner",
     "EncoderStage",
     "ModelSpec",
+    "RegisteredNetwork",
     "SegNet",
     "SubPixelHead",
     "build_model",
@@ -88,6 +89,7 @@ __all__ = [
     "count_parameters",
     "enable_mc_dropout",
     "load_pretrained_encoder",
+    "register_model",
     "vgg16_bn_key_map",
 ]
 
@@ -262,10 +264,7 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
         height, width = x.shape[-2], x.shape[-1]
-        stride = self.total_stride
-        pad_h = (stride - height % stride) % stride
-        pad_w = (stride - width % stride) % stride
-        image = x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros at the right and bottom
+        image = x = _pad_to_stride(x, self.total_stride)
         if self.downsample > 1:
             x = F.pixel_unshuffle(x, self.downsample) if self.space_to_depth else F.avg_pool2d(x, self.downsample)
         indices = []
@@ -283,6 +282,12 @@ class SegNet(nn.Module):
             x = self.refiner(image, x)
         x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
         return x[:, :, :height, :width]
+
+
+def _pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``x`` with zeros at the right and bottom up to a multiple of ``stride`` (module docs: why zeros)."""
+    height, width = x.shape[-2], x.shape[-1]
+    return F.pad(x, (0, (stride - width % stride) % stride, 0, (stride - height % stride) % stride))
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -349,14 +354,64 @@ def _notebook_segnet(name: str, num_classes: int, in_channels: int, downsample: 
     return SegNet(name, encoder, decoder, classifier, num_classes, in_channels, downsample)
 
 
-def build_model(spec: ModelSpec) -> SegNet:
-    """Build the model ``spec`` describes, with freshly initialised weights.
+_REGISTERED_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {}
+
+
+def register_model(name: str, poolings: int, builder: Callable[[int, int], nn.Module]) -> None:
+    """Make ``name`` a model of this process: training, checkpoints, calibration, evaluation and
+    prediction then take it as a built-in one (benchmarks/peers.py trains a MONAI U-Net so). It is no
+    ``--model`` choice of the command line, and a checkpoint of it loads only where it is registered.
+
+    ``builder(in_channels, num_classes)`` returns a fresh network mapping ``(N, in_channels, h, w)``
+    to logits ``(N, num_classes, h, w)`` where ``h`` and ``w`` are multiples of ``2 ** poolings``;
+    :func:`build_model` runs it in a :class:`RegisteredNetwork` at the spec's resolution.
+
+    Raises:
+        SegnetError: ``name`` is a built-in model (:func:`segnet.spec.register_model_name`).
+    """
+    register_model_name(name, poolings)
+    _REGISTERED_BUILDERS[name] = builder
+
+
+class RegisteredNetwork(nn.Module):
+    """A network of :func:`register_model`, run as segnet runs its own (:class:`SegNet`'s forward):
+    zero-padded to the total stride, averaged to 1/downsample, its logits resized back, the logit
+    offsets added and the padding cropped. Attributes as :class:`SegNet`'s, and ``core``, the network."""
+
+    def __init__(self, core: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        if spec.space_to_depth or spec.detail_width:
+            raise SegnetError(f"{spec.name}: space_to_depth and detail_width are parts of segnet's own models only")
+        self.core = core
+        self.spec = spec
+        self.name, self.num_classes, self.in_channels, self.downsample = spec.name, spec.num_classes, spec.in_channels, spec.downsample
+        self.total_stride = spec.total_stride
+        self.register_buffer("logit_offsets", torch.zeros(spec.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
+        height, width = x.shape[-2], x.shape[-1]
+        x = _pad_to_stride(x, self.total_stride)
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
+        x = self.core(x)
+        if self.downsample > 1:
+            x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
+        x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
+        return x[:, :, :height, :width]
+
+
+def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
+    """Build the model ``spec`` describes, with freshly initialised weights (a registered model:
+    by its builder, :func:`register_model`).
 
     ``spec.downsample``: the model runs at 1/downsample of the input resolution, reached losslessly
     where ``spec.space_to_depth``; ``spec.detail_width``: the width of its full-resolution
     :class:`DetailRefiner` (module docs).
     The model's ``spec`` attribute is ``spec``, and its ``total_stride`` equals ``spec.total_stride``.
     """
+    if spec.name in _REGISTERED_BUILDERS:
+        return RegisteredNetwork(_REGISTERED_BUILDERS[spec.name](spec.in_channels, spec.num_classes), spec)
     unshuffled = spec.space_to_depth and spec.downsample > 1
     # The first convolution sees every pixel of a downsample x downsample block as its own channel.
     network_in = spec.in_channels * spec.downsample**2 if unshuffled else spec.in_channels

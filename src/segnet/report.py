@@ -30,10 +30,11 @@ from PIL import Image
 
 from segnet.checkpoint import atomic_write
 from segnet.config import load_config
-from segnet.data import Pair, read_mask
+from segnet.data import read_image, read_mask
 from segnet.errors import DataError
-from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, evaluate_run, load_labelled_pair
+from segnet.evaluate import evaluate_run
 from segnet.predict import class_palette, colorize
+from segnet.score import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, read_truth_mask
 from segnet.score_tables import (
     COUNT_HEADER,
     OBJECT_HEADER,
@@ -47,7 +48,6 @@ from segnet.score_tables import (
     presence_rows,
     summary_rows,
 )
-from segnet.predict import class_palette, colorize
 from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FIELDS, HISTORY_FILE, REPORT_FILE
 
 THUMBNAIL_WIDTH = 600
@@ -258,14 +258,15 @@ def _choose_gallery(rows: Sequence[dict[str, str]]) -> list[tuple[str, dict[str,
 def _gallery_row(kind: str, row: dict[str, str], evaluation_dir: Path, class_names: Sequence[str], ignore_index: int | None,
                  palette: dict[int, list[int]] | None, error_colours: np.ndarray) -> str:
     num_classes = len(class_names)
-    pair = Pair(row["image"], Path(row["image_path"]), Path(row["mask_path"]))
-    image, truth = load_labelled_pair(pair, num_classes, ignore_index, palette)
-    prediction_path = evaluation_dir / PREDICTIONS_FOLDER / f"{pair.stem}.png"
+    stem, mask_path = row["image"], Path(row["mask_path"])
+    truth = read_truth_mask(mask_path, num_classes, ignore_index, palette)
+    prediction_path = evaluation_dir / PREDICTIONS_FOLDER / f"{stem}.png"
     pred = read_mask(prediction_path, num_classes)
     if pred.shape != truth.shape:
-        raise DataError(prediction_path, f"prediction size differs from its mask {pair.mask} (evaluate again)")
-    panels = [
-        ("image", _png(image, nearest=False)),
+        raise DataError(prediction_path, f"prediction size differs from its mask {mask_path} (evaluate again)")
+    # segnet score of a folder of masks alone has no images to show
+    panels = [("image", _png(read_image(row["image_path"]), nearest=False))] if row["image_path"] else []
+    panels += [
         ("ground truth", _png(_truth_colours(truth, num_classes, ignore_index), nearest=True)),
         ("prediction", _png(colorize(pred, num_classes), nearest=True)),
         ("errors", _png(_error_map(truth, pred, error_colours, ignore_index), nearest=True)),
@@ -276,10 +277,10 @@ def _gallery_row(kind: str, row: dict[str, str], evaluation_dir: Path, class_nam
         if f"true_count_{name}" in row
     ]
     caption = " &middot; ".join(
-        [html.escape(pair.stem), f"mean IoU {float(row['mean_iou']):.3f}", f"pixel accuracy {float(row['pixel_accuracy']):.3f}"]
+        [html.escape(stem), f"mean IoU {float(row['mean_iou']):.3f}", f"pixel accuracy {float(row['pixel_accuracy']):.3f}"]
     )
     caption += f'<span class="counts">{" &middot; ".join(counts)}</span>' if counts else ""
-    figures = "".join(f"<figure>{_img(png, f'{pair.stem} {label}')}<figcaption>{label}</figcaption></figure>" for label, png in panels)
+    figures = "".join(f"<figure>{_img(png, f'{stem} {label}')}<figcaption>{label}</figcaption></figure>" for label, png in panels)
     return f'<div class="sample {kind}"><h3><span class="tag">{kind}</span> {caption}</h3><div class="panels">{figures}</div></div>'
 
 
@@ -383,6 +384,8 @@ def _header(run_name: str, metrics: dict) -> str:
     evaluated_on = None
     if evaluation.get("data"):
         evaluated_on = f"{metrics.get('num_images')} images of {evaluation['data']} (split: {evaluation.get('split')})"
+    elif evaluation.get("predictions"):  # segnet score
+        evaluated_on = f"{metrics.get('num_images')} masks of {evaluation['predictions']} against {evaluation.get('truth')}"
     prediction = [f"tiles of {evaluation['tile']} px" if evaluation.get("tile") else "whole images at full size"]
     if evaluation.get("tta"):
         prediction.append("test-time augmentation")
@@ -424,9 +427,12 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
     As ``segnet evaluate`` would: ``RUN/best.pt`` on the run's validation images (split.json) of
     the dataset its ``config.yaml`` names, into ``RUN/evaluation``; ``evaluate_options`` are the
     keyword arguments of :func:`~segnet.evaluate.evaluate_run` (``options``, ``min_area``, ...).
-    An ``evaluation_dir`` that was asked for is never written: it must hold an evaluation.
+    An ``evaluation_dir`` that was asked for is never written: it must hold an evaluation. A
+    ``run_dir`` that holds ``metrics.json`` itself (``segnet score --out DIR``) is its own evaluation.
     """
     run_dir = Path(run_dir)
+    if evaluation_dir is None and (run_dir / METRICS_FILE).is_file():
+        evaluation_dir = run_dir
     default_dir = run_dir / EVALUATION_FOLDER
     if evaluation_dir is None and not (default_dir / METRICS_FILE).is_file():
         data = load_config(run_dir / CONFIG_FILE).data

@@ -29,6 +29,8 @@ _ENCODER_STAGES = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
 """Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
+_REGISTERED_STAGES: dict[str, int] = {}
+"""Architectures added in this process by :func:`segnet.model.register_model`: name -> 2x2 poolings."""
 DEFAULT_MODEL = "segnet-basic"
 LARGEST_DOWNSAMPLE = 16
 """The most a model may shrink its input: at 1/16 a typical 694x528 image is 43x33 model pixels;
@@ -37,6 +39,25 @@ image to a huge grid and run out of memory instead of being refused."""
 WIDEST_DETAIL = 64
 """The widest full-resolution detail branch: at the image's full resolution 64 channels already
 add about half to a segnet-basic training step at 1/3 resolution (benchmarks/detail_cost.py)."""
+
+
+def register_model_name(name: str, poolings: int) -> None:
+    """Let a :class:`ModelSpec` name an architecture built outside segnet, in this process only
+    (:func:`segnet.model.register_model` calls this); its total stride is ``2 ** poolings x downsample``.
+
+    Raises:
+        SegnetError: ``name`` is a built-in model, or ``poolings`` is negative.
+    """
+    if name in _ENCODER_STAGES:
+        raise SegnetError(f"{name!r} is a built-in model; register another name")
+    if isinstance(poolings, bool) or not isinstance(poolings, int) or poolings < 0:
+        raise SegnetError(f"poolings must be a whole number from 0, got {poolings!r}")
+    _REGISTERED_STAGES[name] = poolings
+
+
+def model_names() -> tuple[str, ...]:
+    """The models this process builds: :data:`MODEL_NAMES`, then those registered (:func:`register_model_name`)."""
+    return MODEL_NAMES + tuple(_REGISTERED_STAGES)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -49,7 +70,7 @@ class ModelSpec:
     """Everything that builds a network; two equal specs build the same architecture.
 
     Attributes:
-        name: one of :data:`MODEL_NAMES`.
+        name: one of :data:`MODEL_NAMES`, or a name registered in this process (:func:`register_model_name`).
         num_classes: output channels, one per class.
         in_channels: input channels (3: segnet reads RGB images).
         downsample: the network runs at 1/downsample of the input resolution (:mod:`segnet.model`).
@@ -71,8 +92,8 @@ class ModelSpec:
     space_to_depth: bool = False
 
     def __post_init__(self) -> None:
-        if self.name not in _ENCODER_STAGES:
-            raise SegnetError(f"unknown model {self.name!r}; valid models: {', '.join(MODEL_NAMES)}")
+        if self.name not in model_names():
+            raise SegnetError(f"unknown model {self.name!r}; valid models: {', '.join(model_names())}")
         for field in ("num_classes", "in_channels", "downsample"):
             _positive_int(field, getattr(self, field))
         if self.downsample > LARGEST_DOWNSAMPLE:
@@ -86,7 +107,7 @@ class ModelSpec:
     @property
     def total_stride(self) -> int:
         """Inputs are zero-padded to a multiple of this; tiles aligned to it see one pooling grid."""
-        return self.downsample * 2 ** _ENCODER_STAGES[self.name]
+        return self.downsample * 2 ** {**_ENCODER_STAGES, **_REGISTERED_STAGES}[self.name]
 
     @property
     def bayesian(self) -> bool:
