@@ -57,6 +57,7 @@ from real_darkfield import predict_notebook, train_notebook
 from segnet.config import TrainConfig, load_config
 from segnet.data import find_pairs, image_files, read_image, read_mask
 from segnet.distributed import resolve_device
+from segnet.hardware import report_hardware
 from segnet.inference import DEFAULT_INFERENCE
 from segnet.model import build_model, register_model
 from segnet.predict import Predictor
@@ -351,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "predict":
         predict_folder(args.peer, args.work, args.images, args.out, args.device, args.tta)
         return
+    hardware = report_hardware(print, args.device)
     config = load_config(args.config)
     bench = Bench(args.train, args.test, args.budget, args.device, config, args.out, args.nnunet_venv, args.install_nnunet)
     peers = {peer.name: peer() for peer in PEER_TYPES}
@@ -360,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = [measure_peer(peers[name], bench) for name in args.peers if name not in skipped]
     settings = ScoreSettings.from_config(config)
     table = comparison_table(results, settings) if results else "no peer ran"
-    summary = {"train": str(args.train), "test": str(args.test), "budget_minutes": args.budget, "device": args.device,
+    summary = {"hardware": hardware, "train": str(args.train), "test": str(args.test), "budget_minutes": args.budget, "device": args.device,
                "results": [asdict(result) for result in results], "skipped": skipped}  # fmt: skip
     (make_folder(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     print(f"\n{len(find_pairs(args.test))} test images, {args.budget:g} min of training each on {args.device}\n{table}")
