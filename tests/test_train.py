@@ -295,8 +295,26 @@ def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthe
 
 
 def test_time_budget_is_validated():
-    with pytest.raises(SegnetError, match="time_budget = 0 is refused: input should be greater than 0"):
-        load_config(None, {"time_budget": 0})
+    with pytest.raises(SegnetError, match="time_budget = -1 is refused: input should be greater than or equal to 0"):
+        load_config(None, {"time_budget": -1})
+
+
+def test_the_default_budget_ends_at_the_epoch_count_on_a_fast_machine_and_says_why(synthetic_dataset, tmp_path):
+    lines = []
+    assert load_config(None, {}).time_budget == 60
+    train(tiny_config(synthetic_dataset, tmp_path / "run", epochs=2), progress_log=lines.append)
+    assert any("time budget 60 min: 2 epochs fit (the most --epochs allows)" in line for line in lines), lines
+    assert len((tmp_path / "run" / HISTORY_FILE).read_text().splitlines()) == 1 + 2
+
+
+def test_a_budget_never_fits_more_than_the_ceiling_nor_fewer_than_done():
+    from segnet.budget import TimeBudget
+
+    budget = TimeBudget(60, ceiling=5, started=0.0)
+    budget.record_training(1.0)
+    assert budget.fit(1, now=1.0) == 5
+    assert TimeBudget(60, started=0.0, training_seconds=[1.0]).fit(1, now=1.0) > 5
+    assert TimeBudget(0.001, ceiling=5, started=0.0, training_seconds=[100.0]).fit(3, now=100.0) == 3
 
 
 def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):

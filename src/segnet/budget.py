@@ -8,7 +8,8 @@ validation, so the epoch the fit makes the last one is validated (and can become
     epoch time = training time + validation time / val_every
     left       = budget - time since training started - time of a resumed run's earlier epochs
                  - reserve (one validation, for the last epoch, and calibration)
-    epochs     = epochs done + floor(left / epoch time), at least the epochs done and at least 1
+    epochs     = epochs done + floor(left / epoch time), at least the epochs done and at least 1,
+                 and at most the ceiling (the run's --epochs)
 
 The training time is the mean of this session's epochs after its first (the first also pays for
 start-up: worker processes, caches, a compile), or the first while it is alone; the validation
@@ -39,6 +40,8 @@ class TimeBudget:
     calibration_images: int = 0
     spent_before: float = 0.0
     """Seconds of the epochs a resumed run had already trained (from its history)."""
+    ceiling: int | None = None
+    """The most epochs the fit may give (the run's --epochs); ``None``: no limit."""
     started: float = field(default_factory=time.perf_counter)
     training_seconds: list[float] = field(default_factory=list)
     validation_seconds: list[float] = field(default_factory=list)
@@ -79,4 +82,5 @@ class TimeBudget:
     def fit(self, epochs_done: int, now: float | None = None) -> int:
         """The epoch count that fills the budget, given ``epochs_done`` finished epochs."""
         more = math.floor(max(0.0, self.seconds_left(now)) / max(self.epoch_time, 1e-9))
-        return max(1, epochs_done + more)
+        fitted = max(1, epochs_done + more)
+        return fitted if self.ceiling is None else max(epochs_done, min(fitted, self.ceiling))

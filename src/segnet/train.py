@@ -246,6 +246,7 @@ def train(
         run_dir = Path(config.out)
         log = progress_log if dist.is_main_process() else _silent
         log(describe_hardware(device, config.amp).line())  # every time a run reports is this machine's
+        most_epochs = config.epochs  # as asked; a resumed budgeted run's count is its last fit (start_run)
         resumed = start_run(config, run_dir, resume, overwrite, device)
         initial_weights = load_initial_weights(config, list(config.classes), log) if config.init and not resume else None
         data = load_training_data(config, run_dir, resume, log, split, decoded)
@@ -255,7 +256,7 @@ def train(
             write_run_files(config, run_dir, fingerprint, plan, data)
         run = build_run(config, run_dir, log, fingerprint, plan, data, device, resumed, initial_weights)
         del resumed, initial_weights  # the weights now live in the model and optimizer
-        run_epochs(run)
+        run_epochs(run, most_epochs)
         finish_run(run)
     if owns_process_group:
         dist.cleanup()
@@ -532,14 +533,16 @@ def describe_run(run: TrainingRun) -> str:
     )
 
 
-def run_epochs(run: TrainingRun) -> None:
+def run_epochs(run: TrainingRun, most_epochs: int) -> None:
     """The loop: train, validate and record epochs until the epoch count (a time budget refits it
-    after every epoch) or early stopping ends it."""
+    after every epoch, to at most ``most_epochs``) or early stopping ends it."""
     config, progress = run.config, run.progress
     budget = None
     if config.time_budget:
         calibration_images = min(config.calibration_images, len(run.data.train_pairs))
-        budget = TimeBudget(config.time_budget, config.val_every, len(run.data.val_pairs), calibration_images, progress.seconds_before)
+        budget = TimeBudget(
+            config.time_budget, config.val_every, len(run.data.val_pairs), calibration_images, progress.seconds_before, ceiling=most_epochs
+        )
     writer = open_tensorboard(run.run_dir, progress.epoch + 1) if config.tensorboard and dist.is_main_process() else None
     while progress.epoch < config.epochs:
         if stops_early(run):
@@ -590,7 +593,7 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
         budget.record_training(time.perf_counter() - started)
         # Rank 0's clock decides for every process, so all train the same epochs.
         fitted = dist.all_gather_object(budget.fit(epoch))[0]
-        if fitted != config.epochs:
+        if fitted != config.epochs or len(budget.training_seconds) == 1:  # and said once, after the first measured epoch
             fit_schedule_to_budget(config, fitted, step.scheduler, run.steps_per_epoch, budget, run.run_dir, run.log)
     metrics = None
     if run.data.val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
@@ -916,8 +919,9 @@ def fit_schedule_to_budget(
     if dist.is_main_process():
         with atomic_write(run_dir / CONFIG_FILE, "run config") as temporary:
             save_config(config, temporary)
+    capped = " (the most --epochs allows)" if epochs == budget.ceiling else ""
     log(
-        f"time budget {config.time_budget:g} min: {epochs} epoch{'' if epochs == 1 else 's'} fit ({budget.epoch_time:.0f}s per epoch, "
+        f"time budget {config.time_budget:g} min: {epochs} epoch{'' if epochs == 1 else 's'} fit{capped} ({budget.epoch_time:.0f}s per epoch, "
         f"{max(0.0, budget.seconds_left()) / 60:.1f} min left, {budget.reserve / 60:.1f} min kept for the last validation "
         "and calibration); "
         f"the {config.schedule} learning-rate schedule ends at epoch {epochs}"
