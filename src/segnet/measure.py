@@ -249,7 +249,7 @@ def read_object_labels(path: Path) -> ObjectLabels:
     """Read back a label image written by :func:`write_object_labels`.
 
     Raises:
-        DataError: the file is unreadable or lacks segnet's metadata.
+        DataError: the file is unreadable, lacks segnet's metadata, or numbers objects that have no pixels.
     """
     try:
         with tifffile.TiffFile(path) as tiff:
@@ -260,6 +260,9 @@ def read_object_labels(path: Path) -> ObjectLabels:
     classes = metadata.get("object_classes")
     if not isinstance(classes, list) or labels.dtype != np.uint16 or int(labels.max(initial=0)) > len(classes):
         raise DataError(path, "not an object label image written by segnet predict")
+    present = np.unique(labels)
+    if len(present[present > 0]) != len(classes):  # an id with no pixels: counted, but never a row of objects.csv
+        raise DataError(path, f"its metadata lists {len(classes)} objects but {len(present[present > 0])} ids have pixels")
     names = metadata.get("class_names")
     class_names = tuple(map(str, names)) if isinstance(names, list) else ()
     return ObjectLabels(labels, tuple(int(class_id) for class_id in classes), class_names)
