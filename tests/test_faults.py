@@ -30,10 +30,11 @@ from PIL import Image
 import segnet.builtin
 import segnet.model
 import segnet.train as training
-from segnet.checkpoint import FORMAT_VERSION, TEMPORARY_NAME, atomic_write, load_checkpoint, save_checkpoint
+from segnet.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
+from segnet.outputs import TEMPORARY_NAME, atomic_write
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, RUN_FILES, SPLIT_FILE
 from segnet.synthetic import write_dataset
 from segnet.inference import InferenceOptions

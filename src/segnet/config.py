@@ -52,6 +52,20 @@ def option(default: Any = None, help: str = "", group: str = "data", *, flag: bo
 
 _Positive = Annotated[int, Field(ge=1)]
 
+# The ranges of numbers given outside a TrainConfig too (synth, predict, the napari widget): each is
+# checked where it is parsed, from these definitions (segnet.cli.bounded, load_config).
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A random seed: one that numpy's and torch's generators both take."""
+MIN_PIXEL_SIZE_UM, MAX_PIXEL_SIZE_UM = 1e-4, 100.0
+PixelSize = Annotated[float, Field(ge=MIN_PIXEL_SIZE_UM, le=MAX_PIXEL_SIZE_UM, allow_inf_nan=False)]
+"""Micrometres per pixel: 0.1 nm to 0.1 mm, beyond any light microscope either way (darkfield: 0.05-2)."""
+ScaleFactor = Annotated[float, Field(ge=0.25, le=4.0, allow_inf_nan=False)]
+"""A training crop's random rescaling factor: beyond 4x either way a crop is mostly padding or a few pixels."""
+MAX_IMAGE_SIDE = 4096
+SyntheticSide = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
+"""The side of a synthetic image (``segnet synth --size``): a 4096-pixel image takes a few GB to draw."""
+
 
 # Strict: YAML's true is no batch size, "no" no boolean and 1.5 no epoch count; NaN and infinity no
 # number. YAML values and flags go through the same checks (load_config).
@@ -74,9 +88,11 @@ class TrainConfig:
         None, "K-fold cross-validation: train K models into RUN/fold_1 .. RUN/fold_K and summarise them (default: one split)", ge=2
     )
     skip_bad: bool = option(False, "train without the image/mask pairs that 'segnet check' finds problems with, listing them")
-    seed: int = option(0, "seed for the split, the weights and augmentation")
-    image_size: int | None = option(None, "training crop side in image pixels (default: from the data, at most 256 x downsample)", ge=16)
-    scale_range: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = option(
+    seed: Seed = option(0, "seed for the split, the weights and augmentation")
+    image_size: int | None = option(
+        None, "training crop side in image pixels (default: from the data, at most 256 x downsample)", ge=16, le=MAX_IMAGE_SIDE
+    )
+    scale_range: Annotated[list[ScaleFactor], Field(min_length=2, max_length=2)] = option(
         help="random rescaling of the training crops, lowest and highest factor", factory=lambda: [0.75, 1.25]
     )
     focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1)
@@ -379,9 +395,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def validate(config: TrainConfig) -> None:
-    """What one option's type cannot say: class names are distinct, the palette and the roles name classes."""
+    """What one option's type cannot say: class names are distinct, the palette and the roles name
+    classes, the scale range runs from low to high."""
     if len(set(config.classes)) != len(config.classes):
         raise SegnetError(f"classes must list at least two distinct names, got {config.classes}")
+    if config.scale_range[0] > config.scale_range[1]:
+        raise SegnetError(f"scale_range must give the lowest factor first, got {config.scale_range}")
     config.palette_by_index()
     config.roles()
 

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from segnet import distributed as dist
-from segnet.checkpoint import write_text_atomically
 from segnet.config import TrainConfig
 from segnet.data import Pair
 from segnet.detection import pooled_detection
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.metrics import metrics_from_confusion
+from segnet.outputs import write_text_atomically
 from segnet.report import write_report
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, EVALUATION_FOLDER, LAST_CHECKPOINT, RUN_FILES
 from segnet.score_tables import format_score, text_table
@@ -279,7 +279,7 @@ def evaluate_cross_validation(
     ``run_dir`` is the cross-validation run folder (folds.json and fold_1 .. fold_K), ``data`` the
     dataset it was trained on; the per-fold evaluation folders and ``cv_summary.json`` go to
     ``out`` (default ``RUN/evaluation``). ``checkpoint_name`` picks each fold's checkpoint; with
-    ``report``, each fold gets its ``fold_k/report.html``. ``evaluate_options`` are the keyword
+    ``report``, each fold gets its ``report.html``: in ``OUT/fold_k`` where ``out`` is given, else in the fold's run folder. ``evaluate_options`` are the keyword
     arguments of :func:`segnet.evaluate.evaluate_run` (``options``, ``ignore_index``, ``min_area``,
     ``progress``), the same for every fold.
     Returns the summary (as :func:`summarize_folds`).
@@ -291,7 +291,7 @@ def evaluate_cross_validation(
     for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1):
         per_fold.append(evaluate_run(checkpoint, data, split="val", out=out_dir / f"fold_{k}", **evaluate_options))
         if report:
-            write_report(checkpoint.parent, out_dir / f"fold_{k}")
+            write_report(checkpoint.parent, out_dir / f"fold_{k}", out_dir=out_dir / f"fold_{k}" if out is not None else None)
     summary = summarize_folds(per_fold)
     write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     return summary

@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from segnet import MIN_AREA
 from segnet.errors import DataError, SegnetError
+from segnet.outputs import write_atomically
 from segnet.runfiles import SPLIT_FILE
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so reading images never loads it
@@ -296,8 +297,19 @@ def array_to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(_to_uint8(array, path))
 
 
+def mask_dtype(num_classes: int) -> type[np.unsignedinteger]:
+    """The type a class mask of ``num_classes`` is held and written in: 8-bit up to 256 classes,
+    16-bit beyond, so that no class index wraps around."""
+    return np.uint8 if num_classes <= 2**8 else np.uint16
+
+
+def class_mask(proba: np.ndarray) -> np.ndarray:
+    """Class index per pixel of ``(C, H, W)`` scores (the argmax), in :func:`mask_dtype` of ``C``."""
+    return proba.argmax(axis=0).astype(mask_dtype(proba.shape[0]))
+
+
 def read_mask(path: str | Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
-    """Read a mask as an ``H x W`` uint8 array of class indices.
+    """Read a mask as an ``H x W`` array of class indices (uint8, or uint16 beyond 256 classes: :func:`mask_dtype`).
 
     Accepted: one channel of class indices, or RGB with three identical channels (the public
     dataset's format), or, with ``palette`` (class index -> RGB colour), a colour mask. Values
@@ -336,7 +348,7 @@ def image_to_mask(image: Image.Image, path: Path, num_classes: int, palette: Map
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         raise DataError(path, f"mask values {bad.tolist()[:10]} are outside the {num_classes} classes (0..{num_classes - 1})")
-    return array.astype(np.uint8)
+    return array.astype(mask_dtype(num_classes))
 
 
 def _decode_palette(rgb: np.ndarray, palette: Mapping[int, Sequence[int]], path: Path) -> np.ndarray:
@@ -365,7 +377,8 @@ def load_pair(pair: Pair, num_classes: int, palette: Mapping[int, Sequence[int]]
 
 def write_pair(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray) -> Pair:
     """Write an ``H x W x 3`` uint8 image and its ``H x W`` class mask as ``root/images/STEM.png`` and
-    ``root/masks/STEM.png`` (three identical channels, as the public dataset), replacing those files.
+    ``root/masks/STEM.png`` (three identical channels, as the public dataset), replacing those files
+    (atomically, never writing through a link).
 
     Raises:
         DataError: the sizes differ, or a file cannot be written (the message names it).
@@ -376,9 +389,10 @@ def write_pair(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray)
     for target, array in ((pair.image, image), (pair.mask, np.repeat(mask.astype(np.uint8)[:, :, None], 3, axis=2))):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(array), mode="RGB").save(target)
         except OSError as error:
             raise DataError(target, f"could not write ({error.strerror or error})") from error
+        picture = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+        write_atomically(target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "image")
     return pair
 
 

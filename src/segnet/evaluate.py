@@ -33,13 +33,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet import MIN_AREA
-from segnet.checkpoint import load_checkpoint, model_spec, write_text_atomically
+from segnet.checkpoint import load_checkpoint, model_spec
 from segnet.config import ClassRoles, saved_palette
 from segnet.counting import count_agreement
 from segnet.data import Pair, load_pair, select_pairs
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
+from segnet.outputs import write_text_atomically
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
 from segnet.runfiles import EVALUATION_FOLDER
 

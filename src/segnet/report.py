@@ -28,11 +28,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from segnet.checkpoint import atomic_write
 from segnet.config import load_config
 from segnet.data import Pair, read_mask
 from segnet.errors import DataError
 from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, evaluate_run, load_labelled_pair
+from segnet.outputs import atomic_write, refuse_package_folder, write_text_atomically
 from segnet.predict import class_palette, colorize
 from segnet.score_tables import (
     COUNT_HEADER,
@@ -435,14 +435,23 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
     return write_report(run_dir, evaluation_dir)
 
 
-def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) -> Path:
-    """Write ``RUN/report.html`` from the run folder and its evaluation; return its path.
+def write_report(
+    run_dir: str | Path, evaluation_dir: str | Path | None = None, *, out_dir: str | Path | None = None, name: str | None = None
+) -> Path:
+    """Write ``report.html`` from the run folder and its evaluation into ``out_dir``; return its path.
 
-    ``evaluation_dir`` defaults to ``RUN/evaluation`` (where ``segnet evaluate`` writes). The page
-    embeds every picture, so it opens from disk in any browser without a server or network.
+    ``evaluation_dir`` defaults to ``RUN/evaluation`` (where ``segnet evaluate`` writes), ``out_dir``
+    to the run folder, ``name`` (the page's title) to the run folder's name. The page embeds every
+    picture, so it opens from disk in any browser without a server or network.
+
+    Raises:
+        OutputError: ``out_dir`` is no place for it (segnet's built-in model folder).
     """
     run_dir = Path(run_dir)
-    run_name = run_dir.resolve().name
+    out_dir = Path(out_dir if out_dir is not None else run_dir)
+    refuse_package_folder(out_dir)
+    path = out_dir / REPORT_FILE
+    run_name = name or run_dir.resolve().name
     evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / EVALUATION_FOLDER
     metrics = _read_metrics(evaluation_dir / METRICS_FILE)
     rows = _read_per_image(evaluation_dir / PER_IMAGE_FILE)
@@ -495,6 +504,5 @@ def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) 
         f"<title>segnet report: {html.escape(run_name)}</title><style>{_CSS}</style></head>"
         f"<body><main>{''.join(sections)}</main></body></html>\n"
     )
-    path = run_dir / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    write_text_atomically(path, page, "report")
     return path

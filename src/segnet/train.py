@@ -79,15 +79,11 @@ from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, form
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
     TRAINED_STATE_KEY,
-    atomic_write,
     check_compatible,
-    describe_write_error,
     load_checkpoint,
     model_spec,
     new_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
-    write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
@@ -96,6 +92,7 @@ from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
+from segnet.outputs import atomic_write, describe_write_error, remove_stale_temporaries, write_text_atomically
 from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
 from segnet.predict import InferenceOptions, Predictor
 from segnet.runfiles import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 from collections import deque
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from segnet import MIN_AREA
 from segnet.config import ClassRoles
 from segnet.counting import coverage
-from segnet.data import IMAGE_EXTENSIONS, read_image
+from segnet.data import IMAGE_EXTENSIONS, class_mask, read_image
 from segnet.errors import DataError, SegnetError
 from segnet.measure import (
     OBJECT_COLUMNS,
@@ -29,6 +30,7 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
+from segnet.outputs import clear_earlier_results, output_lock, write_atomically
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
@@ -125,8 +127,8 @@ def _write_outputs(
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
     class_names, roles, with_uncertainty = predictor.class_names, predictor.roles, predictor.samples_uncertainty
     num_classes = len(class_names)
-    mask = proba.argmax(axis=0).astype(np.uint8)
-    pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(overlay(image, mask, num_classes), mode="RGB")]
+    mask = class_mask(proba)
+    pictures = [Image.fromarray(mask), Image.fromarray(overlay(image, mask, num_classes), mode="RGB")]  # 8 or 16 bit
     if with_uncertainty:
         # 65535 is the largest possible entropy, log(C): the same grey means the same
         # uncertainty in every image.
@@ -136,11 +138,7 @@ def _write_outputs(
         pictures.append(Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB"))
     written = []
     for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES[: len(pictures)]), pictures):
-        try:
-            picture.save(target)
-        except OSError as error:
-            raise DataError(target, f"could not write ({error.strerror or error})") from error
-        written.append(target)
+        written.append(write_atomically(target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "picture"))
 
     try:
         objects = find_objects(mask, roles, min_area=min_area)
@@ -167,13 +165,16 @@ def _table_rows(
     return row, object_rows
 
 
-def _read_ahead(paths: Iterator[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray | DataError]]:
-    """Yield decoded images in order (or the error reading one) while the next is read in the background."""
-    def read(path: Path) -> tuple[Path, np.ndarray | DataError]:
+def _read_ahead(
+    paths: Iterator[Path], reader: ThreadPoolExecutor, pixel_size: float | None
+) -> Iterator[tuple[Path, np.ndarray | DataError, float | None]]:
+    """Yield decoded images and their pixel sizes (``pixel_size``, else from the TIFF's tags) in
+    order, or the error reading one, while the next is read in the background."""
+    def read(path: Path) -> tuple[Path, np.ndarray | DataError, float | None]:
         try:
-            return path, read_image(path)
+            return path, read_image(path), pixel_size if pixel_size is not None else tiff_pixel_size(path)
         except DataError as error:
-            return path, error
+            return path, error, None
 
     upcoming: Future | None = None
     for path in paths:
@@ -193,6 +194,7 @@ def predict_paths(
     min_area: int = MIN_AREA,
     pixel_size: float | None = None,
     skip_existing: bool = False,
+    overwrite: bool = False,
     shard: Shard = SINGLE_PROCESS,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
@@ -217,7 +219,10 @@ def predict_paths(
     tags state it. Inputs are streamed: images are read one ahead and results written in
     background threads while the model runs; a progress bar counts images (and windows).
 
-    With ``skip_existing``, an image whose outputs are all there (its label image is written
+    An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue
+    it) or ``overwrite`` (its outputs are removed first, so the tables describe the files beside
+    them); one run at a time writes a folder (:func:`segnet.outputs.output_lock`). Every file is
+    written by replacing, never through a link. With ``skip_existing``, an image whose outputs are all there (its label image is written
     last, atomically) is not segmented again: its table rows are rebuilt from its mask and label
     image. Under several processes (``shard``), each takes its own inputs and the tables are
     merged in input order (:mod:`segnet.predict.tables`); only rank 0 shows progress and notes.
@@ -227,20 +232,33 @@ def predict_paths(
 
     Raises:
         DataError: an input names nothing, two inputs share a stem, or an output cannot be
-            written (the message names the file).
+            written (the message names the file); :class:`~segnet.errors.OutputError`: ``out_dir``
+            holds another run's outputs, or another run is writing there.
     """
     main_log = log if shard.rank == 0 else None
     total = _count_inputs(inputs, main_log)
     out_dir = Path(out_dir)
-    tables = _open_tables(predictor, out_dir, shard)
-    summary = PredictionSummary()
-    own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
-    _segment_inputs(
-        predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(total), min_area=min_area, pixel_size=pixel_size,
-        skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
-    )
-    _combine_processes(summary, tables, shard)
+    # Rank 0 holds the folder for every process of this run; the others wait until it is claimed.
+    with output_lock(out_dir) if shard.rank == 0 else contextlib.nullcontext():
+        if shard.rank == 0 and not skip_existing:
+            clear_earlier_results(out_dir, earlier_outputs(out_dir), overwrite=overwrite)
+        shard.gather(None)
+        tables = _open_tables(predictor, out_dir, shard)
+        summary = PredictionSummary()
+        own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
+        _segment_inputs(
+            predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(total), min_area=min_area, pixel_size=pixel_size,
+            skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
+        )
+        _combine_processes(summary, tables, shard)
     return summary
+
+
+def earlier_outputs(out_dir: Path) -> list[Path]:
+    """The files in ``out_dir`` that a ``segnet predict`` run wrote (its tables, pictures and label images), sorted."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(path for path in out_dir.iterdir() if path.name in (COUNTS_FILE, OBJECTS_FILE) or is_own_output(path))
 
 
 def _segment_inputs(
@@ -292,13 +310,12 @@ def _segment_inputs(
                 yield path
 
         try:
-            for path, image in _read_ahead(remember(own_inputs), reader):
+            for path, image, image_pixel_size in _read_ahead(remember(own_inputs), reader, pixel_size):
                 position = positions.popleft()
                 bar.update(1)
                 if isinstance(image, DataError):
                     fail(str(image))
                     continue
-                image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
                 if skip_existing and _outputs_complete(out_dir, path.stem, pictures):
                     summary.skipped += 1
                     job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, predictor.roles, image_pixel_size)
