@@ -21,6 +21,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
+from segnet.readback import read_bounded_text
 from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL
 
 
@@ -328,7 +329,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader (no tags that build Python objects), refusing a key given twice.
 
     PyYAML keeps the last of repeated keys, so ``epochs: 2`` above ``epochs: 60`` would be lost silently.
+    Aliases (``*name``) are refused: a config needs none, and nested ones ("billion laughs") expand
+    to more values than memory holds once the config is checked.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config", mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
@@ -349,11 +358,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     Raises:
         SegnetError: the file cannot be read, is not YAML, is not a mapping, or names unknown options.
     """
+    text = read_bounded_text(path, "config")
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise SegnetError(f"{path}: cannot read config ({reason})") from error
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:  # PyYAML's message spans lines: keep the problem and where
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -27,7 +27,8 @@ from scipy import ndimage
 
 from segnet import MIN_AREA
 from segnet.errors import DataError, SegnetError
-from segnet.outputs import write_atomically
+from segnet.outputs import write_atomically, write_text_atomically
+from segnet.readback import read_json
 from segnet.runfiles import SPLIT_FILE
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so reading images never loads it
@@ -415,7 +416,7 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[
 
 def write_split(path: str | Path, train: Sequence[Pair], val: Sequence[Pair]) -> None:
     """Record which stems were used for training and validation."""
-    Path(path).write_text(json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1))
+    write_text_atomically(path, json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1), "split file")
 
 
 SPLIT_NAMES = ("train", "val")
@@ -433,10 +434,7 @@ def read_split_stems(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "split file not found (evaluate --split val needs the run's split.json)")
-    try:
-        split = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(path, f"not valid JSON ({error}); it was damaged: evaluate with --split all, or train the run again") from error
+    split = read_json(path, "split file")
     if not isinstance(split, dict) or not all(
         isinstance(split.get(name), list) and all(isinstance(stem, str) for stem in split[name]) for name in SPLIT_NAMES
     ):

@@ -46,6 +46,8 @@ from segnet.runfiles import EVALUATION_FOLDER
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
+PER_IMAGE_COLUMNS = ("image", "image_path", "mask_path", "pixel_accuracy", "mean_iou")
+"""The first columns of per_image.csv; per-class and count columns follow."""
 PREDICTIONS_FOLDER = "predictions"
 
 
@@ -228,7 +230,7 @@ def _per_image_row(pair: Pair, image_metrics: dict, objects: dict[int, ObjectTal
 
 
 def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Sequence[str], counted: Sequence[int]) -> None:
-    columns = ["image", "image_path", "mask_path", "pixel_accuracy", "mean_iou"]
+    columns = list(PER_IMAGE_COLUMNS)
     columns += [f"iou_{name}" for name in class_names]
     for c in counted:
         columns += [f"{column}_{class_names[c]}" for column in ("true_count", "pred_count", "found", "correct")]

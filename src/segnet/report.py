@@ -13,10 +13,8 @@ no GUI backend is touched and no figure outlives the call (training redraws the 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -27,13 +25,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
 from segnet.config import load_config
 from segnet.data import Pair, read_mask
 from segnet.errors import DataError
-from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, evaluate_run, load_labelled_pair
+from segnet.evaluate import METRICS_FILE, PER_IMAGE_COLUMNS, PER_IMAGE_FILE, PREDICTIONS_FOLDER, evaluate_run, load_labelled_pair
 from segnet.outputs import atomic_write, refuse_package_folder, write_text_atomically
 from segnet.predict import class_palette, colorize
+from segnet.readback import read_csv, read_json
 from segnet.score_tables import (
     COUNT_HEADER,
     OBJECT_HEADER,
@@ -47,7 +47,6 @@ from segnet.score_tables import (
     presence_rows,
     summary_rows,
 )
-from segnet.predict import class_palette, colorize
 from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FIELDS, HISTORY_FILE, REPORT_FILE
 
 THUMBNAIL_WIDTH = 600
@@ -71,13 +70,7 @@ the error map, where it would otherwise vanish against the dim gray of the corre
 def _read_history(history_csv: Path) -> dict[str, np.ndarray]:
     """Columns of history.csv as float arrays; empty cells (epochs without validation) are NaN."""
     columns = HISTORY_FIELDS
-    try:
-        with history_csv.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise DataError(history_csv, f"cannot read the training history ({error.strerror or error})") from error
-    if rows and any(column not in rows[0] for column in columns):
-        raise DataError(history_csv, f"not a training history: expected the columns {', '.join(columns)}")
+    rows = read_csv(history_csv, "training history", columns)
     try:
         return {column: np.array([float(row[column]) if row[column] else math.nan for row in rows]) for column in columns}
     except (TypeError, ValueError) as error:
@@ -354,20 +347,22 @@ def _facts(items: Sequence[tuple[str, object]]) -> str:
 
 
 def _read_per_image(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    except OSError as error:
-        raise DataError(path, f"cannot read the per-image scores ({error.strerror or error}); run segnet evaluate first") from error
+    if not path.is_file():
+        raise DataError(path, "no per-image scores here: run segnet evaluate first")
+    return read_csv(path, "per-image score table", PER_IMAGE_COLUMNS)
+
+
+class _Metrics(TypedDict):
+    """What the report takes from an evaluation's metrics.json (other keys are read where present)."""
+
+    classes: list[str]
+    confusion_matrix: list[list[float]]
 
 
 def _read_metrics(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except OSError as error:
-        raise DataError(path, f"cannot read the evaluation ({error.strerror or error}); run segnet evaluate first") from error
-    except json.JSONDecodeError as error:
-        raise DataError(path, f"not valid JSON ({error})") from error
+    if not path.is_file():
+        raise DataError(path, "no evaluation here: run segnet evaluate first")
+    return read_json(path, "evaluation", _Metrics)
 
 
 def _when(iso: str | None) -> str | None:

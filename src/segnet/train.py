@@ -54,6 +54,7 @@ from __future__ import annotations
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import json
 import math
@@ -95,6 +96,7 @@ from segnet.model import build_model, load_pretrained_encoder
 from segnet.outputs import atomic_write, describe_write_error, remove_stale_temporaries, write_text_atomically
 from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
 from segnet.predict import InferenceOptions, Predictor
+from segnet.readback import read_bounded_text
 from segnet.runfiles import (
     BEST_CHECKPOINT,
     BEST_METRICS_FILE,
@@ -877,8 +879,8 @@ def truncate_history(path: Path, epochs_done: int) -> float:
     """
     if not path.exists():
         return 0.0
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
+    history = csv.DictReader(io.StringIO(read_bounded_text(path, "training history"), newline=""))
+    rows = [row for row in history if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
     with atomic_write(path, "training history") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
