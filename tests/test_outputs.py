@@ -203,3 +203,15 @@ def test_a_correction_refuses_a_stem_the_dataset_holds_otherwise(tmp_path: Path,
     shutil.copy(save_correction(tmp_path / "other", "cells", *_picture(10), CLASSES).image, dataset / existing)
     with pytest.raises(OutputError, match="of the same name"):
         save_correction(dataset, "cells", *_picture(10), CLASSES)
+
+
+def test_predict_refuses_an_input_that_an_output_would_replace(run, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "a_mask.png"):  # a_mask.png named, so taken as an input
+        shutil.copy(sorted((run[1] / "images").iterdir())[0], folder / name)
+    before = _snapshot(folder)
+    for flags in ([], ["--overwrite"]):
+        assert _predict(run, [folder / "a.png", folder / "a_mask.png"], folder, *flags) == 1
+        _one_line_error(capsys, str(folder / "a_mask.png"), "is the input")
+        assert _snapshot(folder) == before

@@ -40,7 +40,7 @@ from segnet.data import Pair, load_pair, select_pairs
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
-from segnet.outputs import write_text_atomically
+from segnet.outputs import open_replacing, write_atomically, write_text_atomically
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
 from segnet.runfiles import EVALUATION_FOLDER
 
@@ -201,10 +201,7 @@ def load_labelled_pair(
 
 
 def _save_prediction(pred: np.ndarray, path: Path) -> None:
-    try:
-        Image.fromarray(pred).save(path)
-    except OSError as error:
-        raise DataError(path, f"could not write ({error.strerror or error})") from error
+    write_atomically(path, lambda temporary: Image.fromarray(pred).save(temporary, format="PNG"), "prediction")
 
 
 def _file_time(path: Path) -> str:
@@ -234,7 +231,7 @@ def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Seq
     columns += [f"iou_{name}" for name in class_names]
     for c in counted:
         columns += [f"{column}_{class_names[c]}" for column in ("true_count", "pred_count", "found", "correct")]
-    with path.open("w", newline="") as handle:
+    with open_replacing(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:

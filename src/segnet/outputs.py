@@ -46,24 +46,27 @@ def describe_write_error(path: str | Path, error: OSError, what: str = "file") -
     return f"{path}: {_write_problem(error, what)}"
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file ``path`` names (through links), or ``None`` where there is none."""
     try:
-        if first.exists() and second.exists():
-            return os.path.samefile(first, second)  # hard links too
-        return first.resolve() == second.resolve()
+        status = path.stat()
     except OSError:
-        return False
+        return None
+    return status.st_dev, status.st_ino
 
 
 def refuse_overwriting(targets: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
-    """Refuse to write any of ``targets`` that is, or resolves to, one of ``inputs``.
+    """Refuse to write any of ``targets`` that is one of ``inputs``: the same file by any path to
+    it (a symbolic or hard link, ``..``). One pass over each list, so predict checks every output
+    of thousands of inputs at once.
 
     Raises:
         OutputError: naming the target and the input it would replace.
     """
-    sources = [Path(path) for path in inputs if path is not None]
+    sources = {identity: Path(path) for path in inputs if path is not None and (identity := _file_identity(Path(path))) is not None}
     for target in map(Path, targets):
-        clash = next((source for source in sources if _same_file(target, source)), None)
+        identity = _file_identity(target)
+        clash = sources.get(identity) if identity is not None else None
         if clash is not None:
             raise OutputError(target, f"is the input {clash}: writing it would destroy it; choose another output path")
 

@@ -30,7 +30,7 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
-from segnet.outputs import clear_earlier_results, output_lock, write_atomically
+from segnet.outputs import clear_earlier_results, output_lock, refuse_overwriting, write_atomically
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
@@ -108,8 +108,9 @@ def expand_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = Non
     return list(iter_inputs(inputs, log))
 
 
-def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> int:
-    """Count the inputs (a pass over their names, no image read) and refuse two with one stem.
+def _check_inputs(inputs: Sequence[str], out_dir: Path, log: Callable[[str], None] | None) -> list[Path]:
+    """The inputs (a pass over their names, no image read), refusing two with one stem and an
+    input that an output would replace (``a.png a_mask.png`` predicted into their own folder).
 
     Outputs are named by stem, so two inputs with one stem would overwrite each other.
     """
@@ -118,7 +119,9 @@ def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> i
         if path.stem in seen:
             raise DataError(path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other")
         seen[path.stem] = path
-    return len(seen)
+    outputs = [output for stem in seen for output in _picture_paths(out_dir, stem, PICTURES) + [out_dir / f"{stem}{OBJECTS_SUFFIX}"]]
+    refuse_overwriting(outputs, seen.values())
+    return list(seen.values())
 
 
 def _write_outputs(
@@ -236,18 +239,20 @@ def predict_paths(
             holds another run's outputs, or another run is writing there.
     """
     main_log = log if shard.rank == 0 else None
-    total = _count_inputs(inputs, main_log)
     out_dir = Path(out_dir)
+    paths = _check_inputs(inputs, out_dir, main_log)
     # Rank 0 holds the folder for every process of this run; the others wait until it is claimed.
     with output_lock(out_dir) if shard.rank == 0 else contextlib.nullcontext():
         if shard.rank == 0 and not skip_existing:
-            clear_earlier_results(out_dir, earlier_outputs(out_dir), overwrite=overwrite)
+            named = {path.resolve() for path in paths}  # an input named like an output is no earlier result
+            earlier = [path for path in earlier_outputs(out_dir) if path.resolve() not in named]
+            clear_earlier_results(out_dir, earlier, overwrite=overwrite)
         shard.gather(None)
         tables = _open_tables(predictor, out_dir, shard)
         summary = PredictionSummary()
-        own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
+        own_inputs = ((position, path) for position, path in enumerate(paths) if shard.takes(position))
         _segment_inputs(
-            predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(total), min_area=min_area, pixel_size=pixel_size,
+            predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(len(paths)), min_area=min_area, pixel_size=pixel_size,
             skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
         )
         _combine_processes(summary, tables, shard)
