@@ -4,6 +4,7 @@ class indices (16-bit); a TIFF with non-square pixels is refused rather than mea
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import tifffile
 from PIL import Image
 
 from segnet.cli import main
-from segnet.config import ClassRoles
+from segnet.config import ClassRoles, load_config
 from segnet.data import read_mask
-from segnet.errors import DataError
+from segnet.errors import DataError, SegnetError
 from segnet.measure import tiff_pixel_size
 from segnet.predict import predict_paths
 
@@ -97,3 +98,19 @@ def test_non_square_tiff_pixels_are_refused_and_the_other_images_go_on(tmp_path:
     assert summary.images == 1 and len(summary.failed) == 1 and "not square" in summary.failed[0]
     assert messages == [f"skipped {summary.failed[0]}"]
     assert not (tmp_path / "out" / "wide_mask.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"epochs": 10**40}, f"epochs = {10**40} is refused"),
+        ({"warmup_epochs": -1}, "warmup_epochs = -1 is refused"),
+        ({"num_workers": 10**6}, "num_workers = 1000000 is refused"),
+        ({"lr": 1e300}, "lr = 1e+300 is refused"),
+        ({"mask_palette": {"background": [0, 0, 0], "erythrocyte": [9, 9, 9], "spirochete": [9, 9, 9]}}, "erythrocyte, spirochete the same colour"),
+    ],
+)
+def test_config_values_beyond_any_run_are_one_line(values: dict, problem: str) -> None:
+    with pytest.raises(SegnetError, match=re.escape(problem)) as error:
+        load_config(None, values)
+    assert "\n" not in str(error.value)

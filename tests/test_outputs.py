@@ -15,10 +15,13 @@ import pytest
 from segnet import builtin
 from segnet.builtin import DEFAULT_BUILTIN_MODEL, pack_checkpoint
 from segnet.cli import main
-from segnet.data import find_pairs, read_image, read_mask
-from segnet.errors import OutputError
+from segnet.config import DARKFIELD_ROLES
+from segnet.data import array_to_rgb, find_pairs, read_image, read_mask, write_pair
+from segnet.errors import DataError, OutputError
+from segnet.measure import find_objects, write_object_labels
 from segnet.napari.segmentation import save_correction
 from segnet.outputs import open_replacing, output_lock, refuse_package_folder, safe_stem, write_text_atomically
+from segnet.predict import predict_paths
 from segnet.predict.files import COUNTS_FILE, OBJECTS_FILE
 from segnet.report import write_report
 from segnet.runfiles import BEST_CHECKPOINT
@@ -215,3 +218,25 @@ def test_predict_refuses_an_input_that_an_output_would_replace(run, tmp_path: Pa
         assert _predict(run, [folder / "a.png", folder / "a_mask.png"], folder, *flags) == 1
         _one_line_error(capsys, str(folder / "a_mask.png"), "is the input")
         assert _snapshot(folder) == before
+
+
+class _ThreeClassModel:
+    """Stands in for a Predictor of the darkfield classes (--skip-existing segments nothing)."""
+
+    samples_uncertainty, class_names, roles = False, list(CLASSES), DARKFIELD_ROLES
+
+
+def test_skip_existing_refuses_outputs_of_a_model_with_other_classes(tmp_path: Path) -> None:
+    pair = write_pair(tmp_path / "data", "a", np.full((8, 8, 3), 40, np.uint8), np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    for picture in ("mask", "overlay"):
+        shutil.copy(pair.mask, out / f"a_{picture}.png")
+    write_object_labels(out / "a_objects.tif", find_objects(np.zeros((8, 8), np.uint8)), ("background", "nucleus", "fibre"))
+    with pytest.raises(DataError, match=r"a_objects\.tif: written by a model of other classes"):
+        predict_paths(_ThreeClassModel(), [str(pair.image)], out, skip_existing=True, progress=False)
+
+
+def test_an_empty_layer_is_one_error() -> None:
+    with pytest.raises(DataError, match=r"layer: empty image \(0x0 pixels\)"):
+        array_to_rgb(np.zeros((0, 0), np.uint8), "layer")

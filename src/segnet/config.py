@@ -51,7 +51,11 @@ def option(default: Any = None, help: str = "", group: str = "data", *, flag: bo
     return Field(default=default, description=help, json_schema_extra=extra, **limits)
 
 
-_Positive = Annotated[int, Field(ge=1)]
+MAX_COUNT = 1_000_000
+"""The most of anything counted in a config (epochs, images per step, folds, ...): far beyond any
+run, and small enough that no loop over it hangs or overflows."""
+_Positive = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+_Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 # The ranges of numbers given outside a TrainConfig too (synth, predict, the napari widget): each is
 # checked where it is parsed, from these definitions (segnet.cli.bounded, load_config).
@@ -137,15 +141,16 @@ class TrainConfig:
         "are fitted to it from the measured epoch time (logged, and written to config.yaml); per fold with --folds",
         "optimisation",
         gt=0,
+        le=MAX_COUNT,
     )
     # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     batch_size: _Positive = option(4, "images per step, over all processes", "optimisation")
     optimizer: Literal[OPTIMIZERS] = option("adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation")
-    lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0)
+    lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0, le=10)
     momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1)
-    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0)
+    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0, le=1)
     schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
-    warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
+    warmup_epochs: _Count = option(1, "epochs of linear learning-rate warm-up", "optimisation")
     class_weights: Literal[CLASS_WEIGHTINGS] = option("sqrt-median", "loss weighting by median frequency balancing", "optimisation")
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option("ce+dice", "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)", "optimisation")
@@ -155,6 +160,7 @@ class TrainConfig:
         "the drawn centrelines, so filaments count by length, not stroke width (default: off)",
         "optimisation",
         gt=0,
+        le=1000,
     )
     ema_decay: float | None = option(
         None,
@@ -164,13 +170,13 @@ class TrainConfig:
         gt=0,
         lt=1,
     )
-    grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0)
+    grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0, le=1e6)
     patience: _Positive | None = option(
         None, "stop early after this many epochs without a better validation mean IoU (default: train all epochs)", "optimisation"
     )
     calibration_images: int = option(
         32, "after training, set per-class logit offsets for the best mean IoU on up to this many training images; 0: off",
-        "optimisation", ge=0,
+        "optimisation", ge=0, le=MAX_COUNT,
     )
 
     amp: bool | None = option(None, "mixed precision (default: bfloat16 where the CPU/GPU computes it natively)", "hardware")
@@ -178,7 +184,7 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware")
     deterministic: bool = option(False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware")
     device: str = option("auto", "auto, cpu or cuda", "hardware", min_length=1)
-    num_workers: int = option(2, "data loading worker processes", "hardware", ge=0)
+    num_workers: int = option(2, "data loading worker processes", "hardware", ge=0, le=1024)
 
     out: str = option("", "run folder for checkpoints, history and config", "output")
     val_every: _Positive = option(1, "validate every N epochs", "output")
@@ -201,6 +207,9 @@ class TrainConfig:
         unknown = [name for name in self.mask_palette if name not in self.classes]
         if unknown:
             raise SegnetError(f"mask_palette names classes that are not in classes: {unknown}")
+        shared = [name for name, rgb in self.mask_palette.items() if list(self.mask_palette.values()).count(rgb) > 1]
+        if shared:  # a colour of two classes would read all of one as the other
+            raise SegnetError(f"mask_palette gives {', '.join(shared)} the same colour; each class needs its own")
         return {self.classes.index(name): list(rgb) for name, rgb in self.mask_palette.items()}
 
     def roles(self) -> ClassRoles:

@@ -295,6 +295,8 @@ def array_to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(path, f"expected an RGB or grayscale image, got shape {array.shape}")
+    if array.size == 0:
+        raise DataError(path, f"empty image ({array.shape[1]}x{array.shape[0]} pixels)")
     return np.ascontiguousarray(_to_uint8(array, path))
 
 

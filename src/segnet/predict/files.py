@@ -381,6 +381,11 @@ def _rebuild_rows(
             mask = np.asarray(picture)
     except OSError as error:
         raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
-    objects = read_object_labels(out_dir / f"{path.stem}{OBJECTS_SUFFIX}")
+    labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
+    objects = read_object_labels(labels_path)
+    if objects.class_names and objects.class_names != tuple(class_names):
+        raise DataError(labels_path, f"written by a model of other classes ({', '.join(objects.class_names)}); predict again with --overwrite")
+    if mask.shape != image.shape[:2] or objects.labels.shape != mask.shape:
+        raise DataError(mask_path, "does not fit its image (another image of that name?); predict again with --overwrite")
     counts_row, object_rows = _table_rows(path, image, mask, objects, class_names, roles, pixel_size)
     return [], counts_row, object_rows
