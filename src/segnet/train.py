@@ -405,12 +405,22 @@ def plan_run(config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dic
         check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
         if (run_dir / PLAN_FILE).is_file():
             recorded = read_plan(run_dir / PLAN_FILE)
+            _check_plan_normalization(recorded, resumed["normalization"], run_dir / PLAN_FILE)
         else:  # a run from before plan.json: its checkpoint holds the normalisation it trains with
             normalization = resumed["normalization"]
             recorded = dataclasses.replace(make_plan(config, fingerprint), mean=normalization["mean"], std=normalization["std"])
     plan = make_plan(config, fingerprint, dist.world_size(), recorded)
     config.image_size, config.downsample = plan.image_size, plan.downsample
     return plan
+
+
+def _check_plan_normalization(plan: TrainPlan, normalization: dict[str, list[float]], path: Path) -> None:
+    """Refuse a plan.json whose normalisation is not the one the checkpoint was trained with (an
+    edited file): resumed on it, the model would see its images shifted and go on training on that."""
+    recorded = [*plan.mean, *plan.std]
+    trained = [*normalization["mean"], *normalization["std"]]
+    if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(recorded, trained)):
+        raise DataError(path, f"its normalisation {plan.normalization} is not the checkpoint's {normalization}: restore the run's plan.json")
 
 
 def write_run_files(config: TrainConfig, run_dir: Path, fingerprint: dict, plan: TrainPlan, data: TrainingData) -> None:
