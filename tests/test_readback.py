@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 
 from segnet import readback
-from segnet.config import load_config
+from segnet.cli import main
+from segnet.config import TrainConfig, load_config, save_config
 from segnet.crossval import FOLDS_FILE, fold_checkpoints, read_best_metrics, read_folds
 from segnet.data import read_split_stems
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import METRICS_FILE, PER_IMAGE_FILE
 from segnet.report import write_report
-from segnet.runfiles import BEST_METRICS_FILE, HISTORY_FILE, SPLIT_FILE
+from segnet.runfiles import BEST_METRICS_FILE, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
+from segnet.synthetic import write_dataset
 
 GOOD = {
     SPLIT_FILE: '{"train": ["a"], "val": ["b"]}',
@@ -113,3 +115,22 @@ def test_yaml_aliases_are_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(SegnetError, match=r"config\.yaml: not a valid YAML config at line \d+, column \d+: aliases") as error:
         load_config(config)
     assert "\n" not in str(error.value)
+
+
+def test_a_relative_data_path_in_a_run_config_is_taken_from_the_run_folder(tmp_path: Path, make_run, monkeypatch, capsys) -> None:
+    run, data = make_run(tmp_path)
+    save_config(TrainConfig(data="../data", out=str(run)), run / CONFIG_FILE)
+    elsewhere = tmp_path / "elsewhere" / "cwd"
+    elsewhere.mkdir(parents=True)
+    write_dataset(tmp_path / "elsewhere" / "data", count=3, size=32)  # what ../data means from there
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", str(run), "--device", "cpu", "--no-tta"]) == 0
+    assert f"validation images of {run / '..' / 'data'} first" in capsys.readouterr().out
+    assert json.loads((run / EVALUATION_FOLDER / METRICS_FILE).read_text())["num_images"] == 2
+
+    (run / EVALUATION_FOLDER / METRICS_FILE).unlink()
+    save_config(TrainConfig(data="data", out=str(run)), run / CONFIG_FILE)
+    assert main(["report", str(run)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"segnet: error: {run / CONFIG_FILE}: data: data is relative and {run / 'data'} is no folder: write the dataset's full path there"
+    )

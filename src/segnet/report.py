@@ -424,10 +424,21 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
     run_dir = Path(run_dir)
     default_dir = run_dir / EVALUATION_FOLDER
     if evaluation_dir is None and not (default_dir / METRICS_FILE).is_file():
-        data = load_config(run_dir / CONFIG_FILE).data
+        data = _run_data(run_dir)
         log(f"{run_dir}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does")
         evaluate_run(run_dir / BEST_CHECKPOINT, data, split="val", out=default_dir, **evaluate_options)
     return write_report(run_dir, evaluation_dir)
+
+
+def _run_data(run_dir: Path) -> Path:
+    """The dataset a run's config.yaml names; a relative path (runs of older versions) is taken
+    from the run folder, never from wherever the command runs."""
+    data = Path(load_config(run_dir / CONFIG_FILE).data)
+    if data.is_absolute():
+        return data
+    if not (run_dir / data).is_dir():
+        raise DataError(run_dir / CONFIG_FILE, f"data: {data} is relative and {run_dir / data} is no folder: write the dataset's full path there")
+    return run_dir / data
 
 
 def write_report(

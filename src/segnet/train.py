@@ -399,7 +399,8 @@ def check_training_data(config: TrainConfig, log: Callable[..., None] = print) -
 
 def plan_run(config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dict[str, Any] | None, log: Callable[..., None]) -> TrainPlan:
     """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. The config is
-    completed with the resolved crop and resolution, as config.yaml records them."""
+    completed with the resolved crop and resolution, as config.yaml records them, and the data
+    folder made absolute (a relative one would name other data from another working folder)."""
     recorded = None
     if resumed is not None:
         check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
@@ -411,6 +412,7 @@ def plan_run(config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dic
             recorded = dataclasses.replace(make_plan(config, fingerprint), mean=normalization["mean"], std=normalization["std"])
     plan = make_plan(config, fingerprint, dist.world_size(), recorded)
     config.image_size, config.downsample = plan.image_size, plan.downsample
+    config.data = str(Path(config.data).absolute())
     return plan
 
 
