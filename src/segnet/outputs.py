@@ -29,8 +29,13 @@ from typing import IO
 from segnet import builtin
 from segnet.errors import OutputError
 
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows: msvcrt locks files only
+    _fcntl = None
+
 LOCK_FILE = ".segnet.lock"
-"""The file in an output folder that a run holds locked while it writes there."""
+"""Where locks cannot be taken on a folder (Windows): the file in it that a run holds locked."""
 TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
 """Temporary files of atomic writes, ``.NAME.RANDOM.tmp``: hidden, and never mistaken for ``*.pt``."""
 _UNSAFE_IN_STEM = re.compile(r"[^\w\-. ]+|\.{2,}")  # runs of anything but letters, digits, -, _, . and space; and ..
@@ -152,12 +157,13 @@ def clear_earlier_results(folder: str | Path, earlier: Sequence[Path], *, overwr
 
 @contextmanager
 def output_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder/.segnet.lock`` while the block runs (the folder is created): a second run into
-    the same folder is refused. The lock is the operating system's, so a killed run leaves none."""
+    """Hold a lock on ``folder`` while the block runs (the folder is created): a second run into the
+    same folder is refused. The lock is the operating system's, so a killed run leaves none; it is
+    taken on the folder itself, so it leaves no file either (on Windows, on ``.segnet.lock`` in it)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        descriptor = _open_for_locking(folder)
     except OSError as error:
         raise OutputError(folder, f"cannot write into this output folder ({error.strerror or error})") from error
     try:
@@ -168,11 +174,15 @@ def output_lock(folder: str | Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
+def _open_for_locking(folder: Path) -> int:
+    if _fcntl is not None:
+        return os.open(folder, os.O_RDONLY)
+    return os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+
+
 def _try_lock(descriptor: int) -> bool:
-    """Take an exclusive lock on an open file without waiting; whether it was free."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    """Take an exclusive lock on an open file or folder without waiting; whether it was free."""
+    if _fcntl is None:
         import msvcrt
 
         try:
@@ -181,7 +191,7 @@ def _try_lock(descriptor: int) -> bool:
             return False
         return True
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _fcntl.flock(descriptor, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
