@@ -153,6 +153,10 @@ def test_evaluate_report_of_a_built_in_model_goes_into_out(run, tmp_path: Path, 
         write_report(weights, evaluation)
     with pytest.raises(OutputError, match="built-in model folder"):
         refuse_package_folder(weights / "evaluation")
+    for command in (["predict", str(run[1] / "images")], ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(run[1]), "--split", "all"]):
+        assert main([*command, "--out", str(weights / "out"), *PREDICT]) == 1
+        _one_line_error(capsys, "built-in model folder")
+    assert _snapshot(weights) == before
 
 
 # ------------------------------------------------------------------ napari: saving a correction

@@ -40,7 +40,7 @@ from segnet.data import Pair, load_pair, select_pairs
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
-from segnet.outputs import open_replacing, write_atomically, write_text_atomically
+from segnet.outputs import open_replacing, refuse_package_folder, write_atomically, write_text_atomically
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
 from segnet.runfiles import EVALUATION_FOLDER
 
@@ -81,6 +81,7 @@ def evaluate_run(
     checkpoint = Path(checkpoint)
     run_dir = checkpoint.parent
     out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
+    refuse_package_folder(out_dir)  # a built-in model's "run folder" is the installed package
     if ignore_index is not None and not 0 <= ignore_index <= 255:
         raise SegnetError(f"ignore_index must be a mask value in 0..255, got {ignore_index}")
     pairs = select_pairs(data, split, run_dir)

@@ -30,7 +30,7 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
-from segnet.outputs import clear_earlier_results, output_lock, refuse_overwriting, write_atomically
+from segnet.outputs import clear_earlier_results, output_lock, refuse_overwriting, refuse_package_folder, write_atomically
 from segnet.predict.pictures import _uncertainty_overlay, overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
@@ -240,6 +240,7 @@ def predict_paths(
     """
     main_log = log if shard.rank == 0 else None
     out_dir = Path(out_dir)
+    refuse_package_folder(out_dir)
     paths = _check_inputs(inputs, out_dir, main_log)
     # Rank 0 holds the folder for every process of this run; the others wait until it is claimed.
     with output_lock(out_dir) if shard.rank == 0 else contextlib.nullcontext():
