@@ -224,10 +224,12 @@ def predict_paths(
 
     An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue
     it) or ``overwrite`` (its outputs are removed first, so the tables describe the files beside
-    them); one run at a time writes a folder (:func:`segnet.outputs.output_lock`). Every file is
-    written by replacing, never through a link. With ``skip_existing``, an image whose outputs are all there (its label image is written
+    them); one run at a time writes a folder (:func:`segnet.outputs.output_lock`); no output may
+    be one of the inputs. Every file is written by replacing, never through a link.
+
+    With ``skip_existing``, an image whose outputs are all there (its label image is written
     last, atomically) is not segmented again: its table rows are rebuilt from its mask and label
-    image. Under several processes (``shard``), each takes its own inputs and the tables are
+    image (refused where they were written by a model of other classes). Under several processes (``shard``), each takes its own inputs and the tables are
     merged in input order (:mod:`segnet.predict.tables`); only rank 0 shows progress and notes.
 
     An input that cannot be read or segmented is reported to ``log`` in one line and left out;
