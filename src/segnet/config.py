@@ -146,7 +146,7 @@ class TrainConfig:
     # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     batch_size: _Positive = option(4, "images per step, over all processes", "optimisation")
     optimizer: Literal[OPTIMIZERS] = option("adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation")
-    lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0, le=10)
+    lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0)
     momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1)
     weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0, le=1)
     schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
