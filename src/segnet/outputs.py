@@ -221,5 +221,5 @@ def safe_stem(name: str) -> str:
     """
     stem = _UNSAFE_IN_STEM.sub("_", name).strip("_ .")
     if not stem:
-        raise OutputError(name, "is no usable file name: rename it with letters or digits")
+        raise OutputError(repr(name), "is no usable file name: rename it with letters or digits")  # repr: one line, whatever it holds
     return stem
