@@ -145,12 +145,13 @@ def test_colour_masks_read_with_a_palette(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "image", "expected"),
     [
-        ("001.png", Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)), "16-bit integer image: scaled to 8 bit"),
-        ("001.tif", Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)), "32-bit float image: scaled to 8 bit"),
+        ("001.png", Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)), "16-bit integer image: 0-65535 scaled to 8 bit"),
+        ("001.tif", Image.fromarray(np.full((32, 32), 4000, dtype=np.uint16)), "16-bit integer image: 0-4095 scaled to 8 bit"),
+        ("001.tif", Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)), "32-bit float image: 0-1 scaled to 8 bit"),
         ("001.png", Image.new("RGBA", (32, 32), (10, 20, 30, 128)), "RGBA image: alpha dropped"),
         ("001.png", Image.new("L", (32, 32), 80), "grayscale image: repeated to three channels"),
     ],
-    ids=["uint16", "float", "rgba", "grayscale"],
+    ids=["uint16", "uint16-holding-12-bit", "float", "rgba", "grayscale"],
 )
 def test_handled_conversions_are_notes_not_problems(dataset: Path, name: str, image: Image.Image, expected: str) -> None:
     (dataset / "images" / "001.png").unlink()

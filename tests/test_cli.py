@@ -71,7 +71,8 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     assert metrics["evaluation"]["tta"] is True  # on unless --no-tta
     with (evaluation / "per_image.csv").open() as handle:
         assert sorted(row["image"] for row in csv.DictReader(handle)) == sorted(split["val"])
-    assert (run / REPORT_FILE).is_file()
+    assert (evaluation / REPORT_FILE).is_file() and not (run / REPORT_FILE).exists()  # into --out, as asked
+    assert f"report: {evaluation / REPORT_FILE}" in evaluated.stdout
 
     predicted = segnet("predict", "--checkpoint", str(run / BEST_CHECKPOINT), str(data / "images" / "001.png"), str(data / "images" / "00[23].png"), "--out", str(predictions))
     assert predicted.returncode == 0, predicted.stderr

@@ -50,7 +50,7 @@ def test_default_learning_rate_depends_on_the_optimiser():
         (b"epochs: 2\nbatch_size: 8\nepochs: 60\n", "not a valid YAML config at line 3, column 1: the key 'epochs' is given twice"),
         (b"classes: [a, b\n", "not a valid YAML config at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
         (b"epochs: !!python/object/apply:os.system [true]\n", "not a valid YAML config at line 1, column 9: could not determine a constructor"),
-        (b"\xff\xfe\x00epochs: 2", "cannot read config ('utf-8' codec can't decode byte 0xff"),
+        (b"\xff\xfe\x00epochs: 2", "not UTF-8 text (byte 0): a damaged config"),
         (b"1: 2\nbogus: 3\n", "unknown config keys [1, 'bogus']"),
         (b"0\n", "a config must be a mapping of option: value"),
         (b"!!set option:\n", "not a valid YAML config at line 1, column 1: expected a mapping node, but found scalar"),  # found by fuzzing

@@ -30,11 +30,12 @@ from PIL import Image
 import segnet.builtin
 import segnet.model
 import segnet.train as training
-from segnet.checkpoint import FORMAT_VERSION, TEMPORARY_NAME, atomic_write, load_checkpoint, save_checkpoint
+from segnet.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from segnet.cli import main
 from segnet.config import load_config
 from segnet.errors import CheckpointError, SegnetError
-from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, RUN_FILES, SPLIT_FILE
+from segnet.outputs import TEMPORARY_NAME, atomic_write
+from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE, RUN_FILES, SPLIT_FILE
 from segnet.synthetic import write_dataset
 from segnet.inference import InferenceOptions
 
@@ -385,6 +386,18 @@ def test_resume_on_other_images_is_refused_before_anything_is_written(finished_r
     (other / "masks" / "003.png").unlink()
     assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
     assert f"{run / 'split.json'}: the split names images that are not in the data folder: ['003']" in error_line(capsys)
+
+
+def test_resume_refuses_a_plan_whose_normalisation_is_not_the_checkpoint_s(finished_run, tmp_path, capsys):
+    data, _ = finished_run
+    run = resumable_copy(finished_run, tmp_path / "run")
+    plan = json.loads((run / PLAN_FILE).read_text())
+    plan["mean"] = [0.9, 0.9, 0.9]  # edited
+    (run / PLAN_FILE).write_text(json.dumps(plan))
+    before = (run / LAST_CHECKPOINT).read_bytes()
+    assert main(train_args(data, run, "--epochs", "2", "--resume")) == 1
+    assert error_line(capsys).startswith(f"segnet: error: {run / PLAN_FILE}: its normalisation ")
+    assert (run / LAST_CHECKPOINT).read_bytes() == before
 
 
 def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_path):

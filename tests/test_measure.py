@@ -104,7 +104,7 @@ def test_label_image_round_trip(tmp_path: Path) -> None:
     objects = find_objects(mask, min_area=1)
     path = tmp_path / "a_objects.tif"
     write_object_labels(path, objects, CLASSES)
-    assert not list(tmp_path.glob(".*partial"))
+    assert [file.name for file in tmp_path.iterdir()] == ["a_objects.tif"]  # no temporary left
     back = read_object_labels(path)
     assert np.array_equal(back.labels, objects.labels) and back.object_classes == objects.object_classes
     tifffile.imwrite(tmp_path / "plain.tif", objects.labels)
@@ -177,7 +177,8 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
     assert float(in_microns["length_um"]) == pytest.approx(float(in_microns["length_px"]) * 0.5, abs=1e-3)
     assert float(in_microns["area_um2"]) == pytest.approx(int(in_microns["area_px"]) * 0.25, abs=1e-3)
 
-    predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png")], out, pixel_size=2.0, progress=False)
+    predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png")], out, pixel_size=2.0, overwrite=True, progress=False)
+    assert not (out / "two_objects.tif").exists()  # the earlier run's outputs went with its tables
     (calibrated,) = [o for o in read_csv(out / "objects.csv") if o["class"] == "spirochete"]
     assert float(calibrated["width_um"]) == pytest.approx(float(calibrated["width_px"]) * 2.0, abs=1e-3)
 

@@ -590,7 +590,8 @@ def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: 
     loaded = Predictor.from_checkpoint(checkpoint, PLAIN.replace(mc_samples=2))
     for _ in range(2):
         notes: list[str] = []
-        summary = predict_paths(loaded, [str(folder)], folder, progress=False, log=notes.append)
+        # The second run continues the first (--skip-existing): its outputs are no other run's.
+        summary = predict_paths(loaded, [str(folder)], folder, skip_existing=True, progress=False, log=notes.append)
         assert summary.images == 2 and not summary.failed
         assert [Path(row["image"]).name for row in read_rows(folder / "counts.csv")] == ["first.png", "second.png"]
     # The second run saw 5 outputs per image (4 pictures, the label image) and said so once.

@@ -90,9 +90,14 @@ def pack_checkpoint(source: str | Path, destination: str | Path) -> Path:
 
     float16 keeps about three significant digits: the packed model's masks match the original's but
     for pixels whose classes are within float16 rounding of a tie (tested).
+
+    Raises:
+        OutputError: ``destination`` is ``source`` (or a link to it).
     """
     from segnet.checkpoint import load_checkpoint, save_checkpoint  # torch: only when packing, not for resolving a name
+    from segnet.outputs import refuse_overwriting  # it imports this module
 
+    refuse_overwriting([destination], [source])
     state = load_checkpoint(source)
     missing = [key for key in ("calibration", "config") if key not in state]
     if missing:

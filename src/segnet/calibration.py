@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint, write_text_atomically
+from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.data import Pair, load_pair, select_pairs
 from segnet.config import saved_palette
 from segnet.errors import SegnetError
 from segnet.metrics import metrics_from_confusion
+from segnet.outputs import write_text_atomically
 from segnet.predict import InferenceOptions, Predictor
 from segnet.runfiles import CALIBRATION_FILE
 

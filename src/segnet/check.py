@@ -7,7 +7,7 @@ the same readers (so it refuses exactly what training would refuse), keeps going
 partners (with the name probably meant), duplicate stems, size and EXIF orientation mismatches
 between an image and its mask.
 
-Conversions the readers make silently (alpha dropped, grey repeated, 16-bit scaled) are reported as
+Conversions the readers make silently (alpha dropped, grey repeated, 16-bit scaled by its real depth) are reported as
 notes, not problems: the data trains, but the user may not know what segnet did with it.
 """
 
@@ -30,11 +30,13 @@ from segnet.data import (
     IMAGE_EXTENSIONS,
     Pair,
     _open,
+    declared_bits,
     exif_orientation,
     find_mask_folder,
     image_files,
     image_to_mask,
     image_to_rgb,
+    pixel_range,
 )
 from segnet.errors import DataError
 from segnet.losses import class_weights, median_frequency_weights
@@ -124,15 +126,17 @@ def _inspect_image(path: Path, keep: bool) -> _FileReport:
         image = _open(path)
         report = _FileReport(path, mode=image.mode, bit_depth=_bit_depth(image.mode), orientation=exif_orientation(image))
         array = image_to_rgb(image, path)
+        scaled_from = pixel_range(np.asarray(image), declared_bits(image)) if report.bit_depth > 8 else None
     except DataError as error:
         return _FileReport(path, problem=error.problem)
     report.size = (array.shape[1], array.shape[0])
     report.array = array if keep else None
     if report.mode in _IMAGE_MODE_NOTES:
         report.notes.append(_IMAGE_MODE_NOTES[report.mode])
-    elif report.bit_depth > 8:
+    elif scaled_from is not None:
         kind = "float" if report.mode == "F" else "integer"
-        report.notes.append(f"{report.bit_depth}-bit {kind} image: scaled to 8 bit")
+        low, high = scaled_from
+        report.notes.append(f"{report.bit_depth}-bit {kind} image: {low:g}-{high:g} scaled to 8 bit")
     return report
 
 

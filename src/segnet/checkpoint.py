@@ -22,17 +22,13 @@ Keys (what :func:`new_checkpoint` and ``segnet.train`` write):
                      number of steps averaged, for ``--resume``
     calibration      present once :mod:`segnet.calibration` has set the model's logit offsets
 
-Every file of a run folder that is rewritten in place is written with :func:`atomic_write`, so a
+Every file of a run folder that is rewritten in place is written with :func:`segnet.outputs.atomic_write`, so a
 crash, a full disk or ``kill -9`` leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +39,7 @@ from typing_extensions import NotRequired, TypedDict  # pydantic reads TypedDict
 
 from segnet.data import ChannelMeans, ChannelStds, ClassDiameters, FiniteNumber
 from segnet.errors import CheckpointError, SegnetError
+from segnet.outputs import atomic_write
 from segnet.spec import ModelSpec, model_names
 
 FORMAT_VERSION = 1
@@ -51,9 +48,6 @@ TRAINED_STATE_KEY = "trained_model_state"
 """Key of the weights the optimiser steps, where ``model_state`` holds their moving average."""
 AVERAGED_UPDATES_KEY = "ema_updates"
 """Key of the number of optimiser steps the moving average has taken in."""
-TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
-"""Temporary files of atomic writes, ``.NAME.RANDOM.tmp``: hidden, and never mistaken for ``*.pt``."""
-
 
 # The checkpoint's layout (module docstring) as types, checked on every load: a damaged or forged
 # file is refused naming the key, rather than failing later as a traceback or a silent wrong result.
@@ -161,56 +155,6 @@ def _describe_load_error(error: Exception) -> str:
     if "weights_only" in first_sentence:  # torch's hint to load unsafely: never passed on
         return "not a segnet checkpoint (unreadable file)"
     return f"not a readable segnet checkpoint ({first_sentence}: damaged, truncated or not a checkpoint)"
-
-
-def describe_write_error(path: str | Path, error: OSError, what: str = "file") -> str:
-    """One line for a failed write (disk full, read-only folder), naming the file and what to do."""
-    reason = error.strerror or str(error)
-    return f"{path}: could not write {what} ({reason}): free some space or choose a writable folder"
-
-
-@contextmanager
-def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends it replaces ``path`` atomically.
-
-    The temporary file is flushed to disk and renamed over ``path`` (a rename within one file system
-    is atomic), so readers and crashes see the old file or the new one. On any failure the
-    temporary file is removed and ``path`` is left as it was; an ``OSError`` becomes a
-    :class:`~segnet.errors.SegnetError` naming ``path`` and ``what`` it holds.
-    """
-    path = Path(path)
-    # Named here rather than by tempfile.mkstemp, which creates files readable by their owner only.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        yield temporary
-        with temporary.open("r+b") as written:  # r+: Windows flushes only handles open for writing
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        kept = f"; the previous {what} is kept" if path.exists() else ""
-        raise SegnetError(describe_write_error(path, error, what) + kept) from error
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_text_atomically(path: str | Path, text: str, what: str = "file") -> None:
-    """Replace ``path`` with ``text``; readers and crashes see the old file or the new one."""
-    with atomic_write(path, what) as temporary:
-        temporary.write_text(text)
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete temporary files that a killed process left behind in ``folder``; returns them.
-
-    Only one process writes a run folder, so when it starts, no write of its files is in progress.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [path for path in folder.iterdir() if TEMPORARY_NAME.match(path.name) and path.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -12,12 +12,13 @@ import difflib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from segnet import DEFAULT_CLASSES, MIN_AREA, __version__
 from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
+from segnet.config import MAX_IMAGE_SIDE, MAX_PIXEL_SIZE_UM, MAX_SEED, MIN_PIXEL_SIZE_UM, PixelSize, Seed, SyntheticSide
 from segnet.demo import DEMO_TIME_BUDGET
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
@@ -81,6 +82,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def bounded(kind: Any) -> Callable[[str], Any]:
+    """An argparse type for a number type of :mod:`segnet.config` (``Seed``, ``PixelSize``, ...):
+    the flag's text is parsed and checked against that type's range, so the flag and the YAML
+    config refuse the same values."""
+    from pydantic import TypeAdapter, ValidationError
+
+    adapter = TypeAdapter(kind)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as error:
+            expected = error.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{text!r} is refused: {expected[0].lower()}{expected[1:]}") from None
+
+    return parse
 
 
 def _diameter(text: str) -> float | str:
@@ -180,8 +199,8 @@ def _add_synth_command(commands: argparse._SubParsersAction) -> None:
     synth = commands.add_parser("synth", help="write a synthetic darkfield dataset (images/ and masks/)")
     synth.add_argument("dir", type=Path, help="output folder")
     synth.add_argument("--count", type=_positive_int, default=40, help="number of images (default: %(default)s)")
-    synth.add_argument("--size", type=_positive_int, default=256, help="image side in pixels (default: %(default)s)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    synth.add_argument("--size", type=bounded(SyntheticSide), default=256, help=f"image side in pixels, 8 to {MAX_IMAGE_SIDE} (default: %(default)s)")
+    synth.add_argument("--seed", type=bounded(Seed), default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)")
 
 
 def _add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -211,7 +230,7 @@ def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
     _add_ignore_index(evaluate)
-    evaluate.add_argument("--report", action="store_true", help="also write RUN/report.html")
+    evaluate.add_argument("--report", action="store_true", help="also write report.html into --out (default: RUN/report.html)")
     _add_inference_options(evaluate)
     _add_min_area(evaluate)
 
@@ -261,9 +280,11 @@ def _add_predict_command(commands: argparse._SubParsersAction) -> None:
         "--skip-existing", action="store_true",
         help="continue an interrupted run: images whose outputs in --out are complete are not segmented again (their rows are rebuilt)",
     )
+    predict.add_argument("--overwrite", action="store_true", help="replace another run's results in --out (they are removed first)")
     predict.add_argument(
-        "--pixel-size", type=float, metavar="UM",
-        help="micrometres per pixel: objects.csv gives areas and lengths in um too (default: from a TIFF's resolution tags, else pixels only)",
+        "--pixel-size", type=bounded(PixelSize), metavar="UM",
+        help=f"micrometres per pixel, {MIN_PIXEL_SIZE_UM:g} to {MAX_PIXEL_SIZE_UM:g}: objects.csv gives areas and lengths in um too "
+        "(default: from a TIFF's resolution tags, else pixels only)",
     )
     _add_inference_options(predict)
     _add_min_area(predict)
@@ -353,11 +374,13 @@ def run_command(args: argparse.Namespace) -> int:
             args.checkpoint, args.data, split=args.split, out=args.out, options=_inference_options(args),
             ignore_index=args.ignore_index, min_area=args.min_area,
         )
+        print(format_metrics_table(metrics))
         if args.report:
             from segnet.report import write_report
 
-            write_report(args.checkpoint.parent, args.out)
-        print(format_metrics_table(metrics))
+            # Into --out where it was named: a built-in model's folder is the installed package.
+            name = args.checkpoint.stem if is_builtin(args.checkpoint) else None
+            print(f"report: {write_report(args.checkpoint.parent, args.out, out_dir=args.out, name=name)}")
         return 0
     if args.command == "score":
         return _score(args)
@@ -502,8 +525,6 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None and args.onnx is not None:
         raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
-    if args.pixel_size is not None and not args.pixel_size > 0:
-        raise SegnetError(f"--pixel-size must be a positive number of micrometres per pixel, got {args.pixel_size}")
     device, shard = _predict_shard(args.device)
     main_process = shard.rank == 0
     if args.checkpoint is None and args.onnx is None:
@@ -520,7 +541,7 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         summary = predict_paths(
             predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size,
-            skip_existing=args.skip_existing, shard=shard,
+            skip_existing=args.skip_existing, overwrite=args.overwrite, shard=shard,
         )
     finally:
         if shard.world_size > 1:

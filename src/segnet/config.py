@@ -21,6 +21,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet import DEFAULT_CLASSES
 from segnet.errors import SegnetError
+from segnet.readback import read_bounded_text
 from segnet.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL, model_names
 
 
@@ -60,7 +61,25 @@ def option(
     return Field(default=default, description=help, json_schema_extra=extra, **limits)
 
 
-_Positive = Annotated[int, Field(ge=1)]
+MAX_COUNT = 1_000_000
+"""The most of anything counted in a config (epochs, images per step, folds, ...): far beyond any
+run, and small enough that no loop over it hangs or overflows."""
+_Positive = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+_Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+# The ranges of numbers given outside a TrainConfig too (synth, predict, the napari widget): each is
+# checked where it is parsed, from these definitions (segnet.cli.bounded, load_config).
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A random seed: one that numpy's and torch's generators both take."""
+MIN_PIXEL_SIZE_UM, MAX_PIXEL_SIZE_UM = 1e-4, 100.0
+PixelSize = Annotated[float, Field(ge=MIN_PIXEL_SIZE_UM, le=MAX_PIXEL_SIZE_UM, allow_inf_nan=False)]
+"""Micrometres per pixel: 0.1 nm to 0.1 mm, beyond any light microscope either way (darkfield: 0.05-2)."""
+ScaleFactor = Annotated[float, Field(ge=0.25, le=4.0, allow_inf_nan=False)]
+"""A training crop's random rescaling factor: beyond 4x either way a crop is mostly padding or a few pixels."""
+MAX_IMAGE_SIDE = 4096
+SyntheticSide = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
+"""The side of a synthetic image (``segnet synth --size``): a 4096-pixel image takes a few GB to draw."""
 
 
 def _known_model(name: str) -> str:
@@ -91,9 +110,11 @@ class TrainConfig:
         None, "K-fold cross-validation: train K models into RUN/fold_1 .. RUN/fold_K and summarise them (default: one split)", ge=2
     )
     skip_bad: bool = option(False, "train without the image/mask pairs that 'segnet check' finds problems with, listing them")
-    seed: int = option(0, "seed for the split, the weights and augmentation")
-    image_size: int | None = option(None, "training crop side in image pixels (default: from the data, at most 256 x downsample)", ge=16)
-    scale_range: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] = option(
+    seed: Seed = option(0, "seed for the split, the weights and augmentation")
+    image_size: int | None = option(
+        None, "training crop side in image pixels (default: from the data, at most 256 x downsample)", ge=16, le=MAX_IMAGE_SIDE
+    )
+    scale_range: Annotated[list[ScaleFactor], Field(min_length=2, max_length=2)] = option(
         help="random rescaling of the training crops, lowest and highest factor", factory=lambda: [0.75, 1.25]
     )
     focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1)
@@ -145,15 +166,16 @@ class TrainConfig:
         "it from the measured epoch time (logged, and written to config.yaml); 0: exactly --epochs; per fold with --folds",
         "optimisation",
         ge=0,
+        le=MAX_COUNT,
     )
     # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     batch_size: _Positive = option(4, "images per step, over all processes", "optimisation")
     optimizer: Literal[OPTIMIZERS] = option("adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation")
     lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0)
     momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1)
-    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0)
+    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0, le=1)
     schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
-    warmup_epochs: int = option(1, "epochs of linear learning-rate warm-up", "optimisation", ge=0)
+    warmup_epochs: _Count = option(1, "epochs of linear learning-rate warm-up", "optimisation")
     class_weights: Literal[CLASS_WEIGHTINGS] = option(
         DEFAULT_CLASS_WEIGHTING, "loss class weights: " + "; ".join(f"{key}: {name}" for key, name in CLASS_WEIGHTING_NAMES.items()), "optimisation"
     )
@@ -165,6 +187,7 @@ class TrainConfig:
         "the drawn centrelines, so filaments count by length, not stroke width (default: off)",
         "optimisation",
         gt=0,
+        le=1000,
     )
     hard_pixels: float | None = option(
         None,
@@ -182,13 +205,13 @@ class TrainConfig:
         gt=0,
         lt=1,
     )
-    grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0)
+    grad_clip: float | None = option(None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0, le=1e6)
     patience: _Positive | None = option(
         None, "stop early after this many epochs without a better validation mean IoU (default: train all epochs)", "optimisation"
     )
     calibration_images: int = option(
         32, "after training, set per-class logit offsets for the best mean IoU on up to this many training images; 0: off",
-        "optimisation", ge=0,
+        "optimisation", ge=0, le=MAX_COUNT,
     )
 
     amp: bool | None = option(
@@ -199,7 +222,7 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware")
     deterministic: bool = option(False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware")
     device: str = option("auto", "auto, cpu or cuda", "hardware", min_length=1)
-    num_workers: int = option(2, "data loading worker processes", "hardware", ge=0)
+    num_workers: int = option(2, "data loading worker processes", "hardware", ge=0, le=1024)
 
     out: str = option("", "run folder for checkpoints, history and config", "output")
     val_every: _Positive = option(1, "validate every N epochs", "output")
@@ -222,6 +245,9 @@ class TrainConfig:
         unknown = [name for name in self.mask_palette if name not in self.classes]
         if unknown:
             raise SegnetError(f"mask_palette names classes that are not in classes: {unknown}")
+        shared = [name for name, rgb in self.mask_palette.items() if list(self.mask_palette.values()).count(rgb) > 1]
+        if shared:  # a colour of two classes would read all of one as the other
+            raise SegnetError(f"mask_palette gives {', '.join(shared)} the same colour; each class needs its own")
         return {self.classes.index(name): list(rgb) for name, rgb in self.mask_palette.items()}
 
     def roles(self) -> ClassRoles:
@@ -350,7 +376,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader (no tags that build Python objects), refusing a key given twice.
 
     PyYAML keeps the last of repeated keys, so ``epochs: 2`` above ``epochs: 60`` would be lost silently.
+    Aliases (``*name``) are refused: a config needs none, and nested ones ("billion laughs") expand
+    to more values than memory holds once the config is checked.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config", mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
@@ -371,11 +405,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     Raises:
         SegnetError: the file cannot be read, is not YAML, is not a mapping, or names unknown options.
     """
+    text = read_bounded_text(path, "config")
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise SegnetError(f"{path}: cannot read config ({reason})") from error
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:  # PyYAML's message spans lines: keep the problem and where
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -417,9 +449,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def validate(config: TrainConfig) -> None:
-    """What one option's type cannot say: class names are distinct, the palette and the roles name classes."""
+    """What one option's type cannot say: class names are distinct, the palette and the roles name
+    classes, the scale range runs from low to high."""
     if len(set(config.classes)) != len(config.classes):
         raise SegnetError(f"classes must list at least two distinct names, got {config.classes}")
+    if config.scale_range[0] > config.scale_range[1]:
+        raise SegnetError(f"scale_range must give the lowest factor first, got {config.scale_range}")
     config.palette_by_index()
     config.roles()
 

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import relabel_sequential
 
 from segnet import MIN_AREA
 from segnet.config import DARKFIELD_ROLES, ClassRoles
@@ -115,7 +116,7 @@ def label_objects(
     """Label the objects of ``class_id`` in an ``(H, W)`` class mask.
 
     Returns ``(labels, count)``: an int32 image with 0 outside the counted objects and 1..count on
-    them. ``split`` separates touching objects at EDT necks (module docstring).
+    them, every id of 1..count on at least one pixel. ``split`` separates touching objects at EDT necks (module docstring).
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -152,7 +153,10 @@ def label_objects(
         pieces = np.where(inside, cores + count, 0)[1:-1, 1:-1]
         labels[box] = np.where(pieces > 0, pieces, labels[box])
         count += num_cores
-    return labels, count
+    # A core whose pixels all went to other cores would leave an id that is counted but has no
+    # pixels, so no row in objects.csv: the ids are renumbered over the pixels they really hold.
+    labels, _, _ = relabel_sequential(labels)
+    return labels.astype(np.int32), int(labels.max(initial=0))
 
 
 def _split_cores(distance: np.ndarray, core_fraction: float) -> np.ndarray:
@@ -194,7 +198,8 @@ def _split_cores(distance: np.ndarray, core_fraction: float) -> np.ndarray:
     survivors = [peak for peak in range(len(seeds)) if alive[peak]]
     for core_id, peak in enumerate(survivors, start=1):
         regions, _ = ndimage.label(distance >= core_fraction * heights[peak], structure=_EIGHT_CONNECTED)
-        cores[regions == regions[seeds[peak]]] = core_id
+        # The sweep's 0.5 px steps can keep a peak whose core reaches a taller one's: the taller keeps its own.
+        cores[(regions == regions[seeds[peak]]) & (cores == 0)] = core_id
     return cores
 
 

@@ -23,18 +23,21 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
 from segnet import distributed as dist
-from segnet.checkpoint import write_text_atomically
 from segnet.config import TrainConfig
 from segnet.data import Pair
 from segnet.detection import pooled_detection
 from segnet.errors import DataError, SegnetError
 from segnet.evaluate import evaluate_run
 from segnet.metrics import metrics_from_confusion
+from segnet.outputs import write_text_atomically
+from segnet.readback import read_json
 from segnet.report import write_report
 from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, EVALUATION_FOLDER, LAST_CHECKPOINT, RUN_FILES
 from segnet.score_tables import format_score, text_table
@@ -42,6 +45,13 @@ from segnet.train import check_training_data, train
 
 FOLDS_FILE = "folds.json"
 SUMMARY_FILE = "cv_summary.json"
+
+
+class FoldsRecord(TypedDict):
+    """What ``folds.json`` holds and is read back for (its seed is a record only): checked on reading."""
+
+    folds: Annotated[int, Field(ge=2)]
+    stems: list[list[str]]
 WHOLE_IMAGE_SCORES = (
     ("global accuracy", "global_accuracy"),
     ("class-average accuracy", "class_average_accuracy"),
@@ -68,10 +78,7 @@ def fold_checkpoints(run_dir: Path, checkpoint_name: str = BEST_CHECKPOINT) -> l
             f"{run_dir}: not a cross-validation run (no {FOLDS_FILE}); a run folder must be a cross-validation run "
             "(train --folds K), otherwise pass a checkpoint such as RUN/best.pt"
         )
-    try:
-        folds = int(json.loads(path.read_text())["folds"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataError(path, f"not a readable folds file ({error})") from error
+    folds = read_json(path, "folds file", FoldsRecord)["folds"]
     checkpoints = [fold_dir(run_dir, k) / checkpoint_name for k in range(1, folds + 1)]
     missing = [str(c) for c in checkpoints if not c.is_file()]
     if missing:
@@ -97,10 +104,7 @@ def k_fold_split(pairs: Sequence[Pair], folds: int, seed: int) -> list[list[Pair
 def read_folds(run_dir: Path, pairs: Sequence[Pair]) -> list[list[Pair]]:
     """The folds recorded in ``RUN/folds.json``, as pairs of the data folder."""
     path = run_dir / FOLDS_FILE
-    try:
-        stems = json.loads(path.read_text())["stems"]
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(path, f"not a readable folds file ({error})") from error
+    stems = read_json(path, "folds file", FoldsRecord)["stems"]
     by_stem = {p.stem: p for p in pairs}
     missing = [s for fold in stems for s in fold if s not in by_stem]
     if missing:
@@ -192,7 +196,7 @@ def read_best_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / BEST_METRICS_FILE
     if not path.is_file():
         raise DataError(path, "not found: the fold never produced a validation score")
-    return json.loads(path.read_text())
+    return read_json(path, "fold's best metrics", dict[str, Any])
 
 
 def fold_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -279,7 +283,7 @@ def evaluate_cross_validation(
     ``run_dir`` is the cross-validation run folder (folds.json and fold_1 .. fold_K), ``data`` the
     dataset it was trained on; the per-fold evaluation folders and ``cv_summary.json`` go to
     ``out`` (default ``RUN/evaluation``). ``checkpoint_name`` picks each fold's checkpoint; with
-    ``report``, each fold gets its ``fold_k/report.html``. ``evaluate_options`` are the keyword
+    ``report``, each fold gets its ``report.html``: in ``OUT/fold_k`` where ``out`` is given, else in the fold's run folder. ``evaluate_options`` are the keyword
     arguments of :func:`segnet.evaluate.evaluate_run` (``options``, ``ignore_index``, ``min_area``,
     ``progress``), the same for every fold.
     Returns the summary (as :func:`summarize_folds`).
@@ -291,7 +295,7 @@ def evaluate_cross_validation(
     for k, checkpoint in enumerate(fold_checkpoints(run_dir, checkpoint_name), start=1):
         per_fold.append(evaluate_run(checkpoint, data, split="val", out=out_dir / f"fold_{k}", **evaluate_options))
         if report:
-            write_report(checkpoint.parent, out_dir / f"fold_{k}")
+            write_report(checkpoint.parent, out_dir / f"fold_{k}", out_dir=out_dir / f"fold_{k}" if out is not None else None)
     summary = summarize_folds(per_fold)
     write_text_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=1), "cross-validation summary")
     return summary

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import cv2
 import numpy as np
+import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import AllowInfNan, BeforeValidator, Field
 from scipy import ndimage
 
 from segnet import MIN_AREA
 from segnet.errors import DataError, SegnetError
+from segnet.outputs import write_atomically, write_text_atomically
+from segnet.readback import read_json
 from segnet.runfiles import SPLIT_FILE
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so reading images never loads it
@@ -154,28 +157,105 @@ def _upright(image: Image.Image) -> Image.Image:
     return image if exif_orientation(image) == 1 else ImageOps.exif_transpose(image)
 
 
-def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
-    """Scale 16-bit or float pixel data to 8 bit (images only; masks must be integer already)."""
+CAMERA_BIT_DEPTHS = (8, 10, 12, 14, 16)
+"""The depths cameras write integer data in. Data in a deeper container than its values need (a
+12-bit camera's 16-bit TIFF) is scaled by the smallest of these that holds its largest value, as
+microscopy tools treat it, so that a 12-bit picture is not read almost black."""
+BITS_PER_SAMPLE_TAG = 258
+# The EXIF orientations (2-8) as numpy moves: what ImageOps.exif_transpose does to a Pillow image.
+_ORIENTATION_MOVES: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda array: array[:, ::-1],
+    3: lambda array: array[::-1, ::-1],
+    4: lambda array: array[::-1],
+    5: lambda array: array.swapaxes(0, 1),
+    6: lambda array: np.rot90(array, -1),
+    7: lambda array: np.rot90(array, 2).swapaxes(0, 1),
+    8: lambda array: np.rot90(array, 1),
+}
+
+
+def _tiff_bits(image: Image.Image) -> tuple[int, ...]:
+    """A TIFF's BitsPerSample, one per channel; empty for other files or an unreadable tag."""
+    tags = getattr(image, "tag_v2", None)
+    try:
+        bits = tags.get(BITS_PER_SAMPLE_TAG) if tags is not None else None
+    except _MALFORMED_FILE_ERRORS:
+        return ()
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return tuple(value for value in bits if isinstance(value, int))
+
+
+def declared_bits(image: Image.Image) -> int | None:
+    """A TIFF's BitsPerSample where it says fewer bits than its pixels are decoded into (a packed
+    10- or 12-bit file); ``None`` otherwise (not a TIFF, or the tag only repeats the container's depth)."""
+    bits = _tiff_bits(image)
+    return bits[0] if bits and 8 <= bits[0] < 16 else None
+
+
+def _depth_lost(image: Image.Image) -> bool:
+    """Whether Pillow decoded a TIFF's deeper-than-8-bit samples to 8 bits: it keeps the high byte of
+    16-bit RGB, which leaves a 12-bit camera's picture almost black."""
+    return not image.mode.startswith(("I", "F")) and max(_tiff_bits(image), default=8) > 8
+
+
+def _tiff_samples(path: Path) -> np.ndarray:
+    """The first page of a TIFF at its own depth (``H x W`` or ``H x W x C``), laid out upright
+    (by its Orientation tag, which Pillow drops from the tags once it has loaded the pixels)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages[0]
+            array, axes = page.asarray(), page.axes
+            orientation = page.tags.valueof(EXIF_ORIENTATION_TAG, 1)
+    except (tifffile.TiffFileError, *_MALFORMED_FILE_ERRORS) as error:
+        raise DataError(path, f"unreadable TIFF ({error})") from error
+    if axes.startswith("S"):  # planar RGB: one plane per channel
+        array = np.moveaxis(array, 0, -1)
+    move = _ORIENTATION_MOVES.get(orientation)
+    return move(array) if move is not None else array
+
+
+def pixel_range(array: np.ndarray, bits: int | None = None) -> tuple[float, float]:
+    """The values that read as black and as full brightness, for integer or float pixel data.
+
+    Integer data: ``0 .. 2**bits - 1`` where ``bits`` (a file's declared depth) holds every value,
+    else the smallest of :data:`CAMERA_BIT_DEPTHS` that does. Float data: ``0 .. 1`` where every
+    value lies there, else like integers. Data with negative values, or deeper than 16 bits, is
+    taken by its own range, lowest to highest.
+    """
+    top = float(array.max(initial=0))
+    bottom = float(array.min(initial=0))
+    if bottom < 0:
+        return bottom, top
+    if bits is not None and top < 2**bits:
+        return 0.0, float(2**bits - 1)
+    if np.issubdtype(array.dtype, np.floating) and top <= 1.0:
+        return 0.0, 1.0
+    depth = next((depth for depth in CAMERA_BIT_DEPTHS if top < 2**depth), None)
+    return (0.0, float(2**depth - 1)) if depth is not None else (0.0, top)
+
+
+def _to_uint8(array: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+    """Scale integer or float pixel data to 8 bit by :func:`pixel_range` (images only; masks must
+    be integer already); ``bits`` is the file's declared depth, if any."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.integer):
-        top = 65535 if array.max(initial=0) > 255 else 255
-        return np.clip(array.astype(np.float64) * (255 / top), 0, 255).round().astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise DataError(path, "image holds NaN or infinite values")
-        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
-        return np.clip(array * (255 / top), 0, 255).round().astype(np.uint8)
-    raise DataError(path, f"unsupported pixel type {array.dtype}")
+    if not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.floating):
+        raise DataError(path, f"unsupported pixel type {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise DataError(path, "image holds NaN or infinite values")
+    low, high = pixel_range(array, bits)
+    scaled = (array.astype(np.float64) - low) * (255 / (high - low)) if high > low else np.zeros(array.shape)
+    return np.clip(scaled, 0, 255).round().astype(np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as an ``H x W x 3`` uint8 RGB array.
 
-    Grayscale is repeated to three channels, alpha is dropped, 16-bit and float data are scaled to
-    8 bit, and an EXIF orientation tag is applied (as viewers show the image).
+    Grayscale is repeated to three channels, alpha is dropped, deeper integer and float data are
+    scaled to 8 bit by their real depth (:func:`pixel_range`), and an EXIF orientation tag is
+    applied (as viewers show the image).
     """
     path = Path(path)
     return image_to_rgb(_open(path), path)
@@ -183,11 +263,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def image_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
     """The conversion behind :func:`read_image`, for an image already opened; ``path`` names it in errors."""
+    if _depth_lost(image):
+        return array_to_rgb(_tiff_samples(path), path)
     image = _upright(image)
     if image.mode in ("RGB", "L"):
         array = np.asarray(image)
     elif image.mode.startswith(("I", "F")):  # 16-bit, 32-bit and float: keep the range, then scale
-        array = _to_uint8(np.asarray(image), path)
+        array = _to_uint8(np.asarray(image), path, declared_bits(image))
     else:  # RGBA, LA, P, PA, 1, CMYK, YCbCr, ...
         try:
             array = np.asarray(image.convert("RGB"))
@@ -199,8 +281,8 @@ def image_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
 def array_to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
     """Pixel data already decoded (a viewer's layer) as :func:`read_image` gives it: ``H x W x 3`` uint8.
 
-    Grayscale ``H x W`` is repeated to three channels, a fourth (alpha) channel is dropped, 16-bit
-    and float data are scaled to 8 bit; ``path`` names the data in errors.
+    Grayscale ``H x W`` is repeated to three channels, a fourth (alpha) channel is dropped, deeper
+    integer and float data are scaled to 8 bit by :func:`pixel_range`; ``path`` names the data in errors.
 
     Raises:
         DataError: any other shape (a stack, more channels) or pixel type.
@@ -213,11 +295,24 @@ def array_to_rgb(array: np.ndarray, path: str | Path) -> np.ndarray:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(path, f"expected an RGB or grayscale image, got shape {array.shape}")
+    if array.size == 0:
+        raise DataError(path, f"empty image ({array.shape[1]}x{array.shape[0]} pixels)")
     return np.ascontiguousarray(_to_uint8(array, path))
 
 
+def mask_dtype(num_classes: int) -> type[np.unsignedinteger]:
+    """The type a class mask of ``num_classes`` is held and written in: 8-bit up to 256 classes,
+    16-bit beyond, so that no class index wraps around."""
+    return np.uint8 if num_classes <= 2**8 else np.uint16
+
+
+def class_mask(proba: np.ndarray) -> np.ndarray:
+    """Class index per pixel of ``(C, H, W)`` scores (the argmax), in :func:`mask_dtype` of ``C``."""
+    return proba.argmax(axis=0).astype(mask_dtype(proba.shape[0]))
+
+
 def read_mask(path: str | Path, num_classes: int, palette: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
-    """Read a mask as an ``H x W`` uint8 array of class indices.
+    """Read a mask as an ``H x W`` array of class indices (uint8, or uint16 beyond 256 classes: :func:`mask_dtype`).
 
     Accepted: one channel of class indices, or RGB with three identical channels (the public
     dataset's format), or, with ``palette`` (class index -> RGB colour), a colour mask. Values
@@ -256,7 +351,7 @@ def image_to_mask(image: Image.Image, path: Path, num_classes: int, palette: Map
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         raise DataError(path, f"mask values {bad.tolist()[:10]} are outside the {num_classes} classes (0..{num_classes - 1})")
-    return array.astype(np.uint8)
+    return array.astype(mask_dtype(num_classes))
 
 
 def _decode_palette(rgb: np.ndarray, palette: Mapping[int, Sequence[int]], path: Path) -> np.ndarray:
@@ -285,7 +380,8 @@ def load_pair(pair: Pair, num_classes: int, palette: Mapping[int, Sequence[int]]
 
 def write_pair(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray) -> Pair:
     """Write an ``H x W x 3`` uint8 image and its ``H x W`` class mask as ``root/images/STEM.png`` and
-    ``root/masks/STEM.png`` (three identical channels, as the public dataset), replacing those files.
+    ``root/masks/STEM.png`` (three identical channels, as the public dataset), replacing those files
+    (atomically, never writing through a link).
 
     Raises:
         DataError: the sizes differ, or a file cannot be written (the message names it).
@@ -296,9 +392,10 @@ def write_pair(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray)
     for target, array in ((pair.image, image), (pair.mask, np.repeat(mask.astype(np.uint8)[:, :, None], 3, axis=2))):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.ascontiguousarray(array), mode="RGB").save(target)
         except OSError as error:
             raise DataError(target, f"could not write ({error.strerror or error})") from error
+        picture = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+        write_atomically(target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "image")
     return pair
 
 
@@ -321,7 +418,7 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[
 
 def write_split(path: str | Path, train: Sequence[Pair], val: Sequence[Pair]) -> None:
     """Record which stems were used for training and validation."""
-    Path(path).write_text(json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1))
+    write_text_atomically(path, json.dumps({"train": [p.stem for p in train], "val": [p.stem for p in val]}, indent=1), "split file")
 
 
 SPLIT_NAMES = ("train", "val")
@@ -339,10 +436,7 @@ def read_split_stems(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "split file not found (evaluate --split val needs the run's split.json)")
-    try:
-        split = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(path, f"not valid JSON ({error}); it was damaged: evaluate with --split all, or train the run again") from error
+    split = read_json(path, "split file")
     if not isinstance(split, dict) or not all(
         isinstance(split.get(name), list) and all(isinstance(stem, str) for stem in split[name]) for name in SPLIT_NAMES
     ):

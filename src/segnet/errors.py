@@ -23,3 +23,8 @@ class DataError(SegnetError):
 
 class CheckpointError(SegnetError):
     """A checkpoint cannot be used: wrong model, class list, format version, or a broken file."""
+
+
+class OutputError(DataError):
+    """An output cannot be written where asked: it would destroy an input or another run's results,
+    another run is writing there, or the name is unusable; the message names the path."""

@@ -24,6 +24,7 @@ from segnet.checkpoint import load_checkpoint, model_spec
 from segnet.config import saved_palette
 from segnet.data import Pair, load_pair, select_pairs
 from segnet.errors import SegnetError
+from segnet.outputs import refuse_package_folder
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
 from segnet.runfiles import EVALUATION_FOLDER
 from segnet.score import MASK_VALUES, PREDICTIONS_FOLDER, ScoredPair, ScoreSettings, check_truth_values, make_folder, save_prediction, score_pairs
@@ -59,6 +60,7 @@ def evaluate_run(
     checkpoint = Path(checkpoint)
     run_dir = checkpoint.parent
     out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
+    refuse_package_folder(out_dir)  # a built-in model's "run folder" is the installed package
     pairs = select_pairs(data, split, run_dir)
     state = load_checkpoint(checkpoint)
     predictor = Predictor.from_state(state, checkpoint, options)

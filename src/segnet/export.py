@@ -60,6 +60,7 @@ from segnet.checkpoint import load_checkpoint, load_model, model_spec, reference
 from segnet.config import saved_roles
 from segnet.data import read_image
 from segnet.errors import DataError, SegnetError
+from segnet.outputs import refuse_overwriting, write_atomically, write_text_atomically
 from segnet.predict import OnnxModelInfo, colorize
 from segnet.synthetic import generate_sample
 
@@ -184,9 +185,9 @@ def model_to_onnx(model: nn.Module, info: OnnxModelInfo, out: str | Path) -> int
     onnx.helper.set_model_props(proto, info.to_metadata())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(proto, out)
     except OSError as error:
         raise DataError(out, f"could not write the ONNX model ({error.strerror or error})") from error
+    write_atomically(out, lambda temporary: onnx.save(proto, temporary), "ONNX model")
     return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
 
 
@@ -317,9 +318,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
 
     Raises:
         CheckpointError: unreadable checkpoint; SegnetError: the export or its check failed;
-        DataError: ``out`` cannot be written.
+        DataError: ``out`` cannot be written, or is the checkpoint itself (:class:`~segnet.errors.OutputError`).
     """
     out = Path(out)
+    refuse_overwriting([out], [checkpoint])
     model, info, _ = _load_model(checkpoint)
     model_to_onnx(model, info, out)
     check_onnx_export(model, out)
@@ -596,6 +598,13 @@ _PACKAGE_FILES = {
     "documentation": "README.md",
 }
 """The files of a bioimage.io package by their role in ``rdf.yaml``."""
+_RDF_FILE = "rdf.yaml"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (given a name, it appends ``.npy``)."""
+    with path.open("wb") as handle:
+        np.save(handle, array)
 
 
 def export_bioimageio(
@@ -634,6 +643,7 @@ def export_bioimageio(
     import tifffile  # a bioimage.io package dependency, like bioimageio.spec itself
 
     out_dir = Path(out_dir)
+    refuse_overwriting([out_dir / name for name in (*_PACKAGE_FILES.values(), _RDF_FILE)], [checkpoint, sample])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -642,7 +652,7 @@ def export_bioimageio(
     names = _PACKAGE_FILES
     opset = model_to_onnx(model, info, out_dir / names["onnx"])
     check_onnx_export(model, out_dir / names["onnx"])
-    torch.save(model.state_dict(), out_dir / names["state_dict"])
+    write_atomically(out_dir / names["state_dict"], lambda temporary: torch.save(model.state_dict(), temporary), "weights")
 
     spec = model_spec(state)
     image = _centre_crop(_sample_image(sample), _SAMPLE_MAX_SIDE, spec.total_stride, sample)
@@ -655,18 +665,21 @@ def export_bioimageio(
     test_input = _tie_free_test_input(model, _centre_crop(image, _TEST_NETWORK_SIDE * spec.downsample, spec.total_stride, sample), mean_255, std_255)
     test_output = probabilities_of(test_input)
     _check_reproduced(out_dir / names["onnx"], (test_input - mean_255) / std_255, test_output)
-    np.save(out_dir / names["test_input"], test_input)
-    np.save(out_dir / names["test_output"], test_output)
+    for role, tensor in (("test_input", test_input), ("test_output", test_output)):
+        write_atomically(out_dir / names[role], lambda temporary, tensor=tensor: _save_npy(temporary, tensor), "test tensor")
     sample_output = probabilities_of(image.transpose(2, 0, 1)[None].astype(np.float32))[0]
-    Image.fromarray(image).save(out_dir / names["sample_input"])
-    tifffile.imwrite(out_dir / names["sample_output"], sample_output, photometric="minisblack")
-    _cover(image, sample_output.argmax(axis=0).astype(np.uint8), len(info.class_names)).save(out_dir / names["cover"])
-    (out_dir / names["documentation"]).write_text(_readme(info, state, test_input.shape))
+    cover = _cover(image, sample_output.argmax(axis=0).astype(np.uint8), len(info.class_names))
+    write_atomically(out_dir / names["sample_input"], lambda temporary: Image.fromarray(image).save(temporary, format="PNG"), "sample")
+    write_atomically(
+        out_dir / names["sample_output"], lambda temporary: tifffile.imwrite(temporary, sample_output, photometric="minisblack"), "sample output"
+    )
+    write_atomically(out_dir / names["cover"], lambda temporary: cover.save(temporary, format="PNG"), "cover")
+    write_text_atomically(out_dir / names["documentation"], _readme(info, state, test_input.shape), "README")
 
     files = {role: _file_entry(out_dir, name) for role, name in names.items()}
     parameter_count = sum(parameter.numel() for parameter in model.parameters())
     rdf = _rdf(info, state, authors or [getpass.getuser()], license_id, opset, parameter_count, files)
-    rdf_path = out_dir / "rdf.yaml"
-    rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True))
+    rdf_path = out_dir / _RDF_FILE
+    write_text_atomically(rdf_path, yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), "package description")
     validate_bioimageio(rdf_path)
     return rdf_path

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +45,12 @@ from segnet import MIN_AREA
 from segnet.config import DARKFIELD_ROLES, ClassRoles
 from segnet.counting import clean_prediction, label_objects
 from segnet.errors import DataError
+from segnet.outputs import write_atomically
 
 # Resolution tags above this many micrometres per pixel are a print or screen setting (72 dpi is
 # 353 um), not a microscope's calibration; darkfield images have pixels of 0.05 to 2 um.
 _MAX_TAG_PIXEL_SIZE_UM = 10.0
+_SQUARE_TOLERANCE = 1e-3  # x and y pixel sizes this close (relative) are one size: tags are rounded fractions
 _UM_PER_UNIT = {2: 25400.0, 3: 10000.0}  # TIFF ResolutionUnit: 2 inch, 3 centimetre
 _IMAGEJ_MICRON_UNITS = {"micron", "microns", "um", "µm", "\u03bcm", "\\u00B5m"}
 # Pixel-graph steps of the skeleton: right, down, and the two diagonals below.
@@ -194,9 +195,13 @@ def _pixel_graph(skeleton: np.ndarray, points: np.ndarray) -> coo_matrix:
 def tiff_pixel_size(path: str | Path) -> float | None:
     """Micrometres per pixel from a TIFF's resolution tags, or ``None`` (not a TIFF, or no usable tags).
 
-    Read: ``XResolution`` in pixels per centimetre or inch, or pixels per micrometre in an ImageJ
-    TIFF (``unit=micron`` in its description). Values above 10 um per pixel are ignored: they are
-    print or screen settings such as 72 dpi, not a microscope calibration.
+    Read: ``XResolution`` and ``YResolution`` in pixels per centimetre or inch, or pixels per
+    micrometre in an ImageJ TIFF (``unit=micron`` in its description). Values above 10 um per pixel
+    are ignored: they are print or screen settings such as 72 dpi, not a microscope calibration.
+
+    Raises:
+        DataError: the pixels are not square (x and y sizes differ): one size cannot give its
+            areas and lengths in micrometres.
     """
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
@@ -204,16 +209,11 @@ def tiff_pixel_size(path: str | Path) -> float | None:
     try:
         with tifffile.TiffFile(path) as tiff:
             tags = tiff.pages[0].tags
-            resolution = tags.get("XResolution")
+            resolutions = [tags.get(name) for name in ("XResolution", "YResolution")]
             unit_tag = tags.get("ResolutionUnit")
             imagej_unit = (tiff.imagej_metadata or {}).get("unit")
     except (tifffile.TiffFileError, OSError, ValueError, IndexError):
         return None  # read_image reports an unreadable file; a missing calibration is not an error
-    if resolution is None:
-        return None
-    numerator, denominator = resolution.value
-    if numerator <= 0 or denominator <= 0:
-        return None
     unit = int(unit_tag.value) if unit_tag is not None else 2  # the TIFF default unit is the inch
     if imagej_unit in _IMAGEJ_MICRON_UNITS:
         um_per_unit = 1.0
@@ -221,8 +221,21 @@ def tiff_pixel_size(path: str | Path) -> float | None:
         um_per_unit = _UM_PER_UNIT[unit]
     else:
         return None
-    size = um_per_unit * denominator / numerator
-    return size if size <= _MAX_TAG_PIXEL_SIZE_UM else None
+    sizes = [_size_um(tag.value, um_per_unit) if tag is not None else None for tag in resolutions]
+    width, height = (sizes[0], sizes[1] if sizes[1] is not None else sizes[0])
+    if width is None or height is None:
+        return None
+    if not math.isclose(width, height, rel_tol=_SQUARE_TOLERANCE):
+        raise DataError(path, f"its pixels are not square ({width:g} x {height:g} um): resample it to square pixels for areas in um")
+    return width if width <= _MAX_TAG_PIXEL_SIZE_UM else None
+
+
+def _size_um(resolution: object, um_per_unit: float) -> float | None:
+    """Micrometres per pixel from a resolution tag's (numerator, denominator) pixels per unit, or ``None``."""
+    if not isinstance(resolution, tuple) or len(resolution) != 2:
+        return None
+    numerator, denominator = resolution
+    return um_per_unit * denominator / numerator if numerator > 0 and denominator > 0 else None
 
 
 def write_object_labels(path: Path, objects: ObjectLabels, class_names: Sequence[str]) -> None:
@@ -231,20 +244,15 @@ def write_object_labels(path: Path, objects: ObjectLabels, class_names: Sequence
     The file appears only once complete, so its presence marks an image whose outputs are all
     written (``--skip-existing``).
     """
-    partial = path.with_name(f".{path.name}.partial")
     metadata = {"class_names": list(class_names), "object_classes": list(objects.object_classes)}
-    try:
-        tifffile.imwrite(partial, objects.labels, compression="zlib", metadata=metadata)
-        os.replace(partial, path)
-    except OSError as error:
-        raise DataError(path, f"could not write ({error.strerror or error})") from error
+    write_atomically(path, lambda temporary: tifffile.imwrite(temporary, objects.labels, compression="zlib", metadata=metadata), "object labels")
 
 
 def read_object_labels(path: Path) -> ObjectLabels:
     """Read back a label image written by :func:`write_object_labels`.
 
     Raises:
-        DataError: the file is unreadable or lacks segnet's metadata.
+        DataError: the file is unreadable, lacks segnet's metadata, or numbers objects that have no pixels.
     """
     try:
         with tifffile.TiffFile(path) as tiff:
@@ -255,6 +263,9 @@ def read_object_labels(path: Path) -> ObjectLabels:
     classes = metadata.get("object_classes")
     if not isinstance(classes, list) or labels.dtype != np.uint16 or int(labels.max(initial=0)) > len(classes):
         raise DataError(path, "not an object label image written by segnet predict")
+    present = np.unique(labels)
+    if len(present[present > 0]) != len(classes):  # an id with no pixels: counted, but never a row of objects.csv
+        raise DataError(path, f"its metadata lists {len(classes)} objects but {len(present[present > 0])} ids have pixels")
     names = metadata.get("class_names")
     class_names = tuple(map(str, names)) if isinstance(names, list) else ()
     return ObjectLabels(labels, tuple(int(class_id) for class_id in classes), class_names)

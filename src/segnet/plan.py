@@ -24,6 +24,7 @@ from segnet.config import ClassRoles, TrainConfig
 from segnet.data import ChannelMeans, ChannelStds, FiniteNumber
 from segnet.errors import DataError, SegnetError
 from segnet.losses import class_weights
+from segnet.readback import read_bounded_text
 
 MIN_MODEL_THICKNESS = 3
 """Pixels of thickness the thinnest class keeps at model resolution when downsample is automatic.
@@ -170,9 +171,7 @@ def read_plan(path: str | Path) -> TrainPlan:
     """
     path = Path(path)
     try:
-        return _PLAN.validate_json(path.read_bytes())
-    except OSError as error:
-        raise DataError(path, f"cannot read the run's plan ({error.strerror or error})") from error
+        return _PLAN.validate_json(read_bounded_text(path, "training plan"))
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the file"

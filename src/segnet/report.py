@@ -13,10 +13,8 @@ no GUI backend is touched and no figure outlives the call (training redraws the 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -27,14 +25,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
-from segnet.checkpoint import atomic_write
 from segnet.config import load_config
 from segnet.data import read_image, read_mask
 from segnet.errors import DataError
 from segnet.evaluate import evaluate_run
+from segnet.outputs import atomic_write, refuse_package_folder, write_text_atomically
 from segnet.predict import class_palette, colorize
-from segnet.score import METRICS_FILE, PER_IMAGE_FILE, PREDICTIONS_FOLDER, read_truth_mask
+from segnet.readback import read_csv, read_json
+from segnet.score import METRICS_FILE, PER_IMAGE_COLUMNS, PER_IMAGE_FILE, PREDICTIONS_FOLDER, read_truth_mask
 from segnet.score_tables import (
     COUNT_HEADER,
     OBJECT_HEADER,
@@ -71,13 +71,7 @@ the error map, where it would otherwise vanish against the dim gray of the corre
 def _read_history(history_csv: Path) -> dict[str, np.ndarray]:
     """Columns of history.csv as float arrays; empty cells (epochs without validation) are NaN."""
     columns = HISTORY_FIELDS
-    try:
-        with history_csv.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise DataError(history_csv, f"cannot read the training history ({error.strerror or error})") from error
-    if rows and any(column not in rows[0] for column in columns):
-        raise DataError(history_csv, f"not a training history: expected the columns {', '.join(columns)}")
+    rows = read_csv(history_csv, "training history", columns)
     try:
         return {column: np.array([float(row[column]) if row[column] else math.nan for row in rows]) for column in columns}
     except (TypeError, ValueError) as error:
@@ -355,20 +349,22 @@ def _facts(items: Sequence[tuple[str, object]]) -> str:
 
 
 def _read_per_image(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    except OSError as error:
-        raise DataError(path, f"cannot read the per-image scores ({error.strerror or error}); run segnet evaluate first") from error
+    if not path.is_file():
+        raise DataError(path, "no per-image scores here: run segnet evaluate first")
+    return read_csv(path, "per-image score table", PER_IMAGE_COLUMNS)
+
+
+class _Metrics(TypedDict):
+    """What the report takes from an evaluation's metrics.json (other keys are read where present)."""
+
+    classes: list[str]
+    confusion_matrix: list[list[float]]
 
 
 def _read_metrics(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except OSError as error:
-        raise DataError(path, f"cannot read the evaluation ({error.strerror or error}); run segnet evaluate first") from error
-    except json.JSONDecodeError as error:
-        raise DataError(path, f"not valid JSON ({error})") from error
+    if not path.is_file():
+        raise DataError(path, "no evaluation here: run segnet evaluate first")
+    return read_json(path, "evaluation", _Metrics)
 
 
 def _when(iso: str | None) -> str | None:
@@ -435,20 +431,40 @@ def report_run(run_dir: str | Path, evaluation_dir: str | Path | None = None, *,
         evaluation_dir = run_dir
     default_dir = run_dir / EVALUATION_FOLDER
     if evaluation_dir is None and not (default_dir / METRICS_FILE).is_file():
-        data = load_config(run_dir / CONFIG_FILE).data
+        data = _run_data(run_dir)
         log(f"{run_dir}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does")
         evaluate_run(run_dir / BEST_CHECKPOINT, data, split="val", out=default_dir, **evaluate_options)
     return write_report(run_dir, evaluation_dir)
 
 
-def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) -> Path:
-    """Write ``RUN/report.html`` from the run folder and its evaluation; return its path.
+def _run_data(run_dir: Path) -> Path:
+    """The dataset a run's config.yaml names; a relative path (runs of older versions) is taken
+    from the run folder, never from wherever the command runs."""
+    data = Path(load_config(run_dir / CONFIG_FILE).data)
+    if data.is_absolute():
+        return data
+    if not (run_dir / data).is_dir():
+        raise DataError(run_dir / CONFIG_FILE, f"data: {data} is relative and {run_dir / data} is no folder: write the dataset's full path there")
+    return run_dir / data
 
-    ``evaluation_dir`` defaults to ``RUN/evaluation`` (where ``segnet evaluate`` writes). The page
-    embeds every picture, so it opens from disk in any browser without a server or network.
+
+def write_report(
+    run_dir: str | Path, evaluation_dir: str | Path | None = None, *, out_dir: str | Path | None = None, name: str | None = None
+) -> Path:
+    """Write ``report.html`` from the run folder and its evaluation into ``out_dir``; return its path.
+
+    ``evaluation_dir`` defaults to ``RUN/evaluation`` (where ``segnet evaluate`` writes), ``out_dir``
+    to the run folder, ``name`` (the page's title) to the run folder's name. The page embeds every
+    picture, so it opens from disk in any browser without a server or network.
+
+    Raises:
+        OutputError: ``out_dir`` is no place for it (segnet's built-in model folder).
     """
     run_dir = Path(run_dir)
-    run_name = run_dir.resolve().name
+    out_dir = Path(out_dir if out_dir is not None else run_dir)
+    refuse_package_folder(out_dir)
+    path = out_dir / REPORT_FILE
+    run_name = name or run_dir.resolve().name
     evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / EVALUATION_FOLDER
     metrics = _read_metrics(evaluation_dir / METRICS_FILE)
     rows = _read_per_image(evaluation_dir / PER_IMAGE_FILE)
@@ -501,6 +517,5 @@ def write_report(run_dir: str | Path, evaluation_dir: str | Path | None = None) 
         f"<title>segnet report: {html.escape(run_name)}</title><style>{_CSS}</style></head>"
         f"<body><main>{''.join(sections)}</main></body></html>\n"
     )
-    path = run_dir / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    write_text_atomically(path, page, "report")
     return path

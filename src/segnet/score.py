@@ -36,17 +36,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet import DEFAULT_CLASSES, MIN_AREA
-from segnet.checkpoint import write_text_atomically
 from segnet.config import DARKFIELD_ROLES, ClassRoles, TrainConfig
 from segnet.counting import count_agreement
 from segnet.data import find_pairs, image_files, read_mask
 from segnet.detection import MATCH_SHARE, DetectionScores, ObjectTally
 from segnet.errors import DataError, SegnetError
 from segnet.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
+from segnet.outputs import open_replacing, write_atomically, write_text_atomically
 from segnet.predict.files import PICTURES
 
 METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
+PER_IMAGE_COLUMNS = ("image", "image_path", "mask_path", "pixel_accuracy", "mean_iou")
+"""The first columns of per_image.csv; per-class and count columns follow."""
 PREDICTIONS_FOLDER = "predictions"
 PREDICTION_SUFFIX = f"_{PICTURES[0]}"
 """The suffix of ``segnet predict``'s class masks (``STEM_mask.png``), dropped when pairing by stem."""
@@ -313,11 +315,8 @@ def make_folder(folder: Path) -> Path:
 
 
 def save_prediction(pred: np.ndarray, path: Path) -> None:
-    """Write a class mask as a one-channel PNG."""
-    try:
-        Image.fromarray(pred).save(path)
-    except OSError as error:
-        raise DataError(path, f"could not write ({error.strerror or error})") from error
+    """Write a class mask as a one-channel PNG, by replacing (never through a link)."""
+    write_atomically(path, lambda temporary: Image.fromarray(pred).save(temporary, format="PNG"), "prediction")
 
 
 def _per_image_row(pair: ScoredPair, image_metrics: dict, objects: dict[int, ObjectTally], class_names: Sequence[str]) -> dict[str, object]:
@@ -339,11 +338,11 @@ def _per_image_row(pair: ScoredPair, image_metrics: dict, objects: dict[int, Obj
 
 
 def _write_per_image(path: Path, rows: list[dict[str, object]], class_names: Sequence[str], counted: Sequence[int]) -> None:
-    columns = ["image", "image_path", "mask_path", "pixel_accuracy", "mean_iou"]
+    columns = list(PER_IMAGE_COLUMNS)
     columns += [f"iou_{name}" for name in class_names]
     for c in counted:
         columns += [f"{column}_{class_names[c]}" for column in ("true_count", "pred_count", "found", "correct")]
-    with path.open("w", newline="") as handle:
+    with open_replacing(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:

@@ -54,6 +54,7 @@ from __future__ import annotations
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import json
 import math
@@ -80,15 +81,11 @@ from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, form
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
     TRAINED_STATE_KEY,
-    atomic_write,
     check_compatible,
-    describe_write_error,
     load_checkpoint,
     model_spec,
     new_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
-    write_text_atomically,
 )
 from segnet.config import TrainConfig, save_config
 from segnet.data import Pair, SegmentationDataset, compute_fingerprint, fingerprint_differences, load_pair, read_split, split_pairs, write_split
@@ -97,8 +94,10 @@ from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
+from segnet.outputs import atomic_write, describe_write_error, remove_stale_temporaries, write_text_atomically
 from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
 from segnet.predict import InferenceOptions, Predictor
+from segnet.readback import read_bounded_text
 from segnet.runfiles import (
     BEST_CHECKPOINT,
     BEST_METRICS_FILE,
@@ -403,18 +402,30 @@ def check_training_data(config: TrainConfig, log: Callable[..., None] = print) -
 
 def plan_run(config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dict[str, Any] | None, log: Callable[..., None]) -> TrainPlan:
     """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. The config is
-    completed with the resolved crop and resolution, as config.yaml records them."""
+    completed with the resolved crop and resolution, as config.yaml records them, and the data
+    folder made absolute (a relative one would name other data from another working folder)."""
     recorded = None
     if resumed is not None:
         check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
         if (run_dir / PLAN_FILE).is_file():
             recorded = read_plan(run_dir / PLAN_FILE)
+            _check_plan_normalization(recorded, resumed["normalization"], run_dir / PLAN_FILE)
         else:  # a run from before plan.json: its checkpoint holds the normalisation it trains with
             normalization = resumed["normalization"]
             recorded = dataclasses.replace(make_plan(config, fingerprint), mean=normalization["mean"], std=normalization["std"])
     plan = make_plan(config, fingerprint, dist.world_size(), recorded)
     config.image_size, config.downsample = plan.image_size, plan.downsample
+    config.data = str(Path(config.data).absolute())
     return plan
+
+
+def _check_plan_normalization(plan: TrainPlan, normalization: dict[str, list[float]], path: Path) -> None:
+    """Refuse a plan.json whose normalisation is not the one the checkpoint was trained with (an
+    edited file): resumed on it, the model would see its images shifted and go on training on that."""
+    recorded = [*plan.mean, *plan.std]
+    trained = [*normalization["mean"], *normalization["std"]]
+    if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(recorded, trained)):
+        raise DataError(path, f"its normalisation {plan.normalization} is not the checkpoint's {normalization}: restore the run's plan.json")
 
 
 def write_run_files(config: TrainConfig, run_dir: Path, fingerprint: dict, plan: TrainPlan, data: TrainingData) -> None:
@@ -890,8 +901,8 @@ def truncate_history(path: Path, epochs_done: int) -> float:
     """
     if not path.exists():
         return 0.0
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
+    history = csv.DictReader(io.StringIO(read_bounded_text(path, "training history"), newline=""))
+    rows = [row for row in history if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
     with atomic_write(path, "training history") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()

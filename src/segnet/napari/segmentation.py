@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segnet.data import MASK_FOLDERS, Pair, write_pair
-from segnet.errors import DataError, SegnetError
+from segnet.data import MASK_FOLDERS, Pair, class_mask, image_files, read_image, write_pair
+from segnet.errors import DataError, OutputError, SegnetError
+from segnet.outputs import safe_stem
 
 if TYPE_CHECKING:
     from segnet.predict import Ensemble, Predictor
@@ -134,7 +135,7 @@ def segment(
     if cancel.is_set():  # a whole image has no tiles to stop between
         raise Cancelled
     names = tuple(predictor.class_names)
-    mask = proba.argmax(axis=0).astype(np.uint8)
+    mask = class_mask(proba)
     try:
         objects = find_objects(mask, predictor.roles)
     except ValueError as error:
@@ -165,14 +166,21 @@ def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
     return path
 
 
-def save_correction(root: str | Path, stem: str, image: np.ndarray, mask: np.ndarray, class_names: Sequence[str]) -> Pair:
-    """Add an image and its (corrected) class mask to the dataset ``root`` as ``images/STEM.png`` and ``masks/STEM.png``.
+def save_correction(root: str | Path, name: str, image: np.ndarray, mask: np.ndarray, class_names: Sequence[str]) -> Pair:
+    """Add an image and its (corrected) class mask to the dataset ``root`` as ``images/STEM.png`` and
+    ``masks/STEM.png``, STEM being the layer ``name`` made a safe file name (:func:`segnet.outputs.safe_stem`).
+
+    A pair of that stem already in the dataset is replaced only where its image is this image (a
+    correction saved again); another image's pair is never replaced.
 
     Raises:
         DataError: the mask holds a label that is no class (painted with a label above the last
-            class), or the files cannot be written.
+            class), or the files cannot be written; :class:`~segnet.errors.OutputError`: the name
+            gives no file name, or the dataset holds another image of that name.
     """
     root = Path(root)
+    stem = safe_stem(name)
+    _refuse_another_pair(root, stem, image)
     strays = np.unique(mask[(mask < 0) | (mask >= len(class_names))])
     if strays.size:
         classes = ", ".join(f"{index} {name}" for index, name in enumerate(class_names))
@@ -181,3 +189,17 @@ def save_correction(root: str | Path, stem: str, image: np.ndarray, mask: np.nda
             f"the mask holds label {int(strays[-1])}, which is no class (classes: {classes}); repaint those pixels",
         )
     return write_pair(root, stem, image, mask)
+
+
+def _refuse_another_pair(root: Path, stem: str, image: np.ndarray) -> None:
+    """Refuse to save ``image`` as ``STEM`` where the dataset ``root`` holds another image of that
+    stem (any extension), or a mask of that stem without its image."""
+    folder = root / "images"
+    same_stem = [path for path in image_files(folder) if path.stem == stem] if folder.is_dir() else []
+    for existing in same_stem:
+        if existing.suffix != ".png" or not np.array_equal(read_image(existing), image):
+            raise OutputError(existing, "is another image of the same name: rename the layer to save this one beside it")
+    masks = [root / folder_name / f"{stem}.png" for folder_name in MASK_FOLDERS]
+    orphan = next((mask for mask in masks if mask.exists()), None) if not same_stem else None
+    if orphan is not None:
+        raise OutputError(orphan, "is the mask of another image of the same name: rename the layer to save this one beside it")

@@ -8,6 +8,7 @@ napari notification with the command line's one-line message, not a traceback.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from segnet.columns import (
     from_viewer_order,
     to_viewer_order,
 )
+from segnet.config import MAX_PIXEL_SIZE_UM, MIN_PIXEL_SIZE_UM
 from segnet.data import array_to_rgb
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER, parse_diameter
@@ -187,8 +189,8 @@ class SegmentWidget(QWidget):
             f"was trained at, for images of another magnification; '{AUTO_DIAMETER}': estimated from a first pass (2-3x the time)"
         )
         self.pixel_box = QDoubleSpinBox()
-        self.pixel_box.setRange(0.0, 100.0)
-        self.pixel_box.setDecimals(4)
+        self.pixel_box.setRange(0.0, MAX_PIXEL_SIZE_UM)  # 0: the special value below
+        self.pixel_box.setDecimals(-math.floor(math.log10(MIN_PIXEL_SIZE_UM)))  # the smallest size is one step
         self.pixel_box.setSingleStep(0.01)
         self.pixel_box.setSpecialValueText("from the TIFF, else pixels only")
         self.pixel_box.setSuffix(" µm/px")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 from collections import deque
@@ -19,7 +20,7 @@ from segnet import MIN_AREA
 from segnet.columns import OBJECT_COLUMNS, counts_columns
 from segnet.config import ClassRoles
 from segnet.counting import coverage
-from segnet.data import IMAGE_EXTENSIONS, read_image
+from segnet.data import IMAGE_EXTENSIONS, class_mask, read_image
 from segnet.errors import DataError, SegnetError
 from segnet.measure import (
     ObjectLabels,
@@ -30,6 +31,7 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
+from segnet.outputs import clear_earlier_results, output_lock, refuse_overwriting, refuse_package_folder, write_atomically
 from segnet.predict.pictures import UNSURE_ENTROPY, _uncertainty_overlay, annotated_overlay, predictive_entropy
 from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
@@ -107,8 +109,9 @@ def expand_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = Non
     return list(iter_inputs(inputs, log))
 
 
-def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> int:
-    """Count the inputs (a pass over their names, no image read) and refuse two with one stem.
+def _check_inputs(inputs: Sequence[str], out_dir: Path, log: Callable[[str], None] | None) -> list[Path]:
+    """The inputs (a pass over their names, no image read), refusing two with one stem and an
+    input that an output would replace (``a.png a_mask.png`` predicted into their own folder).
 
     Outputs are named by stem, so two inputs with one stem would overwrite each other.
     """
@@ -117,14 +120,16 @@ def _count_inputs(inputs: Sequence[str], log: Callable[[str], None] | None) -> i
         if path.stem in seen:
             raise DataError(path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other")
         seen[path.stem] = path
-    return len(seen)
+    outputs = [output for stem in seen for output in _picture_paths(out_dir, stem, PICTURES) + [out_dir / f"{stem}{OBJECTS_SUFFIX}"]]
+    refuse_overwriting(outputs, seen.values())
+    return list(seen.values())
 
 
 def _write_outputs(
     path: Path, image: np.ndarray, proba: np.ndarray, out_dir: Path, predictor: Predictor | Ensemble, min_area: int, pixel_size: float | None
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
-    mask = proba.argmax(axis=0).astype(np.uint8)
+    mask = class_mask(proba)  # 8 bit, or 16 beyond 256 classes
     try:
         objects = find_objects(mask, predictor.roles, min_area=min_area)
     except ValueError as error:
@@ -132,11 +137,7 @@ def _write_outputs(
     measurements = measure_objects(objects, image, predictor.roles)
     written = []
     for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES), _pictures(image, mask, proba, objects, measurements, predictor)):
-        try:
-            picture.save(target)
-        except OSError as error:
-            raise DataError(target, f"could not write ({error.strerror or error})") from error
-        written.append(target)
+        written.append(write_atomically(target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "picture"))
     labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
     write_object_labels(labels_path, objects, predictor.class_names)  # last: its presence marks a finished image
     written.append(labels_path)
@@ -158,7 +159,7 @@ def _pictures(
         scaled = np.clip(predictive_entropy(proba) / max_entropy, 0.0, 1.0)
     unsure = None if scaled is None else scaled >= UNSURE_ENTROPY
     annotated = annotated_overlay(image, mask, objects, measurements, class_names, counted, unsure)
-    pictures = [Image.fromarray(mask, mode="L"), Image.fromarray(annotated, mode="RGB")]
+    pictures = [Image.fromarray(mask), Image.fromarray(annotated, mode="RGB")]  # 8 or 16 bit
     if scaled is not None:
         pictures.append(Image.fromarray(np.rint(scaled * 65535).astype(np.uint16)))
         pictures.append(Image.fromarray(_uncertainty_overlay(image, scaled), mode="RGB"))
@@ -179,13 +180,16 @@ def _table_rows(
     return row, object_rows
 
 
-def _read_ahead(paths: Iterator[Path], reader: ThreadPoolExecutor) -> Iterator[tuple[Path, np.ndarray | DataError]]:
-    """Yield decoded images in order (or the error reading one) while the next is read in the background."""
-    def read(path: Path) -> tuple[Path, np.ndarray | DataError]:
+def _read_ahead(
+    paths: Iterator[Path], reader: ThreadPoolExecutor, pixel_size: float | None
+) -> Iterator[tuple[Path, np.ndarray | DataError, float | None]]:
+    """Yield decoded images and their pixel sizes (``pixel_size``, else from the TIFF's tags) in
+    order, or the error reading one, while the next is read in the background."""
+    def read(path: Path) -> tuple[Path, np.ndarray | DataError, float | None]:
         try:
-            return path, read_image(path)
+            return path, read_image(path), pixel_size if pixel_size is not None else tiff_pixel_size(path)
         except DataError as error:
-            return path, error
+            return path, error, None
 
     upcoming: Future | None = None
     for path in paths:
@@ -205,6 +209,7 @@ def predict_paths(
     min_area: int = MIN_AREA,
     pixel_size: float | None = None,
     skip_existing: bool = False,
+    overwrite: bool = False,
     shard: Shard = SINGLE_PROCESS,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
@@ -232,9 +237,14 @@ def predict_paths(
     tags state it. Inputs are streamed: images are read one ahead and results written in
     background threads while the model runs; a progress bar counts images (and windows).
 
+    An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue
+    it) or ``overwrite`` (its outputs are removed first, so the tables describe the files beside
+    them); one run at a time writes a folder (:func:`segnet.outputs.output_lock`); no output may
+    be one of the inputs. Every file is written by replacing, never through a link.
+
     With ``skip_existing``, an image whose outputs are all there (its label image is written
     last, atomically) is not segmented again: its table rows are rebuilt from its mask and label
-    image. Under several processes (``shard``), each takes its own inputs and the tables are
+    image (refused where they were written by a model of other classes). Under several processes (``shard``), each takes its own inputs and the tables are
     merged in input order (:mod:`segnet.predict.tables`); only rank 0 shows progress and notes.
 
     An input that cannot be read or segmented is reported to ``log`` in one line and left out;
@@ -242,20 +252,36 @@ def predict_paths(
 
     Raises:
         DataError: an input names nothing, two inputs share a stem, or an output cannot be
-            written (the message names the file).
+            written (the message names the file); :class:`~segnet.errors.OutputError`: ``out_dir``
+            holds another run's outputs, or another run is writing there.
     """
     main_log = log if shard.rank == 0 else None
-    total = _count_inputs(inputs, main_log)
     out_dir = Path(out_dir)
-    tables = _open_tables(predictor, out_dir, shard)
-    summary = PredictionSummary()
-    own_inputs = ((position, path) for position, path in enumerate(iter_inputs(inputs)) if shard.takes(position))
-    _segment_inputs(
-        predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(total), min_area=min_area, pixel_size=pixel_size,
-        skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
-    )
-    _combine_processes(summary, tables, shard)
+    refuse_package_folder(out_dir)
+    paths = _check_inputs(inputs, out_dir, main_log)
+    # Rank 0 holds the folder for every process of this run; the others wait until it is claimed.
+    with output_lock(out_dir) if shard.rank == 0 else contextlib.nullcontext():
+        if shard.rank == 0 and not skip_existing:
+            named = {path.resolve() for path in paths}  # an input named like an output is no earlier result
+            earlier = [path for path in earlier_outputs(out_dir) if path.resolve() not in named]
+            clear_earlier_results(out_dir, earlier, overwrite=overwrite)
+        shard.gather(None)
+        tables = _open_tables(predictor, out_dir, shard)
+        summary = PredictionSummary()
+        own_inputs = ((position, path) for position, path in enumerate(paths) if shard.takes(position))
+        _segment_inputs(
+            predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(len(paths)), min_area=min_area, pixel_size=pixel_size,
+            skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
+        )
+        _combine_processes(summary, tables, shard)
     return summary
+
+
+def earlier_outputs(out_dir: Path) -> list[Path]:
+    """The files in ``out_dir`` that a ``segnet predict`` run wrote (its tables, pictures and label images), sorted."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(path for path in out_dir.iterdir() if path.name in (COUNTS_FILE, OBJECTS_FILE) or is_own_output(path))
 
 
 def _segment_inputs(
@@ -307,13 +333,12 @@ def _segment_inputs(
                 yield path
 
         try:
-            for path, image in _read_ahead(remember(own_inputs), reader):
+            for path, image, image_pixel_size in _read_ahead(remember(own_inputs), reader, pixel_size):
                 position = positions.popleft()
                 bar.update(1)
                 if isinstance(image, DataError):
                     fail(str(image))
                     continue
-                image_pixel_size = pixel_size if pixel_size is not None else tiff_pixel_size(path)
                 if skip_existing and _outputs_complete(out_dir, path.stem, pictures):
                     summary.skipped += 1
                     job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, predictor.roles, image_pixel_size)
@@ -373,7 +398,12 @@ def _rebuild_rows(
             mask = np.asarray(picture)
     except OSError as error:
         raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
-    objects = read_object_labels(out_dir / f"{path.stem}{OBJECTS_SUFFIX}")
+    labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
+    objects = read_object_labels(labels_path)
+    if objects.class_names and objects.class_names != tuple(class_names):
+        raise DataError(labels_path, f"written by a model of other classes ({', '.join(objects.class_names)}); predict again with --overwrite")
+    if mask.shape != image.shape[:2] or objects.labels.shape != mask.shape:
+        raise DataError(mask_path, "does not fit its image (another image of that name?); predict again with --overwrite")
     measurements = measure_objects(objects, image, roles)
     counts_row, object_rows = _table_rows(path, mask, objects, measurements, class_names, roles, pixel_size)
     return [], counts_row, object_rows

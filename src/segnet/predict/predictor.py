@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import softmax
 
 from segnet.config import ClassRoles, saved_roles
-from segnet.data import normalize_array
+from segnet.data import class_mask, normalize_array
 from segnet.errors import SegnetError
 from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
 from segnet.predict.backends import InferenceBackend, OnnxBackend, TorchBackend
@@ -154,8 +154,8 @@ class Predictor:
         return self._predict_tiled(image, progress)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
-        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+        """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""
+        return class_mask(self.predict_proba(image))
 
     def _predict_tiled(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
         height, width = image.shape[:2]
@@ -276,8 +276,8 @@ class Ensemble:
         return total / np.float32(len(self.members))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
-        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+        """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""
+        return class_mask(self.predict_proba(image))
 
     def _member_progress(self, progress: TileProgress | None, index: int) -> TileProgress | None:
         """Member ``index``'s window progress as a share of all members' windows."""

@@ -32,7 +32,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from segnet.config import ClassRoles
-from segnet.data import SCALE_LIMITS, object_diameter
+from segnet.data import SCALE_LIMITS, class_mask, object_diameter
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER
 from segnet.predict.windows import TileProgress
@@ -138,8 +138,8 @@ class Rescaled:
         return self._at(image, corrected, progress)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class index per pixel: ``H x W`` uint8 (the argmax of :meth:`predict_proba`)."""
-        return self.predict_proba(image).argmax(axis=0).astype(np.uint8)
+        """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""
+        return class_mask(self.predict_proba(image))
 
     def _cell_diameter(self, proba: np.ndarray) -> float | None:
         """The cells' diameter in ``proba`` (at the image's size, whatever scale it was segmented at):

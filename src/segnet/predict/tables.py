@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segnet.outputs import open_replacing
+
 
 def _alone(value: Any) -> list[Any]:
     return [value]
@@ -54,7 +56,7 @@ class ResultTables:
         self.paths, self.headers, self.shard = list(paths), headers, shard
         self.sharded = shard.world_size > 1
         targets = [self._share_path(path, shard.rank) for path in self.paths] if self.sharded else self.paths
-        self.files = [target.open("w", newline="") for target in targets]
+        self.files = [open_replacing(target) for target in targets]
         self.writers = [csv.writer(handle) for handle in self.files]
         if not self.sharded:
             for writer, header in zip(self.writers, headers):
@@ -85,7 +87,7 @@ class ResultTables:
         if self.shard.rank == 0:
             for path, header in zip(self.paths, self.headers):
                 shares = [self._share_path(path, rank) for rank in range(self.shard.world_size)]
-                with path.open("w", newline="") as handle:
+                with open_replacing(path) as handle:
                     writer = csv.writer(handle)
                     writer.writerow(header)
                     writer.writerows(row[1:] for row in heapq.merge(*map(_read_share, shares), key=lambda row: int(row[0])))
