@@ -19,7 +19,8 @@ from PIL import Image
 from segnet import DEFAULT_CLASSES
 from segnet.counting import clean_prediction, count_objects
 from segnet.detection import ObjectTally, PresenceTally, score_objects
-from segnet.data import read_mask
+from segnet.checkpoint import TRAINING_IMAGES_KEY, save_checkpoint
+from segnet.data import find_pairs, read_mask, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.evaluate import evaluate_run
@@ -173,6 +174,19 @@ def test_bad_split_and_missing_split_file(tmp_path: Path, make_run) -> None:
     (run / SPLIT_FILE).unlink()
     with pytest.raises(DataError, match="split.json"):
         evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
+
+
+def test_a_split_edited_to_hold_out_training_images_is_refused(tmp_path: Path, make_run) -> None:
+    run, data = make_run(tmp_path)
+    state = torch.load(run / BEST_CHECKPOINT, weights_only=True)
+    state[TRAINING_IMAGES_KEY] = ["001", "002"]  # what split.json says: 003 and 004 are held out
+    save_checkpoint(state, run / BEST_CHECKPOINT)
+    assert evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)["num_images"] == 2
+    pairs = find_pairs(data)
+    write_split(run / SPLIT_FILE, pairs[1:3], [pairs[0], pairs[3]])  # 001, trained on, now "held out"
+    with pytest.raises(DataError, match=r"split.json: lists 1 image\(s\) the checkpoint was trained on as held out \(001\)"):
+        evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
+    assert evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, progress=False)["num_images"] == 4
 
 
 def test_undefined_scores_are_dashes() -> None:

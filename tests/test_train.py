@@ -52,6 +52,7 @@ def test_checkpoint_is_self_describing(finished_run):
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
     assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1, "detail_width": 0, "space_to_depth": False}
     assert "optimizer_state" in state and "scheduler_state" in state
+    assert state["training_images"] == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
 
 
 def test_refuses_to_overwrite_a_run(finished_run, synthetic_dataset):

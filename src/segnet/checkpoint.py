@@ -17,6 +17,7 @@ Keys (what :func:`new_checkpoint` and ``segnet.train`` write):
     best_score       best validation mean IoU so far (or None)
     best_epoch       the epoch of ``best_score`` (or None)
     optimizer_state, scheduler_state   for ``--resume``
+    training_images  the stems of the training images (split.json's "train" when it was written)
     trained_model_state, ema_updates   with ``--ema-decay`` (``segnet.ema``): ``model_state`` holds the
                      moving average of the weights, these the weights the optimiser steps and the
                      number of steps averaged, for ``--resume``
@@ -48,6 +49,8 @@ TRAINED_STATE_KEY = "trained_model_state"
 """Key of the weights the optimiser steps, where ``model_state`` holds their moving average."""
 AVERAGED_UPDATES_KEY = "ema_updates"
 """Key of the number of optimiser steps the moving average has taken in."""
+TRAINING_IMAGES_KEY = "training_images"
+"""The stems of the images a run trained on: ``evaluate`` refuses to call any of them held out."""
 
 # The checkpoint's layout (module docstring) as types, checked on every load: a damaged or forged
 # file is refused naming the key, rather than failing later as a traceback or a silent wrong result.
@@ -99,6 +102,7 @@ class _Checkpoint(TypedDict):
     scheduler_state: NotRequired[dict[str, Any]]
     trained_model_state: NotRequired[dict[str, InstanceOf[torch.Tensor]]]
     ema_updates: NotRequired[Annotated[int, Field(ge=0)]]
+    training_images: NotRequired[list[str]]
 
 
 _CHECKPOINT = TypeAdapter(_Checkpoint)

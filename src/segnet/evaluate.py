@@ -13,6 +13,7 @@ the tables of scores are laid out by ``segnet.score_tables``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,13 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from segnet import MIN_AREA
-from segnet.checkpoint import load_checkpoint, model_spec
+from segnet.checkpoint import TRAINING_IMAGES_KEY, load_checkpoint, model_spec
 from segnet.config import saved_palette
 from segnet.data import Pair, load_pair, select_pairs
-from segnet.errors import SegnetError
+from segnet.errors import DataError, SegnetError
 from segnet.outputs import refuse_package_folder
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
-from segnet.runfiles import EVALUATION_FOLDER
+from segnet.runfiles import EVALUATION_FOLDER, SPLIT_FILE
 from segnet.score import MASK_VALUES, PREDICTIONS_FOLDER, ScoredPair, ScoreSettings, check_truth_values, make_folder, save_prediction, score_pairs
 
 
@@ -63,6 +64,8 @@ def evaluate_run(
     refuse_package_folder(out_dir)  # a built-in model's "run folder" is the installed package
     pairs = select_pairs(data, split, run_dir)
     state = load_checkpoint(checkpoint)
+    if split == "val":
+        _refuse_training_images(pairs, state, run_dir / SPLIT_FILE)
     predictor = Predictor.from_state(state, checkpoint, options)
     del state["model_state"]  # the model name, epoch and mask palette are read from the rest below
     palette = saved_palette(state.get("config"), predictor.class_names)
@@ -79,6 +82,18 @@ def evaluate_run(
         scored.append(ScoredPair(pair.stem, pair.mask, prediction_dir / f"{pair.stem}.png", pair.image))
     evaluation = {**_provenance(checkpoint, state), "data": str(data), "split": split, **options.to_dict(), "device": str(predictor.device)}
     return score_pairs(scored, settings, out_dir, evaluation, progress=progress)
+
+
+def _refuse_training_images(pairs: Sequence[Pair], state: dict, split_file: Path) -> None:
+    """A split that calls images held out which the checkpoint trained on was edited since: refused."""
+    trained = set(state.get(TRAINING_IMAGES_KEY) or ())
+    seen = sorted(pair.stem for pair in pairs if pair.stem in trained)
+    if seen:
+        raise DataError(
+            split_file,
+            f"lists {len(seen)} image(s) the checkpoint was trained on as held out ({', '.join(seen[:5])}): it was changed after "
+            "training; evaluate with --split all, or train again",
+        )
 
 
 def _provenance(checkpoint: Path, state: dict) -> dict:

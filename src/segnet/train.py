@@ -81,6 +81,7 @@ from segnet.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, form
 from segnet.check import check_dataset, format_problems
 from segnet.checkpoint import (
     TRAINED_STATE_KEY,
+    TRAINING_IMAGES_KEY,
     check_compatible,
     load_checkpoint,
     model_spec,
@@ -682,6 +683,7 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
         best_epoch=progress.best_epoch,
         optimizer_state=step.optimizer.state_dict(),
         scheduler_state=step.scheduler.state_dict(),
+        **{TRAINING_IMAGES_KEY: sorted(pair.stem for pair in run.data.train_pairs)},
         **(step.average.checkpoint_entries() if step.average is not None else {}),
     )
 
