@@ -69,6 +69,13 @@ def test_export_refuses_to_write_over_its_checkpoint(run, tmp_path: Path, capsys
     assert _snapshot(run[0]) == before
 
 
+def test_export_refuses_two_outputs_at_one_path(run, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "model.file"
+    assert main(["export", "--checkpoint", str(run[0] / BEST_CHECKPOINT), "--out", str(target), "--pack", str(tmp_path / "." / "model.file")]) == 1
+    _one_line_error(capsys, str(target), "is named by both --out and --pack")
+    assert not target.exists()
+
+
 def test_pack_refuses_its_source_through_the_api(run) -> None:
     checkpoint = run[0] / BEST_CHECKPOINT
     with pytest.raises(OutputError, match="is the input"):

@@ -561,9 +561,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from segnet.export import export_bioimageio, export_onnx
+    from segnet.outputs import refuse_shared_targets
 
     if args.out is None and args.bioimageio is None and args.pack is None:
         raise SegnetError("export needs --out model.onnx, --bioimageio DIR and/or --pack FILE")
+    refuse_shared_targets({"--out": args.out, "--pack": args.pack})
     if args.pack is not None:
         from segnet.builtin import pack_checkpoint
 

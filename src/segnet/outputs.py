@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -74,6 +74,23 @@ def refuse_overwriting(targets: Iterable[str | Path], inputs: Iterable[str | Pat
         clash = sources.get(identity) if identity is not None else None
         if clash is not None:
             raise OutputError(target, f"is the input {clash}: writing it would destroy it; choose another output path")
+
+
+def refuse_shared_targets(targets: Mapping[str, str | Path | None]) -> None:
+    """Refuse two outputs of one command at one path (``export --out X --pack X``), by option name:
+    the second would replace the first.
+
+    Raises:
+        OutputError: naming the path and both options.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in targets.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise OutputError(path, f"is named by both {seen[key]} and {option}: the second would replace the first; give each its own path")
+        seen[key] = option
 
 
 def refuse_package_folder(folder: str | Path) -> None:
