@@ -24,6 +24,7 @@ from segnet.data import find_pairs, read_mask, write_split
 from segnet.errors import DataError, SegnetError
 from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.evaluate import evaluate_run
+from segnet.outputs import output_lock
 from segnet.score_tables import format_metrics_table
 from segnet.inference import InferenceOptions
 
@@ -187,6 +188,14 @@ def test_a_split_edited_to_hold_out_training_images_is_refused(tmp_path: Path, m
     with pytest.raises(DataError, match=r"split.json: lists 1 image\(s\) the checkpoint was trained on as held out \(001\)"):
         evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
     assert evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, progress=False)["num_images"] == 4
+
+
+def test_two_evaluations_into_one_folder_are_refused(tmp_path: Path, make_run) -> None:
+    run, data = make_run(tmp_path)
+    out = tmp_path / "eval"
+    with output_lock(out), pytest.raises(SegnetError, match="another segnet run is writing into this folder"):
+        evaluate_run(run / BEST_CHECKPOINT, data, out=out, options=PLAIN, progress=False)
+    assert not (out / "metrics.json").exists()
 
 
 def test_undefined_scores_are_dashes() -> None:

@@ -25,7 +25,7 @@ from segnet.checkpoint import TRAINING_IMAGES_KEY, load_checkpoint, model_spec
 from segnet.config import saved_palette
 from segnet.data import Pair, load_pair, select_pairs
 from segnet.errors import DataError, SegnetError
-from segnet.outputs import refuse_package_folder
+from segnet.outputs import output_lock, refuse_package_folder
 from segnet.predict import DEFAULT_INFERENCE, InferenceOptions, Predictor
 from segnet.runfiles import EVALUATION_FOLDER, SPLIT_FILE
 from segnet.score import MASK_VALUES, PREDICTIONS_FOLDER, ScoredPair, ScoreSettings, check_truth_values, make_folder, save_prediction, score_pairs
@@ -62,6 +62,15 @@ def evaluate_run(
     run_dir = checkpoint.parent
     out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
     refuse_package_folder(out_dir)  # a built-in model's "run folder" is the installed package
+    with output_lock(out_dir):  # two evaluations into one folder would mix their predictions
+        return _predict_and_score(checkpoint, data, split, out_dir, options, ignore_index, min_area, progress)
+
+
+def _predict_and_score(
+    checkpoint: Path, data: str | Path, split: str, out_dir: Path, options: InferenceOptions, ignore_index: int | None, min_area: int, progress: bool
+) -> dict:
+    """:func:`evaluate_run`'s work, in its locked output folder."""
+    run_dir = checkpoint.parent
     pairs = select_pairs(data, split, run_dir)
     state = load_checkpoint(checkpoint)
     if split == "val":
