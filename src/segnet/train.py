@@ -315,8 +315,9 @@ def start_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
     spec = model_spec(resumed)
     config.downsample, config.detail_width, config.space_to_depth = spec.downsample, spec.detail_width, spec.space_to_depth
-    if config.time_budget:  # the epoch count fitted so far, refitted after the next epoch
-        config.epochs = (resumed.get("config") or {}).get("epochs", config.epochs)
+    fitted = (resumed.get("config") or {}).get("epochs", config.epochs)
+    if config.time_budget and resumed["epoch"] < fitted:  # an interrupted run goes on with its fitted count, refitted after the next epoch
+        config.epochs = fitted
     return resumed
 
 
