@@ -55,6 +55,15 @@ def test_checkpoint_is_self_describing(finished_run):
     assert state["training_images"] == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
 
 
+def test_a_second_training_into_a_run_folder_in_use_is_refused(synthetic_dataset, tmp_path):
+    from segnet.outputs import output_lock
+
+    run = tmp_path / "run"
+    with output_lock(run), pytest.raises(SegnetError, match="another segnet run is writing into this folder"):
+        train(tiny_config(synthetic_dataset, run), progress_log=lambda *a: None)
+    assert not any(run.iterdir())
+
+
 def test_refuses_to_overwrite_a_run(finished_run, synthetic_dataset):
     with pytest.raises(SegnetError, match="already holds a run"):
         train(tiny_config(synthetic_dataset, finished_run), progress_log=lambda *a: None)

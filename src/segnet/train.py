@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import dataclasses
@@ -95,7 +96,7 @@ from segnet.errors import CheckpointError, DataError, SegnetError
 from segnet.losses import build_loss
 from segnet.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.model import build_model, load_pretrained_encoder
-from segnet.outputs import atomic_write, describe_write_error, remove_stale_temporaries, write_text_atomically
+from segnet.outputs import atomic_write, describe_write_error, output_lock, remove_stale_temporaries, write_text_atomically
 from segnet.plan import TrainPlan, make_plan, plan_json, read_plan
 from segnet.predict import InferenceOptions, Predictor
 from segnet.readback import read_bounded_text
@@ -240,7 +241,8 @@ def train(
             resume does not fit, the loss diverges, or the GPU runs out of memory. Files written
             before the error are kept.
     """
-    with dist.determinism(config.deterministic):  # before any CUDA work (cuBLAS reads its env once)
+    # Before any CUDA work (cuBLAS reads its env once); one run at a time writes a run folder.
+    with dist.determinism(config.deterministic), output_lock(config.out) if dist.is_main_process() else contextlib.nullcontext():
         owns_process_group = not dist.is_distributed()  # cross-validation keeps one group over all folds
         device = dist.init_distributed(config.device)
         run_dir = Path(config.out)
