@@ -34,6 +34,7 @@ from segnet.errors import SegnetError
 from segnet.model import build_model
 from segnet.predict import OnnxModelInfo, Predictor
 from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, SPLIT_FILE
+from segnet.columns import IMAGE_COLUMN
 from segnet.spec import ModelSpec
 from segnet.inference import InferenceOptions
 
@@ -265,7 +266,7 @@ def test_predict_takes_images_of_every_size_down_to_one_pixel(folder: Path, chec
     assert main(args) == 0
     assert np.asarray(Image.open(out / "image_mask.png")).shape == (height, width)
     with (out / "counts.csv").open(newline="") as handle:
-        assert [Path(row["file"]).name for row in csv.DictReader(handle)] == ["image.png"]
+        assert [Path(row[IMAGE_COLUMN]).name for row in csv.DictReader(handle)] == ["image.png"]
 
 
 # YAML configs: the file's syntax, tags, keys and layout. (The types of known options' values are
