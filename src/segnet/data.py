@@ -566,11 +566,17 @@ SCALE_LIMITS = (0.5, 4.0)
 wrong measurement would blow an image up without bound (:mod:`segnet.predict.scale` too)."""
 
 
+def size_factor(diameter: float | None, reference: float, limits: tuple[float, float] = SCALE_LIMITS) -> float:
+    """How much to enlarge an image whose objects measure ``diameter`` so they measure ``reference``,
+    clipped to ``limits``; 1 where the diameter is unknown."""
+    if diameter is None or diameter <= 0:
+        return 1.0
+    return min(max(reference / diameter, limits[0]), limits[1])
+
+
 def reference_scale(region: np.ndarray, reference: float, limits: tuple[float, float] = SCALE_LIMITS) -> float:
-    """How much to enlarge an image whose shapes in ``region`` should measure ``reference`` px across
-    (:func:`object_diameter`), clipped to ``limits``; 1 where the region holds no shape to measure."""
-    diameter = object_diameter(region)
-    return 1.0 if diameter is None else min(max(reference / diameter, limits[0]), limits[1])
+    """:func:`size_factor` of the shapes in ``region`` (:func:`object_diameter`)."""
+    return size_factor(object_diameter(region), reference, limits)
 
 
 def object_diameter(region: np.ndarray, min_area: int = MIN_AREA, *, quantile: float = 0.5) -> float | None:

@@ -32,7 +32,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from segnet.config import ClassRoles
-from segnet.data import SCALE_LIMITS, class_mask, object_diameter
+from segnet.data import SCALE_LIMITS, class_mask, object_diameter, size_factor
 from segnet.errors import SegnetError
 from segnet.inference import AUTO_DIAMETER
 from segnet.predict.windows import TileProgress
@@ -57,9 +57,7 @@ def scale_factor(diameter: float | None, reference: float, limits: tuple[float, 
     where the diameter is unknown or already within a factor ``tolerance`` of the reference (the
     training crops' scale jitter covers that much).
     """
-    if diameter is None or diameter <= 0:
-        return 1.0
-    factor = min(max(reference / diameter, limits[0]), limits[1])
+    factor = size_factor(diameter, reference, limits)
     return 1.0 if abs(math.log(factor)) <= math.log(tolerance) else factor
 
 
