@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test install clean browser display
+.PHONY: demo test lint install clean browser display
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,16 @@ display:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(XVFB_PACKAGES) >/dev/null) ; } || \
 	  echo "Xvfb could not be installed: the napari plugin's tests will be skipped"
 
-test: $(VENV)/.installed browser display
-	$(BIN)/python -m pytest -q
+# ruff (lint and format) and the import layers of pyproject.toml ([tool.importlinter]).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+
+# The suite's own time is printed last; `pytest -m "not slow"` skips the tests that train or start processes.
+test: $(VENV)/.installed browser display lint
+	@start=$$(date +%s); $(BIN)/python -m pytest -q; status=$$?; \
+	  echo "test suite: $$(( $$(date +%s) - start )) s"; exit $$status
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -16,8 +16,9 @@ import time
 
 import torch
 
-from segnet.hardware import report_hardware
-from segnet.model import ModelSpec, build_model
+from segnet.core.hardware import report_hardware
+from segnet.model.networks import build_model
+from segnet.plan.spec import ModelSpec
 
 
 def step_seconds(model: torch.nn.Module, batch: torch.Tensor, device: torch.device) -> float:
@@ -35,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="segnet-basic", help="architecture (default: %(default)s)")
     parser.add_argument("--downsample", type=int, default=3, help="model resolution 1/K (default: %(default)s)")
-    parser.add_argument("--widths", type=int, nargs="+", default=[0, 8, 16, 32], help="detail widths (0, the baseline, is added)")
+    parser.add_argument(
+        "--widths", type=int, nargs="+", default=[0, 8, 16, 32], help="detail widths (0, the baseline, is added)"
+    )
     parser.add_argument("--crop", type=int, default=480, help="crop side (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=4, help="crops per step (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the fastest counts (default: %(default)s)")

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from segnet.config import DEFAULT_CLASSES
-from segnet.data import read_image, read_mask
-from segnet.hardware import report_hardware
+from segnet.core.hardware import report_hardware
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.pairs import read_image, read_mask
 
 MEASURES = ("mean", "p99.5", "background", "class level", "contrast")
 
@@ -68,7 +68,9 @@ def read_rows(paths: list[Path], class_name: str, num_classes: int) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("per_image", type=Path, nargs="+", help="per_image.csv files written by segnet evaluate")
-    parser.add_argument("--class", dest="class_name", default=DEFAULT_CLASSES[-1], choices=DEFAULT_CLASSES[1:], help="class to study")
+    parser.add_argument(
+        "--class", dest="class_name", default=DEFAULT_CLASSES[-1], choices=DEFAULT_CLASSES[1:], help="class to study"
+    )
     parser.add_argument("--worst", type=int, default=10, help="how many of the worst images to list")
     args = parser.parse_args()
     report_hardware(print)

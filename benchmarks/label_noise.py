@@ -22,11 +22,11 @@ from scipy import ndimage
 from skimage.morphology import disk
 from tqdm import tqdm
 
-from segnet.config import DEFAULT_CLASSES, ClassRoles
-from segnet.data import find_pairs, read_mask, read_split
-from segnet.detection import DetectionScores
-from segnet.hardware import report_hardware
-from segnet.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.core.hardware import report_hardware
+from segnet.data.classes import DEFAULT_CLASSES, ClassRoles
+from segnet.data.pairs import find_pairs, read_mask, read_split
+from segnet.evaluate.detection import DetectionScores
+from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
 
 RADII = (1, 2)
 
@@ -48,8 +48,12 @@ def perturbed(mask: np.ndarray, operation: str, radius: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)")
-    parser.add_argument("--split", type=Path, help="a run's split.json: score its validation images only (default: every image)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)"
+    )
+    parser.add_argument(
+        "--split", type=Path, help="a run's split.json: score its validation images only (default: every image)"
+    )
     args = parser.parse_args()
     report_hardware(print)
     classes = list(DEFAULT_CLASSES)

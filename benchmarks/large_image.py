@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+
 def make_mosaic(size: int, piece: int, seed: int = 0) -> np.ndarray:
     """A ``size x size`` RGB image tiled from ``piece``-sided synthetic samples (the last row/column cropped)."""
-    from segnet.synthetic import generate_sample
+    from segnet.data.synthetic import generate_sample
 
     pieces = -(-size // piece)
     rows = []
@@ -56,9 +57,10 @@ def run_mode(args: argparse.Namespace) -> None:
     """Worker: predict the saved image in one mode, save the mask, print a JSON result line."""
     import torch
 
-    from segnet.model import build_model
-    from segnet.spec import ModelSpec
-    from segnet.predict import InferenceOptions, Predictor
+    from segnet.model.networks import build_model
+    from segnet.model.options import InferenceOptions
+    from segnet.model.predictor import Predictor
+    from segnet.plan.spec import ModelSpec
 
     torch.set_num_threads(args.threads)
     tile = args.tile if args.mode == "tiled" else None
@@ -87,7 +89,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--checkpoint", help="a trained checkpoint instead of an untrained segnet-basic")
-    parser.add_argument("--piece", type=int, default=512, help="side of the synthetic samples the mosaic is made of (default: %(default)s)")
+    parser.add_argument(
+        "--piece",
+        type=int,
+        default=512,
+        help="side of the synthetic samples the mosaic is made of (default: %(default)s)",
+    )
     parser.add_argument("--mode", choices=("tiled", "whole"), help=argparse.SUPPRESS)  # worker subprocess
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,7 +103,7 @@ def main() -> None:
         return
     import torch  # here, not at the top: each worker's memory is measured from its own start
 
-    from segnet.hardware import report_hardware
+    from segnet.core.hardware import report_hardware
 
     torch.set_num_threads(args.threads)  # as the workers run, so the hardware line says so
     report_hardware(print)
@@ -109,7 +116,9 @@ def main() -> None:
             print(f"running {mode} inference on {args.size}x{args.size} ...", flush=True)
             done = subprocess.run([*worker, "--mode", mode], check=True, capture_output=True, text=True)
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-        agreement = float((np.load(Path(workdir) / "mask_tiled.npy") == np.load(Path(workdir) / "mask_whole.npy")).mean())
+        agreement = float(
+            (np.load(Path(workdir) / "mask_tiled.npy") == np.load(Path(workdir) / "mask_whole.npy")).mean()
+        )
 
     print(f"{'mode':<8}{'seconds':>10}{'peak RSS MiB':>15}{'before MiB':>13}{'inference MiB':>16}")
     for mode, result in results.items():

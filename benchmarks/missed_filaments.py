@@ -5,12 +5,12 @@
 
 Reads the class masks an evaluation wrote (``EVAL/predictions/STEM.png``, or any tool's masks named by
 stem) beside the drawn masks, labels the objects of the thin class as ``segnet evaluate`` counts them,
-and decides for each drawn filament whether it was found by the same rule (``segnet.detection``).
+and decides for each drawn filament whether it was found by the same rule (``segnet.evaluate.detection``).
 For each it measures:
 
 * contrast: the filament's mean grey level minus the median of a 6-pixel ring around it (other drawn
   objects left out of the ring), in units of the ring's spread (median absolute deviation);
-* width: its mean width along the centreline, in pixels (``segnet.measure``);
+* width: its mean width along the centreline, in pixels (``segnet.evaluate.measure``);
 * magnification: the image's red-cell diameter from its drawn mask (``segnet.data.object_diameter``).
 
 Prints object recall by tercile of each, and writes every filament to ``--out`` (CSV), so the
@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segnet.config import DARKFIELD_ROLES
-from segnet.counting import clean_prediction, label_classes
-from segnet.data import find_pairs, load_pair, object_diameter, read_mask
-from segnet.detection import found_objects
-from segnet.hardware import report_hardware
-from segnet.measure import centreline_length_and_width
+from segnet.core.hardware import report_hardware
+from segnet.data.classes import DARKFIELD_ROLES
+from segnet.data.fingerprint import object_diameter
+from segnet.data.pairs import find_pairs, load_pair, read_mask
+from segnet.evaluate.counting import clean_prediction, label_classes
+from segnet.evaluate.detection import found_objects
+from segnet.evaluate.measure import centreline_length_and_width
 
 RING = 6
 """Pixels of background around a filament that its contrast is measured against."""
@@ -109,9 +110,11 @@ def main() -> None:
             print(f"  {span:>16}  {count:4d} filaments  recall {recall:.3f}")
     missed = [row for row in rows if not row["found"]]
     if missed:
-        print(f"\nmissed: median contrast {np.median([r['contrast'] for r in missed]):.2f}, width {np.median([r['width_px'] for r in missed]):.1f} px; "
-              f"found: median contrast {np.median([r['contrast'] for r in rows if r['found']] or [np.nan]):.2f}, "
-              f"width {np.median([r['width_px'] for r in rows if r['found']] or [np.nan]):.1f} px")
+        print(
+            f"\nmissed: median contrast {np.median([r['contrast'] for r in missed]):.2f}, width {np.median([r['width_px'] for r in missed]):.1f} px; "
+            f"found: median contrast {np.median([r['contrast'] for r in rows if r['found']] or [np.nan]):.2f}, "
+            f"width {np.median([r['width_px'] for r in rows if r['found']] or [np.nan]):.1f} px"
+        )
     print(f"every filament: {out}")
 
 

@@ -57,7 +57,9 @@ if nnUNetTrainer is not None:
                 with torch.no_grad():
                     self.on_validation_epoch_start()
                     batches = 1 if spent else self.num_val_iterations_per_epoch
-                    self.on_validation_epoch_end([self.validation_step(next(self.dataloader_val)) for _ in range(batches)])
+                    self.on_validation_epoch_end(
+                        [self.validation_step(next(self.dataloader_val)) for _ in range(batches)]
+                    )
                 self.on_epoch_end()
                 if spent:
                     break

@@ -26,13 +26,13 @@ import numpy as np
 import onnxruntime
 import torch
 
-from segnet.data import normalize_array
-from segnet.export import ONNX_INPUT, model_to_onnx
-from segnet.hardware import report_hardware
-from segnet.model import build_model
-from segnet.spec import ModelSpec
-from segnet.predict import OnnxModelInfo
-from segnet.synthetic import generate_sample
+from segnet.core.hardware import report_hardware
+from segnet.data.dataset import normalize_array
+from segnet.data.synthetic import generate_sample
+from segnet.export.formats import ONNX_INPUT, model_to_onnx
+from segnet.model.backends import OnnxModelInfo
+from segnet.model.networks import build_model
+from segnet.plan.spec import ModelSpec
 
 CLASSES = ("background", "erythrocyte", "spirochete")
 MEAN, STD = (0.1, 0.1, 0.1), (0.15, 0.15, 0.15)
@@ -47,7 +47,9 @@ def images(count: int, size: int) -> list[np.ndarray]:
     ]
 
 
-def best_pass_seconds(runners: dict[str, Callable[[np.ndarray], object]], batches: list[np.ndarray], repeats: int) -> dict[str, float]:
+def best_pass_seconds(
+    runners: dict[str, Callable[[np.ndarray], object]], batches: list[np.ndarray], repeats: int
+) -> dict[str, float]:
     """Per runner, seconds of its fastest pass over ``batches``, after one warm-up image.
 
     The runners take turns pass by pass, so a burst of load from other processes hits both alike.
@@ -92,7 +94,9 @@ def compare(model_name: str, count: int, size: int, threads: int, repeats: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both runtimes (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads for both runtimes (default: all cores)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed passes over the images (default: %(default)s)")
     args = parser.parse_args()
     report_hardware(print)

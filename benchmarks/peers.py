@@ -6,7 +6,7 @@
 TRAIN and TEST are two labelled folders in segnet's layout (``images/`` and ``masks/``). Each peer
 trains on all TRAIN images for the same wall-clock budget on this machine, then predicts every TEST
 image at its full size, with test-time augmentation as the tool does by default and without; the
-predicted masks are scored by ``segnet score``'s code (:mod:`segnet.score`) into ``OUT/PEER/scores``
+predicted masks are scored by ``segnet score``'s code (:mod:`segnet.evaluate.score`) into ``OUT/PEER/scores``
 (``segnet report OUT/PEER/scores`` draws them). The peers:
 
 ``segnet``      segnet's defaults (``segnet train --time-budget``; every TRAIN image trains, none is held
@@ -47,25 +47,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import nnunet_budget_trainer
 import numpy as np
 import torch
-from PIL import Image
-import nnunet_budget_trainer
 from nnunet_budget_trainer import BUDGET_VARIABLE, TRAINER_NAME, TRAINING_FILE
+from PIL import Image
 from real_darkfield import predict_notebook, train_notebook
 
-from segnet.config import TrainConfig, load_config
-from segnet.data import find_pairs, image_files, read_image, read_mask
-from segnet.distributed import resolve_device
-from segnet.hardware import report_hardware
-from segnet.inference import DEFAULT_INFERENCE
-from segnet.model import build_model, register_model
-from segnet.predict import Predictor
-from segnet.runfiles import BEST_CHECKPOINT, HISTORY_FILE
-from segnet.score import ScoreSettings, make_folder, save_prediction, score_masks
-from segnet.score_tables import format_score, text_table
-from segnet.spec import ModelSpec
-from segnet.train import train
+from segnet.core.distributed import resolve_device
+from segnet.core.hardware import report_hardware
+from segnet.core.runfiles import BEST_CHECKPOINT, HISTORY_FILE
+from segnet.data.pairs import find_pairs, image_files, read_image, read_mask
+from segnet.evaluate.score import ScoreSettings, make_folder, save_prediction, score_masks
+from segnet.evaluate.tables import format_score, text_table
+from segnet.model.networks import build_model, register_model
+from segnet.model.options import DEFAULT_INFERENCE
+from segnet.model.predictor import Predictor
+from segnet.plan.config import TrainConfig, load_config
+from segnet.plan.spec import ModelSpec
+from segnet.train.loop import train
 
 MONAI_MODEL = "monai-basicunet"
 MONAI_POOLINGS = 4  # BasicUNet halves its input four times
@@ -177,7 +177,9 @@ class NotebookPeer(Peer):
 
     def train(self, bench: Bench) -> float:
         classes = list(bench.config.classes)
-        model, trained = train_notebook(find_pairs(bench.train), classes, resolve_device(bench.device), budget_minutes=bench.budget)
+        model, trained = train_notebook(
+            find_pairs(bench.train), classes, resolve_device(bench.device), budget_minutes=bench.budget
+        )
         torch.save({"classes": classes, "weights": model.state_dict()}, bench.work(self.name) / NOTEBOOK_WEIGHTS)
         return trained["images_per_second"]
 
@@ -186,7 +188,11 @@ def register_monai() -> None:
     """Make MONAI's BasicUNet a segnet model of this process (ImportError without MONAI)."""
     from monai.networks.nets import BasicUNet
 
-    register_model(MONAI_MODEL, MONAI_POOLINGS, lambda in_channels, classes: BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=classes))
+    register_model(
+        MONAI_MODEL,
+        MONAI_POOLINGS,
+        lambda in_channels, classes: BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=classes),
+    )
 
 
 class NnunetPeer(Peer):
@@ -246,10 +252,14 @@ class NnunetPeer(Peer):
         classes, palette = list(bench.config.classes), bench.config.palette_by_index()
         for pair in find_pairs(bench.train):
             save_image(read_image(pair.image), make_folder(dataset / "imagesTr") / f"{pair.stem}_0000.png")
-            save_prediction(read_mask(pair.mask, len(classes), palette), make_folder(dataset / "labelsTr") / f"{pair.stem}.png")
+            save_prediction(
+                read_mask(pair.mask, len(classes), palette), make_folder(dataset / "labelsTr") / f"{pair.stem}.png"
+            )
         for pair in find_pairs(bench.test):
             save_image(read_image(pair.image), make_folder(dataset / "imagesTs") / f"{pair.stem}_0000.png")
-        labels = {"background" if index == 0 else name: index for index, name in enumerate(classes)}  # nnU-Net's label 0 is "background"
+        labels = {
+            "background" if index == 0 else name: index for index, name in enumerate(classes)
+        }  # nnU-Net's label 0 is "background"
         description = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": labels, "numTraining": len(find_pairs(bench.train)),
                        "file_ending": ".png"}  # fmt: skip
         (dataset / "dataset.json").write_text(json.dumps(description, indent=1))
@@ -289,7 +299,9 @@ def predict_folder(peer: str, work: Path, images: Path, out: Path, device: str, 
     else:
         if peer == MonaiPeer.name:
             register_monai()
-        predictor = Predictor.from_checkpoint(work / "run" / BEST_CHECKPOINT, DEFAULT_INFERENCE.replace(device=device, tta=tta))
+        predictor = Predictor.from_checkpoint(
+            work / "run" / BEST_CHECKPOINT, DEFAULT_INFERENCE.replace(device=device, tta=tta)
+        )
         segment = predictor.predict
     make_folder(out)
     paths = image_files(images)
@@ -324,7 +336,14 @@ def measure_peer(peer: Peer, bench: Bench) -> PeerResult:
         speeds[tta], memory[tta] = peer.predict(bench, bench.work(peer.name) / PREDICTIONS[tta], tta)
     scores = score_masks(bench.test, bench.work(peer.name) / PREDICTIONS[peer.default_tta], bench.work(peer.name) / SCORES_FOLDER,
                          ScoreSettings.from_config(bench.config), log=print, progress=False)  # fmt: skip
-    return PeerResult(peer.name, scores, training_speed, speeds[peer.default_tta], speeds[False] if peer.default_tta else None, memory[peer.default_tta])
+    return PeerResult(
+        peer.name,
+        scores,
+        training_speed,
+        speeds[peer.default_tta],
+        speeds[False] if peer.default_tta else None,
+        memory[peer.default_tta],
+    )
 
 
 def comparison_table(results: Sequence[PeerResult], settings: ScoreSettings) -> str:
@@ -354,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     hardware = report_hardware(print, args.device)
     config = load_config(args.config)
-    bench = Bench(args.train, args.test, args.budget, args.device, config, args.out, args.nnunet_venv, args.install_nnunet)
+    bench = Bench(
+        args.train, args.test, args.budget, args.device, config, args.out, args.nnunet_venv, args.install_nnunet
+    )
     peers = {peer.name: peer() for peer in PEER_TYPES}
     skipped = {name: reason for name in args.peers if (reason := peers[name].missing(bench)) is not None}
     for name, reason in skipped.items():
@@ -372,7 +393,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
-    worker = commands.add_parser("predict", help="(used by the benchmark) predict a folder with a trained peer, in a process of its own")
+    worker = commands.add_parser(
+        "predict", help="(used by the benchmark) predict a folder with a trained peer, in a process of its own"
+    )
     worker.add_argument("peer", choices=[name for name in PEERS if name != NnunetPeer.name])
     for name in ("work", "images", "out"):
         worker.add_argument(name, type=Path)
@@ -380,13 +403,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     worker.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--train", type=Path, help="labelled folder the peers train on (images/, masks/)")
     parser.add_argument("--test", type=Path, help="labelled folder the peers are scored on")
-    parser.add_argument("--budget", type=float, default=60.0, help="wall-clock minutes of training per peer (default: %(default)s)")
+    parser.add_argument(
+        "--budget", type=float, default=60.0, help="wall-clock minutes of training per peer (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/peers"), help="output folder (default: %(default)s)")
     parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS), help="peers to run (default: all)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for every peer (default: %(default)s)")
     parser.add_argument("--config", type=Path, help="segnet YAML config: classes, roles, palette, and segnet's options")
-    parser.add_argument("--nnunet-venv", type=Path, default=Path("runs/peers_venv"), help="nnU-Net's own virtual environment (default: %(default)s)")
-    parser.add_argument("--install-nnunet", action="store_true", help="create --nnunet-venv and pip install nnunetv2 into it (about 6 GB)")
+    parser.add_argument(
+        "--nnunet-venv",
+        type=Path,
+        default=Path("runs/peers_venv"),
+        help="nnU-Net's own virtual environment (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--install-nnunet",
+        action="store_true",
+        help="create --nnunet-venv and pip install nnunetv2 into it (about 6 GB)",
+    )
     args = parser.parse_args(argv)
     if args.command is None and (args.train is None or args.test is None):
         parser.error("--train and --test are required")

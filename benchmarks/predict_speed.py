@@ -28,12 +28,14 @@ import onnxruntime
 import torch
 from onnx_speed import best_pass_seconds
 
-from segnet.export import model_to_onnx
-from segnet.hardware import report_hardware
-from segnet.model import build_model
-from segnet.predict import InferenceOptions, OnnxModelInfo, Predictor
-from segnet.spec import ModelSpec
-from segnet.synthetic import generate_sample
+from segnet.core.hardware import report_hardware
+from segnet.data.synthetic import generate_sample
+from segnet.export.formats import model_to_onnx
+from segnet.model.backends import OnnxModelInfo
+from segnet.model.networks import build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.spec import ModelSpec
 
 CLASSES = ("background", "erythrocyte", "spirochete")
 MEAN, STD = (0.1, 0.1, 0.1), (0.15, 0.15, 0.15)
@@ -55,7 +57,12 @@ def predictors(onnx_path: Path) -> dict[str, Predictor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads; onnxruntime uses all cores (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="PyTorch threads; onnxruntime uses all cores (default: all cores)",
+    )
     parser.add_argument("--images", type=int, default=3, help="images per timed pass (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes (default: %(default)s)")
     args = parser.parse_args()
@@ -73,7 +80,10 @@ def main() -> None:
         seconds = best_pass_seconds(runners, images, args.repeats)
     baseline = seconds["PyTorch      TTA off"]
     for name, taken in seconds.items():
-        print(f"{name}  {args.images / taken:6.2f} images/s   {baseline / taken:5.2f}x the baseline (PyTorch, TTA off)", flush=True)
+        print(
+            f"{name}  {args.images / taken:6.2f} images/s   {baseline / taken:5.2f}x the baseline (PyTorch, TTA off)",
+            flush=True,
+        )
     print(f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
 
 

@@ -9,8 +9,8 @@ its 3-stage SegNet with BatchNorm+ReLU on the logits, images and masks resized t
 mask bilinearly, as the notebook did), Adam at lr 0.01, class weights 1 - frequency, no
 augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
 
-Both are scored by the same code (segnet.score, as ``segnet score`` scores any tool's masks): pixels,
-boundaries, counts, objects and image-level presence (segnet.detection: object recall, precision
+Both are scored by the same code (segnet.evaluate.score, as ``segnet score`` scores any tool's masks): pixels,
+boundaries, counts, objects and image-level presence (segnet.evaluate.detection: object recall, precision
 and F1, sensitivity and specificity per class). Prints both metric tables and a comparison, and
 writes OUT/summary.json (the notebook's scores also to OUT/notebook_recipe/). benchmarks/peers.py
 trains the same recipe (:func:`train_notebook`, :func:`predict_notebook`) for a time budget.
@@ -30,18 +30,26 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segnet.config import ClassRoles, load_config
-from segnet.data import Pair, find_pairs, load_pair, read_image, read_split
-from segnet.distributed import autocast_dtype, resolve_device
-from segnet.evaluate import evaluate_run
-from segnet.hardware import report_hardware
-from segnet.inference import InferenceOptions, parse_diameter
-from segnet.model import build_model
-from segnet.report import write_report
-from segnet.score import PREDICTIONS_FOLDER, ScoredPair, ScoreSettings, make_folder, save_prediction, score_pairs
-from segnet.score_tables import format_metrics_table, format_score
-from segnet.spec import ModelSpec
-from segnet.train import train
+from segnet.core.distributed import autocast_dtype, resolve_device
+from segnet.core.hardware import report_hardware
+from segnet.data.classes import ClassRoles
+from segnet.data.pairs import Pair, find_pairs, load_pair, read_image, read_split
+from segnet.evaluate.run import evaluate_run
+from segnet.evaluate.score import (
+    PREDICTIONS_FOLDER,
+    ScoredPair,
+    ScoreSettings,
+    make_folder,
+    save_prediction,
+    score_pairs,
+)
+from segnet.evaluate.tables import format_metrics_table, format_score
+from segnet.model.networks import build_model
+from segnet.model.options import InferenceOptions, parse_diameter
+from segnet.plan.config import load_config
+from segnet.plan.spec import ModelSpec
+from segnet.report.page import write_report
+from segnet.train.loop import train
 
 NOTEBOOK_SIZE = 256
 
@@ -54,7 +62,12 @@ def resize_tensor(array: np.ndarray, mode: str) -> torch.Tensor:
 
 
 def train_notebook(
-    train_pairs: Sequence[Pair], class_names: Sequence[str], device: torch.device, *, epochs: int | None = None, budget_minutes: float | None = None
+    train_pairs: Sequence[Pair],
+    class_names: Sequence[str],
+    device: torch.device,
+    *,
+    epochs: int | None = None,
+    budget_minutes: float | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train the notebook's recipe for ``epochs``, or until ``budget_minutes`` of wall-clock time have
     passed (checked after every step; at least one step); returns the model and its training numbers
@@ -107,7 +120,9 @@ def predict_notebook(model: torch.nn.Module, image: np.ndarray, device: torch.de
     return prediction.to(torch.uint8).cpu().numpy()
 
 
-def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str], out: Path) -> dict:
+def notebook_baseline(
+    data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str], out: Path
+) -> dict:
     """Train the notebook's recipe on the split's training images and score it on its held-out
     images as ``segnet score`` does (into ``out``); returns the metrics plus training minutes."""
     pairs = find_pairs(data)
@@ -119,7 +134,9 @@ def notebook_baseline(data: Path, split_file: Path, epochs: int, device: torch.d
         save_prediction(predict_notebook(model, read_image(pair.image), device), prediction_dir / f"{pair.stem}.png")
         scored.append(ScoredPair(pair.stem, pair.mask, prediction_dir / f"{pair.stem}.png", pair.image))
     settings = ScoreSettings(tuple(class_names), ClassRoles.of(class_names))
-    metrics = score_pairs(scored, settings, out, {"data": str(data), "split": "val", "model": "notebook recipe"}, progress=False)
+    metrics = score_pairs(
+        scored, settings, out, {"data": str(data), "split": "val", "model": "notebook recipe"}, progress=False
+    )
     metrics["train_minutes"] = trained["train_minutes"]
     return metrics
 
@@ -128,7 +145,11 @@ def print_detection_comparison(ours: dict, theirs: dict) -> None:
     """Object F1 and image-level sensitivity/specificity per class, project against baseline."""
     print(f"\n{'objects and presence':<26} project  notebook")
     for name in ours["objects"]:
-        for label, section, key in (("object F1", "objects", "f1"), ("sensitivity", "presence", "sensitivity"), ("specificity", "presence", "specificity")):
+        for label, section, key in (
+            ("object F1", "objects", "f1"),
+            ("sensitivity", "presence", "sensitivity"),
+            ("specificity", "presence", "specificity"),
+        ):
             values = [scores[section][name][key] for scores in (ours, theirs)]
             cells = [format_score(value) for value in values]
             print(f"{name + ' ' + label:<26} {cells[0]:>7}  {cells[1]:>8}")
@@ -137,15 +158,29 @@ def print_detection_comparison(ours: dict, theirs: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="real darkfield folder")
-    parser.add_argument("--out", type=Path, help="output folder (default: runs/real_darkfield, runs/real_darkfield_seed1 for --seed 1, ...)")
-    parser.add_argument("--seed", type=int, help="seed of the train/validation split and of training (default: the config default, 0)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: runs/real_darkfield, runs/real_darkfield_seed1 for --seed 1, ...)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed of the train/validation split and of training (default: the config default, 0)"
+    )
     parser.add_argument("--model", default="segnet-basic", help="model trained with the project's defaults")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs for the project's model (default: the config default)")
-    parser.add_argument("--val-every", type=int, default=None, help="validate every N epochs (default: the config default)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs for the project's model (default: the config default)"
+    )
+    parser.add_argument(
+        "--val-every", type=int, default=None, help="validate every N epochs (default: the config default)"
+    )
     parser.add_argument("--baseline-epochs", type=int, default=8, help="epochs for the notebook baseline (0 skips it)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--config", type=Path, help="YAML config for the project's model (flags win)")
-    parser.add_argument("--diameter", type=parse_diameter, help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)")
+    parser.add_argument(
+        "--diameter",
+        type=parse_diameter,
+        help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)",
+    )
     args = parser.parse_args()
     hardware = report_hardware(print, args.device)
     if args.out is None:
@@ -154,8 +189,15 @@ def main() -> None:
     run_dir = args.out / args.model
     config = load_config(
         args.config,
-        {"data": str(args.data), "out": str(run_dir), "model": args.model, "epochs": args.epochs, "val_every": args.val_every, "device": args.device,
-         "seed": args.seed},
+        {
+            "data": str(args.data),
+            "out": str(run_dir),
+            "model": args.model,
+            "epochs": args.epochs,
+            "val_every": args.val_every,
+            "device": args.device,
+            "seed": args.seed,
+        },
     )
     started = time.perf_counter()
     train(config, overwrite=True)
@@ -165,13 +207,22 @@ def main() -> None:
     options = InferenceOptions(device=args.device, diameter=args.diameter)
     metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", options=options)
     write_report(run_dir)
-    plain = evaluate_run(run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", options=options.replace(tta=False))
+    plain = evaluate_run(
+        run_dir / "best.pt", args.data, split="val", out=args.out / "best_no_tta", options=options.replace(tta=False)
+    )
     history = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
-    project = {"config": config.to_dict(), "train_minutes": train_minutes, "metrics": metrics, "metrics_without_tta": plain}
+    project = {
+        "config": config.to_dict(),
+        "train_minutes": train_minutes,
+        "metrics": metrics,
+        "metrics_without_tta": plain,
+    }
     summary = {"hardware": hardware, "project": project}
-    print(f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images ==")
+    print(
+        f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images =="
+    )
     print(format_metrics_table(metrics))
     ious = ", ".join(f"{name} {format_score(plain['per_class'][name]['iou'])}" for name in config.classes)
     print(f"without TTA: mean IoU {plain['mean_iou']:.3f} ({ious})")
@@ -183,7 +234,12 @@ def main() -> None:
 
     if args.baseline_epochs > 0:
         baseline = notebook_baseline(
-            args.data, run_dir / "split.json", args.baseline_epochs, resolve_device(args.device), config.classes, args.out / "notebook_recipe"
+            args.data,
+            run_dir / "split.json",
+            args.baseline_epochs,
+            resolve_device(args.device),
+            config.classes,
+            args.out / "notebook_recipe",
         )
         summary["notebook_baseline"] = baseline
         print(f"\n== notebook recipe baseline: trained {baseline['train_minutes']:.1f} min ==")

@@ -19,20 +19,24 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scale_inference import SOLID_CLASS, shrunk
 from tqdm import tqdm
 
-from scale_inference import SOLID_CLASS, shrunk
-from segnet.data import load_pair, object_diameter, select_pairs
-from segnet.hardware import report_hardware
-from segnet.predict import InferenceOptions, Predictor
-from segnet.predict.scale import scale_factor
+from segnet.core.hardware import report_hardware
+from segnet.data.fingerprint import object_diameter
+from segnet.data.pairs import load_pair, select_pairs
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.model.scale import scale_factor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s)")
+    parser.add_argument(
+        "--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s)"
+    )
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.75, 0.9])
     args = parser.parse_args()
     report_hardware(print)
@@ -49,12 +53,16 @@ def main() -> None:
         for q in args.quantiles:
             estimate = scale_factor(object_diameter(cells, quantile=q), reference)
             errors[q].append((pair.stem, abs(math.log2(estimate / scale_factor(drawn, reference)))))
-    print(f"reference {reference:.1f} px, images shrunk {args.shrink:g}x, {len(errors[args.quantiles[0]])} images with red cells")
+    print(
+        f"reference {reference:.1f} px, images shrunk {args.shrink:g}x, {len(errors[args.quantiles[0]])} images with red cells"
+    )
     baseline = float(np.mean([e for _, e in errors[args.quantiles[0]]]))
     for q, rows in errors.items():
         mean = float(np.mean([e for _, e in rows]))
         off = [stem for stem, e in rows if e > math.log2(1.5)]
-        print(f"quantile {q:.2f}: mean |log2 error| {mean:.3f} ({mean / baseline:.2f}x), {len(off)} off by over 1.5x: {' '.join(off)}")
+        print(
+            f"quantile {q:.2f}: mean |log2 error| {mean:.3f} ({mean / baseline:.2f}x), {len(off)} off by over 1.5x: {' '.join(off)}"
+        )
 
 
 if __name__ == "__main__":

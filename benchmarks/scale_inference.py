@@ -39,13 +39,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.config import ClassRoles
-from segnet.data import compute_fingerprint, find_pairs, load_pair, object_diameter, select_pairs
-from segnet.detection import DetectionScores
-from segnet.hardware import report_hardware
-from segnet.metrics import ConfusionMatrix, metrics_from_confusion
-from segnet.predict import InferenceOptions, Predictor
-from segnet.predict.scale import Rescaled
+from segnet.core.hardware import report_hardware
+from segnet.data.classes import ClassRoles
+from segnet.data.fingerprint import compute_fingerprint, object_diameter
+from segnet.data.pairs import find_pairs, load_pair, select_pairs
+from segnet.evaluate.detection import DetectionScores
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.model.scale import Rescaled
+from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
 
 SOLID_CLASS = 1  # erythrocytes measure the scale
 WAYS = ("as given", "one estimate", "auto", "auto, median", "mask scale")
@@ -140,12 +142,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="labelled images to score")
-    parser.add_argument("--split", choices=("val", "all"), default="val", help="the run's held-out images, or every image in --data")
-    parser.add_argument("--train-data", type=Path, help="the training images, for the reference diameter of an older checkpoint (default: RUN/split.json's training images)")
+    parser.add_argument(
+        "--split", choices=("val", "all"), default="val", help="the run's held-out images, or every image in --data"
+    )
+    parser.add_argument(
+        "--train-data",
+        type=Path,
+        help="the training images, for the reference diameter of an older checkpoint (default: RUN/split.json's training images)",
+    )
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="one plain pass per image")
-    parser.add_argument("--shrink", type=float, default=1.0, help="shrink every image by this factor first (default: %(default)s, as drawn)")
-    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="the ways to score (default: all; 'as given' always)")
-    parser.add_argument("--small", type=float, default=45.0, help="small-cell images: drawn red cells under this many px across (default: %(default)s)")
+    parser.add_argument(
+        "--shrink",
+        type=float,
+        default=1.0,
+        help="shrink every image by this factor first (default: %(default)s, as drawn)",
+    )
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        choices=WAYS,
+        default=list(WAYS),
+        help="the ways to score (default: all; 'as given' always)",
+    )
+    parser.add_argument(
+        "--small",
+        type=float,
+        default=45.0,
+        help="small-cell images: drawn red cells under this many px across (default: %(default)s)",
+    )
     args = parser.parse_args()
     report_hardware(print)
 
@@ -153,7 +177,9 @@ def main() -> None:
     class_names = list(predictor.class_names)
     recorded = (predictor.reference_diameters or [None] * len(class_names))[SOLID_CLASS]
     if recorded is None:
-        train_pairs = find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
+        train_pairs = (
+            find_pairs(args.train_data) if args.train_data else select_pairs(args.data, "train", args.checkpoint.parent)
+        )
         recorded = reference_diameter(train_pairs, len(class_names))
     print(f"reference red-cell diameter {recorded:.1f} px; images shrunk {args.shrink:g}x")
     one_estimate = Rescaled(predictor, reference=recorded, refine=False)
@@ -179,7 +205,11 @@ def main() -> None:
             if drawn is not None and drawn < args.small:
                 small[way].add(pair.stem, truth, pred)
         true_factor = f"{recorded / drawn:.2f}" if drawn else "-"
-        factors = ", ".join(f"{way} {[round(f, 2) for f in segmenters[way].factors]}" for way in ways if isinstance(segmenters[way], Rescaled))
+        factors = ", ".join(
+            f"{way} {[round(f, 2) for f in segmenters[way].factors]}"
+            for way in ways
+            if isinstance(segmenters[way], Rescaled)
+        )
         tqdm.write(f"{pair.stem}: drawn diameter {drawn or 0:.0f} px (factor {true_factor}); factors: {factors}")
     print_table("all images", everything)
     if small[WAYS[0]].images:

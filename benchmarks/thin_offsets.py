@@ -4,7 +4,7 @@
     python benchmarks/thin_offsets.py --checkpoint RUN/best.pt --data DIR --shifts -1 0 1 2 --tta
 
 Training ends by calibrating per-class logit offsets for the best pixel mean IoU on training
-images (segnet.calibration). A lab asks first whether each spirochete is found, so this scores the
+images (segnet.train.calibration). A lab asks first whether each spirochete is found, so this scores the
 run's held-out images (``segnet evaluate``: the same ConfusionMatrix, object rule and presence
 call) with the thin classes' offsets shifted by each ``--shifts`` value: a positive shift calls
 more pixels spirochete. Shift 0 is the checkpoint as trained, the baseline every row's object F1
@@ -17,12 +17,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from segnet.checkpoint import load_checkpoint, save_checkpoint
-from segnet.config import saved_roles
-from segnet.evaluate import evaluate_run
-from segnet.hardware import report_hardware
-from segnet.inference import InferenceOptions
-from segnet.runfiles import SPLIT_FILE
+from segnet.core.hardware import report_hardware
+from segnet.core.runfiles import SPLIT_FILE
+from segnet.evaluate.run import evaluate_run
+from segnet.model.checkpoint import load_checkpoint, save_checkpoint
+from segnet.model.options import InferenceOptions
+from segnet.plan.config import saved_roles
 
 
 def shifted_checkpoint(state: dict, thin: tuple[int, ...], shift: float, path: Path) -> Path:
@@ -35,10 +35,22 @@ def shifted_checkpoint(state: dict, thin: tuple[int, ...], shift: float, path: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's best.pt (scored on its split.json's held-out images)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)")
-    parser.add_argument("--shifts", type=float, nargs="+", default=[-0.5, 0.0, 0.5, 1.0, 1.5], help="offset shifts to score (0 is added)")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (8x slower; default: one plain pass)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run's best.pt (scored on its split.json's held-out images)"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder (images/, masks/)"
+    )
+    parser.add_argument(
+        "--shifts",
+        type=float,
+        nargs="+",
+        default=[-0.5, 0.0, 0.5, 1.0, 1.5],
+        help="offset shifts to score (0 is added)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation (8x slower; default: one plain pass)"
+    )
     args = parser.parse_args()
     report_hardware(print)
     state = load_checkpoint(args.checkpoint)
@@ -54,10 +66,21 @@ def main() -> None:
         (Path(folder) / SPLIT_FILE).write_bytes((args.checkpoint.parent / SPLIT_FILE).read_bytes())
         for shift in sorted(set(args.shifts) | {0.0}):
             path = shifted_checkpoint(state, thin, shift, Path(folder) / f"shift_{shift:+g}.pt")
-            rows[shift] = evaluate_run(path, args.data, split="val", out=Path(folder) / f"evaluation_{shift:+g}", options=options, progress=False)
-    print(f"\n{args.checkpoint}: {rows[0.0]['num_images']} held-out images, {'TTA' if args.tta else 'no TTA'}; baseline: shift 0 (as calibrated)")
+            rows[shift] = evaluate_run(
+                path,
+                args.data,
+                split="val",
+                out=Path(folder) / f"evaluation_{shift:+g}",
+                options=options,
+                progress=False,
+            )
+    print(
+        f"\n{args.checkpoint}: {rows[0.0]['num_images']} held-out images, {'TTA' if args.tta else 'no TTA'}; baseline: shift 0 (as calibrated)"
+    )
     for name in names:
-        print(f"\n{name}: offset shift, pixel IoU, mean IoU, object recall / precision / F1 (x baseline), presence sensitivity / specificity")
+        print(
+            f"\n{name}: offset shift, pixel IoU, mean IoU, object recall / precision / F1 (x baseline), presence sensitivity / specificity"
+        )
         base_f1 = rows[0.0]["objects"][name]["f1"] or 0.0
         for shift, metrics in rows.items():
             objects, presence = metrics["objects"][name], metrics["presence"][name]

@@ -37,17 +37,19 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from segnet.config import TrainConfig
-from segnet.data import SegmentationDataset, find_pairs
-from segnet.distributed import autocast_dtype, compute_dtype, resolve_device
-from segnet.hardware import report_hardware
-from segnet.losses import build_loss
-from segnet.model import build_model
-from segnet.spec import ModelSpec
-from segnet.synthetic import write_dataset
-from segnet.plan import TrainPlan
-from segnet.train import EpochStats, TrainingStep, compile_model, make_train_loader, train_one_epoch
-from segnet.transforms import train_transform
+from segnet.core.distributed import autocast_dtype, compute_dtype, resolve_device
+from segnet.core.hardware import report_hardware
+from segnet.data.dataset import SegmentationDataset
+from segnet.data.pairs import find_pairs
+from segnet.data.synthetic import write_dataset
+from segnet.data.transforms import train_transform
+from segnet.model.losses import build_loss
+from segnet.model.networks import build_model
+from segnet.plan.config import TrainConfig
+from segnet.plan.plan import TrainPlan
+from segnet.plan.spec import ModelSpec
+from segnet.train.loop import TrainingStep, compile_model, make_train_loader, train_one_epoch
+from segnet.train.runfolder import EpochStats
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
 GPU_BF16_PEAK_TFLOPS = {
@@ -68,7 +70,7 @@ units); bfloat16 dot products (AVX512-BF16) double it."""
 @dataclasses.dataclass
 class Variant:
     name: str
-    amp: bool | None = False  # None: what the defaults pick on this device (segnet.distributed.compute_dtype)
+    amp: bool | None = False  # None: what the defaults pick on this device (segnet.core.distributed.compute_dtype)
     channels_last: bool = False
     num_workers: int = 0
     cache: bool = False  # decode every image once, before training (SegmentationDataset preload)
@@ -85,7 +87,10 @@ def variants(with_compile: bool, workers: int, device: torch.device) -> list[Var
     precision = compute_dtype(device, default.amp)
     defaults = Variant(
         f"defaults: cache + workers + {precision.name} + {'channels-last' if default.channels_last else 'NCHW'}",
-        amp=default.amp, channels_last=default.channels_last, num_workers=workers, cache=True,
+        amp=default.amp,
+        channels_last=default.channels_last,
+        num_workers=workers,
+        cache=True,
     )
     chosen = [
         Variant("baseline: fp32, NCHW, no workers, no cache"),
@@ -135,7 +140,9 @@ def cpu_clock_ghz() -> float | None:
     return None
 
 
-def training_step_flops(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> int:
+def training_step_flops(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor
+) -> int:
     """FLOPs of one forward + backward pass on ``images`` (convolutions and matmuls, 2 per MAC)."""
     with FlopCounterMode(display=False) as counter:
         loss_fn(model(images), masks).backward()
@@ -149,11 +156,20 @@ class VariantRun:
     def __init__(self, variant: Variant, args: argparse.Namespace, pairs: list, device: torch.device) -> None:
         self.variant, self.device, self.steps = variant, device, args.steps
         self.config = TrainConfig(
-            model=args.model, batch_size=args.batch_size, image_size=args.crop, num_workers=variant.num_workers,
-            amp=variant.amp, channels_last=variant.channels_last, compile=variant.compile, seed=0,
+            model=args.model,
+            batch_size=args.batch_size,
+            image_size=args.crop,
+            num_workers=variant.num_workers,
+            amp=variant.amp,
+            channels_last=variant.channels_last,
+            compile=variant.compile,
+            seed=0,
         )
         self.num_classes = len(self.config.classes)
-        self.warm_pairs, self.timed_pairs = pairs[: args.batch_size], pairs[args.batch_size : args.batch_size * (args.steps + 1)]
+        self.warm_pairs, self.timed_pairs = (
+            pairs[: args.batch_size],
+            pairs[args.batch_size : args.batch_size * (args.steps + 1)],
+        )
         torch.manual_seed(0)
         memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
         model = build_model(ModelSpec(args.model, self.num_classes)).to(device, memory_format=memory_format)
@@ -163,11 +179,19 @@ class VariantRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
         self.amp_dtype = autocast_dtype(device, variant.amp)
         self.dtype = str(self.amp_dtype or torch.float32).removeprefix("torch.")
-        self.step = TrainingStep(self.model, self.loss_fn, self.optimizer, self.scheduler, device, self.amp_dtype, variant.channels_last)
+        self.step = TrainingStep(
+            self.model, self.loss_fn, self.optimizer, self.scheduler, device, self.amp_dtype, variant.channels_last
+        )
         # The mean/std only shift the inputs; their values do not change the speed.
         self.plan = TrainPlan(
-            image_size=args.crop, downsample=1, focus_class=2, mean=[0.2] * 3, std=[0.2] * 3, class_weights=None,
-            batch_size=args.batch_size, per_process_batch=args.batch_size,
+            image_size=args.crop,
+            downsample=1,
+            focus_class=2,
+            mean=[0.2] * 3,
+            std=[0.2] * 3,
+            class_weights=None,
+            batch_size=args.batch_size,
+            per_process_batch=args.batch_size,
         )
         self.timed_dataset = self.dataset(self.timed_pairs)
         self.warmup_seconds = self.train(self.dataset(self.warm_pairs), epoch=1).seconds
@@ -176,7 +200,11 @@ class VariantRun:
         plan = self.plan
         dataset = SegmentationDataset(pairs, self.num_classes, plan.mean, plan.std, preload=self.variant.cache)
         dataset.transform = train_transform(
-            plan.image_size, self.config.scale_range, self.num_classes, focus_class=plan.focus_class, focus_probability=self.config.focus_probability
+            plan.image_size,
+            self.config.scale_range,
+            self.num_classes,
+            focus_class=plan.focus_class,
+            focus_probability=self.config.focus_probability,
         )
         return dataset
 
@@ -192,15 +220,26 @@ class VariantRun:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="dataset folder (default: synthetic 512 px images in a temporary folder)")
+    parser.add_argument(
+        "--data", type=Path, help="dataset folder (default: synthetic 512 px images in a temporary folder)"
+    )
     parser.add_argument("--model", default="segnet-basic", help="architecture (default: %(default)s)")
     parser.add_argument("--crop", type=int, default=256, help="training crop side (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per step (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per variant; the fastest counts (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers of the worker variants (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="timed rounds per variant; the fastest counts (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="loader workers of the worker variants (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile variant (it compiles for a minute or more)")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the torch.compile variant (it compiles for a minute or more)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     hardware = report_hardware(print, args.device)
@@ -212,7 +251,9 @@ def main() -> None:
         data = args.data or write_dataset(Path(scratch) / "synthetic", count=needed, size=512, seed=0)
         pairs = find_pairs(data)
         if len(pairs) < needed:
-            parser.error(f"{data} holds {len(pairs)} images; {needed} are needed for {args.steps} steps of {args.batch_size} (plus a warm-up step)")
+            parser.error(
+                f"{data} holds {len(pairs)} images; {needed} are needed for {args.steps} steps of {args.batch_size} (plus a warm-up step)"
+            )
         pairs = pairs[:needed]
 
         model = build_model(ModelSpec(args.model, 3)).to(device)
@@ -233,7 +274,10 @@ def main() -> None:
                 print(f"round {round_index + 1}/{args.rounds}: {run.variant.name}", flush=True)
                 peak = peak_now(run.dtype)
                 stats = run.timed_round(round_index)
-                if run.variant.name not in best or stats.images_per_second > best[run.variant.name]["images_per_second"]:
+                if (
+                    run.variant.name not in best
+                    or stats.images_per_second > best[run.variant.name]["images_per_second"]
+                ):
                     achieved = flops_per_step * stats.images_per_second / args.batch_size
                     best[run.variant.name] = {
                         "variant": run.variant.name,
@@ -253,8 +297,18 @@ def main() -> None:
     print_results(args, device, results, flops_per_step, (load_before, load_after), peak_note)
     if args.json:
         args.json.write_text(
-            json.dumps({"hardware": hardware, "args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step, "peak": peak_note,
-                        "load_before": load_before, "load_after": load_after, "results": results}, indent=1)
+            json.dumps(
+                {
+                    "hardware": hardware,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "flops_per_step": flops_per_step,
+                    "peak": peak_note,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                    "results": results,
+                },
+                indent=1,
+            )
         )
 
 
@@ -263,7 +317,9 @@ def peak_reference(device: torch.device) -> tuple[Callable[[str], float], str]:
     if device.type == "cuda":
         datasheet, peak_note = gpu_datasheet_peak(device)
         bf16_peak = datasheet or matmul_peak(device, torch.bfloat16)
-        return (lambda dtype: bf16_peak), peak_note + "; every row is compared with the bf16 peak"  # a datasheet peak does not move with load
+        return (
+            lambda dtype: bf16_peak
+        ), peak_note + "; every row is compared with the bf16 peak"  # a datasheet peak does not move with load
     cores, clock = os.cpu_count() or 1, cpu_clock_ghz()
     low, high = (cores * (clock or 0) * flops for flops in CPU_FLOPS_PER_CYCLE_FP32)
     peak_note = (
@@ -275,7 +331,12 @@ def peak_reference(device: torch.device) -> tuple[Callable[[str], float], str]:
 
 
 def print_results(
-    args: argparse.Namespace, device: torch.device, results: list[dict], flops_per_step: float, loads: tuple[tuple, tuple], peak_note: str
+    args: argparse.Namespace,
+    device: torch.device,
+    results: list[dict],
+    flops_per_step: float,
+    loads: tuple[tuple, tuple],
+    peak_note: str,
 ) -> None:
     """The setting, then one table row per variant with its speed-up over the first (the baseline)."""
     baseline = results[0]["images_per_second"]
@@ -284,11 +345,17 @@ def print_results(
         f"segnet training speed: {args.model}, {args.crop}x{args.crop} crops, batch {args.batch_size}, best of {args.rounds} rounds of {args.steps} steps, "
         f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
     )
-    print(f"data: {args.data or 'synthetic 512x512 images'}; FLOPs per training step (fwd+bwd): {flops_per_step / 1e9:.1f} GFLOP")
-    print(f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in loads[0])}, after: {' '.join(f'{x:.2f}' for x in loads[1])}")
+    print(
+        f"data: {args.data or 'synthetic 512x512 images'}; FLOPs per training step (fwd+bwd): {flops_per_step / 1e9:.1f} GFLOP"
+    )
+    print(
+        f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in loads[0])}, after: {' '.join(f'{x:.2f}' for x in loads[1])}"
+    )
     print(peak_note)
     print()
-    print("| variant | dtype | images/s | speed-up | s/step | data wait s/step | achieved TFLOP/s | peak TFLOP/s | % of peak | warm-up s | loss |")
+    print(
+        "| variant | dtype | images/s | speed-up | s/step | data wait s/step | achieved TFLOP/s | peak TFLOP/s | % of peak | warm-up s | loss |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in results:
         print(

@@ -23,17 +23,20 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from segnet.data import select_pairs
-from segnet.data import load_pair
-from segnet.hardware import report_hardware
-from segnet.predict import InferenceOptions, Predictor, predictive_entropy
+from segnet.core.hardware import report_hardware
+from segnet.data.pairs import load_pair, select_pairs
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.predict.pictures import predictive_entropy
 
 AUROC_SAMPLE = 2_000_000  # pixels drawn (uniformly, seeded) for the AUROC: sorting every pixel is slow
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a bayesian-* run's best.pt (its folder holds split.json)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a bayesian-* run's best.pt (its folder holds split.json)"
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"))
     parser.add_argument("--mc-samples", type=int, default=8, help="stochastic passes per image (default: %(default)s)")
     parser.add_argument("--device", default="auto")
@@ -41,7 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     hardware = report_hardware(print, args.device)
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples))
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples)
+    )
     pairs = select_pairs(args.data, "val", args.checkpoint.parent)
     num_classes = predictor.num_classes
     rng = np.random.default_rng(0)
@@ -73,16 +78,37 @@ def main() -> None:
 
     rows = [row("all pixels", np.ones_like(wrong))]
     rows += [row(f"true {name}", truth == index) for index, name in enumerate(predictor.class_names)]
-    print(f"\n{len(pairs)} held-out images, {args.mc_samples} MC samples; predictive entropy in nats (max ln {num_classes} = {np.log(num_classes):.3f})")
+    print(
+        f"\n{len(pairs)} held-out images, {args.mc_samples} MC samples; predictive entropy in nats (max ln {num_classes} = {np.log(num_classes):.3f})"
+    )
     print(f"{'pixels':<18}{'wrong %':>9}{'H wrong':>10}{'H right':>10}{'ratio':>8}{'AUROC':>8}")
     for r in rows:
-        ratio = r["entropy_wrong"] / r["entropy_right"] if r["entropy_wrong"] is not None and r["entropy_right"] else float("nan")
+        ratio = (
+            r["entropy_wrong"] / r["entropy_right"]
+            if r["entropy_wrong"] is not None and r["entropy_right"]
+            else float("nan")
+        )
         fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
-        print(f"{r['name']:<18}{100 * r['wrong_fraction']:>9.2f}{fmt(r['entropy_wrong']):>10}{fmt(r['entropy_right']):>10}{ratio:>8.2f}{fmt(r['auroc']):>8}")
-    print(f"mean entropy per image: held-out images {np.mean(image_means):.3f}, uniform noise of the same sizes {np.mean(noise_means):.3f}")
+        print(
+            f"{r['name']:<18}{100 * r['wrong_fraction']:>9.2f}{fmt(r['entropy_wrong']):>10}{fmt(r['entropy_right']):>10}{ratio:>8.2f}{fmt(r['auroc']):>8}"
+        )
+    print(
+        f"mean entropy per image: held-out images {np.mean(image_means):.3f}, uniform noise of the same sizes {np.mean(noise_means):.3f}"
+    )
     out = args.out or args.checkpoint.parent / "uncertainty.json"
-    out.write_text(json.dumps({"hardware": hardware, "mc_samples": args.mc_samples, "images": len(pairs), "rows": rows,
-                               "mean_entropy_images": float(np.mean(image_means)), "mean_entropy_noise": float(np.mean(noise_means))}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "hardware": hardware,
+                "mc_samples": args.mc_samples,
+                "images": len(pairs),
+                "rows": rows,
+                "mean_entropy_images": float(np.mean(image_means)),
+                "mean_entropy_noise": float(np.mean(noise_means)),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
 
 

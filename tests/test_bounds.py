@@ -13,11 +13,12 @@ import tifffile
 from PIL import Image
 
 from segnet.cli import main
-from segnet.config import ClassRoles, load_config
-from segnet.data import read_mask
-from segnet.errors import DataError, SegnetError
-from segnet.measure import tiff_pixel_size
-from segnet.predict import predict_paths
+from segnet.core.errors import DataError, SegnetError
+from segnet.data.classes import ClassRoles
+from segnet.data.pairs import read_mask
+from segnet.evaluate.measure import tiff_pixel_size
+from segnet.plan.config import load_config
+from segnet.predict.files import predict_paths
 
 
 @pytest.mark.parametrize(
@@ -43,11 +44,20 @@ def test_out_of_range_numbers_are_refused_when_parsed(tmp_path: Path, capsys, ar
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("option", "values"),
-    [("seed", ["-1"]), ("seed", [str(2**63)]), ("scale-range", ["1e4", "1e4"]), ("scale-range", ["1e-9", "1e-9"]), ("scale-range", ["1.2", "0.8"])],
+    [
+        ("seed", ["-1"]),
+        ("seed", [str(2**63)]),
+        ("scale-range", ["1e4", "1e4"]),
+        ("scale-range", ["1e-9", "1e-9"]),
+        ("scale-range", ["1.2", "0.8"]),
+    ],
 )
-def test_training_numbers_are_refused_from_flags_and_yaml_alike(synthetic_dataset: Path, tmp_path: Path, capsys, option: str, values: list[str]) -> None:
+def test_training_numbers_are_refused_from_flags_and_yaml_alike(
+    synthetic_dataset: Path, tmp_path: Path, capsys, option: str, values: list[str]
+) -> None:
     out = tmp_path / "run"
     assert main(["train", "--data", str(synthetic_dataset), "--out", str(out), f"--{option}", *values]) == 1
     from_flag = capsys.readouterr().err.strip()
@@ -107,7 +117,10 @@ def test_non_square_tiff_pixels_are_refused_and_the_other_images_go_on(tmp_path:
         ({"warmup_epochs": -1}, "warmup_epochs = -1 is refused"),
         ({"num_workers": 10**6}, "num_workers = 1000000 is refused"),
         ({"lr": float("inf")}, "lr = inf is refused"),  # a finite absurd rate diverges into a clear NaN message
-        ({"mask_palette": {"background": [0, 0, 0], "erythrocyte": [9, 9, 9], "spirochete": [9, 9, 9]}}, "erythrocyte, spirochete the same colour"),
+        (
+            {"mask_palette": {"background": [0, 0, 0], "erythrocyte": [9, 9, 9], "spirochete": [9, 9, 9]}},
+            "erythrocyte, spirochete the same colour",
+        ),
     ],
 )
 def test_config_values_beyond_any_run_are_one_line(values: dict, problem: str) -> None:

@@ -1,10 +1,10 @@
-"""Tests for segnet.budget: fitting the epoch count to a wall-clock budget (clock given, not read)."""
+"""Tests for segnet.train.budget: fitting the epoch count to a wall-clock budget (clock given, not read)."""
 
 from __future__ import annotations
 
 import pytest
 
-from segnet.budget import TimeBudget
+from segnet.train.budget import TimeBudget
 
 
 def test_fit_fills_the_budget_from_measured_times() -> None:

@@ -10,20 +10,30 @@ import pytest
 import torch
 from PIL import Image
 
-from segnet import builtin
-from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, pack_checkpoint, resolve_checkpoint
-from segnet.checkpoint import load_checkpoint
 from segnet.cli import main
-from segnet.config import load_config
-from segnet.errors import CheckpointError
-from segnet.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
-from segnet.predict import InferenceOptions, Predictor
-from segnet.synthetic import generate_sample
-from segnet.train import train
+from segnet.core import runfiles
+from segnet.core.errors import CheckpointError
+from segnet.core.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
+from segnet.data.synthetic import generate_sample
+from segnet.export.pack import pack_checkpoint
+from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, resolve_checkpoint
+from segnet.model.checkpoint import load_checkpoint
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.config import load_config
+from segnet.train.loop import train
 
 
 def _config(data: Path, out: Path, **overrides):
-    values = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 4, "image_size": 32, "num_workers": 0, "val_fraction": 0.25}
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 1,
+        "batch_size": 4,
+        "image_size": 32,
+        "num_workers": 0,
+        "val_fraction": 0.25,
+    }
     return load_config(None, {**values, **overrides})
 
 
@@ -39,16 +49,23 @@ def installed_tiny_model(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.Mon
     """The tiny run packed as the built-in default model, in a weights folder of its own."""
     weights = tmp_path / "weights"
     weights.mkdir()
-    monkeypatch.setattr(builtin, "WEIGHTS_DIR", weights)
-    (weights / f"{DEFAULT_BUILTIN_MODEL}.md").write_text("# Tiny\n\nA tiny test model of two epochs.\n\n## More\n\ntext\n")
+    monkeypatch.setattr(runfiles, "WEIGHTS_DIR", weights)
+    (weights / f"{DEFAULT_BUILTIN_MODEL}.md").write_text(
+        "# Tiny\n\nA tiny test model of two epochs.\n\n## More\n\ntext\n"
+    )
     return pack_checkpoint(tiny_run / BEST_CHECKPOINT, weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
 
 
-def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.slow
+def test_packed_model_is_small_float16_and_predicts_as_the_original(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     packed = tmp_path / "packed.pt"
     assert main(["export", "--checkpoint", str(tiny_run / BEST_CHECKPOINT), "--pack", str(packed)]) == 0
     assert f"packed checkpoint: {packed}" in capsys.readouterr().out
-    assert packed.stat().st_size < 0.4 * (tiny_run / BEST_CHECKPOINT).stat().st_size  # no optimiser state, half the bytes per weight
+    assert (
+        packed.stat().st_size < 0.4 * (tiny_run / BEST_CHECKPOINT).stat().st_size
+    )  # no optimiser state, half the bytes per weight
     state = load_checkpoint(packed)  # weights_only
     assert "optimizer_state" not in state and "calibration" in state
     conv = next(t for name, t in state["model_state"].items() if name.endswith("weight") and t.ndim == 4)
@@ -59,11 +76,13 @@ def test_packed_model_is_small_float16_and_predicts_as_the_original(tiny_run: Pa
     assert np.mean(original == shipped) > 0.99
 
 
+@pytest.mark.slow
 def test_packing_refuses_an_uncalibrated_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="calibrated"):
         pack_checkpoint(tiny_run / LAST_CHECKPOINT, tmp_path / "packed.pt")
 
 
+@pytest.mark.slow
 def test_a_name_stands_for_its_file_unless_a_path_of_that_name_exists(
     installed_tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,17 +94,23 @@ def test_a_name_stands_for_its_file_unless_a_path_of_that_name_exists(
 
 
 def test_a_missing_builtin_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(builtin, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(runfiles, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match=f"built-in model '{DEFAULT_BUILTIN_MODEL}'.*not installed"):
         resolve_checkpoint(DEFAULT_BUILTIN_MODEL)
 
 
-def test_models_lists_each_builtin_model_with_its_card_summary(installed_tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.slow
+def test_models_lists_each_builtin_model_with_its_card_summary(
+    installed_tiny_model: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert f"{DEFAULT_BUILTIN_MODEL} (default)" in out and "A tiny test model of two epochs." in out and "text" not in out
+    assert (
+        f"{DEFAULT_BUILTIN_MODEL} (default)" in out and "A tiny test model of two epochs." in out and "text" not in out
+    )
 
 
+@pytest.mark.slow
 def test_predict_without_a_checkpoint_uses_the_builtin_model(
     installed_tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -98,22 +123,38 @@ def test_predict_without_a_checkpoint_uses_the_builtin_model(
     assert np.array_equal(mask, expected)
 
 
+@pytest.mark.slow
 def test_evaluate_a_builtin_model_needs_an_output_folder_and_scores_every_image(
     installed_tiny_model: Path, synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert main(["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(synthetic_dataset), "--no-tta"]) == 1
     assert "--out" in capsys.readouterr().err
     out = tmp_path / "evaluation"
-    args = ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(synthetic_dataset), "--no-tta", "--out", str(out)]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        DEFAULT_BUILTIN_MODEL,
+        "--data",
+        str(synthetic_dataset),
+        "--no-tta",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     per_image = (out / "per_image.csv").read_text().strip().splitlines()
     assert len(per_image) - 1 == len(os.listdir(synthetic_dataset / "images"))
 
 
+@pytest.mark.slow
 def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
     lines: list[str] = []
     # A learning rate too small to move the weights: what the run saves is what it started from.
-    run = train(_config(synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0), progress_log=lines.append)
+    run = train(
+        _config(
+            synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0
+        ),
+        progress_log=lines.append,
+    )
     start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
     tuned_state = load_checkpoint(run / LAST_CHECKPOINT)
     tuned = tuned_state["model_state"]
@@ -123,27 +164,55 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
     assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
     assert not torch.any(tuned["logit_offsets"])  # refitted for the new data, not carried over
     assert any(line.startswith("fine-tuning from") for line in lines)
-    scratch = load_checkpoint(train(_config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0), progress_log=lambda *a: None) / LAST_CHECKPOINT)
+    scratch = load_checkpoint(
+        train(
+            _config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0),
+            progress_log=lambda *a: None,
+        )
+        / LAST_CHECKPOINT
+    )
     assert not torch.allclose(start[weights[0]], scratch["model_state"][weights[0]], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
-    config = _config(synthetic_dataset, tmp_path / "run", init=str(tiny_run / BEST_CHECKPOINT), classes=["background", "cell", "rod", "other"])
+    config = _config(
+        synthetic_dataset,
+        tmp_path / "run",
+        init=str(tiny_run / BEST_CHECKPOINT),
+        classes=["background", "cell", "rod", "other"],
+    )
     with pytest.raises(CheckpointError, match="classes"):
         train(config, progress_log=lambda *a: None)
     assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
 
 
-def test_init_adds_a_detail_branch_to_weights_trained_without_one(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_init_adds_a_detail_branch_to_weights_trained_without_one(
+    tiny_run: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
     """Fine-tuning the shipped kind of model with --detail-width: its weights load, the new branch
     starts fresh (its zero head leaves the model's output as it was); another width is refused."""
-    config = _config(synthetic_dataset, tmp_path / "detailed", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0, detail_width=4)
+    config = _config(
+        synthetic_dataset,
+        tmp_path / "detailed",
+        init=str(tiny_run / BEST_CHECKPOINT),
+        lr=1e-12,
+        calibration_images=0,
+        detail_width=4,
+    )
     detailed = load_checkpoint(train(config, progress_log=lambda *a: None) / LAST_CHECKPOINT)
     start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
     assert detailed["model"]["detail_width"] == 4
-    assert all(torch.allclose(start[name], detailed["model_state"][name], atol=1e-6) for name in start if name.endswith("weight"))
+    assert all(
+        torch.allclose(start[name], detailed["model_state"][name], atol=1e-6)
+        for name in start
+        if name.endswith("weight")
+    )
     assert detailed["model_state"]["refiner.head.weight"].abs().max() < 1e-9  # zero, moved only by the 1e-12 rate
-    other = _config(synthetic_dataset, tmp_path / "wider", init=str(tmp_path / "detailed" / LAST_CHECKPOINT), detail_width=8)
+    other = _config(
+        synthetic_dataset, tmp_path / "wider", init=str(tmp_path / "detailed" / LAST_CHECKPOINT), detail_width=8
+    )
     with pytest.raises(CheckpointError, match="detail branch is 4 channels wide; pass --detail-width 4"):
         train(other, progress_log=lambda *a: None)
 
@@ -156,5 +225,18 @@ def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
     image = generate_sample(96, 96, np.random.default_rng(0))[0]
     mask = Predictor.from_checkpoint(path).predict(image)
     assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 1, 2}
-    assert main(["export", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--out", str(tmp_path / "model.onnx"), "--bioimageio", str(tmp_path / "package")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                DEFAULT_BUILTIN_MODEL,
+                "--out",
+                str(tmp_path / "model.onnx"),
+                "--bioimageio",
+                str(tmp_path / "package"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "package" / "rdf.yaml").is_file()

@@ -9,18 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from segnet.calibration import OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
-from segnet.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
 from segnet.cli import main
-from segnet.config import load_config
-from segnet.errors import CheckpointError, SegnetError
-from segnet.evaluate import evaluate_run
-from segnet.model import build_model
-from segnet.runfiles import BEST_CHECKPOINT, CALIBRATION_FILE, LAST_CHECKPOINT, SPLIT_FILE
-from segnet.spec import ModelSpec
-from segnet.predict import Predictor
-from segnet.train import train
-from segnet.inference import InferenceOptions
+from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT, CALIBRATION_FILE, LAST_CHECKPOINT, SPLIT_FILE
+from segnet.evaluate.run import evaluate_run
+from segnet.model.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from segnet.model.networks import build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.config import load_config
+from segnet.plan.spec import ModelSpec
+from segnet.train.calibration import OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
+from segnet.train.loop import train
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -76,7 +76,11 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
     # A checkpoint from before logit offsets existed loads with zero offsets.
     del state["model_state"]["logit_offsets"]
     save_checkpoint(state, tmp_path / "old.pt")
-    assert load_model(load_checkpoint(tmp_path / "old.pt"), tmp_path / "old.pt").logit_offsets.tolist() == [0.0, 0.0, 0.0]
+    assert load_model(load_checkpoint(tmp_path / "old.pt"), tmp_path / "old.pt").logit_offsets.tolist() == [
+        0.0,
+        0.0,
+        0.0,
+    ]
 
     # Prediction, calibration and export all feed RGB: a model of other inputs is refused by name.
     state["model"]["in_channels"] = 1
@@ -87,14 +91,24 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
 @pytest.fixture(scope="module")
 def calibrated_run(synthetic_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrated")
-    config = load_config(None, {
-        "data": str(synthetic_dataset), "out": str(out), "epochs": 2, "batch_size": 4, "image_size": 32,
-        "num_workers": 0, "val_fraction": 0.25, "calibration_images": 5,
-    })
+    config = load_config(
+        None,
+        {
+            "data": str(synthetic_dataset),
+            "out": str(out),
+            "epochs": 2,
+            "batch_size": 4,
+            "image_size": 32,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+            "calibration_images": 5,
+        },
+    )
     train(config, progress_log=lambda *a: None)
     return synthetic_dataset, out
 
 
+@pytest.mark.slow
 def test_training_calibrates_best_on_training_images_only(calibrated_run):
     data, run = calibrated_run
     summary = json.loads((run / CALIBRATION_FILE).read_text())
@@ -110,28 +124,47 @@ def test_training_calibrates_best_on_training_images_only(calibrated_run):
     calibrated = Predictor.from_checkpoint(run / BEST_CHECKPOINT, PLAIN).predict_proba(image)
     raw_model = load_model(state, run / BEST_CHECKPOINT)
     raw_model.logit_offsets.zero_()
-    raw = Predictor(raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"], PLAIN).predict_proba(image)
+    raw = Predictor(
+        raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"], PLAIN
+    ).predict_proba(image)
     expected = raw * np.exp(np.array(list(summary["offsets"].values()), dtype=np.float32))[:, None, None]
     np.testing.assert_allclose(calibrated, expected / expected.sum(axis=0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_calibrate_command_refits_from_the_raw_model(calibrated_run, capsys):
     data, run = calibrated_run
     first = json.loads((run / CALIBRATION_FILE).read_text())
-    assert main(["calibrate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--images", "5", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--checkpoint",
+                str(run / BEST_CHECKPOINT),
+                "--data",
+                str(data),
+                "--images",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "logit offsets" in capsys.readouterr().out
     again = json.loads((run / CALIBRATION_FILE).read_text())
     # Same images, same pixels: stacking the old offsets onto the new fit would change the result.
     assert again == first
 
 
+@pytest.mark.slow
 def test_calibration_refuses_an_empty_training_list(calibrated_run):
     _, run = calibrated_run
     with pytest.raises(SegnetError, match="no training images"):
         calibrate_checkpoint(run / BEST_CHECKPOINT, [])
 
 
-
+@pytest.mark.slow
 def test_evaluation_records_the_offsets_it_predicted_with(calibrated_run, tmp_path):
     data, run = calibrated_run
     metrics = evaluate_run(run / BEST_CHECKPOINT, data, out=tmp_path / "evaluation", options=PLAIN, progress=False)

@@ -14,12 +14,12 @@ import tifffile
 import torch
 from PIL import Image
 
-from segnet import DEFAULT_CLASSES
-from segnet.data import read_image
-from segnet.model import build_model
-from segnet.predict import Predictor
-from segnet.spec import ModelSpec
-from segnet.synthetic import generate_sample
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.pairs import read_image
+from segnet.data.synthetic import generate_sample
+from segnet.model.networks import build_model
+from segnet.model.predictor import Predictor
+from segnet.plan.spec import ModelSpec
 
 
 def _packed_tiff(path: Path, values: np.ndarray, bits: int) -> None:
@@ -39,7 +39,9 @@ def _packed_tiff(path: Path, values: np.ndarray, bits: int) -> None:
         struct.pack("<HHII", tag, kind, 1, value) if kind == long else struct.pack("<HHIHH", tag, kind, 1, value, 0)
         for tag, kind, value in tags
     )
-    path.write_bytes(b"II*\0" + struct.pack("<I", 8 + len(data)) + data + struct.pack("<H", len(tags)) + entries + b"\0" * 4)
+    path.write_bytes(
+        b"II*\0" + struct.pack("<I", 8 + len(data)) + data + struct.pack("<H", len(tags)) + entries + b"\0" * 4
+    )
 
 
 def _deeper(picture: np.ndarray, bits: int) -> np.ndarray:
@@ -80,7 +82,10 @@ FORMATS = {
     "rgb-tiff-16-holding-12": (_tifffile(_deeper(PICTURE, 12), photometric="rgb"), PICTURE),
     "rgb-tiff-16-holding-10": (_tifffile(_deeper(PICTURE, 10), photometric="rgb"), PICTURE),
     "rgb-tiff-16": (_tifffile(_deeper(PICTURE, 16), photometric="rgb"), PICTURE),
-    "rgb-tiff-16-planar": (_tifffile(np.moveaxis(_deeper(PICTURE, 12), -1, 0), photometric="rgb", planarconfig="separate"), PICTURE),
+    "rgb-tiff-16-planar": (
+        _tifffile(np.moveaxis(_deeper(PICTURE, 12), -1, 0), photometric="rgb", planarconfig="separate"),
+        PICTURE,
+    ),
     "grey-png-8": (_pil(GREY, ".png"), GREY),
     "grey-tiff-16-holding-10": (_pil(_deeper(GREY, 10), ".tif"), GREY),
     "grey-tiff-16-holding-12": (_pil(_deeper(GREY, 12), ".tif"), GREY),
@@ -126,7 +131,9 @@ def test_the_segmentation_tells_a_darker_picture_apart(segment) -> None:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_a_16_bit_rgb_tiff_is_laid_out_as_its_orientation_tag_says(tmp_path: Path, orientation: int) -> None:
-    tifffile.imwrite(tmp_path / "deep.tif", _deeper(PICTURE, 12), photometric="rgb", extratags=[(274, 3, 1, orientation, False)])
+    tifffile.imwrite(
+        tmp_path / "deep.tif", _deeper(PICTURE, 12), photometric="rgb", extratags=[(274, 3, 1, orientation, False)]
+    )
     Image.fromarray(PICTURE).save(tmp_path / "flat.tif", exif=_orientation_exif(orientation))
     np.testing.assert_array_equal(read_image(tmp_path / "deep.tif"), read_image(tmp_path / "flat.tif"))
 

@@ -1,4 +1,4 @@
-"""Tests for ``segnet check`` (segnet.check): one test per kind of problem, notes versus problems, the summary."""
+"""Tests for ``segnet check`` (segnet.plan.check): one test per kind of problem, notes versus problems, the summary."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet.check import CheckResult, check_dataset, format_check_report
-from segnet.config import CLASS_WEIGHTING_NAMES, load_config
-from segnet.errors import DataError
-from segnet.synthetic import write_dataset
+from segnet.core.errors import DataError
+from segnet.data.synthetic import write_dataset
+from segnet.plan.check import CheckResult, check_dataset, format_check_report
+from segnet.plan.config import CLASS_WEIGHTING_NAMES, load_config
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 
@@ -145,15 +145,29 @@ def test_colour_masks_read_with_a_palette(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "image", "expected"),
     [
-        ("001.png", Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)), "16-bit integer image: 0-65535 scaled to 8 bit"),
-        ("001.tif", Image.fromarray(np.full((32, 32), 4000, dtype=np.uint16)), "16-bit integer image: 0-4095 scaled to 8 bit"),
-        ("001.tif", Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)), "32-bit float image: 0-1 scaled to 8 bit"),
+        (
+            "001.png",
+            Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)),
+            "16-bit integer image: 0-65535 scaled to 8 bit",
+        ),
+        (
+            "001.tif",
+            Image.fromarray(np.full((32, 32), 4000, dtype=np.uint16)),
+            "16-bit integer image: 0-4095 scaled to 8 bit",
+        ),
+        (
+            "001.tif",
+            Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)),
+            "32-bit float image: 0-1 scaled to 8 bit",
+        ),
         ("001.png", Image.new("RGBA", (32, 32), (10, 20, 30, 128)), "RGBA image: alpha dropped"),
         ("001.png", Image.new("L", (32, 32), 80), "grayscale image: repeated to three channels"),
     ],
     ids=["uint16", "uint16-holding-12-bit", "float", "rgba", "grayscale"],
 )
-def test_handled_conversions_are_notes_not_problems(dataset: Path, name: str, image: Image.Image, expected: str) -> None:
+def test_handled_conversions_are_notes_not_problems(
+    dataset: Path, name: str, image: Image.Image, expected: str
+) -> None:
     (dataset / "images" / "001.png").unlink()
     image.save(dataset / "images" / name)
     result = check(dataset)
@@ -221,11 +235,17 @@ def test_class_statistics_and_median_frequency_weights(tmp_path: Path) -> None:
         Image.new("RGB", (4, 4)).save(tmp_path / "images" / f"{stem}.png")
         grey_mask(mask).save(tmp_path / "masks" / f"{stem}.png")
     summary = check(tmp_path).summary
-    assert summary["class_pixel_frequencies"] == pytest.approx({"background": 20 / 32, "erythrocyte": 4 / 32, "spirochete": 8 / 32})
+    assert summary["class_pixel_frequencies"] == pytest.approx(
+        {"background": 20 / 32, "erythrocyte": 4 / 32, "spirochete": 8 / 32}
+    )
     assert summary["images_per_class"] == {"background": 2, "erythrocyte": 1, "spirochete": 1}
     # f_c = class pixels / pixels of the images containing c: 20/32, 4/16, 8/16; median 0.5
-    assert summary["class_presence_frequencies"] == pytest.approx({"background": 0.625, "erythrocyte": 0.25, "spirochete": 0.5})
-    assert summary["median_frequency_weights"] == pytest.approx({"background": 0.8, "erythrocyte": 2.0, "spirochete": 1.0})
+    assert summary["class_presence_frequencies"] == pytest.approx(
+        {"background": 0.625, "erythrocyte": 0.25, "spirochete": 0.5}
+    )
+    assert summary["median_frequency_weights"] == pytest.approx(
+        {"background": 0.8, "erythrocyte": 2.0, "spirochete": 1.0}
+    )
 
 
 def test_the_report_labels_the_class_weights_training_uses(tmp_path: Path) -> None:
@@ -236,7 +256,7 @@ def test_the_report_labels_the_class_weights_training_uses(tmp_path: Path) -> No
     report = format_check_report(result).splitlines()
     header = next(line for line in report if "weight (" in line)
     assert f"weight ({default}: {CLASS_WEIGHTING_NAMES[default]})" in header and "square-root" in header
-    assert next(line for line in report if line.strip().startswith("erythrocyte")).endswith(f"{2.0 ** 0.5:.3f}")
+    assert next(line for line in report if line.strip().startswith("erythrocyte")).endswith(f"{2.0**0.5:.3f}")
     full = format_check_report(result, "median").splitlines()
     assert next(line for line in full if line.strip().startswith("erythrocyte")).endswith("2.000")
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from segnet.cli import build_parser, main
-from segnet.runfiles import BEST_CHECKPOINT, REPORT_FILE, SPLIT_FILE
-from segnet.errors import SegnetError
-from segnet.inference import InferenceOptions
+from segnet.core.errors import SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT, REPORT_FILE, SPLIT_FILE
+from segnet.model.options import InferenceOptions
 
 SUBCOMMANDS = ("synth", "train", "calibrate", "evaluate", "predict", "export", "report", "check", "demo")
 
@@ -37,6 +37,7 @@ def test_every_subcommand_explains_its_options(command, capsys):
             assert action.option_strings[-1] in text
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     result = segnet("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
     assert result.returncode == 1
@@ -46,21 +47,51 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 def test_synth_train_evaluate_predict_end_to_end(tmp_path):
-    data, run, evaluation, predictions = tmp_path / "data", tmp_path / "run", tmp_path / "evaluation", tmp_path / "predictions"
+    data, run, evaluation, predictions = (
+        tmp_path / "data",
+        tmp_path / "run",
+        tmp_path / "evaluation",
+        tmp_path / "predictions",
+    )
     assert segnet("synth", str(data), "--count", "10", "--size", "40", "--seed", "1").returncode == 0
     assert len(list((data / "images").glob("*.png"))) == 10
 
     trained = segnet(
-        "train", "--data", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "4", "--image-size", "32",
-        "--num-workers", "0", "--val-fraction", "0.2", "--seed", "4",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "4",
     )
     assert trained.returncode == 0, trained.stderr
     assert "epoch 2/2" in trained.stdout
     split = json.loads((run / SPLIT_FILE).read_text())
     assert len(split["val"]) == 2 and len(split["train"]) == 8
 
-    evaluated = segnet("evaluate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--out", str(evaluation), "--report")
+    evaluated = segnet(
+        "evaluate",
+        "--checkpoint",
+        str(run / BEST_CHECKPOINT),
+        "--data",
+        str(data),
+        "--out",
+        str(evaluation),
+        "--report",
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert metrics["num_images"] == 2
@@ -74,7 +105,15 @@ def test_synth_train_evaluate_predict_end_to_end(tmp_path):
     assert (evaluation / REPORT_FILE).is_file() and not (run / REPORT_FILE).exists()  # into --out, as asked
     assert f"report: {evaluation / REPORT_FILE}" in evaluated.stdout
 
-    predicted = segnet("predict", "--checkpoint", str(run / BEST_CHECKPOINT), str(data / "images" / "001.png"), str(data / "images" / "00[23].png"), "--out", str(predictions))
+    predicted = segnet(
+        "predict",
+        "--checkpoint",
+        str(run / BEST_CHECKPOINT),
+        str(data / "images" / "001.png"),
+        str(data / "images" / "00[23].png"),
+        "--out",
+        str(predictions),
+    )
     assert predicted.returncode == 0, predicted.stderr
     for stem in ("001", "002", "003"):
         mask = np.asarray(Image.open(predictions / f"{stem}_mask.png"))
@@ -97,19 +136,38 @@ def test_every_command_runs_the_model_with_the_python_api_defaults(command):
     # One default everywhere: TTA on, as the CLI always had it; --no-tta switches it off.
     def parsed_options(*flags: str) -> InferenceOptions:
         args = build_parser().parse_args([command, *COMMAND_ARGUMENTS[command], *flags])
-        return InferenceOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InferenceOptions)})
+        return InferenceOptions(
+            **{field.name: getattr(args, field.name) for field in dataclasses.fields(InferenceOptions)}
+        )
 
     assert parsed_options() == InferenceOptions()
-    flags = ["--no-tta", "--tile", "64", "--overlap", "0.5", "--batch-size", "2", "--mc-samples", "3", "--device", "cpu"]
-    assert parsed_options(*flags) == InferenceOptions(device="cpu", tile=64, overlap=0.5, batch_size=2, tta=False, mc_samples=3)
+    flags = [
+        "--no-tta",
+        "--tile",
+        "64",
+        "--overlap",
+        "0.5",
+        "--batch-size",
+        "2",
+        "--mc-samples",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    assert parsed_options(*flags) == InferenceOptions(
+        device="cpu", tile=64, overlap=0.5, batch_size=2, tta=False, mc_samples=3
+    )
 
 
-@pytest.mark.parametrize("value", [{"tile": 0}, {"overlap": 1.0}, {"overlap": -0.1}, {"batch_size": 0}, {"mc_samples": -1}])
+@pytest.mark.parametrize(
+    "value", [{"tile": 0}, {"overlap": 1.0}, {"overlap": -0.1}, {"batch_size": 0}, {"mc_samples": -1}]
+)
 def test_inference_options_refuse_values_out_of_range(value):
     with pytest.raises(SegnetError, match=str(next(iter(value.values())))):
         InferenceOptions(**value)
 
 
+@pytest.mark.slow
 def test_python_dash_m_is_the_same_command():
     result = segnet("--version")
     assert result.returncode == 0 and result.stdout.startswith("segnet ")
@@ -119,7 +177,11 @@ def test_python_dash_m_is_the_same_command():
     ("arguments", "typo", "meant"),
     [
         (["predict", "image.png", "--out", "DIR", "--diamter", "40"], "--diamter", "--diameter"),
-        (["evaluate", "--chekpoint", "darkfield", "--data", "DIR"], "--chekpoint", "--checkpoint"),  # not "--checkpoint is required"
+        (
+            ["evaluate", "--chekpoint", "darkfield", "--data", "DIR"],
+            "--chekpoint",
+            "--checkpoint",
+        ),  # not "--checkpoint is required"
         (["predict", "--chekpoint", "darkfield", "image.png", "--out", "DIR"], "--chekpoint", "--checkpoint"),
     ],
 )
@@ -134,7 +196,9 @@ def test_a_mistyped_option_is_named_with_the_option_meant(arguments, typo, meant
 def test_an_unknown_option_like_no_other_points_to_the_help(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "image.png", "--out", "DIR", "--zzzzzz"])
-    assert capsys.readouterr().err.strip() == "segnet predict: error: unknown option --zzzzzz; see 'segnet predict --help'"
+    assert (
+        capsys.readouterr().err.strip() == "segnet predict: error: unknown option --zzzzzz; see 'segnet predict --help'"
+    )
 
 
 def test_an_abbreviated_option_is_no_typo():
@@ -142,7 +206,7 @@ def test_an_abbreviated_option_is_no_typo():
 
 
 def test_a_mistyped_model_name_suggests_the_built_in_model_and_lists_them(tmp_path, capsys, monkeypatch):
-    from segnet.builtin import BUILTIN_MODELS
+    from segnet.model.builtin import BUILTIN_MODELS
 
     monkeypatch.chdir(tmp_path)
     assert main(["predict", "--checkpoint", "darkfeld", "image.png", "--out", "DIR"]) == 1
@@ -151,15 +215,20 @@ def test_a_mistyped_model_name_suggests_the_built_in_model_and_lists_them(tmp_pa
     assert f"(built-in models: {', '.join(BUILTIN_MODELS)})" in error
 
 
+@pytest.mark.slow
 def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_path):
-    from segnet.demo import DEMO_TIME_BUDGET, run_demo
-    from segnet.hardware import describe_hardware
+    from segnet.core.hardware import describe_hardware
+    from segnet.workflow.demo import DEMO_TIME_BUDGET, run_demo
 
     assert build_parser().parse_args(["demo"]).time_budget == DEMO_TIME_BUDGET
     lines = []
-    metrics = run_demo(tmp_path / "demo", device="cpu", images=12, size=48, epochs=50, time_budget=0.01, log=lines.append)
+    metrics = run_demo(
+        tmp_path / "demo", device="cpu", images=12, size=48, epochs=50, time_budget=0.01, log=lines.append
+    )
     assert lines[0] == describe_hardware("cpu").line()  # device, dtype and why, before anything runs
-    assert any("time budget 0.01 min:" in line for line in lines), lines  # the budget, not the 50 epochs, ended training
+    assert any("time budget 0.01 min:" in line for line in lines), (
+        lines
+    )  # the budget, not the 50 epochs, ended training
     history = (tmp_path / "demo" / "run" / "history.csv").read_text().splitlines()
     assert 2 <= len(history) < 1 + 50 and 0 <= metrics["mean_iou"] <= 1
     assert (tmp_path / "demo" / "predictions" / "counts.csv").is_file()

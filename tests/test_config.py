@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from segnet.config import TrainConfig, load_config, save_config
-from segnet.errors import SegnetError
-from segnet.runfiles import CONFIG_FILE
+from segnet.core.errors import SegnetError
+from segnet.core.runfiles import CONFIG_FILE
+from segnet.plan.config import TrainConfig, load_config, save_config
 
 
 def test_flags_win_over_the_file_which_wins_over_defaults(tmp_path):
@@ -47,13 +47,25 @@ def test_default_learning_rate_depends_on_the_optimiser():
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"epochs: 2\nbatch_size: 8\nepochs: 60\n", "not a valid YAML config at line 3, column 1: the key 'epochs' is given twice"),
-        (b"classes: [a, b\n", "not a valid YAML config at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
-        (b"epochs: !!python/object/apply:os.system [true]\n", "not a valid YAML config at line 1, column 9: could not determine a constructor"),
+        (
+            b"epochs: 2\nbatch_size: 8\nepochs: 60\n",
+            "not a valid YAML config at line 3, column 1: the key 'epochs' is given twice",
+        ),
+        (
+            b"classes: [a, b\n",
+            "not a valid YAML config at line 2, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+        (
+            b"epochs: !!python/object/apply:os.system [true]\n",
+            "not a valid YAML config at line 1, column 9: could not determine a constructor",
+        ),
         (b"\xff\xfe\x00epochs: 2", "not UTF-8 text (byte 0): a damaged config"),
         (b"1: 2\nbogus: 3\n", "unknown config keys [1, 'bogus']"),
         (b"0\n", "a config must be a mapping of option: value"),
-        (b"!!set option:\n", "not a valid YAML config at line 1, column 1: expected a mapping node, but found scalar"),  # found by fuzzing
+        (
+            b"!!set option:\n",
+            "not a valid YAML config at line 1, column 1: expected a mapping node, but found scalar",
+        ),  # found by fuzzing
     ],
 )
 def test_a_broken_yaml_file_is_one_line_naming_it(tmp_path, content, message):
@@ -73,7 +85,10 @@ def test_a_broken_yaml_file_is_one_line_naming_it(tmp_path, content, message):
         ({"epochs": 1.5}, "epochs = 1.5 is refused: input should be a valid integer"),
         ({"lr": -1}, "lr = -1 is refused: input should be greater than 0"),
         ({"lr": float("nan")}, "lr = nan is refused: input should be a finite number"),
-        ({"mask_palette": {"erythrocyte": [255, 0]}}, "mask_palette = {'erythrocyte': [255, 0]} is refused: list should have at least 3 items, not 2"),
+        (
+            {"mask_palette": {"erythrocyte": [255, 0]}},
+            "mask_palette = {'erythrocyte': [255, 0]} is refused: list should have at least 3 items, not 2",
+        ),
         ({"folds": 1}, "folds = 1 is refused: input should be greater than or equal to 2"),
         ({"downsample": 1000}, "downsample = 1000 is refused: input should be less than or equal to 16"),
     ],
@@ -85,7 +100,7 @@ def test_every_value_is_checked_against_its_type_and_range(tmp_path, values, exp
         load_config(path)
     assert str(error.value) == f"{path}: {expected}"
     # A flag goes through the same check and is named as the flag.
-    (key, value), = values.items()
+    ((key, value),) = values.items()
     with pytest.raises(SegnetError) as error:
         load_config(None, {key: value})
     assert str(error.value) == f"--{key.replace('_', '-')}: {expected}"
@@ -98,7 +113,7 @@ def test_folds_go_in_the_yaml_file_as_the_readme_says(tmp_path):
 
 def test_every_option_has_a_train_flag_whose_help_shows_the_config_default():
     from segnet.cli import build_parser
-    from segnet.config import FIELD_NAMES, config_options
+    from segnet.plan.config import FIELD_NAMES, config_options
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]

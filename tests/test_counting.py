@@ -1,11 +1,18 @@
-"""Tests for segnet.counting on synthetic masks drawn with numpy."""
+"""Tests for segnet.evaluate.counting on synthetic masks drawn with numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segnet.counting import area_threshold, clean_prediction, count_agreement, count_objects, coverage, label_objects
+from segnet.evaluate.counting import (
+    area_threshold,
+    clean_prediction,
+    count_agreement,
+    count_objects,
+    coverage,
+    label_objects,
+)
 
 SHAPE = (200, 240)
 

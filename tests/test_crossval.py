@@ -9,22 +9,22 @@ import pytest
 from PIL import Image
 
 from segnet.cli import main
-from segnet.config import load_config
-from segnet.crossval import (
+from segnet.core.errors import SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
+from segnet.data.pairs import find_pairs, read_image
+from segnet.evaluate.detection import ObjectTally, PresenceTally
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Ensemble, Predictor
+from segnet.plan.config import load_config
+from segnet.train.folds import fold_checkpoints
+from segnet.train.metrics import metrics_from_confusion
+from segnet.workflow.crossval import (
     evaluate_cross_validation,
-    fold_checkpoints,
     format_cv_table,
     k_fold_split,
     summarize_folds,
     train_cross_validation,
 )
-from segnet.data import find_pairs, read_image
-from segnet.detection import ObjectTally, PresenceTally
-from segnet.errors import SegnetError
-from segnet.metrics import metrics_from_confusion
-from segnet.predict import Ensemble, Predictor
-from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
-from segnet.inference import InferenceOptions
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -35,7 +35,9 @@ def test_folds_partition_the_images_reproducibly(synthetic_dataset):
     stems = [p.stem for fold in folds for p in fold]
     assert sorted(stems) == sorted(p.stem for p in pairs)  # every image in exactly one fold
     assert sorted(len(fold) for fold in folds) == [2, 2, 2, 3, 3]
-    assert [[p.stem for p in fold] for fold in k_fold_split(list(reversed(pairs)), 5, seed=1)] == [[p.stem for p in fold] for fold in folds]
+    assert [[p.stem for p in fold] for fold in k_fold_split(list(reversed(pairs)), 5, seed=1)] == [
+        [p.stem for p in fold] for fold in folds
+    ]
     assert k_fold_split(pairs, 5, seed=2) != folds
     with pytest.raises(SegnetError, match="at least 2 folds"):
         k_fold_split(pairs, 1, seed=0)
@@ -64,7 +66,9 @@ def test_pooled_object_scores_sum_the_folds_tallies():
         metrics["presence"] = {"cell": PresenceTally.of_image(image, tally).to_dict()}
         return metrics
 
-    summary = summarize_folds([fold([[8, 0], [0, 2]], ObjectTally(4, 4, 4, 4), "a"), fold([[6, 2], [2, 0]], ObjectTally(1, 0, 0, 0), "b")])
+    summary = summarize_folds(
+        [fold([[8, 0], [0, 2]], ObjectTally(4, 4, 4, 4), "a"), fold([[6, 2], [2, 0]], ObjectTally(1, 0, 0, 0), "b")]
+    )
     assert summary["scores"]["object F1 cell"]["per_fold"] == [1.0, 0.0]
     # Pooled from the summed tallies (recall 4/5, precision 4/4), not the mean of the folds' F1.
     assert summary["pooled"]["object F1 cell"] == pytest.approx(2 * 0.8 / 1.8)
@@ -76,17 +80,35 @@ def test_pooled_object_scores_sum_the_folds_tallies():
 def cross_validation_run(synthetic_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("cv") / "run"
     status = main(
-        ["train", "--data", str(synthetic_dataset), "--out", str(run), "--folds", "3", "--epochs", "1",
-         "--batch-size", "4", "--image-size", "32", "--num-workers", "0"]
+        [
+            "train",
+            "--data",
+            str(synthetic_dataset),
+            "--out",
+            str(run),
+            "--folds",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "32",
+            "--num-workers",
+            "0",
+        ]
     )
     assert status == 0
     return run
 
 
+@pytest.mark.slow
 def test_cross_validation_writes_folds_runs_and_summary(cross_validation_run, synthetic_dataset):
     run = cross_validation_run
     folds = json.loads((run / "folds.json").read_text())
-    assert folds["folds"] == 3 and sorted(sum(folds["stems"], [])) == sorted(p.stem for p in find_pairs(synthetic_dataset))
+    assert folds["folds"] == 3 and sorted(sum(folds["stems"], [])) == sorted(
+        p.stem for p in find_pairs(synthetic_dataset)
+    )
     for k, stems in enumerate(folds["stems"], start=1):
         assert json.loads((run / f"fold_{k}" / SPLIT_FILE).read_text())["val"] == stems
         assert (run / f"fold_{k}" / BEST_CHECKPOINT).is_file()
@@ -101,6 +123,7 @@ def test_cross_validation_writes_folds_runs_and_summary(cross_validation_run, sy
         train_cross_validation(load_config(None, {"data": str(synthetic_dataset), "out": str(run)}), 3)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synthetic_dataset, capsys):
     run = cross_validation_run
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(synthetic_dataset), "--device", "cpu"]) == 0
@@ -114,7 +137,9 @@ def test_evaluate_scores_each_fold_on_its_own_images(cross_validation_run, synth
     summary = json.loads((run / EVALUATION_FOLDER / "cv_summary.json").read_text())
     assert np.sum(summary["pooled_metrics"]["confusion_matrix"]) == 12 * 48 * 48
     assert "mean boundary F1" in summary["scores"] and "object F1 spirochete" in printed
-    fold_objects = [json.loads((run / EVALUATION_FOLDER / f"fold_{k}" / "metrics.json").read_text())["objects"] for k in (1, 2, 3)]
+    fold_objects = [
+        json.loads((run / EVALUATION_FOLDER / f"fold_{k}" / "metrics.json").read_text())["objects"] for k in (1, 2, 3)
+    ]
     pooled = summary["pooled_metrics"]["objects"]["spirochete"]
     assert pooled["true_objects"] == sum(objects["spirochete"]["true_objects"] for objects in fold_objects)
 
@@ -124,6 +149,7 @@ def test_evaluate_refuses_a_folder_that_is_not_a_cross_validation_run(synthetic_
         evaluate_cross_validation(tmp_path, synthetic_dataset)
 
 
+@pytest.mark.slow
 def test_predict_with_a_cross_validation_run_averages_the_folds(cross_validation_run, synthetic_dataset, tmp_path):
     run = cross_validation_run
     image_path = find_pairs(synthetic_dataset)[0].image
@@ -138,12 +164,16 @@ def test_predict_with_a_cross_validation_run_averages_the_folds(cross_validation
     assert len({tuple(member.mean_255) for member in members}) == 3
 
     out = tmp_path / "predicted"
-    assert main(["predict", "--checkpoint", str(run), str(image_path), "--out", str(out), "--device", "cpu", "--no-tta"]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(run), str(image_path), "--out", str(out), "--device", "cpu", "--no-tta"])
+        == 0
+    )
     mask = np.asarray(Image.open(out / f"{image_path.stem}_mask.png"))
     np.testing.assert_array_equal(mask, expected.argmax(0))
     assert (out / f"{image_path.stem}_uncertainty.png").is_file()  # the folds' disagreement
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_unfinished_or_unknown_run_folder(cross_validation_run, synthetic_dataset, tmp_path, capsys):
     image = str(find_pairs(synthetic_dataset)[0].image)
     assert main(["predict", "--checkpoint", str(tmp_path), image, "--out", str(tmp_path / "out")]) == 1

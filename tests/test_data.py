@@ -9,26 +9,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet.data import (
+from segnet.core.errors import DataError
+from segnet.core.runfiles import SPLIT_FILE
+from segnet.data.dataset import SegmentationDataset
+from segnet.data.fingerprint import compute_fingerprint, mask_thickness, object_diameter, reference_scale
+from segnet.data.pairs import (
     IGNORE_INDEX,
-    SegmentationDataset,
-    compute_fingerprint,
     find_pairs,
     load_pair,
-    mask_thickness,
-    object_diameter,
     read_image,
-    reference_scale,
     read_mask,
     read_split,
     split_pairs,
     write_split,
 )
-from segnet.errors import DataError
-from segnet.runfiles import SPLIT_FILE
 
 
-def write_pair(root: Path, stem: str, size=(10, 8), mask_value: int = 1, image_ext: str = ".png", mask_folder: str = "masks") -> None:
+def write_pair(
+    root: Path, stem: str, size=(10, 8), mask_value: int = 1, image_ext: str = ".png", mask_folder: str = "masks"
+) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / mask_folder).mkdir(parents=True, exist_ok=True)
     width, height = size
@@ -43,7 +42,11 @@ def test_pairs_by_stem_whatever_the_listing_order(tmp_path, monkeypatch):
         write_pair(tmp_path, stem, mask_value=value)
     original_iterdir = Path.iterdir
     # A file system that lists images and masks in different orders must not pair the wrong files.
-    monkeypatch.setattr(Path, "iterdir", lambda self: reversed(list(original_iterdir(self))) if self.name == "masks" else original_iterdir(self))
+    monkeypatch.setattr(
+        Path,
+        "iterdir",
+        lambda self: reversed(list(original_iterdir(self))) if self.name == "masks" else original_iterdir(self),
+    )
     pairs = find_pairs(tmp_path)
     assert [p.stem for p in pairs] == ["a", "b", "c"]
     for pair in pairs:
@@ -136,7 +139,7 @@ def test_split_is_reproducible_disjoint_and_90_10(tmp_path):
 
 
 def test_the_original_projects_split_sizes():
-    from segnet.data import Pair
+    from segnet.data.pairs import Pair
 
     pairs = [Pair(f"{i:03d}", Path(f"{i}.png"), Path(f"{i}.png")) for i in range(366)]
     train, val = split_pairs(pairs, 0.1, seed=0)
@@ -145,7 +148,9 @@ def test_the_original_projects_split_sizes():
 
 def test_fingerprint_statistics_match_numpy():
     rng = np.random.default_rng(0)
-    samples = [(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 2, (6, 7)).astype(np.uint8)) for _ in range(3)]
+    samples = [
+        (rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), rng.integers(0, 2, (6, 7)).astype(np.uint8)) for _ in range(3)
+    ]
     samples.append((rng.integers(0, 256, (4, 9, 3), dtype=np.uint8), np.full((4, 9), 2, np.uint8)))
     fingerprint = compute_fingerprint(samples, 3)
     pixels = np.concatenate([image.reshape(-1, 3) for image, _ in samples]) / 255.0
@@ -188,7 +193,12 @@ def _discs(radius: int, side: int) -> np.ndarray:
     """Four discs of ``radius`` in a ``side`` x ``side`` mask (class 1)."""
     yy, xx = np.mgrid[:side, :side]
     mask = np.zeros((side, side), np.uint8)
-    for cy, cx in ((side // 4, side // 4), (side // 4, 3 * side // 4), (3 * side // 4, side // 4), (3 * side // 4, 3 * side // 4)):
+    for cy, cx in (
+        (side // 4, side // 4),
+        (side // 4, 3 * side // 4),
+        (3 * side // 4, side // 4),
+        (3 * side // 4, 3 * side // 4),
+    ):
         mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 1
     return mask
 
@@ -213,6 +223,10 @@ def test_dataset_sees_every_image_at_the_reference_magnification(tmp_path):
     plain = SegmentationDataset(pairs, 2, mean=(0, 0, 0), std=(1, 1, 1))
     for index in range(2):
         image, mask = dataset[index]
-        assert object_diameter(mask.numpy() == 1) == pytest.approx(20.0, abs=3)  # discs of a few pixels: their drawn width is rounded
+        assert object_diameter(mask.numpy() == 1) == pytest.approx(
+            20.0, abs=3
+        )  # discs of a few pixels: their drawn width is rounded
         assert ((image[0] > 0.5).numpy() == (mask.numpy() == 1)).mean() > 0.98
-    assert {object_diameter(plain[i][1].numpy() == 1) for i in range(2)} != {object_diameter(dataset[i][1].numpy() == 1) for i in range(2)}
+    assert {object_diameter(plain[i][1].numpy() == 1) for i in range(2)} != {
+        object_diameter(dataset[i][1].numpy() == 1) for i in range(2)
+    }

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from segnet.data import Pair, load_pair, read_image, read_mask
-from segnet.errors import DataError
+from segnet.core.errors import DataError
+from segnet.data.pairs import Pair, load_pair, read_image, read_mask
 
 # Pillow warns about the broken files it is fed here (corrupt EXIF, truncated reads, huge sizes): expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
@@ -98,7 +98,12 @@ small_images = st.builds(
 
 
 @FUZZ
-@given(pixels=small_images, extension=st.sampled_from(EXTENSIONS), cut=st.floats(0, 1, exclude_max=True), flip=st.booleans())
+@given(
+    pixels=small_images,
+    extension=st.sampled_from(EXTENSIONS),
+    cut=st.floats(0, 1, exclude_max=True),
+    flip=st.booleans(),
+)
 def test_truncated_or_corrupted_files(folder: Path, pixels: np.ndarray, extension: str, cut: float, flip: bool) -> None:
     """A valid file cut short at a random offset, or with one byte inverted there."""
     data = bytearray(encode(Image.fromarray(pixels), extension))
@@ -127,7 +132,12 @@ def test_png_headers(folder: Path, width: int, height: int, bit_depth: int, colo
     """Well-formed PNG chunks describing any size (huge ones included) and any pixel format."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     path = folder / "header.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(idat)) + png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(idat))
+        + png_chunk(b"IEND", b"")
+    )
     check_image_and_mask_readers(path)
 
 
@@ -161,7 +171,9 @@ def valid_images(draw: st.DrawFn) -> tuple[str, str, np.ndarray]:
     height = draw(st.sampled_from([1, 2, 3]) | st.integers(1, 40))
     width = draw(st.sampled_from([1, 2, 3]) | st.integers(1, 40))
     if dtype == np.float32:
-        elements = st.floats(-10, 1e5, width=32) | st.floats(0, 1, width=32) | st.sampled_from([float("nan"), float("inf")])
+        elements = (
+            st.floats(-10, 1e5, width=32) | st.floats(0, 1, width=32) | st.sampled_from([float("nan"), float("inf")])
+        )
     else:
         elements = None
     pixels = draw(arrays(dtype, (height, width, channels), elements=elements))
@@ -222,7 +234,9 @@ def mask_image(mode: str, values: np.ndarray) -> Image.Image:
     if mode == "RGB":
         return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
     if mode == "RGBA":
-        return Image.fromarray(np.concatenate([np.repeat(grey[:, :, None], 3, axis=2), np.full_like(grey[:, :, None], 200)], axis=2))
+        return Image.fromarray(
+            np.concatenate([np.repeat(grey[:, :, None], 3, axis=2), np.full_like(grey[:, :, None], 200)], axis=2)
+        )
     return Image.fromarray(grey)
 
 

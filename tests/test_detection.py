@@ -1,12 +1,19 @@
-"""Tests for segnet.detection: the object matching rule and image-level presence on hand-made masks."""
+"""Tests for segnet.evaluate.detection: the object matching rule and image-level presence on hand-made masks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segnet.counting import count_objects
-from segnet.detection import ObjectTally, PresenceTally, found_objects, match_objects, pooled_detection, score_objects
+from segnet.evaluate.counting import count_objects
+from segnet.evaluate.detection import (
+    ObjectTally,
+    PresenceTally,
+    found_objects,
+    match_objects,
+    pooled_detection,
+    score_objects,
+)
 
 BACKGROUND, CELL, SPIROCHETE = 0, 1, 2
 SHAPE = (64, 96)
@@ -145,7 +152,10 @@ def test_presence_over_images_with_and_without_the_class() -> None:
 
 def test_pooled_detection_sums_evaluations() -> None:
     def evaluation(tally: ObjectTally, image: str) -> dict:
-        return {"objects": {"spirochete": tally.to_dict()}, "presence": {"spirochete": PresenceTally.of_image(image, tally).to_dict()}}
+        return {
+            "objects": {"spirochete": tally.to_dict()},
+            "presence": {"spirochete": PresenceTally.of_image(image, tally).to_dict()},
+        }
 
     pooled = pooled_detection([evaluation(ObjectTally(3, 3, 3, 2), "a"), evaluation(ObjectTally(1, 0, 0, 0), "b")])
     assert pooled["objects"]["spirochete"] == ObjectTally(4, 3, 3, 2).to_dict()

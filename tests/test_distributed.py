@@ -12,11 +12,11 @@ import sys
 import pytest
 import torch
 
-from segnet import distributed as dist
-from segnet.checkpoint import load_checkpoint
-from segnet.evaluate import evaluate_run
-from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
-from segnet.inference import InferenceOptions
+from segnet.core import distributed as dist
+from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
+from segnet.evaluate.run import evaluate_run
+from segnet.model.checkpoint import load_checkpoint
+from segnet.model.options import InferenceOptions
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -43,11 +43,33 @@ def two_process_run(synthetic_dataset, tmp_path_factory):
     """Two gloo processes, 2 epochs of 2 steps each on 32 px crops; returns (run folder, stdout)."""
     out = tmp_path_factory.mktemp("ddp") / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "segnet", "train", "--data", str(synthetic_dataset), "--out", str(out), "--device", "cpu",
-        "--epochs", "2", "--batch-size", "4", "--image-size", "32", "--num-workers", "0", "--val-fraction", "0.25",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "segnet",
+        "train",
+        "--data",
+        str(synthetic_dataset),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--val-fraction",
+        "0.25",
         "--amp",  # training steps in bfloat16; validation runs evaluate's float32 predictor all the same
-        "--calibration-images", "0",  # best.pt keeps the raw logits that validation scored
+        "--calibration-images",
+        "0",  # best.pt keeps the raw logits that validation scored
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=out.parent)
@@ -55,6 +77,7 @@ def two_process_run(synthetic_dataset, tmp_path_factory):
     return out, result.stdout
 
 
+@pytest.mark.slow
 def test_both_processes_end_with_the_checkpointed_weights(two_process_run):
     out, stdout = two_process_run
     assert "2 process(es) x batch 2" in stdout
@@ -65,10 +88,18 @@ def test_both_processes_end_with_the_checkpointed_weights(two_process_run):
     assert stdout.count("run folder:") == 1  # only rank 0 reports
 
 
+@pytest.mark.slow
 def test_validation_over_two_processes_equals_a_single_process_evaluation(two_process_run, synthetic_dataset, tmp_path):
     out, _ = two_process_run
     trained = json.loads((out / BEST_METRICS_FILE).read_text())  # reduced over both ranks' shares
-    single = evaluate_run(out / BEST_CHECKPOINT, synthetic_dataset, split="val", out=tmp_path / "evaluation", options=PLAIN, progress=False)
+    single = evaluate_run(
+        out / BEST_CHECKPOINT,
+        synthetic_dataset,
+        split="val",
+        out=tmp_path / "evaluation",
+        options=PLAIN,
+        progress=False,
+    )
     assert single["num_images"] == 3
     assert trained["confusion_matrix"] == single["confusion_matrix"]  # every validation pixel counted once
     assert trained["mean_iou"] == pytest.approx(single["mean_iou"], abs=1e-12)
@@ -79,12 +110,26 @@ def test_validation_over_two_processes_equals_a_single_process_evaluation(two_pr
     assert abs(float(best_row["val_mean_iou"]) - single["mean_iou"]) <= 1e-6
 
 
-def test_history_over_two_processes_is_what_evaluate_without_tta_gives(two_process_run, synthetic_dataset, tmp_path, capsys):
+@pytest.mark.slow
+def test_history_over_two_processes_is_what_evaluate_without_tta_gives(
+    two_process_run, synthetic_dataset, tmp_path, capsys
+):
     from segnet.cli import main
 
     out, _ = two_process_run
     evaluation = tmp_path / "evaluation"
-    command = ["evaluate", "--checkpoint", str(out / LAST_CHECKPOINT), "--data", str(synthetic_dataset), "--no-tta", "--device", "cpu", "--out", str(evaluation)]
+    command = [
+        "evaluate",
+        "--checkpoint",
+        str(out / LAST_CHECKPOINT),
+        "--data",
+        str(synthetic_dataset),
+        "--no-tta",
+        "--device",
+        "cpu",
+        "--out",
+        str(evaluation),
+    ]
     assert main(command) == 0
     capsys.readouterr()
     single = json.loads((evaluation / "metrics.json").read_text())

@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from segnet.checkpoint import AVERAGED_UPDATES_KEY, TRAINED_STATE_KEY, load_checkpoint
-from segnet.config import load_config
-from segnet.errors import SegnetError
-from segnet.ema import WARMUP_UPDATES, WeightAverage
-from segnet.evaluate import evaluate_run
-from segnet.inference import InferenceOptions
-from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, LAST_CHECKPOINT
-from segnet.train import train
+from segnet.core.errors import SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, LAST_CHECKPOINT
+from segnet.evaluate.run import evaluate_run
+from segnet.model.checkpoint import AVERAGED_UPDATES_KEY, TRAINED_STATE_KEY, load_checkpoint
+from segnet.model.options import InferenceOptions
+from segnet.plan.config import load_config
+from segnet.train.ema import WARMUP_UPDATES, WeightAverage
+from segnet.train.loop import train
 
 
 def small_module() -> nn.Module:
@@ -50,16 +50,37 @@ def test_a_decay_outside_zero_to_one_is_refused():
         load_config(None, {"ema_decay": 1.5})
 
 
+@pytest.mark.slow
 def test_a_run_validates_and_saves_the_average(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
-    values = {"data": str(synthetic_dataset), "out": str(run), "epochs": 2, "batch_size": 4, "image_size": 32,
-              "num_workers": 0, "val_fraction": 0.25, "ema_decay": 0.9, "calibration_images": 0}
+    values = {
+        "data": str(synthetic_dataset),
+        "out": str(run),
+        "epochs": 2,
+        "batch_size": 4,
+        "image_size": 32,
+        "num_workers": 0,
+        "val_fraction": 0.25,
+        "ema_decay": 0.9,
+        "calibration_images": 0,
+    }
     train(load_config(None, values), progress_log=lambda *a: None)
     last = load_checkpoint(run / LAST_CHECKPOINT)
     assert last[AVERAGED_UPDATES_KEY] > 0
-    differs = [key for key, value in last["model_state"].items() if value.is_floating_point() and not torch.equal(value, last[TRAINED_STATE_KEY][key])]
+    differs = [
+        key
+        for key, value in last["model_state"].items()
+        if value.is_floating_point() and not torch.equal(value, last[TRAINED_STATE_KEY][key])
+    ]
     assert differs, "the saved weights are the stepped ones, not their average"
     # best.pt holds the weights validation scored: evaluating them gives the recorded score.
     recorded = json.loads((run / BEST_METRICS_FILE).read_text())
-    scored = evaluate_run(run / BEST_CHECKPOINT, synthetic_dataset, split="val", out=tmp_path / "evaluation", options=InferenceOptions(tta=False), progress=False)
+    scored = evaluate_run(
+        run / BEST_CHECKPOINT,
+        synthetic_dataset,
+        split="val",
+        out=tmp_path / "evaluation",
+        options=InferenceOptions(tta=False),
+        progress=False,
+    )
     assert scored["mean_iou"] == pytest.approx(recorded["mean_iou"], abs=1e-6)

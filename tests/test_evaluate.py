@@ -16,17 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from segnet import DEFAULT_CLASSES
-from segnet.counting import clean_prediction, count_objects
-from segnet.detection import ObjectTally, PresenceTally, score_objects
-from segnet.checkpoint import TRAINING_IMAGES_KEY, save_checkpoint
-from segnet.data import find_pairs, read_mask, write_split
-from segnet.errors import DataError, SegnetError
-from segnet.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
-from segnet.evaluate import evaluate_run
-from segnet.outputs import output_lock
-from segnet.score_tables import format_metrics_table
-from segnet.inference import InferenceOptions
+from segnet.core.errors import DataError, SegnetError
+from segnet.core.outputs import output_lock
+from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.pairs import find_pairs, read_mask, write_split
+from segnet.evaluate.counting import clean_prediction, count_objects
+from segnet.evaluate.detection import ObjectTally, PresenceTally, score_objects
+from segnet.evaluate.run import evaluate_run
+from segnet.evaluate.tables import format_metrics_table
+from segnet.model.checkpoint import TRAINING_IMAGES_KEY, save_checkpoint
+from segnet.model.options import InferenceOptions
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -54,7 +54,15 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
     run, data, metrics = evaluated
     out = run / EVALUATION_FOLDER
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    for key in ("classes", "global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou", "per_class", "confusion_matrix"):
+    for key in (
+        "classes",
+        "global_accuracy",
+        "class_average_accuracy",
+        "mean_iou",
+        "frequency_weighted_iou",
+        "per_class",
+        "confusion_matrix",
+    ):
         assert key in metrics
     assert metrics["classes"] == CLASSES
     assert metrics["num_images"] == 2
@@ -91,14 +99,18 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
     assert confusion.sum() == len(rows) * SIZE * SIZE
     assert confusion.trace() / confusion.sum() == pytest.approx(metrics["global_accuracy"])
     # Images of one size: the mean per-image pixel accuracy is the global accuracy.
-    assert np.mean([float(row["pixel_accuracy"]) for row in rows]) == pytest.approx(metrics["global_accuracy"], abs=1e-5)
+    assert np.mean([float(row["pixel_accuracy"]) for row in rows]) == pytest.approx(
+        metrics["global_accuracy"], abs=1e-5
+    )
 
     # Recompute from the files: truth from the masks, prediction from predictions/.
     recomputed = np.zeros_like(confusion)
     for row in rows:
         truth = read_mask(row["mask_path"], len(CLASSES))
         pred = read_mask(out / "predictions" / f"{row['image']}.png", len(CLASSES))
-        recomputed += np.bincount(len(CLASSES) * truth.ravel().astype(int) + pred.ravel(), minlength=len(CLASSES) ** 2).reshape(3, 3)
+        recomputed += np.bincount(
+            len(CLASSES) * truth.ravel().astype(int) + pred.ravel(), minlength=len(CLASSES) ** 2
+        ).reshape(3, 3)
         assert float(row["pixel_accuracy"]) == pytest.approx(np.mean(truth == pred), abs=1e-5)
         true_counts = count_objects(truth, [1, 2], min_area=MIN_AREA)
         pred_counts = count_objects(clean_prediction(pred), [1, 2], min_area=MIN_AREA)
@@ -121,7 +133,12 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
         assert agreement["mean_predicted"] == pytest.approx(np.mean([int(row[f"pred_count_{name}"]) for row in rows]))
     for name, entry in metrics["objects"].items():
         # The whole-set object scores are the sums of the per-image rows.
-        total = ObjectTally(*(sum(int(row[f"{column}_{name}"]) for row in rows) for column in ("true_count", "found", "pred_count", "correct")))
+        total = ObjectTally(
+            *(
+                sum(int(row[f"{column}_{name}"]) for row in rows)
+                for column in ("true_count", "found", "pred_count", "correct")
+            )
+        )
         assert entry == total.to_dict()
         presence = metrics["presence"][name]
         holds = [row["image"] for row in rows if int(row[f"true_count_{name}"]) > 0]
@@ -135,9 +152,29 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
 
 def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dict]) -> None:
     table = format_metrics_table(evaluated[2])
-    for text in ("IoU", "precision", "dice", "BF1", "support", "global accuracy", "class-average accuracy", "mean IoU",
-                 "frequency-weighted IoU", "mean boundary F1", "count MAE", "count r", "true objects", "found", "recall",
-                 "F1", "sensitivity", "specificity", "missed in", "said present in", *CLASSES):
+    for text in (
+        "IoU",
+        "precision",
+        "dice",
+        "BF1",
+        "support",
+        "global accuracy",
+        "class-average accuracy",
+        "mean IoU",
+        "frequency-weighted IoU",
+        "mean boundary F1",
+        "count MAE",
+        "count r",
+        "true objects",
+        "found",
+        "recall",
+        "F1",
+        "sensitivity",
+        "specificity",
+        "missed in",
+        "said present in",
+        *CLASSES,
+    ):
         assert text in table
     assert f"{evaluated[2]['mean_iou']:.3f}" in table
     assert "None" not in table and "nan" not in table
@@ -185,7 +222,9 @@ def test_a_split_edited_to_hold_out_training_images_is_refused(tmp_path: Path, m
     assert evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)["num_images"] == 2
     pairs = find_pairs(data)
     write_split(run / SPLIT_FILE, pairs[1:3], [pairs[0], pairs[3]])  # 001, trained on, now "held out"
-    with pytest.raises(DataError, match=r"split.json: lists 1 image\(s\) the checkpoint was trained on as held out \(001\)"):
+    with pytest.raises(
+        DataError, match=r"split.json: lists 1 image\(s\) the checkpoint was trained on as held out \(001\)"
+    ):
         evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
     assert evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, progress=False)["num_images"] == 4
 
@@ -215,7 +254,9 @@ def test_undefined_scores_are_dashes() -> None:
         "presence": {"cell": PresenceTally.of_image("001", ObjectTally()).to_dict()},
     }
     table = format_metrics_table(metrics)
-    per_class_line, count_line, object_line, presence_line = [line.split() for line in table.splitlines() if line.startswith("cell ")]
+    per_class_line, count_line, object_line, presence_line = [
+        line.split() for line in table.splitlines() if line.startswith("cell ")
+    ]
     assert per_class_line == ["cell", "-", "-", "-", "-", "-", "0"]
     assert count_line == ["cell", "0.00", "-", "0.0", "0.0"]
     assert object_line == ["cell", "0", "0", "0", "0", "-", "-", "-"]

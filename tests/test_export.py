@@ -18,16 +18,17 @@ from PIL import Image
 from scipy.special import softmax
 from torch import nn
 
-from segnet.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
-from segnet.checkpoint import load_model as load_checkpoint_model
 from segnet.cli import main
-from segnet.errors import CheckpointError, SegnetError
-from segnet.export import check_onnx_export, export_onnx, model_to_onnx, validate_bioimageio
-from segnet.model import DecoderStage, EncoderStage, SegNet, build_model
-from segnet.spec import ModelSpec
-from segnet.predict import OnnxModelInfo, Predictor
-from segnet.synthetic import generate_sample
-from segnet.inference import InferenceOptions
+from segnet.core.errors import CheckpointError, SegnetError
+from segnet.data.synthetic import generate_sample
+from segnet.export.formats import check_onnx_export, export_onnx, model_to_onnx, validate_bioimageio
+from segnet.model.backends import OnnxModelInfo
+from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import load_model as load_checkpoint_model
+from segnet.model.networks import DecoderStage, EncoderStage, SegNet, build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.spec import ModelSpec
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -98,7 +99,9 @@ def skeleton_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[SegNet, P
 
 
 @pytest.mark.parametrize("stages", [4, 5])  # the strides of segnet-basic and segnet
-def test_pooling_and_unpooling_export_exactly(stages: int, skeleton_export: tuple[SegNet, Path], tmp_path: Path) -> None:
+def test_pooling_and_unpooling_export_exactly(
+    stages: int, skeleton_export: tuple[SegNet, Path], tmp_path: Path
+) -> None:
     model, path = skeleton_export if stages == 4 else (pooling_skeleton(stages), None)
     path = path or export_in_code(model, tmp_path / "skeleton.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -131,7 +134,9 @@ def test_onnx_export_reproduces_a_downsampled_model(tmp_path: Path, detail_width
     """Block averaging or rearranging, the bilinear resize back, the sub-pixel head and the
     full-resolution detail branch are in the graph, for every input size."""
     torch.manual_seed(0)
-    spec = ModelSpec("segnet-basic", len(CLASSES), downsample=2, detail_width=detail_width, space_to_depth=space_to_depth)
+    spec = ModelSpec(
+        "segnet-basic", len(CLASSES), downsample=2, detail_width=detail_width, space_to_depth=space_to_depth
+    )
     model = build_model(spec).eval()
     if model.refiner is not None:
         nn.init.normal_(model.refiner.head.weight, std=0.1)  # not the zero it starts at
@@ -168,7 +173,12 @@ def test_onnx_export_carries_calibrated_logit_offsets(tmp_path: Path) -> None:
 def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]) -> None:
     proto = onnx.load(basic_export[1])
     for value in (proto.graph.input[0], proto.graph.output[0]):
-        assert [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
+        assert [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim] == [
+            "batch",
+            3,
+            "height",
+            "width",
+        ]
     info = OnnxModelInfo.from_metadata({prop.key: prop.value for prop in proto.metadata_props}, basic_export[1])
     roles = {"background": "background", "erythrocyte": "solid", "spirochete": "thin"}
     assert info == OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16, class_roles=roles)
@@ -177,12 +187,18 @@ def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]
 def test_onnx_export_keeps_the_run_s_class_roles(tmp_path: Path) -> None:
     classes, roles = ["bg", "rbc", "spiro"], {"bg": "background", "rbc": "solid", "spiro": "thin"}
     model = build_model(ModelSpec("segnet-basic", 3))
-    state = new_checkpoint(model, classes, {"mean": MEAN, "std": STD}, config={"classes": classes, "class_roles": roles}, epoch=1)
+    state = new_checkpoint(
+        model, classes, {"mean": MEAN, "std": STD}, config={"classes": classes, "class_roles": roles}, epoch=1
+    )
     save_checkpoint(state, tmp_path / "model.pt")
     export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
     from_onnx = Predictor.from_onnx(tmp_path / "model.onnx", PLAIN).roles
     assert from_onnx == Predictor.from_checkpoint(tmp_path / "model.pt", PLAIN).roles
-    assert (from_onnx.background, from_onnx.solid, from_onnx.thin) == (0, (1,), (2,))  # by name these classes have no roles
+    assert (from_onnx.background, from_onnx.solid, from_onnx.thin) == (
+        0,
+        (1,),
+        (2,),
+    )  # by name these classes have no roles
 
 
 def test_export_needs_an_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,11 +235,24 @@ def test_onnx_and_pytorch_predictors_agree_on_a_real_model(basic_export: tuple[P
     assert np.mean(from_onnx.argmax(0) == from_torch.argmax(0)) >= 0.99
 
 
+@pytest.mark.slow
 def test_predict_with_onnx_never_imports_torch(basic_export: tuple[Path, Path], tmp_path: Path) -> None:
     write_png(tmp_path / "in" / "a.png", 40, 52, seed=1)
     write_png(tmp_path / "in" / "b.png", 33, 47, seed=2)
     out = tmp_path / "out"
-    args = ["predict", "--onnx", str(basic_export[1]), str(tmp_path / "in"), "--out", str(out), "--tile", "32", "--tta", "--device", "cpu"]
+    args = [
+        "predict",
+        "--onnx",
+        str(basic_export[1]),
+        str(tmp_path / "in"),
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--tta",
+        "--device",
+        "cpu",
+    ]
     script = (
         "import sys\n"
         "from segnet.cli import main\n"
@@ -233,7 +262,14 @@ def test_predict_with_onnx_never_imports_torch(basic_export: tuple[Path, Path], 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "a_mask.png", "a_objects.tif", "a_overlay.png", "b_mask.png", "b_objects.tif", "b_overlay.png", "counts.csv", "objects.csv"
+        "a_mask.png",
+        "a_objects.tif",
+        "a_overlay.png",
+        "b_mask.png",
+        "b_objects.tif",
+        "b_overlay.png",
+        "counts.csv",
+        "objects.csv",
     ]
     assert np.asarray(Image.open(out / "b_mask.png")).shape == (33, 47)
 
@@ -271,34 +307,78 @@ def with_metadata(source: Path, out: Path, **changes: str) -> Path:
     ("key", "value", "problem"),
     [
         # A fourth name for three outputs: counts.csv would get shifted columns.
-        ("segnet.class_names", '["background", "erythrocyte", "spirochete", "leukocyte"]', "output has shape ['batch', 3, 'height', 'width']"),
-        ("segnet.class_names", '["background", "erythrocyte"]', "C = 2 classes, as the metadata names ['background', 'erythrocyte']"),
+        (
+            "segnet.class_names",
+            '["background", "erythrocyte", "spirochete", "leukocyte"]',
+            "output has shape ['batch', 3, 'height', 'width']",
+        ),
+        (
+            "segnet.class_names",
+            '["background", "erythrocyte"]',
+            "C = 2 classes, as the metadata names ['background', 'erythrocyte']",
+        ),
         ("segnet.class_names", '"abc"', "'segnet.class_names' is wrong: Input should be a valid list"),
         ("segnet.class_names", '["a", "a", "b"]', "names a class twice"),
-        ("segnet.normalization.mean", "[0.5, 0.5]", "'segnet.normalization.mean' is wrong: List should have at least 3 items"),
+        (
+            "segnet.normalization.mean",
+            "[0.5, 0.5]",
+            "'segnet.normalization.mean' is wrong: List should have at least 3 items",
+        ),
         ("segnet.normalization.std", '"0.2"', "'segnet.normalization.std' is wrong: Input should be a valid list"),
-        ("segnet.normalization.std", "[0.2, 0, 0.2]", "'segnet.normalization.std' is wrong: Input should be greater than 0"),
-        ("segnet.normalization.mean", "[NaN, 0.5, 0.5]", "'segnet.normalization.mean' is wrong: Input should be a finite number"),
+        (
+            "segnet.normalization.std",
+            "[0.2, 0, 0.2]",
+            "'segnet.normalization.std' is wrong: Input should be greater than 0",
+        ),
+        (
+            "segnet.normalization.mean",
+            "[NaN, 0.5, 0.5]",
+            "'segnet.normalization.mean' is wrong: Input should be a finite number",
+        ),
         ("segnet.total_stride", '"16"', "'segnet.total_stride' is wrong: Input should be a valid integer"),
         ("segnet.total_stride", "0", "'segnet.total_stride' is wrong: Input should be greater than or equal to 1"),
         ("segnet.model", "{}", "'segnet.model' is wrong: Input should be a valid string"),
-        ("segnet.class_diameter", "[null, -3, 9.5]", "'segnet.class_diameter' is wrong: Input should be greater than 0"),
-        ("segnet.class_diameter", '[null, "40", 9.5]', "'segnet.class_diameter' is wrong: Value error, Input should be a number"),
+        (
+            "segnet.class_diameter",
+            "[null, -3, 9.5]",
+            "'segnet.class_diameter' is wrong: Input should be greater than 0",
+        ),
+        (
+            "segnet.class_diameter",
+            '[null, "40", 9.5]',
+            "'segnet.class_diameter' is wrong: Value error, Input should be a number",
+        ),
         ("segnet.class_diameter", "[null, 40]", "'segnet.class_diameter' gives 2 diameters for 3 classes"),
-        ("segnet.class_roles", '{"erythrocyte": "round"}', "'segnet.class_roles' is wrong: class_roles gives unknown roles ['round']"),
-        ("segnet.class_roles", '{"leukocyte": "solid"}', "'segnet.class_roles' is wrong: class_roles names classes that are not in classes"),
+        (
+            "segnet.class_roles",
+            '{"erythrocyte": "round"}',
+            "'segnet.class_roles' is wrong: class_roles gives unknown roles ['round']",
+        ),
+        (
+            "segnet.class_roles",
+            '{"leukocyte": "solid"}',
+            "'segnet.class_roles' is wrong: class_roles names classes that are not in classes",
+        ),
         ("segnet.class_roles", '["solid"]', "'segnet.class_roles' is wrong: Input should be a valid dictionary"),
     ],
 )
 def test_onnx_metadata_that_does_not_fit_is_refused_naming_the_file(
-    key: str, value: str, problem: str, skeleton_export: tuple[SegNet, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    key: str,
+    value: str,
+    problem: str,
+    skeleton_export: tuple[SegNet, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = with_metadata(skeleton_export[1], tmp_path / "forged.onnx", **{key: value})
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: ") as error:
         Predictor.from_onnx(path, PLAIN)
     assert problem in str(error.value)
     write_png(tmp_path / "in" / "a.png", 20, 20, seed=1)
-    assert main(["predict", "--onnx", str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    assert (
+        main(["predict", "--onnx", str(path), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == f"segnet: error: {error.value}"
     assert not (tmp_path / "out" / "counts.csv").exists()
@@ -319,7 +399,9 @@ def export_package(folder: Path, spec: ModelSpec, sample: Path | None = None) ->
 def bioimageio_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A package of a segnet-basic checkpoint with a 70x90 sample image."""
     folder = tmp_path_factory.mktemp("bioimageio")
-    return export_package(folder, ModelSpec("segnet-basic", len(CLASSES)), write_png(folder / "sample.png", 70, 90, seed=3))
+    return export_package(
+        folder, ModelSpec("segnet-basic", len(CLASSES)), write_png(folder / "sample.png", 70, 90, seed=3)
+    )
 
 
 def preprocess(rdf: dict, test_input: np.ndarray) -> np.ndarray:
@@ -347,13 +429,22 @@ def test_bioimageio_package_validates_and_its_test_tensors_reproduce(bioimageio_
     # gives the test output, within the declared tolerance at every element.
     test_input = np.load(package / rdf["inputs"][0]["test_tensor"]["source"])
     test_output = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
-    assert test_input.shape == (1, 3, 32, 32) and test_input.dtype == np.float32 and 0 <= test_input.min() and test_input.max() <= 255
+    assert (
+        test_input.shape == (1, 3, 32, 32)
+        and test_input.dtype == np.float32
+        and 0 <= test_input.min()
+        and test_input.max() <= 255
+    )
     assert rdf["outputs"][0]["postprocessing"] == [{"id": "softmax", "kwargs": {"axis": "channel"}}]
-    session = onnxruntime.InferenceSession(str(package / rdf["weights"]["onnx"]["source"]), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(package / rdf["weights"]["onnx"]["source"]), providers=["CPUExecutionProvider"]
+    )
     (logits,) = session.run(None, {"input": preprocess(rdf, test_input)})
     (tolerance,) = rdf["config"]["bioimageio"]["reproducibility_tolerance"]
     assert tolerance["mismatched_elements_per_million"] <= 100
-    np.testing.assert_allclose(softmax(logits, axis=1), test_output, rtol=tolerance["relative_tolerance"], atol=tolerance["absolute_tolerance"])
+    np.testing.assert_allclose(
+        softmax(logits, axis=1), test_output, rtol=tolerance["relative_tolerance"], atol=tolerance["absolute_tolerance"]
+    )
 
     # The cover: the 64x80 sample and its colour prediction side by side, scaled to 256 rows.
     cover = Image.open(package / rdf["covers"][0]["source"])
@@ -373,13 +464,17 @@ def test_bioimageio_package_rebuilds_a_downsampled_model_from_its_own_kwargs(tmp
     weights = rdf["weights"]["pytorch_state_dict"]
     architecture = weights["architecture"]
     assert architecture["kwargs"] == spec.to_dict()
-    model = getattr(importlib.import_module(architecture["import_from"]), architecture["callable"])(**architecture["kwargs"])
+    model = getattr(importlib.import_module(architecture["import_from"]), architecture["callable"])(
+        **architecture["kwargs"]
+    )
     model.load_state_dict(torch.load(package / weights["source"], weights_only=True))
     test_input = np.load(package / rdf["inputs"][0]["test_tensor"]["source"])
     assert test_input.shape == (1, 3, 96, 96)  # 32 network pixels a side at 1/3 resolution
     with torch.no_grad():
         probabilities = torch.softmax(model.eval()(torch.from_numpy(preprocess(rdf, test_input))), dim=1).numpy()
-    np.testing.assert_allclose(probabilities, np.load(package / rdf["outputs"][0]["test_tensor"]["source"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities, np.load(package / rdf["outputs"][0]["test_tensor"]["source"]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_validation_reports_a_broken_package(bioimageio_package: Path, tmp_path: Path) -> None:

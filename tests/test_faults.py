@@ -27,26 +27,50 @@ import torch
 import yaml
 from PIL import Image
 
-import segnet.builtin
-import segnet.model
-import segnet.train as training
-from segnet.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+import segnet.model.builtin
+import segnet.model.checkpoint
+import segnet.model.networks
+import segnet.train.loop as training
+import segnet.train.runfolder as runfolder
 from segnet.cli import main
-from segnet.config import load_config
-from segnet.errors import CheckpointError, SegnetError
-from segnet.outputs import TEMPORARY_NAME, atomic_write
-from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE, RUN_FILES, SPLIT_FILE
-from segnet.synthetic import write_dataset
-from segnet.inference import InferenceOptions
+from segnet.core import runfiles
+from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.outputs import TEMPORARY_NAME, atomic_write
+from segnet.core.runfiles import (
+    BEST_CHECKPOINT,
+    BEST_METRICS_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    FINGERPRINT_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    PLAN_FILE,
+    RUN_FILES,
+    SPLIT_FILE,
+)
+from segnet.data.synthetic import write_dataset
+from segnet.model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from segnet.model.options import InferenceOptions
+from segnet.plan.config import load_config
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
+
 
 def quiet(*args, **kwargs) -> None:
     pass
 
 
 def tiny_config(data: Path, out: Path, **overrides):
-    values = {"data": str(data), "out": str(out), "epochs": 1, "batch_size": 4, "image_size": 32, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"}
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 1,
+        "batch_size": 4,
+        "image_size": 32,
+        "num_workers": 0,
+        "val_fraction": 0.25,
+        "device": "cpu",
+    }
     values.update(overrides)
     return load_config(None, values)
 
@@ -54,8 +78,22 @@ def tiny_config(data: Path, out: Path, **overrides):
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     """``segnet train`` arguments for a tiny CPU run."""
     return [
-        "train", "--data", str(data), "--out", str(out), "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
-        "--val-fraction", "0.25", "--device", "cpu", *extra,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--val-fraction",
+        "0.25",
+        "--device",
+        "cpu",
+        *extra,
     ]
 
 
@@ -67,7 +105,9 @@ def error_line(capsys) -> str:
     """The CLI's error, checked to be one line, last on stderr (after progress bars), without a traceback."""
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert "Traceback" not in err and lines and [line for line in lines if line.startswith("segnet:")] == lines[-1:], err
+    assert "Traceback" not in err and lines and [line for line in lines if line.startswith("segnet:")] == lines[-1:], (
+        err
+    )
     return lines[-1]
 
 
@@ -99,6 +139,7 @@ def break_dataset(data: Path) -> None:
         Image.new("L", (32, 32)).save(data / "masks" / f"extra{index:02d}.png")
 
 
+@pytest.mark.slow
 def test_train_refuses_a_broken_dataset_and_lists_its_problems(data, tmp_path, capsys):
     break_dataset(data)
     run = tmp_path / "run"
@@ -116,6 +157,7 @@ def test_train_refuses_a_broken_dataset_and_lists_its_problems(data, tmp_path, c
     assert f"segnet: error: {data}: 12 problems in the dataset" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_skip_bad_trains_on_the_pairs_without_problems_and_names_the_others(data, tmp_path):
     break_dataset(data)
     run = tmp_path / "run"
@@ -129,6 +171,7 @@ def test_skip_bad_trains_on_the_pairs_without_problems_and_names_the_others(data
     assert load_checkpoint(run / LAST_CHECKPOINT)["config"]["skip_bad"] is True
 
 
+@pytest.mark.slow
 def test_a_dataset_with_nothing_usable_is_one_line(tmp_path):
     (tmp_path / "data" / "masks").mkdir(parents=True)
     with pytest.raises(SegnetError, match=r"data: no images/ folder") as error:
@@ -174,6 +217,7 @@ def wait_for(pattern: re.Pattern, log: Path, process: subprocess.Popen, timeout:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
 def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
     """SIGKILL a real training process during start-up and training, resuming each time."""
@@ -192,7 +236,9 @@ def test_kill_9_at_any_moment_leaves_every_checkpoint_loadable(tmp_path):
         log = tmp_path / f"attempt_{kills}.log"
         resume = (run / LAST_CHECKPOINT).is_file()
         with log.open("w") as output:
-            process = subprocess.Popen(command + ["--resume" if resume else "--overwrite"], stdout=output, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(
+                command + ["--resume" if resume else "--overwrite"], stdout=output, stderr=subprocess.STDOUT, env=env
+            )
         spawned = time.monotonic()
         if rng.random() < 0.6:  # during training: epochs, validation, checkpoint writes
             if wait_for(training_started, log, process, timeout=HANG_SECONDS):
@@ -238,7 +284,9 @@ def enospc(*args, **kwargs):
 
 
 @pytest.mark.parametrize("failure", ["disk full", "read-only"])
-def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(failure, data, tmp_path, monkeypatch, capsys):
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint(
+    failure, data, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
     if failure == "disk full":
         real_save = torch.save
@@ -263,15 +311,18 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint
 
     assert main(train_args(data, run, "--epochs", "2")) == 1
     err = error_line(capsys)
-    assert re.fullmatch(rf"segnet: error: {re.escape(str(run))}/(best|last)\.pt: could not write checkpoint \({reason}\): "
-                        r"free some space or choose a writable folder; the previous checkpoint is kept", err), err
+    assert re.fullmatch(
+        rf"segnet: error: {re.escape(str(run))}/(best|last)\.pt: could not write checkpoint \({reason}\): "
+        r"free some space or choose a writable folder; the previous checkpoint is kept",
+        err,
+    ), err
     assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
     assert temporaries(run) == []
 
 
 def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path, monkeypatch):
     history = tmp_path / HISTORY_FILE
-    training.append_history(history, {"epoch": 1, "train_loss": "0.5", "lr": "1e-3"})
+    runfolder.append_history(history, {"epoch": 1, "train_loss": "0.5", "lr": "1e-3"})
     real_open = Path.open
 
     def full_disk_open(self, mode="r", *args, **kwargs):
@@ -280,14 +331,20 @@ def test_failed_writes_of_history_curves_and_other_files_name_the_file(tmp_path,
         return real_open(self, mode, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", full_disk_open)
-    with pytest.raises(SegnetError, match=rf"^{re.escape(str(history))}: could not write training history \(No space left on device\)"):
-        training.append_history(history, {"epoch": 2, "train_loss": "0.4", "lr": "1e-3"})
+    with pytest.raises(
+        SegnetError, match=rf"^{re.escape(str(history))}: could not write training history \(No space left on device\)"
+    ):
+        runfolder.append_history(history, {"epoch": 2, "train_loss": "0.4", "lr": "1e-3"})
     monkeypatch.undo()
 
     real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda source, target: enospc() if Path(target).name == CURVES_FILE else real_replace(source, target))
+    monkeypatch.setattr(
+        os,
+        "replace",
+        lambda source, target: enospc() if Path(target).name == CURVES_FILE else real_replace(source, target),
+    )
     with pytest.raises(SegnetError, match=r"curves\.png: could not write training curves \(No space left on device\)"):
-        training.write_curves(tmp_path)
+        runfolder.write_curves(tmp_path)
     assert temporaries(tmp_path) == []
 
     target = tmp_path / SPLIT_FILE
@@ -309,7 +366,10 @@ def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_pat
     run.mkdir()
     (run / LAST_CHECKPOINT).write_bytes(b"an earlier run")
     assert main(train_args(data, run)) == 1
-    assert error_line(capsys) == f"segnet: error: {run}: already holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
+    assert (
+        error_line(capsys)
+        == f"segnet: error: {run}: already holds a run (last.pt); pass --resume to continue it or --overwrite to replace it"
+    )
     assert (run / LAST_CHECKPOINT).read_bytes() == b"an earlier run"
     empty = tmp_path / "empty"
     assert main(train_args(data, empty, "--resume")) == 1
@@ -324,7 +384,9 @@ def test_a_run_folder_holding_a_run_is_refused_at_the_command_line(data, tmp_pat
     )
 
 
-@pytest.mark.parametrize("kept", [(BEST_CHECKPOINT, HISTORY_FILE, CURVES_FILE, BEST_METRICS_FILE), *((name,) for name in RUN_FILES)])
+@pytest.mark.parametrize(
+    "kept", [(BEST_CHECKPOINT, HISTORY_FILE, CURVES_FILE, BEST_METRICS_FILE), *((name,) for name in RUN_FILES)]
+)
 def test_any_file_training_would_replace_makes_a_folder_a_run(kept, data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -342,7 +404,9 @@ def test_a_cross_validation_folder_with_only_a_kept_fold_model_is_a_run(data, tm
     (run / "fold_1" / BEST_CHECKPOINT).write_bytes(b"kept")
     assert main(train_args(data, run, "--folds", "2")) == 1
     assert f"{run}: already holds a run (fold_1); pass --resume" in error_line(capsys)
-    (run / "folds.json").write_text(json.dumps({"folds": 2, "seed": 0, "stems": [["001", "002", "003", "004"], ["005", "006", "007", "008"]]}))
+    (run / "folds.json").write_text(
+        json.dumps({"folds": 2, "seed": 0, "stems": [["001", "002", "003", "004"], ["005", "006", "007", "008"]]})
+    )
     assert main(train_args(data, run, "--folds", "2", "--resume")) == 1
     assert f"{run / 'fold_1'}: holds a trained model (best.pt) but no last.pt to resume from" in error_line(capsys)
     assert (run / "fold_1" / BEST_CHECKPOINT).read_bytes() == b"kept"
@@ -357,11 +421,17 @@ def copy_run_checkpoint(finished_run: tuple[Path, Path], run: Path, **changes) -
     return run / LAST_CHECKPOINT
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_class_list(finished_run, tmp_path):
     copy_run_checkpoint(finished_run, tmp_path / "run")
     classes = ["background", "erythrocyte", "spirochete", "leukocyte"]
-    with pytest.raises(CheckpointError, match=r"checkpoint classes \['background', 'erythrocyte', 'spirochete'\] differ from \[.*'leukocyte'\]"):
-        training.train(tiny_config(finished_run[0], tmp_path / "run", classes=classes, epochs=2), resume=True, progress_log=quiet)
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint classes \['background', 'erythrocyte', 'spirochete'\] differ from \[.*'leukocyte'\]",
+    ):
+        training.train(
+            tiny_config(finished_run[0], tmp_path / "run", classes=classes, epochs=2), resume=True, progress_log=quiet
+        )
 
 
 def resumable_copy(finished_run: tuple[Path, Path], run: Path) -> Path:
@@ -370,6 +440,7 @@ def resumable_copy(finished_run: tuple[Path, Path], run: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_resume_on_other_images_is_refused_before_anything_is_written(finished_run, tmp_path, capsys):
     data, _ = finished_run
     run = resumable_copy(finished_run, tmp_path / "run")
@@ -385,9 +456,12 @@ def test_resume_on_other_images_is_refused_before_anything_is_written(finished_r
     (other / "images" / "003.png").unlink()
     (other / "masks" / "003.png").unlink()
     assert main(train_args(other, run, "--epochs", "2", "--resume")) == 1
-    assert f"{run / 'split.json'}: the split names images that are not in the data folder: ['003']" in error_line(capsys)
+    assert f"{run / 'split.json'}: the split names images that are not in the data folder: ['003']" in error_line(
+        capsys
+    )
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_plan_whose_normalisation_is_not_the_checkpoint_s(finished_run, tmp_path, capsys):
     data, _ = finished_run
     run = resumable_copy(finished_run, tmp_path / "run")
@@ -400,6 +474,7 @@ def test_resume_refuses_a_plan_whose_normalisation_is_not_the_checkpoint_s(finis
     assert (run / LAST_CHECKPOINT).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_path):
     run = resumable_copy(finished_run, tmp_path / "run")
     moved = Path(shutil.copytree(finished_run[0], tmp_path / "moved"))
@@ -408,11 +483,14 @@ def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_pat
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["data"] == str(moved)
 
 
+@pytest.mark.slow
 def test_resume_on_its_own_folder_whose_images_changed_goes_on_with_its_normalisation(finished_run, tmp_path):
     run = resumable_copy(finished_run, tmp_path / "run")
     data = Path(shutil.copytree(finished_run[0], tmp_path / "data"))
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    save_checkpoint({**state, "config": {**state["config"], "data": str(data)}}, run / LAST_CHECKPOINT)  # the run's own folder
+    save_checkpoint(
+        {**state, "config": {**state["config"], "data": str(data)}}, run / LAST_CHECKPOINT
+    )  # the run's own folder
     image = data / "images" / f"{json.loads((run / 'split.json').read_text())['train'][0]}.png"
     Image.fromarray(255 - np.asarray(Image.open(image))).save(image)  # a corrected image
     lines = []
@@ -421,8 +499,9 @@ def test_resume_on_its_own_folder_whose_images_changed_goes_on_with_its_normalis
     assert load_checkpoint(run / LAST_CHECKPOINT)["normalization"] == state["normalization"]
 
 
+@pytest.mark.slow
 def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(finished_run, tmp_path, capsys):
-    from segnet.predict import Predictor
+    from segnet.model.predictor import Predictor
 
     checkpoint = copy_run_checkpoint(finished_run, tmp_path / "run", format_version=FORMAT_VERSION + 1)
     newer = rf"{re.escape(str(checkpoint))}: checkpoint format version {FORMAT_VERSION + 1} is newer than this segnet understands \({FORMAT_VERSION}\); upgrade segnet"
@@ -431,9 +510,38 @@ def test_a_newer_checkpoint_format_is_refused_by_resume_predict_and_evaluate(fin
     with pytest.raises(CheckpointError, match=newer):
         Predictor.from_checkpoint(checkpoint, PLAIN)
     image = next((finished_run[0] / "images").iterdir())
-    assert main(["predict", "--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "predictions"), "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                str(image),
+                "--out",
+                str(tmp_path / "predictions"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert re.fullmatch("segnet: error: " + newer, error_line(capsys))
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(finished_run[0]), "--split", "all", "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(finished_run[0]),
+                "--split",
+                "all",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert re.fullmatch("segnet: error: " + newer, error_line(capsys))
 
 
@@ -450,7 +558,13 @@ class RunsCodeWhenUnpickled:
 @pytest.mark.parametrize("container", ["torch.save", "plain pickle"])
 def test_opening_a_checkpoint_never_runs_code_from_it(container, tmp_path):
     marker = tmp_path / "code_ran"
-    payload = {"format_version": 1, "model": RunsCodeWhenUnpickled(marker), "model_state": {}, "class_names": [], "normalization": {}}
+    payload = {
+        "format_version": 1,
+        "model": RunsCodeWhenUnpickled(marker),
+        "model_state": {},
+        "class_names": [],
+        "normalization": {},
+    }
     hostile = tmp_path / "hostile.pt"
     if container == "torch.save":
         torch.save(payload, hostile)
@@ -461,7 +575,9 @@ def test_opening_a_checkpoint_never_runs_code_from_it(container, tmp_path):
     assert marker.exists()
     marker.unlink()
 
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(hostile))}: not a segnet checkpoint: it holds Python objects \(") as error:
+    with pytest.raises(
+        CheckpointError, match=rf"^{re.escape(str(hostile))}: not a segnet checkpoint: it holds Python objects \("
+    ) as error:
         load_checkpoint(hostile)
     assert not marker.exists()
     # Never PyTorch's advice to load the file with weights_only=False, which would run the code.
@@ -477,24 +593,44 @@ def test_a_file_that_is_no_checkpoint_is_named_without_advice_to_load_it_unsafel
 
 
 FORGERIES = {
-    "model is a string": ({"model": "segnet-basic"}, "model: Input should be a valid dictionary (found 'segnet-basic')"),
-    "model_state is a list": ({"model_state": [1, 2]}, "model_state: Input should be a valid dictionary (found [1, 2])"),
+    "model is a string": (
+        {"model": "segnet-basic"},
+        "model: Input should be a valid dictionary (found 'segnet-basic')",
+    ),
+    "model_state is a list": (
+        {"model_state": [1, 2]},
+        "model_state: Input should be a valid dictionary (found [1, 2])",
+    ),
     "normalization is empty": ({"normalization": {}}, "normalization.mean: Field required (found {})"),
     "calibration is a number": ({"calibration": 7}, "calibration: Input should be a valid dictionary (found 7)"),
     "num_classes is text": (
-        {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3}}, "model.num_classes: Input should be a valid integer"
+        {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3}},
+        "model.num_classes: Input should be a valid integer",
     ),
-    "std has two numbers": ({"normalization": {"mean": [0.1] * 3, "std": [0.2, 0.2]}}, "normalization.std: List should have at least 3 items"),
+    "std has two numbers": (
+        {"normalization": {"mean": [0.1] * 3, "std": [0.2, 0.2]}},
+        "normalization.std: List should have at least 3 items",
+    ),
     "a tensor for a mean": (  # found by fuzzing: pydantic's strict float takes anything with __float__
         {"normalization": {"mean": [torch.tensor([0.1]), 0.1, 0.1], "std": [0.2] * 3}},
         "normalization.mean.0: Value error, Input should be a number, not Tensor",
     ),
-    "a class too many": ({"class_names": ["a", "b", "c", "d"]}, "class_names ['a', 'b', 'c', 'd'] are not 3 distinct names"),
-    "format_version is text": ({"format_version": "1"}, "not a segnet checkpoint (format version '1' is not a positive whole number)"),
-    "unknown model": ({"model": {"name": "resnet", "num_classes": 3, "in_channels": 3}}, "checkpoint of an unknown model 'resnet'; segnet builds segnet, "),
+    "a class too many": (
+        {"class_names": ["a", "b", "c", "d"]},
+        "class_names ['a', 'b', 'c', 'd'] are not 3 distinct names",
+    ),
+    "format_version is text": (
+        {"format_version": "1"},
+        "not a segnet checkpoint (format version '1' is not a positive whole number)",
+    ),
+    "unknown model": (
+        {"model": {"name": "resnet", "num_classes": 3, "in_channels": 3}},
+        "checkpoint of an unknown model 'resnet'; segnet builds segnet, ",
+    ),
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("forgery", FORGERIES)
 def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_run, tmp_path, capsys):
     changes, problem = FORGERIES[forgery]
@@ -515,15 +651,27 @@ def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_
         assert line.startswith(f"segnet: error: {checkpoint}: ") and problem in line, (command, line)
 
 
+@pytest.mark.slow
 def test_weights_that_are_not_finite_are_refused_naming_the_checkpoint(finished_run, tmp_path, capsys):
     state = load_checkpoint(finished_run[1] / BEST_CHECKPOINT)
     name = next(iter(key for key in state["model_state"] if key.endswith("weight")))
-    checkpoint = copy_run_checkpoint(finished_run, tmp_path / "run", model_state={**state["model_state"], name: state["model_state"][name] * math.nan})
+    checkpoint = copy_run_checkpoint(
+        finished_run,
+        tmp_path / "run",
+        model_state={**state["model_state"], name: state["model_state"][name] * math.nan},
+    )
     image = str(next((finished_run[0] / "images").iterdir()))
-    assert main(["predict", "--checkpoint", str(checkpoint), image, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
-    assert error_line(capsys) == f"segnet: error: {checkpoint}: damaged checkpoint: the weights {name} hold NaN or infinite values"
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), image, "--out", str(tmp_path / "out"), "--device", "cpu"])
+        == 1
+    )
+    assert (
+        error_line(capsys)
+        == f"segnet: error: {checkpoint}: damaged checkpoint: the weights {name} hold NaN or infinite values"
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -551,13 +699,17 @@ def test_a_damaged_split_file_is_one_line_naming_it(content, problem, finished_r
         assert line.startswith(f"segnet: error: {run / 'split.json'}: ") and problem in line, (command, line)
 
 
+@pytest.mark.slow
 def test_predict_names_the_model_options_it_was_given(finished_run, tmp_path, capsys, monkeypatch):
     image = str(next((finished_run[0] / "images").iterdir()))
     both = ["predict", "--checkpoint", "best.pt", "--onnx", "model.onnx", image, "--out", str(tmp_path)]
     assert main(both) == 1
-    assert error_line(capsys) == "segnet: error: predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both"
+    assert (
+        error_line(capsys)
+        == "segnet: error: predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both"
+    )
     # No model given: the built-in one, whose missing file (a broken install) is one line too.
-    monkeypatch.setattr(segnet.builtin, "WEIGHTS_DIR", tmp_path / "no_weights")
+    monkeypatch.setattr(runfiles, "WEIGHTS_DIR", tmp_path / "no_weights")
     assert main(["predict", image, "--out", str(tmp_path)]) == 1
     assert error_line(capsys) == (
         f"segnet: error: built-in model 'darkfield': its weights {tmp_path / 'no_weights' / 'darkfield.pt'} are not installed (reinstall segnet)"
@@ -570,7 +722,7 @@ def test_predict_names_the_model_options_it_was_given(finished_run, tmp_path, ca
 
 def forward_running_out_of_memory(monkeypatch, module, when: str) -> None:
     """Make ``module.build_model``'s models raise CUDA's out-of-memory error in training or eval mode."""
-    real_build = segnet.model.build_model
+    real_build = segnet.model.networks.build_model
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -587,10 +739,14 @@ def forward_running_out_of_memory(monkeypatch, module, when: str) -> None:
     monkeypatch.setattr(module, "build_model", build)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("when", "expected"),
     [
-        ("training", "out of memory training at batch size 4 (4 per process) on 32x32 crops: lower --batch-size or --image-size"),
+        (
+            "training",
+            "out of memory training at batch size 4 (4 per process) on 32x32 crops: lower --batch-size or --image-size",
+        ),
         ("validation", "out of memory validating whole held-out images (up to 32x32 px; validation does not crop)"),
     ],
 )
@@ -600,14 +756,42 @@ def test_out_of_memory_in_training_names_the_option_to_lower(when, expected, dat
         training.train(tiny_config(data, tmp_path / "run"), progress_log=quiet)
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run, tmp_path, monkeypatch, capsys):
     data, run = finished_run
-    forward_running_out_of_memory(monkeypatch, segnet.model, "eval")
+    forward_running_out_of_memory(monkeypatch, segnet.model.checkpoint, "eval")
     image = str(next((data / "images").iterdir()))
-    predict = ["predict", "--checkpoint", str(run / BEST_CHECKPOINT), image, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    predict = [
+        "predict",
+        "--checkpoint",
+        str(run / BEST_CHECKPOINT),
+        image,
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+    ]
     assert main([*predict, "--tile", "32"]) == 1
-    assert error_line(capsys) == "segnet: error: out of GPU memory at tile size 32 x 4 tiles per pass: lower --tile or --batch-size"
-    assert main(["evaluate", "--checkpoint", str(run / BEST_CHECKPOINT), "--data", str(data), "--out", str(tmp_path / "evaluation"), "--device", "cpu"]) == 1
+    assert (
+        error_line(capsys)
+        == "segnet: error: out of GPU memory at tile size 32 x 4 tiles per pass: lower --tile or --batch-size"
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run / BEST_CHECKPOINT),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "evaluation"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert "out of GPU memory segmenting whole images: pass --tile 512 (or smaller)" in error_line(capsys)
 
 
@@ -616,7 +800,7 @@ def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run,
 
 
 def test_ctrl_c_mid_epoch_keeps_last_pt_and_says_how_to_resume(data, tmp_path, monkeypatch, capsys):
-    real_build = segnet.model.build_model
+    real_build = segnet.model.networks.build_model
     training_steps = []
 
     def build(*args, **kwargs):
@@ -637,7 +821,10 @@ def test_ctrl_c_mid_epoch_keeps_last_pt_and_says_how_to_resume(data, tmp_path, m
     run = tmp_path / "run"
     assert main(train_args(data, run, "--epochs", "2")) == 130
     err = capsys.readouterr().err
-    assert "segnet: interrupted; the checkpoints written so far are intact: run the same command with --resume to continue" in err
+    assert (
+        "segnet: interrupted; the checkpoints written so far are intact: run the same command with --resume to continue"
+        in err
+    )
     assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
     monkeypatch.undo()
     assert main(train_args(data, run, "--epochs", "2", "--resume")) == 0

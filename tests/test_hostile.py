@@ -17,19 +17,37 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from segnet.cli import bounded
-from segnet.config import PixelSize, Seed, SyntheticSide, TrainConfig, load_config
-from segnet.crossval import FOLDS_FILE, fold_checkpoints, read_best_metrics
-from segnet.data import read_split_stems
-from segnet.errors import DataError, OutputError, SegnetError
+from segnet.core.errors import DataError, OutputError, SegnetError
+from segnet.core.readback import read_csv
+from segnet.core.runfiles import BEST_METRICS_FILE, HISTORY_FIELDS, HISTORY_FILE, SPLIT_FILE
+from segnet.data.pairs import read_split_stems
 from segnet.napari.segmentation import save_correction
-from segnet.readback import read_csv
-from segnet.runfiles import BEST_METRICS_FILE, HISTORY_FIELDS, HISTORY_FILE, SPLIT_FILE
+from segnet.plan.config import PixelSize, Seed, SyntheticSide, TrainConfig, load_config
+from segnet.train.folds import FOLDS_FILE, fold_checkpoints
+from segnet.workflow.crossval import read_best_metrics
 
 CLASSES = ("background", "erythrocyte", "spirochete")
 NUMBERS = st.one_of(
     st.integers().map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["0", "-0", "1e-320", "1e308", "inf", "-inf", "nan", "2**63", str(2**63), str(2**32), "0x10", "1_000", " 5 ", ""]),
+    st.sampled_from(
+        [
+            "0",
+            "-0",
+            "1e-320",
+            "1e308",
+            "inf",
+            "-inf",
+            "nan",
+            "2**63",
+            str(2**63),
+            str(2**32),
+            "0x10",
+            "1_000",
+            " 5 ",
+            "",
+        ]
+    ),
     st.text(max_size=12),
 )
 
@@ -58,12 +76,32 @@ def test_a_bounded_option_takes_a_number_in_its_range_or_refuses_it_in_one_line(
 # ------------------------------------------------------------------ config values
 
 _NUMERIC_OPTIONS = (
-    "seed", "epochs", "batch_size", "image_size", "lr", "weight_decay", "warmup_epochs", "val_fraction", "focus_probability",
-    "num_workers", "calibration_images", "patience", "val_every", "grad_clip", "time_budget", "folds", "downsample", "detail_width",
+    "seed",
+    "epochs",
+    "batch_size",
+    "image_size",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "val_fraction",
+    "focus_probability",
+    "num_workers",
+    "calibration_images",
+    "patience",
+    "val_every",
+    "grad_clip",
+    "time_budget",
+    "folds",
+    "downsample",
+    "detail_width",
 )
 VALUES = st.one_of(
-    st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
-    st.text(max_size=5), st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=3),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=3),
 )
 
 
@@ -109,7 +147,13 @@ def damaged(draw: st.DrawFn) -> tuple[str, bytes]:
     if how == "bytes":
         return name, draw(st.binary(max_size=64))
     if how == "json":
-        content = draw(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=4), lambda inner: st.lists(inner) | st.dictionaries(st.text(max_size=5), inner), max_leaves=8))
+        content = draw(
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+                lambda inner: st.lists(inner) | st.dictionaries(st.text(max_size=5), inner),
+                max_leaves=8,
+            )
+        )
         return name, json.dumps(content).encode()
     at = draw(st.integers(0, len(good) - 1))
     if how == "cut":
@@ -137,7 +181,10 @@ def test_a_damaged_run_file_is_read_or_refused_naming_it(case: tuple[str, bytes]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.text(max_size=24) | st.sampled_from(["..", "../x", "/etc/passwd", "C:\\x", "a/../../b", ".", "...", " ", "images", "x.png"]))
+@given(
+    name=st.text(max_size=24)
+    | st.sampled_from(["..", "../x", "/etc/passwd", "C:\\x", "a/../../b", ".", "...", " ", "images", "x.png"])
+)
 def test_a_layer_name_never_writes_outside_the_dataset_nor_over_another_pair(name: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

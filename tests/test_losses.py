@@ -8,18 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segnet.data import IGNORE_INDEX
-from segnet.config import LOSSES
-from segnet.losses import (
+from segnet.data.pairs import IGNORE_INDEX
+from segnet.model.losses import (
     build_loss,
     centreline_tubes,
-    class_weights,
     focal_tversky_loss,
     lovasz_softmax_loss,
-    median_frequency_weights,
     skeleton_recall_loss,
     soft_dice_loss,
 )
+from segnet.plan.config import LOSSES
+from segnet.plan.weights import class_weights, median_frequency_weights
 
 
 def test_median_frequency_weights_by_hand():
@@ -61,7 +60,9 @@ def test_lovasz_equals_one_minus_iou_at_hard_predictions():
     # At 0/1 probabilities the Lovász extension is the Jaccard loss itself, class by class.
     generator = torch.Generator().manual_seed(0)
     target = torch.randint(0, 3, (2, 8, 8), generator=generator)
-    prediction = torch.where(torch.rand(2, 8, 8, generator=generator) < 0.7, target, torch.randint(0, 3, (2, 8, 8), generator=generator))
+    prediction = torch.where(
+        torch.rand(2, 8, 8, generator=generator) < 0.7, target, torch.randint(0, 3, (2, 8, 8), generator=generator)
+    )
     ious = []
     for c in range(3):
         intersection = ((target == c) & (prediction == c)).sum().item()
@@ -76,7 +77,9 @@ def test_lovasz_leaves_out_ignored_pixels_and_absent_classes():
     target = torch.tensor([[[0, 0], [1, 1]]])
     prediction = torch.tensor([[[0, 0], [1, 0]]])
     # class 1: IoU 1/2; class 0: IoU 2/3; class 2 absent from the truth is not averaged in
-    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(1 - (2 / 3 + 1 / 2) / 2, abs=1e-4)
+    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(
+        1 - (2 / 3 + 1 / 2) / 2, abs=1e-4
+    )
     ignored = target.clone()
     ignored[0, 1, 1] = IGNORE_INDEX  # the one wrong pixel no longer counts
     assert lovasz_softmax_loss(_hard_logits(prediction), ignored).item() == pytest.approx(0.0, abs=1e-4)
@@ -115,15 +118,20 @@ def test_focal_tversky_leaves_out_the_background_and_ignored_pixels():
     target = torch.tensor([[[0, 0], [1, 1]]])
     wrong_background = torch.tensor([[[1, 1], [1, 1]]])  # class 1 found whole, background missed
     assert focal_tversky_loss(_hard_logits(wrong_background), target, background=0).item() > 0  # class 1's false pixels
-    assert focal_tversky_loss(_hard_logits(wrong_background), target, background=None).item() > focal_tversky_loss(
-        _hard_logits(wrong_background), target, background=0
-    ).item()
+    assert (
+        focal_tversky_loss(_hard_logits(wrong_background), target, background=None).item()
+        > focal_tversky_loss(_hard_logits(wrong_background), target, background=0).item()
+    )
     ignored = torch.full_like(target, IGNORE_INDEX)
     ignored[0, 1] = 1
-    assert focal_tversky_loss(_hard_logits(wrong_background), ignored, background=0).item() == pytest.approx(0.0, abs=1e-5)
+    assert focal_tversky_loss(_hard_logits(wrong_background), ignored, background=0).item() == pytest.approx(
+        0.0, abs=1e-5
+    )
     only_background = torch.zeros_like(target)
     assert focal_tversky_loss(_hard_logits(wrong_background), only_background, background=0).item() == 0.0
-    assert build_loss(None, "ce+focal-tversky", background=1)(_hard_logits(target), target).item() == pytest.approx(0.0, abs=1e-4)
+    assert build_loss(None, "ce+focal-tversky", background=1)(_hard_logits(target), target).item() == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_every_loss_choice_builds():
@@ -166,9 +174,14 @@ def test_skeleton_recall_skips_absent_classes_and_ignored_pixels_and_adds_to_the
     unlabelled = torch.where(filament(11) == 2, IGNORE_INDEX, 0)
     assert skeleton_recall_loss(logits, unlabelled, [2]).item() == 0.0
     target = filament(11)
-    plain, with_skeleton = build_loss(None, "ce+dice"), build_loss(None, "ce+dice", thin_classes=[2], skeleton_recall=0.5)
+    plain, with_skeleton = (
+        build_loss(None, "ce+dice"),
+        build_loss(None, "ce+dice", thin_classes=[2], skeleton_recall=0.5),
+    )
     extra = with_skeleton(logits, target) - plain(logits, target)
-    assert extra.item() == pytest.approx(0.5 * (1 - 1 / 3), abs=1e-5)  # uniform probabilities: a third of the centreline found
+    assert extra.item() == pytest.approx(
+        0.5 * (1 - 1 / 3), abs=1e-5
+    )  # uniform probabilities: a third of the centreline found
     extra.backward()
     assert logits.grad[0, 2][target[0] == 2].lt(0).any()  # it pushes the thin class up along the filament
 

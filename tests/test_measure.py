@@ -1,4 +1,4 @@
-"""Tests for segnet.measure: object geometry on drawn shapes, label images, and objects.csv from predict."""
+"""Tests for segnet.evaluate.measure: object geometry on drawn shapes, label images, and objects.csv from predict."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import tifffile
 from PIL import Image
 from skimage.draw import disk, polygon
 
-from segnet.config import DARKFIELD_ROLES, ClassRoles, load_config
-from segnet.counting import clean_prediction, count_objects
-from segnet.errors import DataError, SegnetError
-from segnet.columns import IMAGE_COLUMN, OBJECT_COLUMNS, VIEWER_COLUMNS, from_viewer_order, to_viewer_order
-from segnet.measure import (
+from segnet.core.errors import DataError, SegnetError
+from segnet.data.classes import DARKFIELD_ROLES, ClassRoles
+from segnet.evaluate.columns import IMAGE_COLUMN, OBJECT_COLUMNS, VIEWER_COLUMNS, from_viewer_order, to_viewer_order
+from segnet.evaluate.counting import clean_prediction, count_objects
+from segnet.evaluate.measure import (
     centreline_length_and_width,
     find_objects,
     measure_objects,
@@ -25,7 +25,8 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
-from segnet.predict import predict_paths
+from segnet.plan.config import load_config
+from segnet.predict.files import predict_paths
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 # Stated tolerance for thin shapes 3-7 px wide: length within 6%, mean width within 0.5 px.
@@ -38,7 +39,9 @@ def bar(length: float, width: float, degrees: float, size: int = 200) -> np.ndar
     along = np.array([math.sin(angle), math.cos(angle)])
     across = np.array([along[1], -along[0]])
     centre = np.array([size / 2, size / 2])
-    corners = [centre + a * along * length / 2 + b * across * width / 2 for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    corners = [
+        centre + a * along * length / 2 + b * across * width / 2 for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    ]
     shape = np.zeros((size, size), dtype=bool)
     rows, cols = polygon([c[0] for c in corners], [c[1] for c in corners], shape.shape)
     shape[rows, cols] = True
@@ -52,7 +55,9 @@ def arc(radius: float, width: float, span_degrees: float, size: int = 200) -> np
     return (np.abs(np.hypot(y, x) - radius) <= width / 2) & (angle <= span_degrees)
 
 
-@pytest.mark.parametrize(("length", "width", "degrees"), [(100, 5, 0), (100, 5, 30), (100, 5, 45), (60, 3, 17), (120, 7, 70)])
+@pytest.mark.parametrize(
+    ("length", "width", "degrees"), [(100, 5, 0), (100, 5, 30), (100, 5, 45), (60, 3, 17), (120, 7, 70)]
+)
 def test_straight_bar_length_and_width(length: float, width: float, degrees: float) -> None:
     measured_length, measured_width = centreline_length_and_width(bar(length, width, degrees))
     assert measured_length == pytest.approx(length, rel=LENGTH_TOLERANCE)
@@ -115,7 +120,9 @@ def test_label_image_round_trip(tmp_path: Path) -> None:
 def test_pixel_size_from_tiff_resolution_tags(tmp_path: Path) -> None:
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(40000, 40000), resolutionunit="CENTIMETER")
-    tifffile.imwrite(tmp_path / "imagej.tif", image[..., 0], imagej=True, resolution=(4, 4), metadata={"unit": "micron"})
+    tifffile.imwrite(
+        tmp_path / "imagej.tif", image[..., 0], imagej=True, resolution=(4, 4), metadata={"unit": "micron"}
+    )
     tifffile.imwrite(tmp_path / "print.tif", image, resolution=(72, 72), resolutionunit="INCH")
     tifffile.imwrite(tmp_path / "none.tif", image)
     assert tiff_pixel_size(tmp_path / "cm.tif") == pytest.approx(0.25)
@@ -156,12 +163,16 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
     Image.fromarray(image).save(tmp_path / "one.png")
     tifffile.imwrite(tmp_path / "two.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER")  # 0.5 um
     out = tmp_path / "out"
-    written = predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png"), str(tmp_path / "two.tif")], out, progress=False).written
+    written = predict_paths(
+        DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png"), str(tmp_path / "two.tif")], out, progress=False
+    ).written
     assert out / "one_objects.tif" in written and out / "objects.csv" in written
 
     objects = read_csv(out / "objects.csv")
     assert tuple(objects[0]) == OBJECT_COLUMNS
-    assert next(iter(read_csv(out / "counts.csv")[0])) == IMAGE_COLUMN == OBJECT_COLUMNS[0]  # both tables name the image alike
+    assert (
+        next(iter(read_csv(out / "counts.csv")[0])) == IMAGE_COLUMN == OBJECT_COLUMNS[0]
+    )  # both tables name the image alike
     for row in read_csv(out / "counts.csv"):
         per_class = Counter(o["class"] for o in objects if o["image"] == row["image"])
         assert per_class == {"erythrocyte": int(row["erythrocyte_count"]), "spirochete": int(row["spirochete_count"])}
@@ -177,7 +188,9 @@ def test_predict_writes_label_images_and_objects_matching_counts(tmp_path: Path)
     assert float(in_microns["length_um"]) == pytest.approx(float(in_microns["length_px"]) * 0.5, abs=1e-3)
     assert float(in_microns["area_um2"]) == pytest.approx(int(in_microns["area_px"]) * 0.25, abs=1e-3)
 
-    predict_paths(DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png")], out, pixel_size=2.0, overwrite=True, progress=False)
+    predict_paths(
+        DrawnPredictor(drawn_scene()), [str(tmp_path / "one.png")], out, pixel_size=2.0, overwrite=True, progress=False
+    )
     assert not (out / "two_objects.tif").exists()  # the earlier run's outputs went with its tables
     (calibrated,) = [o for o in read_csv(out / "objects.csv") if o["class"] == "spirochete"]
     assert float(calibrated["width_um"]) == pytest.approx(float(calibrated["width_px"]) * 2.0, abs=1e-3)

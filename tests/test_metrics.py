@@ -1,4 +1,4 @@
-"""Tests for segnet.metrics: hand-computed cases, the absent-class policy, and agreement with
+"""Tests for segnet.train.metrics: hand-computed cases, the absent-class policy, and agreement with
 torchmetrics / scikit-learn.
 
 torchmetrics writes a 0/0 per-class score as 0 (or NaN) where we write None, and its macro accuracy
@@ -25,12 +25,7 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-from segnet.metrics import (
-    BoundaryF1,
-    ConfusionMatrix,
-    boundary_f1_per_image,
-    metrics_from_confusion,
-)
+from segnet.train.metrics import BoundaryF1, ConfusionMatrix, boundary_f1_per_image, metrics_from_confusion
 
 IGNORE = 255
 
@@ -150,12 +145,8 @@ def test_metrics_absent_class_policy():
     names = ["c0", "c1", "c2", "c3", "c4"]
     m = metrics_from_confusion(confusion_of(target, pred, 5).numpy(), names)
     pc = m["per_class"]
-    assert pc["c0"] == pytest.approx(
-        {"iou": 2 / 7, "accuracy": 2 / 3, "precision": 1 / 3, "dice": 4 / 9, "support": 3}
-    )
-    assert pc["c1"] == pytest.approx(
-        {"iou": 1 / 3, "accuracy": 1 / 3, "precision": 1.0, "dice": 1 / 2, "support": 3}
-    )
+    assert pc["c0"] == pytest.approx({"iou": 2 / 7, "accuracy": 2 / 3, "precision": 1 / 3, "dice": 4 / 9, "support": 3})
+    assert pc["c1"] == pytest.approx({"iou": 1 / 3, "accuracy": 1 / 3, "precision": 1.0, "dice": 1 / 2, "support": 3})
     assert pc["c2"] == {"iou": None, "accuracy": None, "precision": None, "dice": None, "support": 0}
     assert pc["c3"] == {"iou": 0.0, "accuracy": None, "precision": 0.0, "dice": 0.0, "support": 0}
     assert pc["c4"] == {"iou": 0.0, "accuracy": 0.0, "precision": None, "dice": 0.0, "support": 2}

@@ -9,15 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import segnet.model as model_module
-import segnet.spec as spec_module
-from segnet.checkpoint import load_checkpoint
-from segnet.config import load_config
-from segnet.errors import CheckpointError, SegnetError
-from segnet.evaluate import evaluate_run
-from segnet.inference import InferenceOptions
-from segnet.model import (
-    MODEL_NAMES,
+import segnet.model.networks as model_module
+import segnet.plan.spec as spec_module
+from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT
+from segnet.evaluate.run import evaluate_run
+from segnet.model.checkpoint import load_checkpoint
+from segnet.model.networks import (
     DecoderStage,
     EncoderStage,
     RegisteredNetwork,
@@ -27,9 +25,10 @@ from segnet.model import (
     load_pretrained_encoder,
     register_model,
 )
-from segnet.runfiles import BEST_CHECKPOINT
-from segnet.spec import ModelSpec, model_names
-from segnet.train import train
+from segnet.model.options import InferenceOptions
+from segnet.plan.config import load_config
+from segnet.plan.spec import MODEL_NAMES, ModelSpec, model_names
+from segnet.train.loop import train
 
 torch.set_num_threads(1)
 
@@ -137,10 +136,35 @@ def _conv(cin: int, cout: int, k: int, bn: bool = True) -> int:
 
 
 def test_segnet_parameter_count(models: dict[str, nn.Module]) -> None:
-    encoder = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-               (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
-    decoder = [(512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 256),
-               (256, 256), (256, 256), (256, 128), (128, 128), (128, 64), (64, 64)]
+    encoder = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
+    decoder = [
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 256),
+        (256, 256),
+        (256, 256),
+        (256, 128),
+        (128, 128),
+        (128, 64),
+        (64, 64),
+    ]
     expected = sum(_conv(a, b, 3) for a, b in encoder + decoder) + _conv(64, 3, 3, bn=False)
     assert expected == 29_444_739
     assert count_parameters(models["segnet"]) == expected
@@ -157,8 +181,20 @@ def test_segnet_basic_parameter_count(models: dict[str, nn.Module]) -> None:
 
 
 def test_notebook_parameter_count(models: dict[str, nn.Module]) -> None:
-    layers = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
-              (256, 256), (256, 128), (128, 128), (128, 64), (64, 64), (64, 3)]
+    layers = [
+        (3, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 128),
+        (128, 128),
+        (128, 64),
+        (64, 64),
+        (64, 3),
+    ]
     expected = sum(_conv(a, b, 3) for a, b in layers)
     assert expected == 2_293_641
     assert count_parameters(models["notebook-segnet"]) == expected
@@ -490,7 +526,11 @@ def test_segnet_forward_backward(models: dict[str, nn.Module]) -> None:
 def _tiny_core(in_channels: int, num_classes: int) -> nn.Module:
     """A network of two poolings' depth for register_model (a U-Net stand-in)."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 8, 3, padding=1), nn.MaxPool2d(2), nn.MaxPool2d(2), nn.Conv2d(8, num_classes, 1), nn.Upsample(scale_factor=4)
+        nn.Conv2d(in_channels, 8, 3, padding=1),
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, num_classes, 1),
+        nn.Upsample(scale_factor=4),
     )
 
 
@@ -503,7 +543,10 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> str:
     return "tiny-unet"
 
 
-def test_a_registered_model_trains_saves_calibrates_and_evaluates(registered: str, synthetic_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_registered_model_trains_saves_calibrates_and_evaluates(
+    registered: str, synthetic_dataset: Path, tmp_path: Path
+) -> None:
     assert registered in model_names() and registered not in MODEL_NAMES
     model = build_model(ModelSpec(registered, 3, downsample=3))
     assert isinstance(model, RegisteredNetwork) and model.total_stride == 12 == model.spec.total_stride
@@ -518,5 +561,7 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(registered: st
     run = train(config, progress_log=lambda *args: None)
     state = load_checkpoint(run / BEST_CHECKPOINT)
     assert state["model"]["name"] == registered and "calibration" in state
-    metrics = evaluate_run(run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False)
+    metrics = evaluate_run(
+        run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False
+    )
     assert metrics["evaluation"]["model"] == registered and metrics["num_images"] == 3

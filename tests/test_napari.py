@@ -20,25 +20,27 @@ from PIL import Image
 pytest.importorskip("napari", reason="the napari extra is not installed (pip install -e '.[napari-test]')")
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e '.[napari-test]')")
 if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
-    pytest.skip("no X display for napari's canvas: install xvfb (make test does) and pytest-xvfb", allow_module_level=True)
+    pytest.skip(
+        "no X display for napari's canvas: install xvfb (make test does) and pytest-xvfb", allow_module_level=True
+    )
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
-from segnet import DEFAULT_CLASSES  # noqa: E402
-from segnet.builtin import DEFAULT_BUILTIN_MODEL  # noqa: E402
-from segnet.checkpoint import new_checkpoint, save_checkpoint  # noqa: E402
 from segnet.cli import main  # noqa: E402
-from segnet.columns import VIEWER_COLUMNS  # noqa: E402
-from segnet.data import find_pairs, read_image, read_mask  # noqa: E402
-from segnet.measure import read_object_labels  # noqa: E402
-from segnet.model import build_model  # noqa: E402
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.pairs import find_pairs, read_image, read_mask  # noqa: E402
+from segnet.data.palette import class_palette
+from segnet.data.synthetic import generate_sample  # noqa: E402
+from segnet.evaluate.columns import VIEWER_COLUMNS  # noqa: E402
+from segnet.evaluate.measure import read_object_labels  # noqa: E402
+from segnet.model.builtin import DEFAULT_BUILTIN_MODEL  # noqa: E402
+from segnet.model.checkpoint import new_checkpoint, save_checkpoint  # noqa: E402
+from segnet.model.networks import build_model  # noqa: E402
 from segnet.napari.layers import CLASSES_SUFFIX, OBJECTS_SUFFIX  # noqa: E402
 from segnet.napari.reader import get_reader  # noqa: E402
 from segnet.napari.widget import MESSAGE_PREFIX, SegmentWidget  # noqa: E402
-from segnet.predict import class_palette  # noqa: E402
-from segnet.spec import ModelSpec  # noqa: E402
-from segnet.synthetic import generate_sample  # noqa: E402
+from segnet.plan.spec import ModelSpec  # noqa: E402
 
 TILE = 64
 STEM = "field"
@@ -52,11 +54,21 @@ def predicted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     checkpoint = root / "tiny.pt"
     normalization = {"mean": [0.2, 0.2, 0.2], "std": [0.2, 0.2, 0.2]}
-    save_checkpoint(new_checkpoint(build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES))), list(DEFAULT_CLASSES), normalization), checkpoint)
+    save_checkpoint(
+        new_checkpoint(
+            build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES))), list(DEFAULT_CLASSES), normalization
+        ),
+        checkpoint,
+    )
     image = root / f"{STEM}.png"
     Image.fromarray(generate_sample(96, 128, np.random.default_rng(0))[0]).save(image)
     out = root / "predicted"
-    assert main(["predict", str(image), "--out", str(out), "--checkpoint", str(checkpoint), "--tile", str(TILE), "--no-tta"]) == 0
+    assert (
+        main(
+            ["predict", str(image), "--out", str(out), "--checkpoint", str(checkpoint), "--tile", str(TILE), "--no-tta"]
+        )
+        == 0
+    )
     return {"checkpoint": checkpoint, "image": image, "out": out}
 
 
@@ -109,13 +121,19 @@ def test_segment_gives_what_segnet_predict_writes(make_napari_viewer, qtbot, pre
     table = read_csv(out / "objects.csv")
     assert len(table) > 3 and widget.table_rows() == table[1:]
     shown_header = [widget.table.horizontalHeaderItem(column).text() for column in range(widget.table.columnCount())]
-    assert shown_header == list(VIEWER_COLUMNS) and shown_header[0] == "object_id"  # the object first, the image path last
+    assert (
+        shown_header == list(VIEWER_COLUMNS) and shown_header[0] == "object_id"
+    )  # the object first, the image path last
     for class_id, name in enumerate(DEFAULT_CLASSES[1:], start=1):
         assert f"{name}: {expected_objects.object_classes.count(class_id)}" in widget.counts_label.text()
     assert widget.progress.value() == widget.progress.maximum() > 1  # counted tiles
 
     # Clicking a row centres the view on that object and selects it.
-    qtbot.mouseClick(widget.table.viewport(), Qt.MouseButton.LeftButton, pos=widget.table.visualRect(widget.table.model().index(2, 0)).center())
+    qtbot.mouseClick(
+        widget.table.viewport(),
+        Qt.MouseButton.LeftButton,
+        pos=widget.table.visualRect(widget.table.model().index(2, 0)).center(),
+    )
     row = table[3]
     assert tuple(viewer.scene.camera.center[-2:]) == pytest.approx((float(row[5]), float(row[4])))
     assert objects.selected_label == int(row[2])
@@ -146,7 +164,9 @@ def test_segment_gives_what_segnet_predict_writes(make_napari_viewer, qtbot, pre
     np.testing.assert_array_equal(read_image(pair.image), read_image(predicted["image"]))
 
 
-def test_problems_are_one_line_notifications_and_cancel_stops(make_napari_viewer, qtbot, predicted, tmp_path, capsys, notifications) -> None:
+def test_problems_are_one_line_notifications_and_cancel_stops(
+    make_napari_viewer, qtbot, predicted, tmp_path, capsys, notifications
+) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     assert main(["predict", str(predicted["image"]), "--out", str(tmp_path / "out"), "--checkpoint", str(broken)]) == 1
@@ -188,12 +208,17 @@ def test_reader_opens_predict_outputs(predicted) -> None:
     mask_path = str(predicted["out"] / f"{STEM}_mask.png")
     assert get_reader(str(predicted["image"])) is None
     (classes, classes_kwargs, kind), (objects, objects_kwargs, _) = get_reader(mask_path)(mask_path)
-    assert kind == "labels" and classes_kwargs["name"] == STEM + CLASSES_SUFFIX and objects_kwargs["name"] == STEM + OBJECTS_SUFFIX
+    assert (
+        kind == "labels"
+        and classes_kwargs["name"] == STEM + CLASSES_SUFFIX
+        and objects_kwargs["name"] == STEM + OBJECTS_SUFFIX
+    )
     np.testing.assert_array_equal(classes, read_mask(mask_path, len(DEFAULT_CLASSES)))
     np.testing.assert_array_equal(objects, read_object_labels(predicted["out"] / f"{STEM}_objects.tif").labels)
     assert list(classes_kwargs["features"]["class"]) == list(DEFAULT_CLASSES)
 
 
+@pytest.mark.slow
 def test_manifest_names_importable_commands_and_nothing_loads_torch() -> None:
     import npe2
 
@@ -202,7 +227,12 @@ def test_manifest_names_importable_commands_and_nothing_loads_torch() -> None:
     assert modules == ["segnet.napari.reader", "segnet.napari.widget"]
     probe = f"import sys, {', '.join(modules)}; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(NAPARI_DIR.parents[1])}
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        == "False"
+    )
     for command in manifest.contributions.commands:
         module, name = command.python_name.split(":")
         assert callable(getattr(sys.modules.get(module) or __import__(module, fromlist=[name]), name))

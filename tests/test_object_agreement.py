@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skimage.draw import disk, line
 
-from segnet.config import DARKFIELD_ROLES
-from segnet.counting import label_objects
-from segnet.errors import DataError
-from segnet.measure import find_objects, measure_objects, read_object_labels, write_object_labels
+from segnet.core.errors import DataError
+from segnet.data.classes import DARKFIELD_ROLES
+from segnet.evaluate.counting import label_objects
+from segnet.evaluate.measure import find_objects, measure_objects, read_object_labels, write_object_labels
 
 CLASSES = ("background", "erythrocyte", "spirochete")
 SIZE = 72
@@ -52,12 +52,16 @@ def test_every_counted_id_has_pixels(mask: np.ndarray, core_fraction: float) -> 
         assert sorted(np.unique(labels[labels > 0])) == list(range(1, count + 1))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(mask=masks())
 def test_counts_rows_and_label_image_agree(tmp_path: Path, mask: np.ndarray) -> None:
     objects = find_objects(mask, DARKFIELD_ROLES, min_area=1)
     counts = objects.counts(DARKFIELD_ROLES.counted)
-    rows = Counter(measurement.class_id for measurement in measure_objects(objects, np.zeros((*mask.shape, 3), np.uint8)))
+    rows = Counter(
+        measurement.class_id for measurement in measure_objects(objects, np.zeros((*mask.shape, 3), np.uint8))
+    )
     path = tmp_path / "a_objects.tif"
     write_object_labels(path, objects, CLASSES)
     back = read_object_labels(path)
@@ -68,6 +72,8 @@ def test_counts_rows_and_label_image_agree(tmp_path: Path, mask: np.ndarray) -> 
 def test_a_label_image_numbering_objects_without_pixels_is_refused(tmp_path: Path) -> None:
     labels = np.zeros((8, 8), np.uint16)
     labels[:2, :2], labels[5:, 5:] = 1, 3  # id 2 has no pixels
-    tifffile.imwrite(tmp_path / "a_objects.tif", labels, metadata={"class_names": list(CLASSES), "object_classes": [1, 1, 2]})
+    tifffile.imwrite(
+        tmp_path / "a_objects.tif", labels, metadata={"class_names": list(CLASSES), "object_classes": [1, 1, 2]}
+    )
     with pytest.raises(DataError, match=r"a_objects\.tif: .*3 objects but 2 ids have pixels"):
         read_object_labels(tmp_path / "a_objects.tif")

@@ -1,4 +1,4 @@
-"""Outputs never destroy inputs and go where the user said (segnet.outputs): export and pack refuse
+"""Outputs never destroy inputs and go where the user said (segnet.core.outputs): export and pack refuse
 their checkpoint as output, files are replaced and never written through links, predict refuses a
 folder of another run's results unless --overwrite and one run at a time writes a folder,
 evaluate --report writes into --out, and the napari correction saver names files safely."""
@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segnet import builtin
-from segnet.builtin import DEFAULT_BUILTIN_MODEL, pack_checkpoint
 from segnet.cli import main
-from segnet.config import DARKFIELD_ROLES
-from segnet.data import array_to_rgb, find_pairs, read_image, read_mask, write_pair
-from segnet.errors import DataError, OutputError
-from segnet.measure import find_objects, write_object_labels
+from segnet.core import runfiles
+from segnet.core.errors import DataError, OutputError
+from segnet.core.outputs import open_replacing, output_lock, refuse_package_folder, safe_stem, write_text_atomically
+from segnet.core.runfiles import BEST_CHECKPOINT
+from segnet.data.classes import DARKFIELD_ROLES
+from segnet.data.pairs import array_to_rgb, find_pairs, read_image, read_mask, write_pair
+from segnet.evaluate.measure import find_objects, write_object_labels
+from segnet.export.pack import pack_checkpoint
+from segnet.model.builtin import DEFAULT_BUILTIN_MODEL
 from segnet.napari.segmentation import save_correction
-from segnet.outputs import open_replacing, output_lock, refuse_package_folder, safe_stem, write_text_atomically
-from segnet.predict import predict_paths
-from segnet.predict.files import COUNTS_FILE, OBJECTS_FILE
-from segnet.report import write_report
-from segnet.runfiles import BEST_CHECKPOINT
+from segnet.predict.files import COUNTS_FILE, OBJECTS_FILE, predict_paths
+from segnet.report.page import write_report
 
 CLASSES = ("background", "erythrocyte", "spirochete")
 PREDICT = ["--device", "cpu", "--no-tta"]
@@ -71,7 +71,20 @@ def test_export_refuses_to_write_over_its_checkpoint(run, tmp_path: Path, capsys
 
 def test_export_refuses_two_outputs_at_one_path(run, tmp_path: Path, capsys) -> None:
     target = tmp_path / "model.file"
-    assert main(["export", "--checkpoint", str(run[0] / BEST_CHECKPOINT), "--out", str(target), "--pack", str(tmp_path / "." / "model.file")]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(run[0] / BEST_CHECKPOINT),
+                "--out",
+                str(target),
+                "--pack",
+                str(tmp_path / "." / "model.file"),
+            ]
+        )
+        == 1
+    )
     _one_line_error(capsys, str(target), "is named by both --out and --pack")
     assert not target.exists()
 
@@ -104,7 +117,18 @@ def test_files_are_replaced_never_written_through_a_link(tmp_path: Path, kind: s
 
 
 def _predict(run: tuple[Path, Path], inputs: list[Path], out: Path, *flags: str) -> int:
-    return main(["predict", "--checkpoint", str(run[0] / BEST_CHECKPOINT), *map(str, inputs), "--out", str(out), *PREDICT, *flags])
+    return main(
+        [
+            "predict",
+            "--checkpoint",
+            str(run[0] / BEST_CHECKPOINT),
+            *map(str, inputs),
+            "--out",
+            str(out),
+            *PREDICT,
+            *flags,
+        ]
+    )
 
 
 def _rows(table: Path) -> list[str]:
@@ -147,11 +171,22 @@ def test_two_predicts_into_one_folder_cannot_interleave(run, tmp_path: Path, cap
 def test_evaluate_report_of_a_built_in_model_goes_into_out(run, tmp_path: Path, capsys, monkeypatch) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
-    monkeypatch.setattr(builtin, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(runfiles, "WEIGHTS_DIR", weights)
     shutil.copy(run[0] / BEST_CHECKPOINT, weights / f"{DEFAULT_BUILTIN_MODEL}.pt")
     before = _snapshot(weights)
     evaluation = tmp_path / "EVAL"
-    argv = ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(run[1]), "--split", "all", "--out", str(evaluation), "--report"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        DEFAULT_BUILTIN_MODEL,
+        "--data",
+        str(run[1]),
+        "--split",
+        "all",
+        "--out",
+        str(evaluation),
+        "--report",
+    ]
     assert main([*argv, *PREDICT]) == 0
     assert f"report: {evaluation / 'report.html'}" in capsys.readouterr().out
     assert f"segnet report: {DEFAULT_BUILTIN_MODEL}</title>" in (evaluation / "report.html").read_text(encoding="utf-8")
@@ -160,7 +195,10 @@ def test_evaluate_report_of_a_built_in_model_goes_into_out(run, tmp_path: Path, 
         write_report(weights, evaluation)
     with pytest.raises(OutputError, match="built-in model folder"):
         refuse_package_folder(weights / "evaluation")
-    for command in (["predict", str(run[1] / "images")], ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(run[1]), "--split", "all"]):
+    for command in (
+        ["predict", str(run[1] / "images")],
+        ["evaluate", "--checkpoint", DEFAULT_BUILTIN_MODEL, "--data", str(run[1]), "--split", "all"],
+    ):
         assert main([*command, "--out", str(weights / "out"), *PREDICT]) == 1
         _one_line_error(capsys, "built-in model folder")
     assert _snapshot(weights) == before
@@ -171,7 +209,16 @@ def test_evaluate_report_of_a_built_in_model_goes_into_out(run, tmp_path: Path, 
 
 @pytest.mark.parametrize(
     ("name", "stem"),
-    [("../../x", "x"), ("a/b\\c", "a_b_c"), ("..", None), (".hidden", "hidden"), ("C:\\temp\\x", "C_temp_x"), ("", None), ("/", None), ("cells 1.2", "cells 1.2")],
+    [
+        ("../../x", "x"),
+        ("a/b\\c", "a_b_c"),
+        ("..", None),
+        (".hidden", "hidden"),
+        ("C:\\temp\\x", "C_temp_x"),
+        ("", None),
+        ("/", None),
+        ("cells 1.2", "cells 1.2"),
+    ],
 )
 def test_layer_names_become_safe_stems(name: str, stem: str | None) -> None:
     if stem is None:
@@ -243,7 +290,9 @@ def test_skip_existing_refuses_outputs_of_a_model_with_other_classes(tmp_path: P
     out.mkdir()
     for picture in ("mask", "overlay"):
         shutil.copy(pair.mask, out / f"a_{picture}.png")
-    write_object_labels(out / "a_objects.tif", find_objects(np.zeros((8, 8), np.uint8)), ("background", "nucleus", "fibre"))
+    write_object_labels(
+        out / "a_objects.tif", find_objects(np.zeros((8, 8), np.uint8)), ("background", "nucleus", "fibre")
+    )
     with pytest.raises(DataError, match=r"a_objects\.tif: written by a model of other classes"):
         predict_paths(_ThreeClassModel(), [str(pair.image)], out, skip_existing=True, progress=False)
 

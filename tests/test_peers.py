@@ -8,33 +8,54 @@ import subprocess
 import sys
 from pathlib import Path
 
-from segnet.score import METRICS_FILE
-from segnet.synthetic import write_dataset
+import pytest
+
+from segnet.data.synthetic import write_dataset
+from segnet.evaluate.score import METRICS_FILE
 
 PEERS_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "peers.py"
 
 
+@pytest.mark.slow
 def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> None:
-    train, test = write_dataset(tmp_path / "train", count=6, size=32, seed=1), write_dataset(tmp_path / "test", count=2, size=32, seed=2)
+    train, test = (
+        write_dataset(tmp_path / "train", count=6, size=32, seed=1),
+        write_dataset(tmp_path / "test", count=2, size=32, seed=2),
+    )
     out = tmp_path / "peers"
     # A venv path that does not exist: nnU-Net is never installed by the test, whatever the machine holds.
     command = [sys.executable, str(PEERS_SCRIPT), "--train", str(train), "--test", str(test), "--budget", "0.01", "--out", str(out),
                "--nnunet-venv", str(tmp_path / "no_venv")]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "skipping nnunet: nnU-Net v2 is not installed" in done.stdout
     summary = json.loads((out / "peers.json").read_text())
     ran = {result["peer"]: result for result in summary["results"]}
-    assert {"segnet", "notebook"} <= set(ran) and set(ran) | set(summary["skipped"]) == {"segnet", "notebook", "monai-unet", "nnunet"}
-    table = done.stdout[done.stdout.index("peer "):]
+    assert {"segnet", "notebook"} <= set(ran) and set(ran) | set(summary["skipped"]) == {
+        "segnet",
+        "notebook",
+        "monai-unet",
+        "nnunet",
+    }
+    table = done.stdout[done.stdout.index("peer ") :]
     for name, result in ran.items():
         # the scores are segnet score's, written where segnet report can draw them
         assert result["scores"] == json.loads((out / name / "scores" / METRICS_FILE).read_text())
         assert result["scores"]["num_images"] == 2
-        assert result["training_images_per_second"] > 0 and result["prediction_images_per_second"] > 0 and result["peak_prediction_mb"] > 0
+        assert (
+            result["training_images_per_second"] > 0
+            and result["prediction_images_per_second"] > 0
+            and result["peak_prediction_mb"] > 0
+        )
         row = next(line for line in table.splitlines() if line.startswith(name + " "))
-        assert row.split()[1] == ("-" if result["scores"]["mean_iou"] is None else f"{result['scores']['mean_iou']:.3f}")
-    assert ran["segnet"]["prediction_images_per_second_no_tta"] > 0  # segnet predicts with TTA by default, and is timed without
+        assert row.split()[1] == (
+            "-" if result["scores"]["mean_iou"] is None else f"{result['scores']['mean_iou']:.3f}"
+        )
+    assert (
+        ran["segnet"]["prediction_images_per_second_no_tta"] > 0
+    )  # segnet predicts with TTA by default, and is timed without
     assert ran["notebook"]["prediction_images_per_second_no_tta"] is None  # the notebook has no TTA
 
 
@@ -63,6 +84,7 @@ for image in source.glob("*_0000.png"):
 }
 
 
+@pytest.mark.slow
 def test_the_nnunet_path_against_a_stand_in_for_nnunet(tmp_path: Path) -> None:
     """nnU-Net itself is not installed by the tests: this checks the benchmark's side of it (raw format,
     commands, environment, the training report, the predictions scored), not nnU-Net."""
@@ -72,14 +94,21 @@ def test_the_nnunet_path_against_a_stand_in_for_nnunet(tmp_path: Path) -> None:
     for name, body in STAND_IN.items():
         (venv / "bin" / name).write_text(f"#!{sys.executable}\n{body}\n")
         (venv / "bin" / name).chmod(0o755)
-    train, test = write_dataset(tmp_path / "train", count=3, size=32, seed=1), write_dataset(tmp_path / "test", count=2, size=32, seed=2)
+    train, test = (
+        write_dataset(tmp_path / "train", count=3, size=32, seed=1),
+        write_dataset(tmp_path / "test", count=2, size=32, seed=2),
+    )
     command = [sys.executable, str(PEERS_SCRIPT), "--train", str(train), "--test", str(test), "--budget", "0.01", "--out", str(tmp_path / "out"),
                "--nnunet-venv", str(venv), "--peers", "nnunet"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (result,) = json.loads((tmp_path / "out" / "peers.json").read_text())["results"]
     assert result["training_images_per_second"] == 12.0
-    assert result["scores"]["num_images"] == 2 and result["scores"]["per_class"]["background"]["precision"] > 0  # all background
+    assert (
+        result["scores"]["num_images"] == 2 and result["scores"]["per_class"]["background"]["precision"] > 0
+    )  # all background
     assert (venv / "site" / "nnunetv2" / "training" / "nnUNetTrainer" / "nnunet_budget_trainer.py").is_file()
     predicted = sorted(path.name for path in (tmp_path / "out" / "nnunet" / "predictions").iterdir())
-    assert predicted == sorted(path.name for path in (test / "masks").iterdir())  # masks only: nnU-Net's json files removed
+    assert predicted == sorted(
+        path.name for path in (test / "masks").iterdir()
+    )  # masks only: nnU-Net's json files removed

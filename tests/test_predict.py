@@ -13,33 +13,32 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from scipy.ndimage import minimum_filter
 from torch import nn
 
-from scipy.ndimage import minimum_filter
-
-from segnet.checkpoint import new_checkpoint, save_checkpoint
-from segnet.config import DARKFIELD_ROLES
-from segnet.measure import ObjectLabels, find_objects, measure_objects, read_object_labels
-from segnet.predict.pictures import TEXT_COLOUR, UNSURE_COLOUR, annotated_overlay, object_tags, outline, text_size
-from segnet.errors import CheckpointError, DataError, SegnetError
-from segnet.model import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
-from segnet.spec import ModelSpec
-from segnet.inference import InferenceOptions
-from segnet.predict import (
-    Ensemble,
-    Predictor,
-    class_palette,
-    colorize,
-    expand_inputs,
-    gaussian_importance_map,
-    is_own_output,
-    load_predictor,
+from segnet.core.errors import CheckpointError, DataError, SegnetError
+from segnet.data.classes import DARKFIELD_ROLES
+from segnet.data.palette import class_palette, colorize
+from segnet.data.synthetic import generate_sample
+from segnet.evaluate.measure import ObjectLabels, find_objects, measure_objects, read_object_labels
+from segnet.model.checkpoint import new_checkpoint, save_checkpoint
+from segnet.model.networks import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Ensemble, Predictor
+from segnet.model.windows import gaussian_importance_map, sliding_window_starts
+from segnet.plan.spec import ModelSpec
+from segnet.predict.files import expand_inputs, is_own_output, predict_paths
+from segnet.predict.loading import load_predictor
+from segnet.predict.pictures import (
+    TEXT_COLOUR,
+    UNSURE_COLOUR,
+    annotated_overlay,
+    object_tags,
+    outline,
     overlay,
-    predict_paths,
     predictive_entropy,
-    sliding_window_starts,
+    text_size,
 )
-from segnet.synthetic import generate_sample
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -102,7 +101,9 @@ def predictor(model: nn.Module, **options) -> Predictor:
     stride=st.sampled_from([1, 2, 16, 32]),
     overlap=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]),
 )
-def test_window_starts_cover_the_axis_and_end_at_the_edge(length: int, tile_in_strides: int, stride: int, overlap: float) -> None:
+def test_window_starts_cover_the_axis_and_end_at_the_edge(
+    length: int, tile_in_strides: int, stride: int, overlap: float
+) -> None:
     tile = tile_in_strides * stride
     starts = sliding_window_starts(length, tile, overlap, stride)
     edge = -(-length // stride) * stride  # the model pads its input up to a multiple of its stride
@@ -161,7 +162,9 @@ def test_tiling_reproduces_whole_image_inference() -> None:
 def test_tiling_a_space_to_depth_model_keeps_its_block_grid() -> None:
     # One small stage, so that a tile holds all the context a pixel needs.
     torch.manual_seed(0)
-    model = SegNet("segnet-basic", [EncoderStage(27, [8])], [DecoderStage(8, [8])], nn.Conv2d(8, 3, 1), 3, 27, downsample=3)
+    model = SegNet(
+        "segnet-basic", [EncoderStage(27, [8])], [DecoderStage(8, [8])], nn.Conv2d(8, 3, 1), 3, 27, downsample=3
+    )
     model.space_to_depth, model.subpixel = True, SubPixelHead(8, 3, 3)
     torch.nn.init.normal_(model.subpixel.conv.weight, std=0.1)
     model.eval()
@@ -195,7 +198,9 @@ def test_tile_batch_size_does_not_change_the_result() -> None:
 
 def test_tiling_reports_window_progress() -> None:
     calls: list[tuple[int, int]] = []
-    predictor(local_model(), tile=48, batch_size=2).predict_proba(sample_image(100, 90), progress=lambda *a: calls.append(a))
+    predictor(local_model(), tile=48, batch_size=2).predict_proba(
+        sample_image(100, 90), progress=lambda *a: calls.append(a)
+    )
     assert calls == [(2, 9), (4, 9), (6, 9), (8, 9), (9, 9)]
 
 
@@ -248,7 +253,11 @@ def test_ensemble_averages_members_and_counts_all_their_windows() -> None:
     members = [predictor(PoolingModel(seed), tile=32) for seed in (0, 1)]
     expected = (members[0].predict_proba(image) + members[1].predict_proba(image)) / 2
     seen: list[tuple[int, int]] = []
-    np.testing.assert_allclose(Ensemble(members).predict_proba(image, progress=lambda done, total: seen.append((done, total))), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        Ensemble(members).predict_proba(image, progress=lambda done, total: seen.append((done, total))),
+        expected,
+        atol=1e-6,
+    )
     windows = seen[0][1] // 2
     assert seen[-1] == (2 * windows, 2 * windows) and [done for done, _ in seen] == sorted(done for done, _ in seen)
     other = Predictor(local_model(), ["background", "cell", "other"], MEAN, STD, PLAIN)
@@ -267,7 +276,9 @@ def test_a_progress_callback_that_raises_stops_between_batches() -> None:
         raise Stop
 
     with pytest.raises(Stop):
-        predictor(PoolingModel(), tile=32, batch_size=2).predict_proba(sample_image(100, 70), progress=cancel_after_the_first)
+        predictor(PoolingModel(), tile=32, batch_size=2).predict_proba(
+            sample_image(100, 70), progress=cancel_after_the_first
+        )
     assert batches == [2]
 
 
@@ -427,7 +438,9 @@ def test_the_overlay_outlines_numbers_and_counts_the_objects() -> None:
     in_class_colour = (picture[edges] == palette[classes[edges]]).all(axis=1)
     assert in_class_colour.mean() > 0.9  # every border in its class's colour, but where an id is written over it
     interior = (objects.labels > 0) & ~outline(objects.labels, 3)
-    assert not (picture[interior] == palette[classes[interior]]).all(axis=1).any()  # inside: blended, not the outline's colour
+    assert (
+        not (picture[interior] == palette[classes[interior]]).all(axis=1).any()
+    )  # inside: blended, not the outline's colour
     for colour in (*map(tuple, palette[1:].tolist()), UNSURE_COLOUR):
         assert swatch_present(picture, colour), f"no legend swatch of {colour}"
     size = text_size(image.shape)
@@ -439,7 +452,9 @@ def test_the_overlay_outlines_numbers_and_counts_the_objects() -> None:
 
 def test_a_small_image_gets_outlines_but_no_text() -> None:
     image, mask, _, _ = scene_objects()
-    small = annotated_overlay(image[:80, :80], mask[:80, :80], find_objects(mask[:80, :80]), [], CLASSES, DARKFIELD_ROLES.counted)
+    small = annotated_overlay(
+        image[:80, :80], mask[:80, :80], find_objects(mask[:80, :80]), [], CLASSES, DARKFIELD_ROLES.counted
+    )
     assert (small == (255, 0, 0)).all(axis=2).any()  # the red cell's outline
     assert not (small == TEXT_COLOUR).all(axis=2).any()
 
@@ -526,7 +541,11 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     written = predict_paths(loaded, [str(tmp_path / "in")], out, progress=False).written
 
     suffixes = ["mask", "overlay", "uncertainty", "uncertainty_overlay"]
-    expected = [out / name for stem in ("first", "second") for name in [f"{stem}_{s}.png" for s in suffixes] + [f"{stem}_objects.tif"]]
+    expected = [
+        out / name
+        for stem in ("first", "second")
+        for name in [f"{stem}_{s}.png" for s in suffixes] + [f"{stem}_objects.tif"]
+    ]
     assert written == expected + [out / "counts.csv", out / "objects.csv"]
     for path, (height, width) in [(first, (48, 40)), (second, (36, 52))]:
         mask = np.asarray(Image.open(out / f"{path.stem}_mask.png"))
@@ -539,7 +558,11 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
     with (out / "counts.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
-        "image", "erythrocyte_count", "erythrocyte_area_fraction", "spirochete_count", "spirochete_area_fraction"
+        "image",
+        "erythrocyte_count",
+        "erythrocyte_area_fraction",
+        "spirochete_count",
+        "spirochete_area_fraction",
     ]
     assert [Path(row["image"]).name for row in rows] == ["first.png", "second.png"]
     for row in rows:
@@ -548,8 +571,16 @@ def test_predict_paths_writes_masks_overlays_uncertainty_and_counts(tmp_path: Pa
 
 def test_predict_paths_without_mc_writes_no_uncertainty(tmp_path: Path) -> None:
     write_png(tmp_path / "one.png", sample_image(32, 32))
-    written = predict_paths(predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False).written
-    assert [p.name for p in written] == ["one_mask.png", "one_overlay.png", "one_objects.tif", "counts.csv", "objects.csv"]
+    written = predict_paths(
+        predictor(local_model()), [str(tmp_path / "one.png")], tmp_path / "out", progress=False
+    ).written
+    assert [p.name for p in written] == [
+        "one_mask.png",
+        "one_overlay.png",
+        "one_objects.tif",
+        "counts.csv",
+        "objects.csv",
+    ]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -562,11 +593,16 @@ def test_predict_paths_reports_a_bad_input_and_goes_on(tmp_path: Path) -> None:
     (tmp_path / "broken.png").write_bytes(b"not a png")
     write_png(tmp_path / "c_good.png", sample_image(32, 32, seed=1))
     notes: list[str] = []
-    summary = predict_paths(predictor(local_model()), [str(tmp_path)], tmp_path / "out", progress=False, log=notes.append)
+    summary = predict_paths(
+        predictor(local_model()), [str(tmp_path)], tmp_path / "out", progress=False, log=notes.append
+    )
     assert summary.images == 2 and len(summary.failed) == 1 and "broken.png" in summary.failed[0]
     assert [line for line in notes if "broken.png" in line] == [f"skipped {summary.failed[0]}"]
     assert "\n" not in summary.failed[0]
-    assert [Path(row["image"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == ["a_good.png", "c_good.png"]
+    assert [Path(row["image"]).name for row in read_rows(tmp_path / "out" / "counts.csv")] == [
+        "a_good.png",
+        "c_good.png",
+    ]
 
 
 def test_cli_exits_1_after_predicting_the_readable_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -576,7 +612,22 @@ def test_cli_exits_1_after_predicting_the_readable_inputs(tmp_path: Path, capsys
     (tmp_path / "in" / "junk.tif").write_bytes(b"\x00" * 10)
     checkpoint = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
     out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu", "--no-tta"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                str(tmp_path / "in"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-tta",
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "1 of 2 input(s) failed" in captured.err and "junk.tif" in captured.out
     assert len(read_rows(out / "counts.csv")) == 1 and (out / "good_mask.png").is_file()
@@ -606,4 +657,6 @@ def test_predict_paths_refuses_inputs_whose_outputs_collide(tmp_path: Path) -> N
     write_png(tmp_path / "a" / "same.png", sample_image(16, 16))
     write_png(tmp_path / "b" / "same.png", sample_image(16, 16))
     with pytest.raises(DataError, match="same"):
-        predict_paths(predictor(local_model()), [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out", progress=False)
+        predict_paths(
+            predictor(local_model()), [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out", progress=False
+        )

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet.checkpoint import new_checkpoint, save_checkpoint
-from segnet.model import build_model
-from segnet.predict import Predictor, predict_paths
-from segnet.spec import ModelSpec
-from segnet.synthetic import generate_sample
-from segnet.inference import InferenceOptions
+from segnet.data.synthetic import generate_sample
+from segnet.model.checkpoint import new_checkpoint, save_checkpoint
+from segnet.model.networks import build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.spec import ModelSpec
+from segnet.predict.files import predict_paths
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -28,7 +29,9 @@ def write_images(folder: Path, count: int) -> None:
     rng = np.random.default_rng(0)
     for index in range(count):
         size = int(rng.integers(40, 64))
-        Image.fromarray(generate_sample(size, size + 8, np.random.default_rng(index))[0]).save(folder / f"img{index:02d}.png")
+        Image.fromarray(generate_sample(size, size + 8, np.random.default_rng(index))[0]).save(
+            folder / f"img{index:02d}.png"
+        )
 
 
 def output_bytes(folder: Path) -> dict[str, bytes]:
@@ -46,9 +49,22 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def predict_command(checkpoint: Path, images: Path, out: Path, processes: int) -> list[str]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    return launcher + ["-m", "segnet", "predict", "--checkpoint", str(checkpoint), str(images), "--out", str(out), "--device", "cpu", "--no-tta"]
+    return launcher + [
+        "-m",
+        "segnet",
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        str(images),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-tta",
+    ]
 
 
+@pytest.mark.slow
 def test_two_processes_write_what_one_process_writes(checkpoint: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, 5)
@@ -57,7 +73,9 @@ def test_two_processes_write_what_one_process_writes(checkpoint: Path, tmp_path:
     runs = {}
     for processes in (1, 2):
         out = tmp_path / f"out{processes}"
-        result = subprocess.run(predict_command(checkpoint, images, out, processes), capture_output=True, text=True, timeout=300, env=env)
+        result = subprocess.run(
+            predict_command(checkpoint, images, out, processes), capture_output=True, text=True, timeout=300, env=env
+        )
         assert result.returncode != 0, "a failed input must fail the run"
         assert "1 of 6 input(s) failed" in result.stderr, result.stderr[-3000:]
         assert result.stdout.count("image(s) in") == 1, result.stdout  # rank 0 reports once

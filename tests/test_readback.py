@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from segnet import readback
 from segnet.cli import main
-from segnet.config import TrainConfig, load_config, save_config
-from segnet.crossval import FOLDS_FILE, fold_checkpoints, read_best_metrics, read_folds
-from segnet.data import read_split_stems
-from segnet.errors import DataError, SegnetError
-from segnet.score import METRICS_FILE, PER_IMAGE_FILE
-from segnet.report import write_report
-from segnet.runfiles import BEST_METRICS_FILE, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
-from segnet.synthetic import write_dataset
+from segnet.core import readback
+from segnet.core.errors import DataError, SegnetError
+from segnet.core.runfiles import BEST_METRICS_FILE, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
+from segnet.data.pairs import read_split_stems
+from segnet.data.synthetic import write_dataset
+from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_FILE
+from segnet.plan.config import TrainConfig, load_config, save_config
+from segnet.report.page import write_report
+from segnet.train.folds import FOLDS_FILE, fold_checkpoints
+from segnet.workflow.crossval import read_best_metrics, read_folds
 
 GOOD = {
     SPLIT_FILE: '{"train": ["a"], "val": ["b"]}',
@@ -61,23 +62,36 @@ def test_a_damaged_run_file_is_one_error_naming_it(tmp_path: Path, name: str, da
 def _write_evaluation(folder: Path, metrics: str | None = None, per_image: str | None = None) -> None:
     """An evaluation folder as segnet evaluate writes it, but for the ``metrics`` and ``per_image`` given (latin-1 text)."""
     folder.mkdir(parents=True, exist_ok=True)
-    good_metrics = {"classes": ["background", "cell"], "confusion_matrix": [[5, 1], [1, 5]], "per_class": {}, "evaluation": {}}
-    (folder / METRICS_FILE).write_bytes((metrics if metrics is not None else json.dumps(good_metrics)).encode("latin-1"))
-    (folder / PER_IMAGE_FILE).write_bytes((per_image if per_image is not None else "image,image_path,mask_path,pixel_accuracy,mean_iou\n").encode("latin-1"))
+    good_metrics = {
+        "classes": ["background", "cell"],
+        "confusion_matrix": [[5, 1], [1, 5]],
+        "per_class": {},
+        "evaluation": {},
+    }
+    (folder / METRICS_FILE).write_bytes(
+        (metrics if metrics is not None else json.dumps(good_metrics)).encode("latin-1")
+    )
+    (folder / PER_IMAGE_FILE).write_bytes(
+        (per_image if per_image is not None else "image,image_path,mask_path,pixel_accuracy,mean_iou\n").encode(
+            "latin-1"
+        )
+    )
 
 
 @pytest.mark.parametrize(
     ("metrics", "per_image", "problem"),
     [
-        ("{\"classes\": [\"a\", \"b\"]}", None, "confusion_matrix"),
+        ('{"classes": ["a", "b"]}', None, "confusion_matrix"),
         ("\xff", None, "not UTF-8"),
         ("[" * 100_000, None, "nested too deeply"),
         (None, "image,mean_iou\n", "no column image_path"),
         (None, "image,image_path,mask_path,pixel_accuracy,mean_iou\na.png,a.png,a.png,0.5\n", "line 2"),
-        (None, "image,image_path,mask_path,pixel_accuracy,mean_iou\n\"a.png,\n", "line 2"),
+        (None, 'image,image_path,mask_path,pixel_accuracy,mean_iou\n"a.png,\n', "line 2"),
     ],
 )
-def test_a_damaged_evaluation_is_one_error_naming_its_file(tmp_path: Path, metrics: str | None, per_image: str | None, problem: str) -> None:
+def test_a_damaged_evaluation_is_one_error_naming_its_file(
+    tmp_path: Path, metrics: str | None, per_image: str | None, problem: str
+) -> None:
     _write_evaluation(tmp_path / "evaluation", metrics, per_image)
     with pytest.raises(DataError, match=problem) as error:
         write_report(tmp_path, tmp_path / "evaluation")
@@ -103,21 +117,29 @@ def test_a_config_that_never_ends_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         load_config("/dev/zero")
 
 
-BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join(['*' + chr(97 + level)] * 9)}]\n" for level in range(8)
-) + "classes: *i\n"
+BILLION_LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{chr(98 + level)}: &{chr(98 + level)} [{', '.join(['*' + chr(97 + level)] * 9)}]\n" for level in range(8)
+    )
+    + "classes: *i\n"
+)
 
 
 @pytest.mark.parametrize("text", [BILLION_LAUGHS, "base: &base 5\nepochs: *base\n"])
 def test_yaml_aliases_are_refused(tmp_path: Path, text: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(text)
-    with pytest.raises(SegnetError, match=r"config\.yaml: not a valid YAML config at line \d+, column \d+: aliases") as error:
+    with pytest.raises(
+        SegnetError, match=r"config\.yaml: not a valid YAML config at line \d+, column \d+: aliases"
+    ) as error:
         load_config(config)
     assert "\n" not in str(error.value)
 
 
-def test_a_relative_data_path_in_a_run_config_is_taken_from_the_run_folder(tmp_path: Path, make_run, monkeypatch, capsys) -> None:
+def test_a_relative_data_path_in_a_run_config_is_taken_from_the_run_folder(
+    tmp_path: Path, make_run, monkeypatch, capsys
+) -> None:
     run, data = make_run(tmp_path)
     save_config(TrainConfig(data="../data", out=str(run)), run / CONFIG_FILE)
     elsewhere = tmp_path / "elsewhere" / "cwd"

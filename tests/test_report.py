@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet import DEFAULT_CLASSES
 from segnet.cli import main
-from segnet.config import TrainConfig, save_config
-from segnet.errors import DataError
-from segnet.evaluate import evaluate_run
-from segnet.predict import class_palette
-from segnet.report import (
+from segnet.core.errors import DataError
+from segnet.core.runfiles import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.palette import class_palette
+from segnet.evaluate.run import evaluate_run
+from segnet.model.options import InferenceOptions
+from segnet.plan.config import TrainConfig, save_config
+from segnet.report.page import (
     CORRECT_COLOUR,
     IGNORED_COLOUR,
     THUMBNAIL_WIDTH,
@@ -29,11 +31,9 @@ from segnet.report import (
     _error_colours,
     _error_map,
     _png,
-    plot_training_curves,
     write_report,
 )
-from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
-from segnet.inference import InferenceOptions
+from segnet.train.curves import plot_training_curves
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -82,15 +82,22 @@ def test_report_without_history_or_evaluation(report: Path, tmp_path: Path) -> N
         write_report(run, tmp_path / "nowhere")
 
 
-def test_report_right_after_training_evaluates_the_validation_images_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], make_run) -> None:
+def test_report_right_after_training_evaluates_the_validation_images_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_run
+) -> None:
     run, data = make_run(tmp_path)
     save_config(TrainConfig(data=str(data), out=str(run)), run / CONFIG_FILE)
     assert main(["report", str(run), "--device", "cpu", "--no-tta"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{run}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does"
+    assert (
+        out[0]
+        == f"{run}: not evaluated yet; evaluating best.pt on the run's validation images of {data} first, as segnet evaluate does"
+    )
     assert out[-1] == f"report: {run / 'report.html'}"
     metrics = json.loads((run / EVALUATION_FOLDER / "metrics.json").read_text())
-    assert metrics["num_images"] == 2 and metrics["evaluation"]["split"] == "val" and metrics["evaluation"]["tta"] is False
+    assert (
+        metrics["num_images"] == 2 and metrics["evaluation"]["split"] == "val" and metrics["evaluation"]["tta"] is False
+    )
     assert "All 2 images by mean IoU, worst first" in (run / REPORT_FILE).read_text(encoding="utf-8")
     # A second report reads that evaluation instead of evaluating again.
     assert main(["report", str(run)]) == 0
@@ -128,7 +135,9 @@ def test_training_curves_with_sparse_validation(tmp_path: Path) -> None:
 
 
 def test_gallery_shows_worst_then_best_without_repeats() -> None:
-    rows = [{"image": f"{i:03d}", "mean_iou": f"{i / 20:.3f}"} for i in range(12)] + [{"image": "empty", "mean_iou": ""}]
+    rows = [{"image": f"{i:03d}", "mean_iou": f"{i / 20:.3f}"} for i in range(12)] + [
+        {"image": "empty", "mean_iou": ""}
+    ]
     chosen = _choose_gallery(rows)
     assert [(kind, row["image"]) for kind, row in chosen] == [
         *(("worst", f"{i:03d}") for i in range(6)),
@@ -154,6 +163,7 @@ def test_large_pictures_are_downscaled() -> None:
     assert picture.size == (THUMBNAIL_WIDTH, 320)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -26,17 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.cli import main
-from segnet.config import ClassRoles, load_config
-from segnet.data import Pair, read_split, write_split
-from segnet.errors import SegnetError
-from segnet.model import build_model
-from segnet.predict import OnnxModelInfo, Predictor
-from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, SPLIT_FILE
-from segnet.columns import IMAGE_COLUMN
-from segnet.spec import ModelSpec
-from segnet.inference import InferenceOptions
+from segnet.core.errors import SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT, CONFIG_FILE, SPLIT_FILE
+from segnet.data.classes import ClassRoles
+from segnet.data.pairs import Pair, read_split, write_split
+from segnet.evaluate.columns import IMAGE_COLUMN
+from segnet.model.backends import OnnxModelInfo
+from segnet.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.model.networks import build_model
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.plan.config import load_config
+from segnet.plan.spec import ModelSpec
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -73,7 +75,11 @@ scalars = st.one_of(
     st.text(max_size=8),
     st.builds(torch.tensor, st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=4)),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,9 @@ def copy_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 mutations = st.lists(
-    st.tuples(st.sampled_from(["delete", "replace", "add", "nan weights", "wrong shape"]), st.integers(0, 10**6), values),
+    st.tuples(
+        st.sampled_from(["delete", "replace", "add", "nan weights", "wrong shape"]), st.integers(0, 10**6), values
+    ),
     min_size=1,
     max_size=3,
 )
@@ -127,7 +135,9 @@ mutations = st.lists(
 
 @FUZZ
 @given(changes=mutations)
-def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(folder: Path, valid_state, changes) -> None:
+def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(
+    folder: Path, valid_state, changes
+) -> None:
     state = copy_state(valid_state)
     for kind, index, value in changes:
         places = containers(state)
@@ -157,7 +167,10 @@ def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(fol
 
 
 @FUZZ
-@given(content=st.one_of(values, st.fixed_dictionaries({"train": values, "val": values})), name=st.sampled_from(["train", "val"]))
+@given(
+    content=st.one_of(values, st.fixed_dictionaries({"train": values, "val": values})),
+    name=st.sampled_from(["train", "val"]),
+)
 def test_random_split_files_select_pairs_or_are_refused_naming_the_file(folder: Path, content: Any, name: str) -> None:
     pairs = [Pair(f"{i:03d}", Path(f"{i:03d}.png"), Path(f"{i:03d}.png")) for i in range(1, 5)]
     path = folder / SPLIT_FILE
@@ -185,7 +198,13 @@ def test_valid_split_files_mutated_or_cut_short(folder: Path, stems: list[str], 
 
 REQUIRED_METADATA = OnnxModelInfo("segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16).to_metadata()
 METADATA = OnnxModelInfo(
-    "segnet-basic", tuple(CLASSES), tuple(MEAN), tuple(STD), 16, (None, 96.0, 14.0), {"background": "background", "erythrocyte": "solid"}
+    "segnet-basic",
+    tuple(CLASSES),
+    tuple(MEAN),
+    tuple(STD),
+    16,
+    (None, 96.0, 14.0),
+    {"background": "background", "erythrocyte": "solid"},
 ).to_metadata()
 metadata_values = st.one_of(
     st.text(max_size=12),
@@ -210,14 +229,27 @@ def identity_onnx(path: Path, output_channels: int, metadata: dict[str, str]) ->
     """A graph returning its input's first ``output_channels`` channels as logits: a stand-in model."""
     graph = onnx.helper.make_graph(
         [
-            onnx.helper.make_node("Constant", [], ["starts"], value=onnx.helper.make_tensor("s", onnx.TensorProto.INT64, [1], [0])),
-            onnx.helper.make_node("Constant", [], ["ends"], value=onnx.helper.make_tensor("e", onnx.TensorProto.INT64, [1], [output_channels])),
-            onnx.helper.make_node("Constant", [], ["axes"], value=onnx.helper.make_tensor("a", onnx.TensorProto.INT64, [1], [1])),
+            onnx.helper.make_node(
+                "Constant", [], ["starts"], value=onnx.helper.make_tensor("s", onnx.TensorProto.INT64, [1], [0])
+            ),
+            onnx.helper.make_node(
+                "Constant",
+                [],
+                ["ends"],
+                value=onnx.helper.make_tensor("e", onnx.TensorProto.INT64, [1], [output_channels]),
+            ),
+            onnx.helper.make_node(
+                "Constant", [], ["axes"], value=onnx.helper.make_tensor("a", onnx.TensorProto.INT64, [1], [1])
+            ),
             onnx.helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["logits"]),
         ],
         "stand_in",
         [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", output_channels, "height", "width"])],
+        [
+            onnx.helper.make_tensor_value_info(
+                "logits", onnx.TensorProto.FLOAT, ["batch", output_channels, "height", "width"]
+            )
+        ],
     )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -229,11 +261,19 @@ def identity_onnx(path: Path, output_channels: int, metadata: dict[str, str]) ->
 @settings(max_examples=FEW, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     output_channels=st.integers(1, 3),
-    class_names=st.lists(st.sampled_from(["background", "erythrocyte", "spirochete", "leukocyte"]), min_size=1, max_size=4),
+    class_names=st.lists(
+        st.sampled_from(["background", "erythrocyte", "spirochete", "leukocyte"]), min_size=1, max_size=4
+    ),
     stride=st.integers(1, 5),
 )
-def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(folder: Path, output_channels: int, class_names: list[str], stride: int) -> None:
-    metadata = {**REQUIRED_METADATA, "segnet.class_names": json.dumps(class_names), "segnet.total_stride": json.dumps(stride)}
+def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(
+    folder: Path, output_channels: int, class_names: list[str], stride: int
+) -> None:
+    metadata = {
+        **REQUIRED_METADATA,
+        "segnet.class_names": json.dumps(class_names),
+        "segnet.total_stride": json.dumps(stride),
+    }
     path = identity_onnx(folder / "stand_in.onnx", output_channels, metadata)
     predictor = works_or_names(path, lambda: Predictor.from_onnx(path, PLAIN.replace(tta=True)))
     fits = output_channels == len(class_names) and len(set(class_names)) == len(class_names)
@@ -256,12 +296,25 @@ def checkpoint(folder: Path, valid_state) -> Path:
     tile=st.sampled_from([None, 32]),
     seed=st.integers(0, 2**16),
 )
-def test_predict_takes_images_of_every_size_down_to_one_pixel(folder: Path, checkpoint: Path, height: int, width: int, tta: bool, tile: int | None, seed: int) -> None:
+def test_predict_takes_images_of_every_size_down_to_one_pixel(
+    folder: Path, checkpoint: Path, height: int, width: int, tta: bool, tile: int | None, seed: int
+) -> None:
     inputs = Path(tempfile.mkdtemp(dir=folder))
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(image).save(inputs / "image.png")
     out = inputs / "out"
-    args = ["predict", "--checkpoint", str(checkpoint), str(inputs / "image.png"), "--out", str(out), "--device", "cpu", "--min-area", "1"]
+    args = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        str(inputs / "image.png"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--min-area",
+        "1",
+    ]
     args += ["--tta" if tta else "--no-tta", *(["--tile", str(tile)] if tile else [])]
     assert main(args) == 0
     assert np.asarray(Image.open(out / "image_mask.png")).shape == (height, width)
@@ -272,14 +325,51 @@ def test_predict_takes_images_of_every_size_down_to_one_pixel(folder: Path, chec
 # YAML configs: the file's syntax, tags, keys and layout. (The types of known options' values are
 # validated by the typed config, issue 15 item 2; their fuzzing joins here when it lands.)
 YAML_PIECES = [
-    "option:", "1:", "null:", " ", "  ", "\n", "- ", "[", "]", "{", "}", ",", ": ", "? ", "'", '"', "#", "---\n", "...\n",
-    "%YAML 1.1\n", "\t", "2", "-1.5e3", ".nan", "abc", "\x00", "é", "&anchor ", "*anchor", "!!python/object/apply:os.system ",
-    "!!binary ", "!!set ", "!!str ", "!custom ", "<<: ", "|\n", ">\n",
+    "option:",
+    "1:",
+    "null:",
+    " ",
+    "  ",
+    "\n",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ": ",
+    "? ",
+    "'",
+    '"',
+    "#",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "\t",
+    "2",
+    "-1.5e3",
+    ".nan",
+    "abc",
+    "\x00",
+    "é",
+    "&anchor ",
+    "*anchor",
+    "!!python/object/apply:os.system ",
+    "!!binary ",
+    "!!set ",
+    "!!str ",
+    "!custom ",
+    "<<: ",
+    "|\n",
+    ">\n",
 ]
 
 
 @FUZZ
-@given(content=st.lists(st.sampled_from(YAML_PIECES), max_size=30).map(lambda pieces: "".join(pieces).encode()) | st.binary(max_size=200))
+@given(
+    content=st.lists(st.sampled_from(YAML_PIECES), max_size=30).map(lambda pieces: "".join(pieces).encode())
+    | st.binary(max_size=200)
+)
 def test_random_yaml_files_are_read_or_refused_naming_the_file(folder: Path, content: bytes) -> None:
     path = folder / CONFIG_FILE
     path.write_bytes(content)
@@ -308,8 +398,12 @@ def same_kind(value: Any, default: Any) -> bool:
 
 
 @FUZZ
-@given(options=st.dictionaries(st.sampled_from(sorted(load_config(None).to_dict())), option_values, min_size=1, max_size=4))
-def test_random_option_values_are_taken_as_declared_or_refused_naming_the_file(folder: Path, options: dict[str, Any]) -> None:
+@given(
+    options=st.dictionaries(st.sampled_from(sorted(load_config(None).to_dict())), option_values, min_size=1, max_size=4)
+)
+def test_random_option_values_are_taken_as_declared_or_refused_naming_the_file(
+    folder: Path, options: dict[str, Any]
+) -> None:
     path = folder / "options.yaml"
     path.write_text(yaml.safe_dump(options))
     config = works_or_names(path, lambda: load_config(path))
@@ -317,4 +411,8 @@ def test_random_option_values_are_taken_as_declared_or_refused_naming_the_file(f
         defaults = load_config(None)
         for key in options:
             default = getattr(defaults, key)
-            assert default is None or same_kind(getattr(config, key), default), (key, options[key], getattr(config, key))
+            assert default is None or same_kind(getattr(config, key), default), (
+                key,
+                options[key],
+                getattr(config, key),
+            )

@@ -12,17 +12,17 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk
 
-from segnet.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from segnet.cli import main
-from segnet.config import ClassRoles
-from segnet.data import compute_fingerprint, object_diameter
-from segnet.errors import SegnetError
-from segnet.export import export_onnx
-from segnet.inference import AUTO_DIAMETER, InferenceOptions
-from segnet.model import build_model
-from segnet.predict import Predictor
-from segnet.predict.scale import ESTIMATE_QUANTILE, Rescaled, scale_factor
-from segnet.spec import ModelSpec
+from segnet.core.errors import SegnetError
+from segnet.data.classes import ClassRoles
+from segnet.data.fingerprint import compute_fingerprint, object_diameter
+from segnet.export.formats import export_onnx
+from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from segnet.model.networks import build_model
+from segnet.model.options import AUTO_DIAMETER, InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.model.scale import ESTIMATE_QUANTILE, Rescaled, scale_factor
+from segnet.plan.spec import ModelSpec
 
 
 def discs(shape: tuple[int, int], radius: int, centres: list[tuple[int, int]]) -> np.ndarray:
@@ -68,7 +68,11 @@ class SwellsAtFirstThenFragments(Thresholder):
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
         found = super().foreground(image)
-        return ndimage.binary_dilation(found, iterations=10) if len(self.shapes) == 1 else ndimage.binary_erosion(found, iterations=4)
+        return (
+            ndimage.binary_dilation(found, iterations=10)
+            if len(self.shapes) == 1
+            else ndimage.binary_erosion(found, iterations=4)
+        )
 
 
 class SmallerFragmentsWhenEnlarged(Thresholder):
@@ -108,7 +112,8 @@ def test_the_fingerprint_records_each_class_s_object_diameter() -> None:
 
 
 @pytest.mark.parametrize(
-    ("diameter", "expected"), [(25.0, 4.0), (10.0, 4.0), (50.0, 2.0), (110.0, 1.0), (90.0, 1.0), (400.0, 0.5), (None, 1.0)]
+    ("diameter", "expected"),
+    [(25.0, 4.0), (10.0, 4.0), (50.0, 2.0), (110.0, 1.0), (90.0, 1.0), (400.0, 0.5), (None, 1.0)],
 )
 def test_scale_factor_is_clipped_and_leaves_near_reference_sizes_alone(diameter: float | None, expected: float) -> None:
     assert scale_factor(diameter, 100.0) == pytest.approx(expected)
@@ -128,9 +133,13 @@ def test_small_objects_are_segmented_enlarged_and_answered_at_the_image_size() -
 def test_an_estimate_from_fragments_is_corrected_on_the_rescaled_pass() -> None:
     model = FragmentsAtFirst()
     rescaled = Rescaled(model, reference=42.0)
-    rescaled.predict(disc_image((80, 100), 10, [(25, 25), (55, 70)]))  # 21 px cells, whose 11 px cores the first pass finds
+    rescaled.predict(
+        disc_image((80, 100), 10, [(25, 25), (55, 70)])
+    )  # 21 px cells, whose 11 px cores the first pass finds
     assert len(model.shapes) == 3 and model.shapes[1][:2] == (320, 400)  # the cores read 10 px: 4x, the cap
-    assert rescaled.factors[:2] == [1.0, 4.0] and rescaled.last_factor == pytest.approx(2.0, abs=0.15)  # 21 px seen there: 2x
+    assert rescaled.factors[:2] == [1.0, 4.0] and rescaled.last_factor == pytest.approx(
+        2.0, abs=0.15
+    )  # 21 px seen there: 2x
     assert model.shapes[2][:2] == (round(80 * rescaled.last_factor), round(100 * rescaled.last_factor))
 
 
@@ -182,7 +191,9 @@ def checkpoint_with(tmp_path: Path, fingerprint: dict | None) -> Path:
     entries = {"fingerprint": fingerprint} if fingerprint is not None else {}
     path = tmp_path / "model.pt"
     classes = ["background", "erythrocyte", "spirochete"]
-    save_checkpoint(new_checkpoint(model, classes, {"mean": [0.2] * 3, "std": [0.2] * 3}, config={}, epoch=0, **entries), path)
+    save_checkpoint(
+        new_checkpoint(model, classes, {"mean": [0.2] * 3, "std": [0.2] * 3}, config={}, epoch=0, **entries), path
+    )
     return path
 
 
@@ -212,7 +223,9 @@ def test_an_onnx_export_carries_the_reference_and_scales_as_its_checkpoint(tmp_p
     from_onnx = Predictor.from_onnx(tmp_path / "model.onnx", options)
     assert from_onnx.reference_diameters == [None, 40.0, 9.0] and from_onnx.scale is not None
     image = np.full((24, 30, 3), 90, np.uint8)
-    np.testing.assert_allclose(from_onnx.predict_proba(image), Predictor.from_checkpoint(path, options).predict_proba(image), atol=1e-4)
+    np.testing.assert_allclose(
+        from_onnx.predict_proba(image), Predictor.from_checkpoint(path, options).predict_proba(image), atol=1e-4
+    )
     assert from_onnx.scale.factors == [4.0]
     (tmp_path / "unfit").mkdir()
     unfit = checkpoint_with(tmp_path / "unfit", {"class_diameter": [None, 40.0]})

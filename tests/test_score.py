@@ -1,4 +1,4 @@
-"""Tests for segnet.score and ``segnet score``: hand-made masks, and the masks evaluate and predict write."""
+"""Tests for segnet.evaluate.score and ``segnet score``: hand-made masks, and the masks evaluate and predict write."""
 
 from __future__ import annotations
 
@@ -12,15 +12,24 @@ import pytest
 import torch
 from PIL import Image
 
-from segnet import DEFAULT_CLASSES
 from segnet.cli import main
-from segnet.errors import DataError, SegnetError
-from segnet.evaluate import evaluate_run
-from segnet.inference import InferenceOptions
-from segnet.predict import Predictor, predict_paths
-from segnet.report import report_run
-from segnet.runfiles import BEST_CHECKPOINT
-from segnet.score import METRICS_FILE, PER_IMAGE_FILE, PREDICTION_SUFFIX, PREDICTIONS_FOLDER, ScoreSettings, pair_masks, score_masks
+from segnet.core.errors import DataError, SegnetError
+from segnet.core.runfiles import BEST_CHECKPOINT
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.evaluate.run import evaluate_run
+from segnet.evaluate.score import (
+    METRICS_FILE,
+    PER_IMAGE_FILE,
+    PREDICTION_SUFFIX,
+    PREDICTIONS_FOLDER,
+    ScoreSettings,
+    pair_masks,
+    score_masks,
+)
+from segnet.model.options import InferenceOptions
+from segnet.model.predictor import Predictor
+from segnet.predict.files import predict_paths
+from segnet.report.page import report_run
 
 torch.set_num_threads(1)
 
@@ -50,7 +59,12 @@ def score(tmp_path: Path, truth: dict[str, np.ndarray], predicted: dict[str, np.
 
 
 def test_perfect_prediction_scores_one_everywhere(tmp_path: Path) -> None:
-    metrics = score(tmp_path, {"a": truth_mask(), "b": truth_mask()}, {"a": truth_mask(), "b": truth_mask()}, suffix=PREDICTION_SUFFIX)
+    metrics = score(
+        tmp_path,
+        {"a": truth_mask(), "b": truth_mask()},
+        {"a": truth_mask(), "b": truth_mask()},
+        suffix=PREDICTION_SUFFIX,
+    )
     assert metrics["mean_iou"] == metrics["global_accuracy"] == 1.0
     assert all(metrics["per_class"][name]["iou"] == 1.0 for name in DEFAULT_CLASSES)
     assert metrics["boundary_f1"]["mean"] == 1.0
@@ -116,7 +130,9 @@ def test_unknown_class_index_is_refused_naming_both_files(tmp_path: Path) -> Non
 
 def test_unpaired_masks_are_listed_and_left_out(tmp_path: Path) -> None:
     truth_dir = write_masks(tmp_path / "truth", {"a": truth_mask(), "lonely": truth_mask()})
-    predicted_dir = write_masks(tmp_path / "predicted", {"a": truth_mask(), "stray": truth_mask()}, suffix=PREDICTION_SUFFIX)
+    predicted_dir = write_masks(
+        tmp_path / "predicted", {"a": truth_mask(), "stray": truth_mask()}, suffix=PREDICTION_SUFFIX
+    )
     said: list[str] = []
     metrics = score_masks(truth_dir, predicted_dir, tmp_path / "out", SETTINGS, log=said.append, progress=False)
     assert metrics["num_images"] == 1
@@ -133,7 +149,21 @@ def test_cli_scores_prints_the_table_and_refuses_in_one_line(tmp_path: Path, cap
     assert main(["score", str(truth_dir), str(predicted_dir), "--out", str(tmp_path / "out"), "--min-area", "4"]) == 0
     printed = capsys.readouterr().out
     assert "mean IoU" in printed and "sensitivity" in printed
-    assert main(["score", str(truth_dir), str(predicted_dir), "--out", str(tmp_path / "out"), "--classes", "background", "cell"]) == 1
+    assert (
+        main(
+            [
+                "score",
+                str(truth_dir),
+                str(predicted_dir),
+                "--out",
+                str(tmp_path / "out"),
+                "--classes",
+                "background",
+                "cell",
+            ]
+        )
+        == 1
+    )
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert error.startswith("segnet: error:") and "a.png" in error
 
@@ -160,7 +190,9 @@ def _assert_same(ours: object, theirs: object) -> None:
 
 def test_score_of_evaluate_and_predict_masks_gives_evaluate_numbers(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
-    evaluated = evaluate_run(run / BEST_CHECKPOINT, data, split="all", out=tmp_path / "evaluation", options=PLAIN, min_area=4, progress=False)
+    evaluated = evaluate_run(
+        run / BEST_CHECKPOINT, data, split="all", out=tmp_path / "evaluation", options=PLAIN, min_area=4, progress=False
+    )
     predictor = Predictor.from_checkpoint(run / BEST_CHECKPOINT, PLAIN)
     predict_paths(predictor, [str(data / "images")], tmp_path / "predict", min_area=4, progress=False, log=None)
     for predictions in (tmp_path / "evaluation" / PREDICTIONS_FOLDER, tmp_path / "predict"):

@@ -1,4 +1,4 @@
-"""Tests for the procedural darkfield generator (segnet.synthetic)."""
+"""Tests for the procedural darkfield generator (segnet.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from segnet import synthetic
-from segnet.errors import SegnetError
-from segnet.synthetic import generate_sample, write_dataset
+from segnet.core.errors import SegnetError
+from segnet.data import synthetic
+from segnet.data.synthetic import generate_sample, write_dataset
 
 
 def _samples(count: int, size: int = 96, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

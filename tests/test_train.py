@@ -11,16 +11,41 @@ import pytest
 import torch
 import yaml
 
-from segnet.checkpoint import AVERAGED_UPDATES_KEY, TRAINED_STATE_KEY, load_checkpoint, load_model, save_checkpoint
-from segnet.config import load_config
-from segnet.errors import CheckpointError, SegnetError
-from segnet.plan import make_plan, read_plan
-from segnet.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, CURVES_FILE, FINGERPRINT_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE, SPLIT_FILE, TENSORBOARD_FOLDER
-from segnet.train import train
+from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.runfiles import (
+    BEST_CHECKPOINT,
+    BEST_METRICS_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    FINGERPRINT_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT,
+    PLAN_FILE,
+    SPLIT_FILE,
+    TENSORBOARD_FOLDER,
+)
+from segnet.model.checkpoint import (
+    AVERAGED_UPDATES_KEY,
+    TRAINED_STATE_KEY,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from segnet.plan.config import load_config
+from segnet.plan.plan import make_plan, read_plan
+from segnet.train.loop import train
 
 
 def tiny_config(data, out, **overrides):
-    values = {"data": str(data), "out": str(out), "epochs": 2, "batch_size": 4, "image_size": 32, "num_workers": 0, "val_fraction": 0.25}
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 2,
+        "batch_size": 4,
+        "image_size": 32,
+        "num_workers": 0,
+        "val_fraction": 0.25,
+    }
     values.update(overrides)
     return load_config(None, values)
 
@@ -32,11 +57,25 @@ def finished_run(synthetic_dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_folder_holds_everything(finished_run):
-    for name in (BEST_CHECKPOINT, LAST_CHECKPOINT, HISTORY_FILE, CONFIG_FILE, SPLIT_FILE, FINGERPRINT_FILE, PLAN_FILE, CURVES_FILE):
+    for name in (
+        BEST_CHECKPOINT,
+        LAST_CHECKPOINT,
+        HISTORY_FILE,
+        CONFIG_FILE,
+        SPLIT_FILE,
+        FINGERPRINT_FILE,
+        PLAN_FILE,
+        CURVES_FILE,
+    ):
         assert (finished_run / name).is_file(), name
     plan = read_plan(finished_run / PLAN_FILE)
-    assert plan.image_size == 32 and plan.batch_size == 4 and plan.normalization == load_checkpoint(finished_run / LAST_CHECKPOINT)["normalization"]
+    assert (
+        plan.image_size == 32
+        and plan.batch_size == 4
+        and plan.normalization == load_checkpoint(finished_run / LAST_CHECKPOINT)["normalization"]
+    )
     with (finished_run / HISTORY_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
@@ -45,18 +84,27 @@ def test_run_folder_holds_everything(finished_run):
     assert config["image_size"] == 32 and config["model"] == "segnet-basic"
 
 
+@pytest.mark.slow
 def test_checkpoint_is_self_describing(finished_run):
     state = load_checkpoint(finished_run / LAST_CHECKPOINT)
     assert state["epoch"] == 2
     assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
     assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
-    assert state["model"] == {"name": "segnet-basic", "num_classes": 3, "in_channels": 3, "downsample": 1, "detail_width": 0, "space_to_depth": False}
+    assert state["model"] == {
+        "name": "segnet-basic",
+        "num_classes": 3,
+        "in_channels": 3,
+        "downsample": 1,
+        "detail_width": 0,
+        "space_to_depth": False,
+    }
     assert "optimizer_state" in state and "scheduler_state" in state
     assert state["training_images"] == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
 
 
+@pytest.mark.slow
 def test_a_second_training_into_a_run_folder_in_use_is_refused(synthetic_dataset, tmp_path):
-    from segnet.outputs import output_lock
+    from segnet.core.outputs import output_lock
 
     run = tmp_path / "run"
     with output_lock(run), pytest.raises(SegnetError, match="another segnet run is writing into this folder"):
@@ -64,17 +112,19 @@ def test_a_second_training_into_a_run_folder_in_use_is_refused(synthetic_dataset
     assert not any(run.iterdir())
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_run(finished_run, synthetic_dataset):
     with pytest.raises(SegnetError, match="already holds a run"):
         train(tiny_config(synthetic_dataset, finished_run), progress_log=lambda *a: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}], ids=["stepped weights", "moving average"])
 def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_dataset, tmp_path, monkeypatch, options):
     straight = tmp_path / "straight"
     train(tiny_config(synthetic_dataset, straight, epochs=3, **options), progress_log=lambda *a: None)
 
-    import segnet.train as training
+    import segnet.train.loop as training
 
     real_epoch = training.train_one_epoch
 
@@ -95,21 +145,29 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
     expected, actual = load_checkpoint(straight / LAST_CHECKPOINT), load_checkpoint(resumed / LAST_CHECKPOINT)
     weights = ["model_state"] + ([TRAINED_STATE_KEY] if options else [])
-    assert (TRAINED_STATE_KEY in actual) == bool(options) and actual.get(AVERAGED_UPDATES_KEY) == expected.get(AVERAGED_UPDATES_KEY)
+    assert (TRAINED_STATE_KEY in actual) == bool(options) and actual.get(AVERAGED_UPDATES_KEY) == expected.get(
+        AVERAGED_UPDATES_KEY
+    )
     for name in weights:
         for key, value in expected[name].items():
             assert torch.equal(value, actual[name][key]), (name, key)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     state = load_checkpoint(finished_run / LAST_CHECKPOINT)
     save_checkpoint(state, run / LAST_CHECKPOINT)
     with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'notebook-segnet'"):
-        train(tiny_config(synthetic_dataset, run, model="notebook-segnet", epochs=3), resume=True, progress_log=lambda *a: None)
+        train(
+            tiny_config(synthetic_dataset, run, model="notebook-segnet", epochs=3),
+            resume=True,
+            progress_log=lambda *a: None,
+        )
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message(synthetic_dataset, tmp_path):
     # An infinite rate is refused by the config now; an absurd finite one still diverges.
     with pytest.raises(SegnetError, match="training loss became nan"):
@@ -119,18 +177,27 @@ def test_nan_loss_stops_with_a_clear_message(synthetic_dataset, tmp_path):
 def fingerprint_of(height: float, width: float, thickness=None) -> dict:
     """A fingerprint of images of one size, with the darkfield data's class frequencies."""
     return {
-        "height": {"median": height, "max": int(height)}, "width": {"median": width, "max": int(width)},
-        "class_frequencies": [0.86, 0.13, 0.01], "class_presence_frequencies": [0.86, 0.2, 0.05],
-        "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], **({"class_thickness": thickness} if thickness else {}),
+        "height": {"median": height, "max": int(height)},
+        "width": {"median": width, "max": int(width)},
+        "class_frequencies": [0.86, 0.13, 0.01],
+        "class_presence_frequencies": [0.86, 0.2, 0.05],
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.2, 0.2, 0.2],
+        **({"class_thickness": thickness} if thickness else {}),
     }
 
 
 def test_data_defaults_follow_the_fingerprint():
     plan = make_plan(load_config(), fingerprint_of(530.0, 700.0))
     assert (plan.image_size, plan.downsample, plan.focus_class) == (256, 1, 2)
-    assert plan.mean == [0.1, 0.2, 0.3] and plan.class_weights == pytest.approx([(0.2 / 0.86) ** 0.5, 1.0, 2.0])  # sqrt-median
+    assert plan.mean == [0.1, 0.2, 0.3] and plan.class_weights == pytest.approx(
+        [(0.2 / 0.86) ** 0.5, 1.0, 2.0]
+    )  # sqrt-median
     assert make_plan(load_config(), fingerprint_of(100.0, 700.0)).image_size == 96
-    assert make_plan(load_config(None, {"batch_size": 8}), fingerprint_of(530.0, 700.0), world_size=3).per_process_batch == 2
+    assert (
+        make_plan(load_config(None, {"batch_size": 8}), fingerprint_of(530.0, 700.0), world_size=3).per_process_batch
+        == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,7 +217,9 @@ def test_resolution_follows_the_thinnest_class(thickness, downsample, crop):
 
 def test_a_resumed_plan_keeps_what_the_data_decided():
     recorded = make_plan(load_config(), fingerprint_of(530.0, 700.0, [300.0, 61.0, 10.9]))
-    changed = dict(fingerprint_of(530.0, 700.0, [300.0, 20.0, 3.0]), mean=[0.5, 0.5, 0.5], class_frequencies=[0.5, 0.01, 0.49])
+    changed = dict(
+        fingerprint_of(530.0, 700.0, [300.0, 20.0, 3.0]), mean=[0.5, 0.5, 0.5], class_frequencies=[0.5, 0.01, 0.49]
+    )
     assert make_plan(load_config(), changed).downsample == 1  # what these images alone would give
     resumed = make_plan(load_config(), changed, recorded=recorded)
     assert (resumed.downsample, resumed.image_size, resumed.focus_class) == (3, 480, 2)
@@ -160,21 +229,37 @@ def test_a_resumed_plan_keeps_what_the_data_decided():
         make_plan(load_config(), fingerprint_of(100.0, 100.0), recorded=recorded)
 
 
+@pytest.mark.slow
 def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
-    train(tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4, space_to_depth=True), progress_log=lambda *a: None)
+    train(
+        tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4, space_to_depth=True),
+        progress_log=lambda *a: None,
+    )
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    assert state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4 and state["model"]["space_to_depth"]
+    assert (
+        state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4 and state["model"]["space_to_depth"]
+    )
     assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
-        train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1), resume=True, progress_log=lambda *a: None)
+        train(
+            tiny_config(synthetic_dataset, run, epochs=2, image_size=64, downsample=1),
+            resume=True,
+            progress_log=lambda *a: None,
+        )
     # Without --downsample the run resumes at its own, although these images alone would give 1,
     # and with its own detail branch and input path.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
-    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {**state["model"], "downsample": 2, "detail_width": 4, "space_to_depth": True}
+    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {
+        **state["model"],
+        "downsample": 2,
+        "detail_width": 4,
+        "space_to_depth": True,
+    }
 
 
+@pytest.mark.slow
 def test_a_run_rescaled_to_the_reference_diameter_plans_and_resumes_with_it(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(synthetic_dataset, run, epochs=1, scale_to_reference=True), progress_log=lambda *a: None)
@@ -185,8 +270,11 @@ def test_a_run_rescaled_to_the_reference_diameter_plans_and_resumes_with_it(synt
     assert read_plan(run / PLAN_FILE).reference_diameter == plan.reference_diameter
 
 
-def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(synthetic_dataset, tmp_path, monkeypatch):
-    import segnet.train as training
+@pytest.mark.slow
+def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_found_it(
+    synthetic_dataset, tmp_path, monkeypatch
+):
+    import segnet.train.loop as training
 
     real_epoch = training.train_one_epoch
     deterministic_during_epochs = []
@@ -200,7 +288,10 @@ def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_fou
     # One DataLoader worker, so the per-worker augmentation seeding is part of what must repeat.
     runs = [tmp_path / "first", tmp_path / "second"]
     for run in runs:
-        train(tiny_config(synthetic_dataset, run, epochs=1, deterministic=True, num_workers=1), progress_log=lambda *a: None)
+        train(
+            tiny_config(synthetic_dataset, run, epochs=1, deterministic=True, num_workers=1),
+            progress_log=lambda *a: None,
+        )
         assert not torch.are_deterministic_algorithms_enabled()  # restored: the next run is free to be fast again
     assert deterministic_during_epochs == [True, True]
     first, second = (load_checkpoint(run / LAST_CHECKPOINT)["model_state"] for run in runs)
@@ -210,8 +301,9 @@ def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_fou
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.slow
 def test_early_stopping_after_patience_epochs_without_improvement(synthetic_dataset, tmp_path, monkeypatch):
-    import segnet.train as training
+    import segnet.train.loop as training
 
     scripted_iou = {1: 0.5, 2: 0.4, 3: 0.45, 4: 0.9}
     real_validate = training.validate
@@ -230,14 +322,21 @@ def test_early_stopping_after_patience_epochs_without_improvement(synthetic_data
     assert epochs_validated == [1, 2, 3]
     assert any("early stopping after epoch 3" in line and "best 0.5000 at epoch 1" in line for line in lines), lines
     assert json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
-    assert load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1 and load_checkpoint(run / LAST_CHECKPOINT)["best_epoch"] == 1
+    assert (
+        load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1
+        and load_checkpoint(run / LAST_CHECKPOINT)["best_epoch"] == 1
+    )
 
 
+@pytest.mark.slow
 def test_patience_needs_validation_images(synthetic_dataset, tmp_path):
     with pytest.raises(SegnetError, match="no images are held out"):
-        train(tiny_config(synthetic_dataset, tmp_path / "run", patience=2, val_fraction=0), progress_log=lambda *a: None)
+        train(
+            tiny_config(synthetic_dataset, tmp_path / "run", patience=2, val_fraction=0), progress_log=lambda *a: None
+        )
 
 
+@pytest.mark.slow
 def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_path, monkeypatch):
     clipped_norms = []
     real_clip = torch.nn.utils.clip_grad_norm_
@@ -245,7 +344,12 @@ def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_pat
     def recording_clip(parameters, max_norm, *args, **kwargs):
         parameters = list(parameters)
         real_clip(parameters, max_norm, *args, **kwargs)
-        clipped_norms.append((max_norm, torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None])).item()))
+        clipped_norms.append(
+            (
+                max_norm,
+                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None])).item(),
+            )
+        )
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
     lines = []
@@ -259,7 +363,14 @@ def test_gradient_clipping_tensorboard_and_epoch_line(synthetic_dataset, tmp_pat
 
     events = EventAccumulator(str(run / TENSORBOARD_FOLDER)).Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"loss/train", "loss/val", "val/global_accuracy", "val/mean_iou", "learning_rate", "val_iou/spirochete"} <= scalars
+    assert {
+        "loss/train",
+        "loss/val",
+        "val/global_accuracy",
+        "val/mean_iou",
+        "learning_rate",
+        "val_iou/spirochete",
+    } <= scalars
     images = events.Tags()["images"]
     assert len(images) == 3 and all(tag.startswith("validation/") for tag in images)
     example = events.Images(images[0])[0]
@@ -273,22 +384,29 @@ def test_grad_clip_and_patience_are_validated():
         load_config(None, {"patience": 0})
 
 
+@pytest.mark.slow
 def test_tiny_time_budget_trains_one_validated_epoch_and_says_so(synthetic_dataset, tmp_path):
     lines = []
     run = tmp_path / "run"
     train(tiny_config(synthetic_dataset, run, epochs=5, time_budget=0.001), progress_log=lines.append)
-    assert any("time budget 0.001 min: 1 epoch fit" in line and "schedule ends at epoch 1" in line for line in lines), lines
+    assert any("time budget 0.001 min: 1 epoch fit" in line and "schedule ends at epoch 1" in line for line in lines), (
+        lines
+    )
     config = yaml.safe_load((run / CONFIG_FILE).read_text())
     assert config["epochs"] == 1 and config["time_budget"] == 0.001
     assert len((run / HISTORY_FILE).read_text().splitlines()) == 1 + 1
     # The epoch the budget made the last one was validated, so it is best.pt.
-    assert load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1 and json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
+    assert (
+        load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1
+        and json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
+    )
 
 
+@pytest.mark.slow
 def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthetic_dataset, tmp_path, monkeypatch):
-    import segnet.budget
+    import segnet.train.budget
 
-    monkeypatch.setattr(segnet.budget.TimeBudget, "fit", lambda self, epochs_done, now=None: 3)
+    monkeypatch.setattr(segnet.train.budget.TimeBudget, "fit", lambda self, epochs_done, now=None: 3)
     budgeted, fixed = tmp_path / "budgeted", tmp_path / "fixed"
     common = {"val_every": 3, "deterministic": True, "calibration_images": 0}
     train(tiny_config(synthetic_dataset, budgeted, epochs=9, time_budget=60, **common), progress_log=lambda *a: None)
@@ -300,7 +418,10 @@ def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthe
 
     assert learning_rates(budgeted) == learning_rates(fixed) and len(learning_rates(fixed)) == 3
     # Every step's learning rate matched, the first after the refit included: the same weights.
-    ours, theirs = load_checkpoint(budgeted / LAST_CHECKPOINT)["model_state"], load_checkpoint(fixed / LAST_CHECKPOINT)["model_state"]
+    ours, theirs = (
+        load_checkpoint(budgeted / LAST_CHECKPOINT)["model_state"],
+        load_checkpoint(fixed / LAST_CHECKPOINT)["model_state"],
+    )
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
@@ -309,6 +430,7 @@ def test_time_budget_is_validated():
         load_config(None, {"time_budget": -1})
 
 
+@pytest.mark.slow
 def test_the_default_budget_ends_at_the_epoch_count_on_a_fast_machine_and_says_why(synthetic_dataset, tmp_path):
     lines = []
     assert load_config(None, {}).time_budget == 60
@@ -318,7 +440,7 @@ def test_the_default_budget_ends_at_the_epoch_count_on_a_fast_machine_and_says_w
 
 
 def test_a_budget_never_fits_more_than_the_ceiling_nor_fewer_than_done():
-    from segnet.budget import TimeBudget
+    from segnet.train.budget import TimeBudget
 
     budget = TimeBudget(60, ceiling=5, started=0.0)
     budget.record_training(1.0)
@@ -328,8 +450,8 @@ def test_a_budget_never_fits_more_than_the_ceiling_nor_fewer_than_done():
 
 
 def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
-    from segnet.budget import TimeBudget
-    from segnet.train import fit_schedule_to_budget, lr_lambda
+    from segnet.train.budget import TimeBudget
+    from segnet.train.loop import fit_schedule_to_budget, lr_lambda
 
     config = load_config(None, {"epochs": 9, "time_budget": 1, "warmup_epochs": 0})
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -347,10 +469,13 @@ def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(9))
 
 
+@pytest.mark.slow
 def test_a_crop_larger_than_every_image_is_refused_before_anything_is_written(synthetic_dataset, tmp_path):
     # The images are 48 px a side: at downsample 1 the crop may reach 64 (48 padded to the model's grid).
     run = tmp_path / "run"
-    with pytest.raises(SegnetError, match=r"--image-size 1000 is larger than the largest training image \(48 px a side; at most 64"):
+    with pytest.raises(
+        SegnetError, match=r"--image-size 1000 is larger than the largest training image \(48 px a side; at most 64"
+    ):
         train(tiny_config(synthetic_dataset, run, image_size=1000, downsample=1), progress_log=lambda *a: None)
     assert not run.exists() or not any(run.iterdir())
 
@@ -359,13 +484,28 @@ def test_an_invalid_flag_writes_nothing_so_the_retry_is_not_refused(synthetic_da
     from segnet.cli import main
 
     run = tmp_path / "run"
-    args = ["train", "--data", str(synthetic_dataset), "--out", str(run), "--epochs", "1", "--image-size", "32", "--num-workers", "0"]
+    args = [
+        "train",
+        "--data",
+        str(synthetic_dataset),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+    ]
     for bad in (["--lr", "-1"], ["--lr", "nan"]):
         assert main(args + bad) == 1
-        assert capsys.readouterr().err.startswith(f"segnet: error: --lr: lr = {float(bad[1])!r} is refused: input should be")
+        assert capsys.readouterr().err.startswith(
+            f"segnet: error: --lr: lr = {float(bad[1])!r} is refused: input should be"
+        )
         assert not run.exists()
 
 
+@pytest.mark.slow
 def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic_dataset, tmp_path, capsys):
     """Training validates through segnet evaluate's predictor: the number in history.csv is evaluate's.
 
@@ -387,8 +527,23 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
 
     def evaluate(checkpoint: str) -> dict:
         out = tmp_path / f"evaluation-{checkpoint}"
-        assert main(["evaluate", "--checkpoint", str(run / checkpoint), "--data", str(synthetic_dataset), "--no-tta",
-                     "--device", "cpu", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--checkpoint",
+                    str(run / checkpoint),
+                    "--data",
+                    str(synthetic_dataset),
+                    "--no-tta",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         capsys.readouterr()
         return json.loads((out / "metrics.json").read_text())
 
@@ -400,16 +555,24 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
     assert abs(float(history[best["epoch"]]["val_mean_iou"]) - scored["mean_iou"]) <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_run_names_its_hardware_and_warns_of_emulated_bf16(synthetic_dataset, tmp_path, monkeypatch):
-    from segnet import distributed
+    from segnet.core import distributed
 
     monkeypatch.setattr(distributed, "native_cpu_bf16", lambda: False)  # a CPU without native bf16, as most laptops
     lines = []
     train(tiny_config(synthetic_dataset, tmp_path / "run", epochs=1, amp=True, device="cpu"), progress_log=lines.append)
     hardware = lines[0]
-    assert hardware.startswith("hardware: ") and f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in hardware
-    assert hardware.endswith("--amp on a CPU without native bf16 (emulated there: tens of times slower than float32): bfloat16")
+    assert (
+        hardware.startswith("hardware: ")
+        and f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in hardware
+    )
+    assert hardware.endswith(
+        "--amp on a CPU without native bf16 (emulated there: tens of times slower than float32): bfloat16"
+    )
     assert any(line.startswith("warning: --amp on a CPU without native bf16") for line in lines), lines
     lines.clear()
     train(tiny_config(synthetic_dataset, tmp_path / "default", epochs=1, device="cpu"), progress_log=lines.append)
-    assert lines[0].endswith("CPU without native bf16: float32") and not any(line.startswith("warning:") for line in lines)
+    assert lines[0].endswith("CPU without native bf16: float32") and not any(
+        line.startswith("warning:") for line in lines
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 
-from segnet.data import IGNORE_INDEX
-from segnet.transforms import train_transform
+from segnet.data.pairs import IGNORE_INDEX
+from segnet.data.transforms import train_transform
 
 
 def striped_pair(height: int = 60, width: int = 44) -> tuple[np.ndarray, np.ndarray]:

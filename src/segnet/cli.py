@@ -1,6 +1,6 @@
 """The ``segnet`` command line: it parses arguments and calls the typed functions of each module.
 
-Errors the user can fix (:class:`~segnet.errors.SegnetError`) print as one line, without a
+Errors the user can fix (:class:`~segnet.core.errors.SegnetError`) print as one line, without a
 traceback unless ``--debug`` is given. Heavy modules are imported inside each command so that
 ``segnet --help`` answers at once.
 """
@@ -16,15 +16,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from segnet import DEFAULT_CLASSES, MIN_AREA, __version__
-from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
-from segnet.config import MAX_IMAGE_SIDE, MAX_PIXEL_SIZE_UM, MAX_SEED, MIN_PIXEL_SIZE_UM, PixelSize, Seed, SyntheticSide
-from segnet.demo import DEMO_TIME_BUDGET
-from segnet.errors import SegnetError
-from segnet.inference import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
+from segnet import __version__
+from segnet.core.errors import SegnetError
+from segnet.data.classes import DEFAULT_CLASSES, MIN_AREA
+from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
+from segnet.model.options import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
+from segnet.plan.config import (
+    MAX_IMAGE_SIDE,
+    MAX_PIXEL_SIZE_UM,
+    MAX_SEED,
+    MIN_PIXEL_SIZE_UM,
+    PixelSize,
+    Seed,
+    SyntheticSide,
+)
+from segnet.workflow.demo import DEMO_TIME_BUDGET
 
 if TYPE_CHECKING:
-    from segnet.predict import Shard
+    from segnet.predict.tables import Shard
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +94,7 @@ def _positive_int(text: str) -> int:
 
 
 def bounded(kind: Any) -> Callable[[str], Any]:
-    """An argparse type for a number type of :mod:`segnet.config` (``Seed``, ``PixelSize``, ...):
+    """An argparse type for a number type of :mod:`segnet.plan.config` (``Seed``, ``PixelSize``, ...):
     the flag's text is parsed and checked against that type's range, so the flag and the YAML
     config refuse the same values."""
     from pydantic import TypeAdapter, ValidationError
@@ -110,22 +119,45 @@ def _diameter(text: str) -> float | str:
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of :class:`~segnet.inference.InferenceOptions`, with its defaults (read back by :func:`_inference_options`)."""
-    parser.add_argument("--device", default=DEFAULT_INFERENCE.device, help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
-    parser.add_argument("--tile", type=_positive_int, default=DEFAULT_INFERENCE.tile, help="segment in tiles of this many pixels, blended with a Gaussian weight (default: whole image)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_INFERENCE.overlap, help="tile overlap fraction (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_INFERENCE.batch_size, help="tiles per forward pass (default: %(default)s)")
+    """The flags of :class:`~segnet.model.options.InferenceOptions`, with its defaults (read back by :func:`_inference_options`)."""
     parser.add_argument(
-        "--tta", action=argparse.BooleanOptionalAction, default=DEFAULT_INFERENCE.tta,
+        "--device",
+        default=DEFAULT_INFERENCE.device,
+        help="auto (CUDA if available), cpu or cuda (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=_positive_int,
+        default=DEFAULT_INFERENCE.tile,
+        help="segment in tiles of this many pixels, blended with a Gaussian weight (default: whole image)",
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=DEFAULT_INFERENCE.overlap, help="tile overlap fraction (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_INFERENCE.batch_size,
+        help="tiles per forward pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_INFERENCE.tta,
         help="test-time augmentation: average the probabilities over the 8 flips and 90-degree rotations, "
         f"8x the compute (default: {'on; --no-tta for one plain pass' if DEFAULT_INFERENCE.tta else 'off'})",
     )
     parser.add_argument(
-        "--mc-samples", type=int, default=DEFAULT_INFERENCE.mc_samples,
+        "--mc-samples",
+        type=int,
+        default=DEFAULT_INFERENCE.mc_samples,
         help="Monte Carlo dropout samples for bayesian models; predict writes uncertainty maps (default: off)",
     )
     parser.add_argument(
-        "--diameter", type=_diameter, default=DEFAULT_INFERENCE.diameter, metavar="PX|auto",
+        "--diameter",
+        type=_diameter,
+        default=DEFAULT_INFERENCE.diameter,
+        metavar="PX|auto",
         help="the red cells' diameter in the images, in pixels: each image is resized so they come to the size the model "
         f"was trained at (images of another magnification); '{AUTO_DIAMETER}': estimated per image from a first pass "
         "(2-3x the compute); default: each image as given",
@@ -135,7 +167,12 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
 def _inference_options(args: argparse.Namespace, device: str | None = None) -> InferenceOptions:
     """The inference options the flags of :func:`_add_inference_options` give (``device`` overrides ``--device``)."""
     return InferenceOptions(
-        device=device or args.device, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, mc_samples=args.mc_samples,
+        device=device or args.device,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        mc_samples=args.mc_samples,
         diameter=args.diameter,
     )
 
@@ -145,32 +182,47 @@ def _add_ignore_index(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_classes(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--classes", nargs="+", help=f"class names in index order (default: from --config, else {' '.join(DEFAULT_CLASSES)})")
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        help=f"class names in index order (default: from --config, else {' '.join(DEFAULT_CLASSES)})",
+    )
 
 
 def _add_min_area(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-area", type=int, default=MIN_AREA, help="objects smaller than this many pixels are not counted (default: %(default)s)")
+    parser.add_argument(
+        "--min-area",
+        type=int,
+        default=MIN_AREA,
+        help="objects smaller than this many pixels are not counted (default: %(default)s)",
+    )
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per option of :class:`~segnet.config.TrainConfig`, in its argument groups.
+    """One flag per option of :class:`~segnet.plan.config.TrainConfig`, in its argument groups.
 
     Every flag defaults to ``None`` (not given), so the YAML file and then the config's own
     default apply; the help shows that default, and the config checks every value.
     """
-    from segnet.config import GROUPS, config_options
+    from segnet.plan.config import GROUPS, config_options
 
     groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
     for option in config_options():
         flag = "--" + option.name.replace("_", "-")
         default = " ".join(map(str, option.default)) if option.many else option.default
-        shown = "" if option.default in (None, "") else f" (default: {'on' if default is True else 'off' if default is False else default})"
+        shown = (
+            ""
+            if option.default in (None, "")
+            else f" (default: {'on' if default is True else 'off' if default is False else default})"
+        )
         help_text = (option.help + shown).replace("%", "%%")
         group = groups[option.group]
         if option.kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(flag, type=option.kind, nargs="+" if option.many else None, choices=option.choices, help=help_text)
+            group.add_argument(
+                flag, type=option.kind, nargs="+" if option.many else None, choices=option.choices, help=help_text
+            )
 
 
 def _builtin_names() -> str:
@@ -188,8 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (
-        _add_synth_command, _add_train_command, _add_evaluate_command, _add_score_command, _add_calibrate_command, _add_predict_command,
-        _add_export_command, _add_report_command, _add_check_command, _add_models_command, _add_demo_command,
+        _add_synth_command,
+        _add_train_command,
+        _add_evaluate_command,
+        _add_score_command,
+        _add_calibrate_command,
+        _add_predict_command,
+        _add_export_command,
+        _add_report_command,
+        _add_check_command,
+        _add_models_command,
+        _add_demo_command,
     ):
         add_command(commands)
     return parser
@@ -199,8 +260,15 @@ def _add_synth_command(commands: argparse._SubParsersAction) -> None:
     synth = commands.add_parser("synth", help="write a synthetic darkfield dataset (images/ and masks/)")
     synth.add_argument("dir", type=Path, help="output folder")
     synth.add_argument("--count", type=_positive_int, default=40, help="number of images (default: %(default)s)")
-    synth.add_argument("--size", type=bounded(SyntheticSide), default=256, help=f"image side in pixels, 8 to {MAX_IMAGE_SIDE} (default: %(default)s)")
-    synth.add_argument("--seed", type=bounded(Seed), default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)")
+    synth.add_argument(
+        "--size",
+        type=bounded(SyntheticSide),
+        default=256,
+        help=f"image side in pixels, 8 to {MAX_IMAGE_SIDE} (default: %(default)s)",
+    )
+    synth.add_argument(
+        "--seed", type=bounded(Seed), default=0, help=f"random seed, 0 to {MAX_SEED} (default: %(default)s)"
+    )
 
 
 def _add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -211,7 +279,9 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
         "defaults (crop size, normalisation, class weights) come from the dataset fingerprint. "
         "Under torchrun the same command trains on several processes.",
     )
-    train.add_argument("--config", type=Path, help="YAML file of options (flags win over it; every option below can go in it)")
+    train.add_argument(
+        "--config", type=Path, help="YAML file of options (flags win over it; every option below can go in it)"
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_config_options(train)
@@ -220,17 +290,23 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
 def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled images at full size")
     evaluate.add_argument(
-        "--checkpoint", required=True, type=Path,
+        "--checkpoint",
+        required=True,
+        type=Path,
         help="RUN/best.pt or RUN/last.pt; a cross-validation RUN folder to score every fold on its own held-out images; "
         f"or a built-in model ({_builtin_names()}: scored on every image, so name --out)",
     )
     evaluate.add_argument("--data", required=True, type=Path, help="dataset folder")
     evaluate.add_argument(
-        "--split", choices=("val", "all"), help="val: the run's held-out images (split.json); all: every image (default: val; all for a built-in model)"
+        "--split",
+        choices=("val", "all"),
+        help="val: the run's held-out images (split.json); all: every image (default: val; all for a built-in model)",
     )
     evaluate.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
     _add_ignore_index(evaluate)
-    evaluate.add_argument("--report", action="store_true", help="also write report.html into --out (default: RUN/report.html)")
+    evaluate.add_argument(
+        "--report", action="store_true", help="also write report.html into --out (default: RUN/report.html)"
+    )
     _add_inference_options(evaluate)
     _add_min_area(evaluate)
 
@@ -246,7 +322,9 @@ def _add_score_command(commands: argparse._SubParsersAction) -> None:
     score.add_argument("truth", type=Path, help="folder of truth masks, or a dataset folder (images/ and masks/)")
     score.add_argument("predictions", type=Path, help="folder of predicted masks (one class index per pixel)")
     score.add_argument("--out", required=True, type=Path, help="output folder")
-    score.add_argument("--config", type=Path, help="training YAML file: its classes, class_roles and mask_palette (colour truth masks)")
+    score.add_argument(
+        "--config", type=Path, help="training YAML file: its classes, class_roles and mask_palette (colour truth masks)"
+    )
     _add_classes(score)
     _add_ignore_index(score)
     _add_min_area(score)
@@ -260,29 +338,50 @@ def _add_calibrate_command(commands: argparse._SubParsersAction) -> None:
         "images (split.json), find per-class logit offsets that maximise the mean IoU there, and store them in the "
         "checkpoint. 'segnet train' does this at the end; use this command for older runs or another N.",
     )
-    calibrate.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt (rewritten in place, atomically)")
+    calibrate.add_argument(
+        "--checkpoint", required=True, type=Path, help="RUN/best.pt (rewritten in place, atomically)"
+    )
     calibrate.add_argument("--data", required=True, type=Path, help="the dataset folder the run was trained on")
-    calibrate.add_argument("--images", type=_positive_int, default=32, help="training images to use, chosen at random (default: %(default)s)")
-    calibrate.add_argument("--device", default=DEFAULT_INFERENCE.device, help="auto (CUDA if available), cpu or cuda (default: %(default)s)")
+    calibrate.add_argument(
+        "--images",
+        type=_positive_int,
+        default=32,
+        help="training images to use, chosen at random (default: %(default)s)",
+    )
+    calibrate.add_argument(
+        "--device",
+        default=DEFAULT_INFERENCE.device,
+        help="auto (CUDA if available), cpu or cuda (default: %(default)s)",
+    )
 
 
 def _add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="segment and count cells in new images")
     predict.add_argument(
-        "--checkpoint", type=Path,
+        "--checkpoint",
+        type=Path,
         help="RUN/best.pt; a cross-validation RUN folder to average its folds' models (an ensemble); or a built-in model "
         f"({_builtin_names()}; default: {DEFAULT_BUILTIN_MODEL}, see 'segnet models')",
     )
-    predict.add_argument("--onnx", type=Path, help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)")
+    predict.add_argument(
+        "--onnx",
+        type=Path,
+        help="model.onnx from 'segnet export', run on onnxruntime without PyTorch (instead of --checkpoint)",
+    )
     predict.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, type=Path, help="output folder for masks, overlays and counts.csv")
     predict.add_argument(
-        "--skip-existing", action="store_true",
+        "--skip-existing",
+        action="store_true",
         help="continue an interrupted run: images whose outputs in --out are complete are not segmented again (their rows are rebuilt)",
     )
-    predict.add_argument("--overwrite", action="store_true", help="replace another run's results in --out (they are removed first)")
     predict.add_argument(
-        "--pixel-size", type=bounded(PixelSize), metavar="UM",
+        "--overwrite", action="store_true", help="replace another run's results in --out (they are removed first)"
+    )
+    predict.add_argument(
+        "--pixel-size",
+        type=bounded(PixelSize),
+        metavar="UM",
         help=f"micrometres per pixel, {MIN_PIXEL_SIZE_UM:g} to {MAX_PIXEL_SIZE_UM:g}: objects.csv gives areas and lengths in um too "
         "(default: from a TIFF's resolution tags, else pixels only)",
     )
@@ -297,26 +396,48 @@ def _add_export_command(commands: argparse._SubParsersAction) -> None:
         description="Export a checkpoint. The ONNX graph takes the normalised image and returns logits; classes and their "
         "roles, normalisation and the training cells' size (for --diameter) are stored in its metadata, which 'segnet predict --onnx' reads.",
     )
-    export.add_argument("--checkpoint", required=True, type=Path, help=f"RUN/best.pt, or a built-in model ({_builtin_names()})")
-    export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")
-    export.add_argument("--bioimageio", type=Path, metavar="DIR", help="folder for a bioimage.io model package (rdf.yaml, ONNX and PyTorch weights, test tensors, cover, README)")
     export.add_argument(
-        "--pack", type=Path, metavar="FILE",
+        "--checkpoint", required=True, type=Path, help=f"RUN/best.pt, or a built-in model ({_builtin_names()})"
+    )
+    export.add_argument("--out", type=Path, help="ONNX file to write (dynamic batch, height and width)")
+    export.add_argument(
+        "--bioimageio",
+        type=Path,
+        metavar="DIR",
+        help="folder for a bioimage.io model package (rdf.yaml, ONNX and PyTorch weights, test tensors, cover, README)",
+    )
+    export.add_argument(
+        "--pack",
+        type=Path,
+        metavar="FILE",
         help="a compact copy of the checkpoint to share or ship as a built-in model: float16 weights, no optimiser state (a few MB)",
     )
-    export.add_argument("--sample", type=Path, help="image for the package's test tensors and cover (default: a synthetic image)")
-    export.add_argument("--author", action="append", dest="authors", metavar="NAME", help="package author, repeatable (default: your login name)")
-    export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)")
+    export.add_argument(
+        "--sample", type=Path, help="image for the package's test tensors and cover (default: a synthetic image)"
+    )
+    export.add_argument(
+        "--author",
+        action="append",
+        dest="authors",
+        metavar="NAME",
+        help="package author, repeatable (default: your login name)",
+    )
+    export.add_argument(
+        "--license", default="CC-BY-4.0", help="SPDX licence of the exported weights (default: %(default)s)"
+    )
 
 
 def _add_report_command(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
-        "report", help="write RUN/report.html from a run and its evaluation",
+        "report",
+        help="write RUN/report.html from a run and its evaluation",
         description="Write RUN/report.html. A run without RUN/evaluation is first evaluated as 'segnet evaluate' does "
         "(best.pt on the run's validation images, with the options below).",
     )
     report.add_argument("run", type=Path, help="run folder")
-    report.add_argument("--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation, evaluated first if missing)")
+    report.add_argument(
+        "--evaluation", type=Path, help="evaluation folder (default: RUN/evaluation, evaluated first if missing)"
+    )
     _add_inference_options(report)
     _add_min_area(report)
 
@@ -324,13 +445,18 @@ def _add_report_command(commands: argparse._SubParsersAction) -> None:
 def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="scan a dataset folder and report every problem")
     check.add_argument("dir", type=Path, nargs="?", help="dataset folder (default: data: in --config)")
-    check.add_argument("--config", type=Path, help="training YAML file: check with its classes and mask_palette (colour masks), as training would")
+    check.add_argument(
+        "--config",
+        type=Path,
+        help="training YAML file: check with its classes and mask_palette (colour masks), as training would",
+    )
     _add_classes(check)
 
 
 def _add_models_command(commands: argparse._SubParsersAction) -> None:
     commands.add_parser(
-        "models", help="list the built-in models (trained weights shipped with segnet, usable without training)",
+        "models",
+        help="list the built-in models (trained weights shipped with segnet, usable without training)",
         description="List the built-in models. Each name works wherever a checkpoint is asked for: predict (the default "
         f"model is {DEFAULT_BUILTIN_MODEL}), evaluate, export, and 'train --init NAME' to fine-tune it on your own images.",
     )
@@ -338,12 +464,16 @@ def _add_models_command(commands: argparse._SubParsersAction) -> None:
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
-        "demo", help=f"synthesise data, train segnet-basic for {DEMO_TIME_BUDGET:g} minutes, evaluate and predict (about 5 minutes in all)"
+        "demo",
+        help=f"synthesise data, train segnet-basic for {DEMO_TIME_BUDGET:g} minutes, evaluate and predict (about 5 minutes in all)",
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     demo.add_argument(
-        "--time-budget", type=float, default=DEMO_TIME_BUDGET, metavar="MIN",
+        "--time-budget",
+        type=float,
+        default=DEMO_TIME_BUDGET,
+        metavar="MIN",
         help="minutes of training; the accuracy reached depends on the hardware, the time does not (default: %(default)s)",
     )
 
@@ -351,7 +481,7 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Dispatch a parsed command; returns the exit status."""
     if args.command == "synth":
-        from segnet.synthetic import write_dataset
+        from segnet.data.synthetic import write_dataset
 
         out = write_dataset(args.dir, count=args.count, size=args.size, seed=args.seed)
         print(f"wrote {args.count} synthetic images and masks to {out}")
@@ -366,17 +496,22 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "evaluate" and args.checkpoint.is_dir():
         return _evaluate_cross_validation(args)
     if args.command == "evaluate":
-        from segnet.evaluate import evaluate_run
-        from segnet.score_tables import format_metrics_table
+        from segnet.evaluate.run import evaluate_run
+        from segnet.evaluate.tables import format_metrics_table
 
         _builtin_evaluation_defaults(args)
         metrics = evaluate_run(
-            args.checkpoint, args.data, split=args.split, out=args.out, options=_inference_options(args),
-            ignore_index=args.ignore_index, min_area=args.min_area,
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            out=args.out,
+            options=_inference_options(args),
+            ignore_index=args.ignore_index,
+            min_area=args.min_area,
         )
         print(format_metrics_table(metrics))
         if args.report:
-            from segnet.report import write_report
+            from segnet.report.page import write_report
 
             # Into --out where it was named: a built-in model's folder is the installed package.
             name = args.checkpoint.stem if is_builtin(args.checkpoint) else None
@@ -385,7 +520,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "score":
         return _score(args)
     if args.command == "calibrate":
-        from segnet.calibration import CALIBRATION_INFERENCE, calibrate_run, format_calibration
+        from segnet.train.calibration import CALIBRATION_INFERENCE, calibrate_run, format_calibration
 
         options = CALIBRATION_INFERENCE.replace(device=args.device)
         print(format_calibration(calibrate_run(args.checkpoint, args.data, max_images=args.images, options=options)))
@@ -395,15 +530,17 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "report":
-        from segnet.report import report_run
+        from segnet.report.page import report_run
 
-        path = report_run(args.run, args.evaluation, log=print, options=_inference_options(args), min_area=args.min_area)
+        path = report_run(
+            args.run, args.evaluation, log=print, options=_inference_options(args), min_area=args.min_area
+        )
         print(f"report: {path}")
         return 0
     if args.command == "check":
         return _check(args)
     if args.command == "demo":
-        from segnet.demo import run_demo
+        from segnet.workflow.demo import run_demo
 
         run_demo(args.out, device=args.device, time_budget=args.time_budget, log=print)
         return 0
@@ -411,10 +548,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from segnet.config import config_options, load_config
-    from segnet.distributed import is_main_process
-    from segnet.runfiles import BEST_CHECKPOINT, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE
-    from segnet.train import train
+    from segnet.core.distributed import is_main_process
+    from segnet.core.runfiles import BEST_CHECKPOINT, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE
+    from segnet.plan.config import config_options, load_config
+    from segnet.train.loop import train
 
     overrides = {option.name: getattr(args, option.name) for option in config_options()}
     config = load_config(args.config, overrides)
@@ -422,16 +559,20 @@ def _train(args: argparse.Namespace) -> int:
         raise SegnetError("train needs --data and --out (or data: and out: in --config)")
     main_process = is_main_process()  # under torchrun only rank 0 prints
     if config.folds:
-        from segnet.crossval import format_cv_table, train_cross_validation
+        from segnet.workflow.crossval import format_cv_table, train_cross_validation
 
         summary = train_cross_validation(config, config.folds, resume=args.resume, overwrite=args.overwrite)
         if main_process:
             print(format_cv_table(summary))
-            print(f"cross-validation run folder: {config.out} (folds.json, cv_summary.json, fold_1 .. fold_{config.folds})")
+            print(
+                f"cross-validation run folder: {config.out} (folds.json, cv_summary.json, fold_1 .. fold_{config.folds})"
+            )
         return 0
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_process:
-        print(f"run folder: {run_dir} ({', '.join((BEST_CHECKPOINT, LAST_CHECKPOINT, HISTORY_FILE, CONFIG_FILE, PLAN_FILE))})")
+        print(
+            f"run folder: {run_dir} ({', '.join((BEST_CHECKPOINT, LAST_CHECKPOINT, HISTORY_FILE, CONFIG_FILE, PLAN_FILE))})"
+        )
     return 0
 
 
@@ -453,16 +594,20 @@ def _builtin_evaluation_defaults(args: argparse.Namespace) -> None:
     if builtin and args.split != "all":
         raise SegnetError(f"{args.checkpoint.stem}: a built-in model has no held-out split; use --split all")
     if builtin and args.out is None:
-        raise SegnetError(f"{args.checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR")
+        raise SegnetError(
+            f"{args.checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR"
+        )
 
 
 def _score(args: argparse.Namespace) -> int:
     """``segnet score``: the classes, roles and palette from --classes or --config, else the darkfield ones."""
-    from segnet.config import load_config
-    from segnet.score import METRICS_FILE, PER_IMAGE_FILE, ScoreSettings, score_masks
-    from segnet.score_tables import format_metrics_table
+    from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_FILE, ScoreSettings, score_masks
+    from segnet.evaluate.tables import format_metrics_table
+    from segnet.plan.config import load_config
 
-    settings = ScoreSettings.from_config(load_config(args.config, {"classes": args.classes}), args.ignore_index, args.min_area)
+    settings = ScoreSettings.from_config(
+        load_config(args.config, {"classes": args.classes}), args.ignore_index, args.min_area
+    )
     metrics = score_masks(args.truth, args.predictions, args.out, settings, log=print)
     print(format_metrics_table(metrics))
     print(f"scores: {args.out} ({METRICS_FILE}, {PER_IMAGE_FILE}); 'segnet report {args.out}' draws them")
@@ -471,8 +616,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """``segnet check``: with --config, the classes, colour palette and data folder of a training config."""
-    from segnet.check import check_dataset, format_check_report
-    from segnet.config import load_config
+    from segnet.plan.check import check_dataset, format_check_report
+    from segnet.plan.config import load_config
 
     config = load_config(args.config, {"classes": args.classes, "data": args.dir and str(args.dir)})
     if not config.data:
@@ -486,7 +631,9 @@ def _out_of_memory_message(args: argparse.Namespace) -> str:
     """What ran out and which option lowers the memory a command needs."""
     if args.command in ("predict", "evaluate", "report"):
         if args.tile is None:
-            return "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
+            return (
+                "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
+            )
         return f"out of GPU memory at tile size {args.tile} x {args.batch_size} tiles per pass: lower --tile or --batch-size"
     if args.command == "train":
         return "out of GPU memory: lower --batch-size or --image-size"
@@ -495,13 +642,20 @@ def _out_of_memory_message(args: argparse.Namespace) -> str:
 
 def _evaluate_cross_validation(args: argparse.Namespace) -> int:
     """``evaluate --checkpoint RUN`` on a cross-validation run: each fold's model on its own fold."""
-    from segnet.crossval import evaluate_cross_validation, format_cv_table
+    from segnet.workflow.crossval import evaluate_cross_validation, format_cv_table
 
     if args.split not in (None, "val"):
-        raise SegnetError(f"{args.checkpoint}: a cross-validation run is scored on each fold's held-out images only (--split val)")
+        raise SegnetError(
+            f"{args.checkpoint}: a cross-validation run is scored on each fold's held-out images only (--split val)"
+        )
     summary = evaluate_cross_validation(
-        args.checkpoint, args.data, out=args.out, options=_inference_options(args),
-        ignore_index=args.ignore_index, min_area=args.min_area, report=args.report,
+        args.checkpoint,
+        args.data,
+        out=args.out,
+        options=_inference_options(args),
+        ignore_index=args.ignore_index,
+        min_area=args.min_area,
+        report=args.report,
     )
     print(format_cv_table(summary))
     return 0
@@ -509,11 +663,11 @@ def _evaluate_cross_validation(args: argparse.Namespace) -> int:
 
 def _predict_shard(device: str) -> tuple[str, Shard]:
     """Under torchrun, join the process group: this process's device and its share of the inputs."""
-    from segnet.predict import SINGLE_PROCESS, Shard
+    from segnet.predict.tables import SINGLE_PROCESS, Shard
 
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return device, SINGLE_PROCESS
-    from segnet import distributed
+    from segnet.core import distributed
 
     joined = distributed.init_distributed(device)
     return str(joined), Shard(distributed.rank(), distributed.world_size(), distributed.all_gather_object)
@@ -521,7 +675,9 @@ def _predict_shard(device: str) -> tuple[str, Shard]:
 
 def _predict(args: argparse.Namespace) -> int:
     # Imports only segnet.predict: with --onnx in one process, torch is never loaded.
-    from segnet.predict import Ensemble, Predictor, load_predictor, predict_paths
+    from segnet.model.predictor import Ensemble, Predictor
+    from segnet.predict.files import predict_paths
+    from segnet.predict.loading import load_predictor
 
     if args.checkpoint is not None and args.onnx is not None:
         raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
@@ -530,7 +686,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.checkpoint is None and args.onnx is None:
         args.checkpoint = Path(DEFAULT_BUILTIN_MODEL)
         if main_process:
-            print(f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)")
+            print(
+                f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)"
+            )
     options = _inference_options(args, device)
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, options.replace(device=args.device))
@@ -540,41 +698,54 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
     try:
         summary = predict_paths(
-            predictor, args.inputs, args.out, min_area=args.min_area, pixel_size=args.pixel_size,
-            skip_existing=args.skip_existing, overwrite=args.overwrite, shard=shard,
+            predictor,
+            args.inputs,
+            args.out,
+            min_area=args.min_area,
+            pixel_size=args.pixel_size,
+            skip_existing=args.skip_existing,
+            overwrite=args.overwrite,
+            shard=shard,
         )
     finally:
         if shard.world_size > 1:
-            from segnet.distributed import cleanup
+            from segnet.core.distributed import cleanup
 
             cleanup()
     if main_process:
         earlier = f", {summary.skipped} of them finished by an earlier run" if summary.skipped else ""
-        print(f"{summary.images} image(s) in {args.out}{earlier}: masks, overlays, object labels, counts.csv, objects.csv")
+        print(
+            f"{summary.images} image(s) in {args.out}{earlier}: masks, overlays, object labels, counts.csv, objects.csv"
+        )
     if summary.failed:
         if main_process:
             total = summary.images + len(summary.failed)
-            print(f"{len(summary.failed)} of {total} input(s) failed and are not in the tables (listed above)", file=sys.stderr)
+            print(
+                f"{len(summary.failed)} of {total} input(s) failed and are not in the tables (listed above)",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from segnet.export import export_bioimageio, export_onnx
-    from segnet.outputs import refuse_shared_targets
+    from segnet.core.outputs import refuse_shared_targets
+    from segnet.export.formats import export_bioimageio, export_onnx
 
     if args.out is None and args.bioimageio is None and args.pack is None:
         raise SegnetError("export needs --out model.onnx, --bioimageio DIR and/or --pack FILE")
     refuse_shared_targets({"--out": args.out, "--pack": args.pack})
     if args.pack is not None:
-        from segnet.builtin import pack_checkpoint
+        from segnet.export.pack import pack_checkpoint
 
         packed = pack_checkpoint(args.checkpoint, args.pack)
         print(f"packed checkpoint: {packed} ({packed.stat().st_size / 2**20:.1f} MB, float16 weights)")
     if args.out is not None:
         print(f"ONNX model: {export_onnx(args.checkpoint, args.out)} (checked against PyTorch)")
     if args.bioimageio is not None:
-        rdf = export_bioimageio(args.checkpoint, args.bioimageio, sample=args.sample, authors=args.authors, license_id=args.license)
+        rdf = export_bioimageio(
+            args.checkpoint, args.bioimageio, sample=args.sample, authors=args.authors, license_id=args.license
+        )
         print(f"bioimage.io package: {rdf} (validated with bioimageio.spec)")
     return 0
 

@@ -14,25 +14,30 @@ from typing import Any
 
 import numpy as np
 
+from segnet.data.palette import class_palette
+from segnet.predict.pictures import UNCERTAINTY_COLORMAP
+
 CLASSES_SUFFIX, OBJECTS_SUFFIX, UNCERTAINTY_SUFFIX = " classes", " objects", " uncertainty"
 CLASSES_OPACITY = 0.5  # the cells' own darkfield rim stays visible under the class colour
 OBJECT_CONTOUR_PX = 2  # the widget draws objects as outlines (napari sets this on a layer, not in add_labels)
 
 
-def classes_layer(mask: np.ndarray, class_names: Sequence[str], image_name: str) -> tuple[np.ndarray, dict[str, Any], str]:
+def classes_layer(
+    mask: np.ndarray, class_names: Sequence[str], image_name: str
+) -> tuple[np.ndarray, dict[str, Any], str]:
     """The class mask as napari layer data: ``(data, keyword arguments, "labels")``."""
     import pandas as pd
     from napari.utils.colormaps import DirectLabelColormap
-
-    from segnet.predict import class_palette
 
     colours: dict[int | None, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
     for index, rgb in enumerate(class_palette(len(class_names))[1:], start=1):
         colours[index] = (*(rgb / 255.0), 1.0)
     features = pd.DataFrame({"index": range(len(class_names)), "class": list(class_names)})
     kwargs = {
-        "name": image_name + CLASSES_SUFFIX, "colormap": DirectLabelColormap(color_dict=colours),
-        "features": features, "opacity": CLASSES_OPACITY,
+        "name": image_name + CLASSES_SUFFIX,
+        "colormap": DirectLabelColormap(color_dict=colours),
+        "features": features,
+        "opacity": CLASSES_OPACITY,
     }
     return mask, kwargs, "labels"
 
@@ -51,11 +56,13 @@ def objects_layer(
 
 def uncertainty_layer(entropy: np.ndarray, num_classes: int, image_name: str) -> tuple[np.ndarray, dict[str, Any], str]:
     """Predictive entropy as an image, black (certain) to bright at ``log(C)``, the largest entropy."""
-    from segnet.predict.pictures import UNCERTAINTY_COLORMAP
 
     top = math.log(num_classes) if num_classes > 1 else 1.0
     kwargs = {
-        "name": image_name + UNCERTAINTY_SUFFIX, "colormap": UNCERTAINTY_COLORMAP, "contrast_limits": (0.0, top),
-        "blending": "additive", "visible": False,
+        "name": image_name + UNCERTAINTY_SUFFIX,
+        "colormap": UNCERTAINTY_COLORMAP,
+        "contrast_limits": (0.0, top),
+        "blending": "additive",
+        "visible": False,
     }
     return entropy, kwargs, "image"

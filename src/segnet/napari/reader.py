@@ -12,7 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segnet.predict.files import OBJECTS_SUFFIX, PICTURES
+from segnet.core.runfiles import OBJECTS_SUFFIX, PICTURES
+from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.pairs import read_mask
+from segnet.evaluate.measure import read_object_labels
+from segnet.napari.layers import classes_layer, objects_layer
 
 LayerData = tuple[Any, dict[str, Any], str]
 MASK_SUFFIX = f"_{PICTURES[0]}.png"
@@ -31,10 +35,6 @@ def read_prediction(path: str | list[str]) -> list[LayerData]:
     Raises:
         DataError: a file is unreadable (the message names it).
     """
-    from segnet import DEFAULT_CLASSES
-    from segnet.data import read_mask
-    from segnet.measure import read_object_labels
-    from segnet.napari.layers import classes_layer, objects_layer
 
     mask_path = Path(path if isinstance(path, str) else path[0])
     stem = mask_path.name[: -len(MASK_SUFFIX)]

@@ -1,7 +1,7 @@
 """What the dock widget computes, without Qt: one image's classes, objects and table rows; saving them.
 
 Everything goes through the library the command line uses: :func:`segnet.predict.load_predictor`
-and ``predict_proba`` (with a tile callback that also cancels), :func:`segnet.measure.find_objects`
+and ``predict_proba`` (with a tile callback that also cancels), :func:`segnet.evaluate.measure.find_objects`
 and its rows of ``objects.csv``, :func:`segnet.data.write_pair` for the dataset layout. So the
 Labels layer equals ``segnet predict``'s ``STEM_mask.png`` and the table its ``objects.csv``.
 Heavy modules (torch, scikit-image) are imported on the first Segment, never at napari start-up.
@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segnet.data import MASK_FOLDERS, Pair, class_mask, image_files, read_image, write_pair
-from segnet.errors import DataError, OutputError, SegnetError
-from segnet.outputs import safe_stem
+from segnet.core.errors import DataError, OutputError, SegnetError
+from segnet.core.outputs import safe_stem
+from segnet.data.pairs import MASK_FOLDERS, Pair, class_mask, image_files, read_image, write_pair
+from segnet.evaluate.columns import OBJECT_COLUMNS
+from segnet.evaluate.measure import find_objects, measure_objects, tiff_pixel_size
+from segnet.model.options import InferenceOptions
+from segnet.predict.loading import load_predictor
+from segnet.predict.pictures import predictive_entropy
+from segnet.predict.tables import ResultTables
 
 if TYPE_CHECKING:
-    from segnet.predict import Ensemble, Predictor
+    from segnet.model.predictor import Ensemble, Predictor
 
 
 class Cancelled(Exception):
@@ -34,7 +40,7 @@ class ModelOptions:
     """The model and how it runs; a predictor is loaded again only when these change.
 
     ``tile`` ``None`` segments the image whole (no progress and no Cancel within the image);
-    ``diameter`` is :attr:`segnet.inference.InferenceOptions.diameter`.
+    ``diameter`` is :attr:`segnet.model.options.InferenceOptions.diameter`.
     """
 
     model: str
@@ -85,11 +91,13 @@ class PredictorCache:
             SegnetError: the model cannot be loaded, or an option is invalid (the message says which).
         """
         if options != self._options:
-            from segnet.predict import InferenceOptions, load_predictor
-
             self._predictor = None  # the old model's memory goes before the new one loads
             inference = InferenceOptions(
-                device=options.device, tile=options.tile, tta=options.tta, mc_samples=options.mc_samples, diameter=options.diameter
+                device=options.device,
+                tile=options.tile,
+                tta=options.tta,
+                mc_samples=options.mc_samples,
+                diameter=options.diameter,
             )
             self._predictor = load_predictor(options.model, inference)
             self._options = options
@@ -100,7 +108,6 @@ def image_pixel_size(source: str | None, pixel_size: float | None) -> float | No
     """Micrometres per pixel: ``pixel_size`` if given, else the source TIFF's calibration (as ``segnet predict``)."""
     if pixel_size is not None or source is None:
         return pixel_size
-    from segnet.measure import tiff_pixel_size
 
     return tiff_pixel_size(source)
 
@@ -123,8 +130,6 @@ def segment(
         Cancelled: ``cancel`` was set.
         SegnetError: the model failed on the image, or it holds more objects than a label image numbers.
     """
-    from segnet.measure import find_objects, measure_objects
-    from segnet.predict import predictive_entropy
 
     def tile_done(done: int, total: int) -> None:
         if cancel.is_set():
@@ -140,9 +145,14 @@ def segment(
         objects = find_objects(mask, predictor.roles)
     except ValueError as error:
         raise SegnetError(f"{image_name}: {error}") from error
-    rows = [measurement.row(image_name, names, pixel_size) for measurement in measure_objects(objects, image, predictor.roles)]
+    rows = [
+        measurement.row(image_name, names, pixel_size)
+        for measurement in measure_objects(objects, image, predictor.roles)
+    ]
     entropy = predictive_entropy(proba) if predictor.samples_uncertainty else None
-    return Segmentation(names, tuple(predictor.roles.counted), mask, objects.labels, objects.object_classes, rows, entropy)
+    return Segmentation(
+        names, tuple(predictor.roles.counted), mask, objects.labels, objects.object_classes, rows, entropy
+    )
 
 
 def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
@@ -151,8 +161,6 @@ def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
     Raises:
         DataError: the file cannot be written.
     """
-    from segnet.columns import OBJECT_COLUMNS
-    from segnet.predict import ResultTables
 
     path = Path(path)
     try:
@@ -166,16 +174,18 @@ def save_objects_table(path: str | Path, rows: Sequence[Sequence[str]]) -> Path:
     return path
 
 
-def save_correction(root: str | Path, name: str, image: np.ndarray, mask: np.ndarray, class_names: Sequence[str]) -> Pair:
+def save_correction(
+    root: str | Path, name: str, image: np.ndarray, mask: np.ndarray, class_names: Sequence[str]
+) -> Pair:
     """Add an image and its (corrected) class mask to the dataset ``root`` as ``images/STEM.png`` and
-    ``masks/STEM.png``, STEM being the layer ``name`` made a safe file name (:func:`segnet.outputs.safe_stem`).
+    ``masks/STEM.png``, STEM being the layer ``name`` made a safe file name (:func:`segnet.core.outputs.safe_stem`).
 
     A pair of that stem already in the dataset is replaced only where its image is this image (a
     correction saved again); another image's pair is never replaced.
 
     Raises:
         DataError: the mask holds a label that is no class (painted with a label above the last
-            class), or the files cannot be written; :class:`~segnet.errors.OutputError`: the name
+            class), or the files cannot be written; :class:`~segnet.core.errors.OutputError`: the name
             gives no file name, or the dataset holds another image of that name.
     """
     root = Path(root)
@@ -198,8 +208,12 @@ def _refuse_another_pair(root: Path, stem: str, image: np.ndarray) -> None:
     same_stem = [path for path in image_files(folder) if path.stem == stem] if folder.is_dir() else []
     for existing in same_stem:
         if existing.suffix != ".png" or not np.array_equal(read_image(existing), image):
-            raise OutputError(existing, "is another image of the same name: rename the layer to save this one beside it")
+            raise OutputError(
+                existing, "is another image of the same name: rename the layer to save this one beside it"
+            )
     masks = [root / folder_name / f"{stem}.png" for folder_name in MASK_FOLDERS]
     orphan = next((mask for mask in masks if mask.exists()), None) if not same_stem else None
     if orphan is not None:
-        raise OutputError(orphan, "is the mask of another image of the same name: rename the layer to save this one beside it")
+        raise OutputError(
+            orphan, "is the mask of another image of the same name: rename the layer to save this one beside it"
+        )

@@ -38,8 +38,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from segnet.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
-from segnet.columns import (
+from segnet.core.errors import SegnetError
+from segnet.data.pairs import array_to_rgb
+from segnet.evaluate.columns import (
     CENTROID_X_COLUMN,
     CENTROID_Y_COLUMN,
     OBJECT_COLUMNS,
@@ -48,11 +49,17 @@ from segnet.columns import (
     from_viewer_order,
     to_viewer_order,
 )
-from segnet.config import MAX_PIXEL_SIZE_UM, MIN_PIXEL_SIZE_UM
-from segnet.data import array_to_rgb
-from segnet.errors import SegnetError
-from segnet.inference import AUTO_DIAMETER, parse_diameter
-from segnet.napari.layers import CLASSES_SUFFIX, OBJECT_CONTOUR_PX, OBJECTS_SUFFIX, UNCERTAINTY_SUFFIX, classes_layer, objects_layer, uncertainty_layer
+from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
+from segnet.model.options import AUTO_DIAMETER, parse_diameter
+from segnet.napari.layers import (
+    CLASSES_SUFFIX,
+    OBJECT_CONTOUR_PX,
+    OBJECTS_SUFFIX,
+    UNCERTAINTY_SUFFIX,
+    classes_layer,
+    objects_layer,
+    uncertainty_layer,
+)
 from segnet.napari.segmentation import (
     Cancelled,
     ModelOptions,
@@ -63,6 +70,7 @@ from segnet.napari.segmentation import (
     save_objects_table,
     segment,
 )
+from segnet.plan.config import MAX_PIXEL_SIZE_UM, MIN_PIXEL_SIZE_UM
 
 if TYPE_CHECKING:
     import napari
@@ -74,7 +82,9 @@ MAX_MC_SAMPLES = 64
 CANCELLED = "segmentation cancelled"
 MODEL_FILES = "segnet models (*.pt *.onnx);;All files (*)"
 # objects.csv columns click-to-centre reads.
-_OBJECT_ID, _CENTROID_X, _CENTROID_Y = map(OBJECT_COLUMNS.index, (OBJECT_ID_COLUMN, CENTROID_X_COLUMN, CENTROID_Y_COLUMN))
+_OBJECT_ID, _CENTROID_X, _CENTROID_Y = map(
+    OBJECT_COLUMNS.index, (OBJECT_ID_COLUMN, CENTROID_X_COLUMN, CENTROID_Y_COLUMN)
+)
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,11 @@ class SegmentWidget(QWidget):
     def _refresh_layers(self, event: object = None) -> None:
         """List the image layers, keeping the chosen one while it exists."""
         chosen = self.layer_box.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not layer.name.endswith(UNCERTAINTY_SUFFIX)]
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and not layer.name.endswith(UNCERTAINTY_SUFFIX)
+        ]
         self.layer_box.clear()
         self.layer_box.addItems(names)
         if chosen in names:
@@ -249,8 +263,11 @@ class SegmentWidget(QWidget):
         data = layer.data[0] if layer.multiscale else layer.data
         image = array_to_rgb(np.asarray(data), name)
         options = ModelOptions(
-            self.model_edit.text().strip() or DEFAULT_BUILTIN_MODEL, self.tile_box.value() or None,
-            self.tta_box.isChecked(), self.mc_box.value(), diameter=self._diameter(),
+            self.model_edit.text().strip() or DEFAULT_BUILTIN_MODEL,
+            self.tile_box.value() or None,
+            self.tta_box.isChecked(),
+            self.mc_box.value(),
+            diameter=self._diameter(),
         )
         return _Job(name, image, layer.source.path, self.pixel_box.value() or None, options)
 
@@ -264,8 +281,12 @@ class SegmentWidget(QWidget):
             predictor = self.predictors.get(job.options)
             pixel_size = image_pixel_size(job.source, job.pixel_size)
             return segment(
-                job.image, job.source or job.layer_name, predictor, pixel_size=pixel_size,
-                progress=self.progressed.emit, cancel=self._cancel,
+                job.image,
+                job.source or job.layer_name,
+                predictor,
+                pixel_size=pixel_size,
+                progress=self.progressed.emit,
+                cancel=self._cancel,
             )
         except Cancelled:
             return CANCELLED
@@ -275,7 +296,11 @@ class SegmentWidget(QWidget):
             if not _out_of_memory(error):
                 raise
             tile = job.options.tile
-            where = f"at tile size {tile} px: lower the tile size" if tile else "segmenting the whole image: set a tile size (512 px or smaller)"
+            where = (
+                f"at tile size {tile} px: lower the tile size"
+                if tile
+                else "segmenting the whole image: set a tile size (512 px or smaller)"
+            )
             return f"{job.layer_name}: out of memory {where}"
 
     def _show_progress(self, done: int, total: int) -> None:
@@ -382,4 +407,7 @@ class SegmentWidget(QWidget):
         except SegnetError as error:
             show_error(MESSAGE_PREFIX + str(error))
             return
-        show_info(MESSAGE_PREFIX + f"saved {pair.image} and {pair.mask}; fine-tune with segnet train --data {folder} --init {DEFAULT_BUILTIN_MODEL}")
+        show_info(
+            MESSAGE_PREFIX
+            + f"saved {pair.image} and {pair.mask}; fine-tune with segnet train --data {folder} --init {DEFAULT_BUILTIN_MODEL}"
+        )

@@ -16,13 +16,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from segnet import MIN_AREA
-from segnet.columns import OBJECT_COLUMNS, counts_columns
-from segnet.config import ClassRoles
-from segnet.counting import coverage
-from segnet.data import IMAGE_EXTENSIONS, class_mask, read_image
-from segnet.errors import DataError, SegnetError
-from segnet.measure import (
+from segnet.core.errors import DataError, SegnetError
+from segnet.core.outputs import (
+    clear_earlier_results,
+    output_lock,
+    refuse_overwriting,
+    refuse_package_folder,
+    write_atomically,
+)
+from segnet.core.runfiles import OBJECTS_SUFFIX, PICTURES
+from segnet.data.classes import MIN_AREA, ClassRoles
+from segnet.data.pairs import IMAGE_EXTENSIONS, class_mask, read_image
+from segnet.evaluate.columns import OBJECT_COLUMNS, counts_columns
+from segnet.evaluate.counting import coverage
+from segnet.evaluate.measure import (
     ObjectLabels,
     ObjectMeasurement,
     find_objects,
@@ -31,9 +38,8 @@ from segnet.measure import (
     tiff_pixel_size,
     write_object_labels,
 )
-from segnet.outputs import clear_earlier_results, output_lock, refuse_overwriting, refuse_package_folder, write_atomically
+from segnet.model.predictor import Ensemble, Predictor
 from segnet.predict.pictures import UNSURE_ENTROPY, _uncertainty_overlay, annotated_overlay, predictive_entropy
-from segnet.predict.predictor import Ensemble, Predictor
 from segnet.predict.tables import SINGLE_PROCESS, ResultTables, Shard
 
 # Results waiting to be written; more would only hold (C, H, W) arrays in memory.
@@ -42,8 +48,6 @@ _MAX_PENDING_WRITES = 2
 
 # What predict writes per input STEM: STEM_<picture>.png for each picture (the last two with
 # uncertainty only), then STEM_objects.tif.
-PICTURES = ("mask", "overlay", "uncertainty", "uncertainty_overlay")
-OBJECTS_SUFFIX = "_objects.tif"
 COUNTS_FILE, OBJECTS_FILE = "counts.csv", "objects.csv"
 
 
@@ -96,7 +100,9 @@ def iter_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = None)
         if not path.is_file():
             outputs = [p for p in matches if is_own_output(p)]
             if outputs and log is not None:
-                log(f"{path}: skipped {len(outputs)} file(s) named like segnet predict outputs (*_mask.png, *_overlay.png, *{OBJECTS_SUFFIX}, ...)")
+                log(
+                    f"{path}: skipped {len(outputs)} file(s) named like segnet predict outputs (*_mask.png, *_overlay.png, *{OBJECTS_SUFFIX}, ...)"
+                )
             matches = [p for p in matches if not is_own_output(p)]
         for match in matches:
             if match not in seen:
@@ -118,15 +124,27 @@ def _check_inputs(inputs: Sequence[str], out_dir: Path, log: Callable[[str], Non
     seen: dict[str, Path] = {}
     for path in iter_inputs(inputs, log):
         if path.stem in seen:
-            raise DataError(path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other")
+            raise DataError(
+                path, f"has the same name stem as {seen[path.stem]}; their outputs would overwrite each other"
+            )
         seen[path.stem] = path
-    outputs = [output for stem in seen for output in _picture_paths(out_dir, stem, PICTURES) + [out_dir / f"{stem}{OBJECTS_SUFFIX}"]]
+    outputs = [
+        output
+        for stem in seen
+        for output in _picture_paths(out_dir, stem, PICTURES) + [out_dir / f"{stem}{OBJECTS_SUFFIX}"]
+    ]
     refuse_overwriting(outputs, seen.values())
     return list(seen.values())
 
 
 def _write_outputs(
-    path: Path, image: np.ndarray, proba: np.ndarray, out_dir: Path, predictor: Predictor | Ensemble, min_area: int, pixel_size: float | None
+    path: Path,
+    image: np.ndarray,
+    proba: np.ndarray,
+    out_dir: Path,
+    predictor: Predictor | Ensemble,
+    min_area: int,
+    pixel_size: float | None,
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """Write one image's pictures and label image; return the written paths, its ``counts.csv`` row and its ``objects.csv`` rows."""
     mask = class_mask(proba)  # 8 bit, or 16 beyond 256 classes
@@ -136,17 +154,29 @@ def _write_outputs(
         raise DataError(path, str(error)) from error
     measurements = measure_objects(objects, image, predictor.roles)
     written = []
-    for target, picture in zip(_picture_paths(out_dir, path.stem, PICTURES), _pictures(image, mask, proba, objects, measurements, predictor)):
-        written.append(write_atomically(target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "picture"))
+    for target, picture in zip(
+        _picture_paths(out_dir, path.stem, PICTURES), _pictures(image, mask, proba, objects, measurements, predictor)
+    ):
+        written.append(
+            write_atomically(
+                target, lambda temporary, picture=picture: picture.save(temporary, format="PNG"), "picture"
+            )
+        )
     labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
     write_object_labels(labels_path, objects, predictor.class_names)  # last: its presence marks a finished image
     written.append(labels_path)
-    counts_row, object_rows = _table_rows(path, mask, objects, measurements, predictor.class_names, predictor.roles, pixel_size)
+    counts_row, object_rows = _table_rows(
+        path, mask, objects, measurements, predictor.class_names, predictor.roles, pixel_size
+    )
     return written, counts_row, object_rows
 
 
 def _pictures(
-    image: np.ndarray, mask: np.ndarray, proba: np.ndarray, objects: ObjectLabels, measurements: Sequence[ObjectMeasurement],
+    image: np.ndarray,
+    mask: np.ndarray,
+    proba: np.ndarray,
+    objects: ObjectLabels,
+    measurements: Sequence[ObjectMeasurement],
     predictor: Predictor | Ensemble,
 ) -> list[Image.Image]:
     """The :data:`PICTURES` of one image: its mask and annotated overlay, and with uncertainty the entropy and its heatmap."""
@@ -167,8 +197,13 @@ def _pictures(
 
 
 def _table_rows(
-    path: Path, mask: np.ndarray, objects: ObjectLabels, measurements: Sequence[ObjectMeasurement], class_names: Sequence[str],
-    roles: ClassRoles, pixel_size: float | None,
+    path: Path,
+    mask: np.ndarray,
+    objects: ObjectLabels,
+    measurements: Sequence[ObjectMeasurement],
+    class_names: Sequence[str],
+    roles: ClassRoles,
+    pixel_size: float | None,
 ) -> tuple[list[Any], list[list[str]]]:
     """One image's ``counts.csv`` row and ``objects.csv`` rows, both from the same ``objects``."""
     counts = objects.counts(roles.counted)
@@ -185,6 +220,7 @@ def _read_ahead(
 ) -> Iterator[tuple[Path, np.ndarray | DataError, float | None]]:
     """Yield decoded images and their pixel sizes (``pixel_size``, else from the TIFF's tags) in
     order, or the error reading one, while the next is read in the background."""
+
     def read(path: Path) -> tuple[Path, np.ndarray | DataError, float | None]:
         try:
             return path, read_image(path), pixel_size if pixel_size is not None else tiff_pixel_size(path)
@@ -226,12 +262,12 @@ def predict_paths(
       65535 is ``log(C)``, the largest possible entropy; and ``STEM_uncertainty_overlay.png``:
       that entropy as a heatmap over the image;
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
-      own id, background 0; see :mod:`segnet.measure`), written last.
+      own id, background 0; see :mod:`segnet.evaluate.measure`), written last.
 
     ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per
     counted class (all but the background of ``predictor.roles``)
     ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
-    :func:`segnet.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
+    :func:`segnet.evaluate.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
     written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
     in micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution
     tags state it. Inputs are streamed: images are read one ahead and results written in
@@ -239,7 +275,7 @@ def predict_paths(
 
     An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue
     it) or ``overwrite`` (its outputs are removed first, so the tables describe the files beside
-    them); one run at a time writes a folder (:func:`segnet.outputs.output_lock`); no output may
+    them); one run at a time writes a folder (:func:`segnet.core.outputs.output_lock`); no output may
     be one of the inputs. Every file is written by replacing, never through a link.
 
     With ``skip_existing``, an image whose outputs are all there (its label image is written
@@ -252,7 +288,7 @@ def predict_paths(
 
     Raises:
         DataError: an input names nothing, two inputs share a stem, or an output cannot be
-            written (the message names the file); :class:`~segnet.errors.OutputError`: ``out_dir``
+            written (the message names the file); :class:`~segnet.core.errors.OutputError`: ``out_dir``
             holds another run's outputs, or another run is writing there.
     """
     main_log = log if shard.rank == 0 else None
@@ -270,8 +306,18 @@ def predict_paths(
         summary = PredictionSummary()
         own_inputs = ((position, path) for position, path in enumerate(paths) if shard.takes(position))
         _segment_inputs(
-            predictor, own_inputs, out_dir, tables, summary, share=shard.share_of(len(paths)), min_area=min_area, pixel_size=pixel_size,
-            skip_existing=skip_existing, progress=progress, show_bar=shard.rank == 0, log=log,
+            predictor,
+            own_inputs,
+            out_dir,
+            tables,
+            summary,
+            share=shard.share_of(len(paths)),
+            min_area=min_area,
+            pixel_size=pixel_size,
+            skip_existing=skip_existing,
+            progress=progress,
+            show_bar=shard.rank == 0,
+            log=log,
         )
         _combine_processes(summary, tables, shard)
     return summary
@@ -324,6 +370,7 @@ def _segment_inputs(
         ThreadPoolExecutor(1, thread_name_prefix="segnet-write") as writer,
         tqdm(total=share, unit="image", desc="predict", disable=not progress or not show_bar) as bar,
     ):
+
         def show_windows(done: int, total: int) -> None:
             bar.set_postfix_str(f"tiles {done}/{total}" if total > 1 else "")
 
@@ -341,14 +388,18 @@ def _segment_inputs(
                     continue
                 if skip_existing and _outputs_complete(out_dir, path.stem, pictures):
                     summary.skipped += 1
-                    job = writer.submit(_rebuild_rows, path, image, out_dir, predictor.class_names, predictor.roles, image_pixel_size)
+                    job = writer.submit(
+                        _rebuild_rows, path, image, out_dir, predictor.class_names, predictor.roles, image_pixel_size
+                    )
                 else:
                     try:
                         proba = predictor.predict_proba(image, progress=show_windows if progress else None)
                     except SegnetError as error:
                         fail(f"{path}: {error}")
                         continue
-                    job = writer.submit(_write_outputs, path, image, proba, out_dir, predictor, min_area, image_pixel_size)
+                    job = writer.submit(
+                        _write_outputs, path, image, proba, out_dir, predictor, min_area, image_pixel_size
+                    )
                 pending.append((position, job))
                 while len(pending) > _MAX_PENDING_WRITES:
                     finish_oldest()
@@ -389,7 +440,12 @@ def _outputs_complete(out_dir: Path, stem: str, pictures: Sequence[str]) -> bool
 
 
 def _rebuild_rows(
-    path: Path, image: np.ndarray, out_dir: Path, class_names: Sequence[str], roles: ClassRoles, pixel_size: float | None
+    path: Path,
+    image: np.ndarray,
+    out_dir: Path,
+    class_names: Sequence[str],
+    roles: ClassRoles,
+    pixel_size: float | None,
 ) -> tuple[list[Path], list[Any], list[list[str]]]:
     """The table rows of an image finished by an earlier run, from its mask and label image."""
     (mask_path,) = _picture_paths(out_dir, path.stem, PICTURES[:1])
@@ -397,13 +453,20 @@ def _rebuild_rows(
         with Image.open(mask_path) as picture:
             mask = np.asarray(picture)
     except OSError as error:
-        raise DataError(mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing") from error
+        raise DataError(
+            mask_path, f"cannot read this earlier output ({error}); delete it or run without --skip-existing"
+        ) from error
     labels_path = out_dir / f"{path.stem}{OBJECTS_SUFFIX}"
     objects = read_object_labels(labels_path)
     if objects.class_names and objects.class_names != tuple(class_names):
-        raise DataError(labels_path, f"written by a model of other classes ({', '.join(objects.class_names)}); predict again with --overwrite")
+        raise DataError(
+            labels_path,
+            f"written by a model of other classes ({', '.join(objects.class_names)}); predict again with --overwrite",
+        )
     if mask.shape != image.shape[:2] or objects.labels.shape != mask.shape:
-        raise DataError(mask_path, "does not fit its image (another image of that name?); predict again with --overwrite")
+        raise DataError(
+            mask_path, "does not fit its image (another image of that name?); predict again with --overwrite"
+        )
     measurements = measure_objects(objects, image, roles)
     counts_row, object_rows = _table_rows(path, mask, objects, measurements, class_names, roles, pixel_size)
     return [], counts_row, object_rows

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segnet.builtin import resolve_checkpoint
-from segnet.inference import DEFAULT_INFERENCE, InferenceOptions
-from segnet.predict.predictor import Ensemble, Predictor
+from segnet.model.builtin import resolve_checkpoint
+from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
+from segnet.model.predictor import Ensemble, Predictor
+from segnet.train.folds import fold_checkpoints
 
 ONNX_SUFFIX = ".onnx"
 
@@ -14,7 +15,7 @@ ONNX_SUFFIX = ".onnx"
 def load_predictor(model: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor | Ensemble:
     """The predictor ``model`` names, as a viewer's single model field takes it.
 
-    ``model`` is a built-in model's name (:func:`segnet.builtin.resolve_checkpoint`), a file ending
+    ``model`` is a built-in model's name (:func:`segnet.model.builtin.resolve_checkpoint`), a file ending
     in ``.onnx`` (run on onnxruntime, torch not imported), a cross-validation run folder (its
     folds' ensemble) or a checkpoint file, run with ``options``.
 
@@ -25,7 +26,5 @@ def load_predictor(model: str | Path, options: InferenceOptions = DEFAULT_INFERE
     if path.suffix.lower() == ONNX_SUFFIX:
         return Predictor.from_onnx(path, options)
     if path.is_dir():
-        from segnet.crossval import fold_checkpoints  # imports torch
-
         return Ensemble.from_checkpoints(fold_checkpoints(path), options)
     return Predictor.from_checkpoint(path, options)

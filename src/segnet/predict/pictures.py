@@ -18,12 +18,11 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import maximum_filter, minimum_filter
 from scipy.special import entr
 
-from segnet.measure import ObjectLabels, ObjectMeasurement
+from segnet.data.palette import class_palette, colorize
+from segnet.evaluate.measure import ObjectLabels, ObjectMeasurement
 
 # Fixed colours of the first classes: background black, erythrocytes red, spirochetes green.
-_BASE_PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0))
 # Further classes cycle through this qualitative colormap.
-_EXTRA_CLASS_COLORMAP = "tab10"
 UNCERTAINTY_COLORMAP = "inferno"  # black when certain, so a confident darkfield field stays dark
 _UNCERTAINTY_ALPHA = 0.5
 UNSURE_ENTROPY = 0.5
@@ -48,23 +47,6 @@ def predictive_entropy(proba: np.ndarray) -> np.ndarray:
     0 where one class has all the probability, ``log(C)`` where all classes are equally likely.
     """
     return np.maximum(entr(proba.astype(np.float64)).sum(axis=0), 0.0).astype(np.float32)
-
-
-def class_palette(num_classes: int) -> np.ndarray:
-    """``(num_classes, 3)`` uint8 RGB colours: black, red, green, then a matplotlib colormap."""
-    extra = matplotlib.colormaps[_EXTRA_CLASS_COLORMAP]
-    colours = list(_BASE_PALETTE[:num_classes])
-    for index in range(len(colours), num_classes):
-        rgb = extra((index - len(_BASE_PALETTE)) % extra.N)[:3]
-        colours.append(tuple(round(255 * channel) for channel in rgb))
-    return np.array(colours, dtype=np.uint8).reshape(num_classes, 3)
-
-
-def colorize(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Colour a ``H x W`` class-index mask: ``H x W x 3`` uint8 (see :func:`class_palette`)."""
-    if mask.size and int(mask.max()) >= num_classes:
-        raise ValueError(f"mask holds class {int(mask.max())}, but there are only {num_classes} classes")
-    return class_palette(num_classes)[mask]
 
 
 def _blend(image: np.ndarray, colours: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
@@ -107,7 +89,9 @@ def outline(labels: np.ndarray, width: int = 1) -> np.ndarray:
     """``(H, W)`` bool: the pixels of each non-zero label within ``width`` pixels of another label or the image edge."""
     size = 2 * width + 1
     inside = labels > 0
-    near_other = (minimum_filter(labels, size, mode="constant", cval=0) != labels) | (maximum_filter(labels, size, mode="constant", cval=0) != labels)
+    near_other = (minimum_filter(labels, size, mode="constant", cval=0) != labels) | (
+        maximum_filter(labels, size, mode="constant", cval=0) != labels
+    )
     return inside & near_other
 
 
@@ -162,7 +146,10 @@ def annotated_overlay(
 
 
 def _draw_text(
-    picture: np.ndarray, occupied: np.ndarray, measurements: Sequence[ObjectMeasurement], entries: Sequence[tuple[tuple[int, ...], str]]
+    picture: np.ndarray,
+    occupied: np.ndarray,
+    measurements: Sequence[ObjectMeasurement],
+    entries: Sequence[tuple[tuple[int, ...], str]],
 ) -> np.ndarray:
     """Write the objects' ids and the legend of ``entries`` (swatch colour, text) in the corner with fewest object pixels."""
     size = text_size(picture.shape)
@@ -177,11 +164,24 @@ def _draw_text(
     if box_width > width / 2 or box_height > height / 2:
         return picture
     for tag in object_tags(measurements, size, width):
-        draw.text(tag.xy, tag.text, fill=TEXT_COLOUR, font=font, anchor=tag.anchor, stroke_width=stroke, stroke_fill=TEXT_STROKE)
+        draw.text(
+            tag.xy,
+            tag.text,
+            fill=TEXT_COLOUR,
+            font=font,
+            anchor=tag.anchor,
+            stroke_width=stroke,
+            stroke_fill=TEXT_STROKE,
+        )
     corners = [(0, 0), (width - box_width, 0), (0, height - box_height), (width - box_width, height - box_height)]
-    left, top = min(corners, key=lambda corner: occupied[corner[1] : corner[1] + box_height, corner[0] : corner[0] + box_width].sum())
+    left, top = min(
+        corners,
+        key=lambda corner: occupied[corner[1] : corner[1] + box_height, corner[0] : corner[0] + box_width].sum(),
+    )
     shaded = np.asarray(canvas).copy()
-    shaded[top : top + box_height, left : left + box_width] = shaded[top : top + box_height, left : left + box_width] * _LEGEND_SHADE
+    shaded[top : top + box_height, left : left + box_width] = (
+        shaded[top : top + box_height, left : left + box_width] * _LEGEND_SHADE
+    )
     canvas = Image.fromarray(shaded)
     draw = ImageDraw.Draw(canvas)
     for row, (colour, text) in enumerate(entries):

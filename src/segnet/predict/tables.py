@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segnet.outputs import open_replacing
+from segnet.core.outputs import open_replacing
 
 
 def _alone(value: Any) -> list[Any]:
@@ -90,7 +90,9 @@ class ResultTables:
                 with open_replacing(path) as handle:
                     writer = csv.writer(handle)
                     writer.writerow(header)
-                    writer.writerows(row[1:] for row in heapq.merge(*map(_read_share, shares), key=lambda row: int(row[0])))
+                    writer.writerows(
+                        row[1:] for row in heapq.merge(*map(_read_share, shares), key=lambda row: int(row[0]))
+                    )
                 for share in shares:
                     share.unlink()
         self.shard.gather(None)  # the tables exist before any process returns
