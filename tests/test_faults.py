@@ -34,7 +34,7 @@ import segnet.train.loop as training
 import segnet.train.runfolder as runfolder
 from segnet.cli import main
 from segnet.core import runfiles
-from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.errors import CheckpointError, SegnetError, is_out_of_memory, out_of_memory
 from segnet.core.outputs import TEMPORARY_NAME, atomic_write
 from segnet.core.runfiles import (
     BEST_CHECKPOINT,
@@ -773,8 +773,8 @@ def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run,
     ]
     assert main([*predict, "--tile", "32"]) == 1
     assert (
-        error_line(capsys)
-        == "segnet: error: out of GPU memory at tile size 32 x 4 tiles per pass: lower --tile or --batch-size"
+        error_line(capsys) == f"segnet: error: {image}: out of memory at tile size 32 px, 4 tiles per pass: "
+        "lower the tile size (--tile) or the tiles per pass (--batch-size)"
     )
     assert (
         main(
@@ -792,7 +792,20 @@ def test_out_of_memory_in_predict_and_evaluate_names_the_tile_size(finished_run,
         )
         == 1
     )
-    assert "out of GPU memory segmenting whole images: pass --tile 512 (or smaller)" in error_line(capsys)
+    line = error_line(capsys)
+    assert line.startswith(f"segnet: error: {data / 'images'}")
+    assert ": out of memory segmenting a whole 32x32 px image: " in line
+    assert line.endswith("px image: segment it in tiles of 512 px or smaller (--tile; the napari widget's tile size)")
+
+
+def test_one_out_of_memory_message_names_gpu_memory_only_on_a_gpu():
+    assert str(out_of_memory("cuda", "doing this", "lower that")) == "out of GPU memory doing this: lower that"
+    assert str(out_of_memory("cpu", "doing this", "lower that")) == "out of memory doing this: lower that"
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    )
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
 # ------------------------------------------------------------------------------------------------

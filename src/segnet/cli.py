@@ -499,7 +499,6 @@ def run_command(args: argparse.Namespace) -> int:
         from segnet.evaluate.run import evaluate_run
         from segnet.evaluate.tables import format_metrics_table
 
-        _builtin_evaluation_defaults(args)
         metrics = evaluate_run(
             args.checkpoint,
             args.data,
@@ -586,19 +585,6 @@ def _format_models() -> str:
     return "\n\n".join(blocks)
 
 
-def _builtin_evaluation_defaults(args: argparse.Namespace) -> None:
-    """A built-in model has no run folder: it is scored on every image, into the folder --out names."""
-    builtin = is_builtin(args.checkpoint)
-    if args.split is None:
-        args.split = "all" if builtin else "val"
-    if builtin and args.split != "all":
-        raise SegnetError(f"{args.checkpoint.stem}: a built-in model has no held-out split; use --split all")
-    if builtin and args.out is None:
-        raise SegnetError(
-            f"{args.checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR"
-        )
-
-
 def _score(args: argparse.Namespace) -> int:
     """``segnet score``: the classes, roles and palette from --classes or --config, else the darkfield ones."""
     from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_FILE, ScoreSettings, score_masks
@@ -625,19 +611,6 @@ def _check(args: argparse.Namespace) -> int:
     result = check_dataset(config.data, config.classes, config.palette_by_index())
     print(format_check_report(result, config.class_weights))
     return 1 if result.problems else 0
-
-
-def _out_of_memory_message(args: argparse.Namespace) -> str:
-    """What ran out and which option lowers the memory a command needs."""
-    if args.command in ("predict", "evaluate", "report"):
-        if args.tile is None:
-            return (
-                "out of GPU memory segmenting whole images: pass --tile 512 (or smaller) to segment each image in tiles"
-            )
-        return f"out of GPU memory at tile size {args.tile} x {args.batch_size} tiles per pass: lower --tile or --batch-size"
-    if args.command == "train":
-        return "out of GPU memory: lower --batch-size or --image-size"
-    return f"out of GPU memory in segnet {args.command}: run it on a GPU with more free memory"
 
 
 def _evaluate_cross_validation(args: argparse.Namespace) -> int:
@@ -675,27 +648,21 @@ def _predict_shard(device: str) -> tuple[str, Shard]:
 
 def _predict(args: argparse.Namespace) -> int:
     # Imports only segnet.predict: with --onnx in one process, torch is never loaded.
-    from segnet.model.predictor import Ensemble, Predictor
+    from segnet.model.predictor import Ensemble
     from segnet.predict.files import predict_paths
-    from segnet.predict.loading import load_predictor
+    from segnet.predict.loading import chosen_model, load_predictor
 
-    if args.checkpoint is not None and args.onnx is not None:
-        raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
+    model = chosen_model(args.checkpoint, args.onnx)
     device, shard = _predict_shard(args.device)
     main_process = shard.rank == 0
-    if args.checkpoint is None and args.onnx is None:
-        args.checkpoint = Path(DEFAULT_BUILTIN_MODEL)
-        if main_process:
-            print(
-                f"using the built-in {DEFAULT_BUILTIN_MODEL} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)"
-            )
+    if main_process and args.checkpoint is None and args.onnx is None:
+        print(f"using the built-in {model} model (see 'segnet models'; --checkpoint RUN/best.pt for your own)")
     options = _inference_options(args, device)
-    if args.onnx is not None:
-        predictor = Predictor.from_onnx(args.onnx, options.replace(device=args.device))
-    else:
-        predictor = load_predictor(args.checkpoint, options)
-        if isinstance(predictor, Ensemble) and main_process:
-            print(f"ensemble of {len(predictor.members)} fold models from {args.checkpoint}")
+    if args.onnx is not None:  # onnxruntime picks its own device; torchrun's per-process device is torch's
+        options = options.replace(device=args.device)
+    predictor = load_predictor(model, options)
+    if isinstance(predictor, Ensemble) and main_process:
+        print(f"ensemble of {len(predictor.members)} fold models from {model}")
     try:
         summary = predict_paths(
             predictor,
@@ -766,11 +733,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             message += "; the checkpoints written so far are intact: run the same command with --resume to continue"
         print(message, file=sys.stderr)
         return 130
-    except Exception as error:
-        torch = sys.modules.get("torch")  # imported by the commands that use it; --onnx predict never loads it
-        if torch is None or not isinstance(error, torch.OutOfMemoryError):
-            raise
-        if args.debug:
-            traceback.print_exc()
-        print(f"segnet: error: {_out_of_memory_message(args)}", file=sys.stderr)
-        return 1

@@ -35,6 +35,7 @@ from segnet.evaluate.score import (
     save_prediction,
     score_pairs,
 )
+from segnet.model.builtin import is_builtin, resolve_checkpoint
 from segnet.model.checkpoint import TRAINING_IMAGES_KEY, load_checkpoint, model_spec
 from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
 from segnet.model.predictor import Predictor
@@ -45,7 +46,7 @@ def evaluate_run(
     checkpoint: str | Path,
     data: str | Path,
     *,
-    split: str = "val",
+    split: str | None = None,
     out: str | Path | None = None,
     options: InferenceOptions = DEFAULT_INFERENCE,
     ignore_index: int | None = None,
@@ -56,10 +57,12 @@ def evaluate_run(
 
     Args:
         checkpoint: a checkpoint inside its run folder (``RUN/best.pt``); ``RUN`` holds split.json.
+            Or a built-in model's name, which has no run folder: it is scored on every image
+            (``split`` None or ``"all"``), into the folder ``out`` names.
         data: a dataset folder (``images/`` and ``masks/``).
         split: ``"val"`` or ``"train"``: the images listed under that name in ``RUN/split.json``;
-            ``"all"``: every image in ``data``.
-        out: the evaluation folder; default ``RUN/evaluation``.
+            ``"all"``: every image in ``data``; ``None``: ``"val"`` (``"all"`` for a built-in model).
+        out: the evaluation folder; default ``RUN/evaluation`` (required for a built-in model).
         options: how the model is run (device, tiles, TTA, ...; :class:`~segnet.predict.InferenceOptions`).
         ignore_index: a mask value whose pixels are left out of every score (unlabelled pixels).
         min_area: objects smaller than this many pixels are not counted.
@@ -68,12 +71,24 @@ def evaluate_run(
     Returns:
         The dict written to ``metrics.json``.
     """
-    checkpoint = Path(checkpoint)
+    checkpoint = resolve_checkpoint(checkpoint)
+    split = _split_of(checkpoint, split, out)
     run_dir = checkpoint.parent
     out_dir = Path(out) if out is not None else run_dir / EVALUATION_FOLDER
     refuse_package_folder(out_dir)  # a built-in model's "run folder" is the installed package
     with output_lock(out_dir):  # two evaluations into one folder would mix their predictions
         return _predict_and_score(checkpoint, data, split, out_dir, options, ignore_index, min_area, progress)
+
+
+def _split_of(checkpoint: Path, split: str | None, out: str | Path | None) -> str:
+    """The split to score: as given, else ``val``; a built-in model has no run folder, so every image, into ``out``."""
+    if not is_builtin(checkpoint):
+        return split or "val"
+    if split not in (None, "all"):
+        raise SegnetError(f"{checkpoint.stem}: a built-in model has no held-out split; use --split all")
+    if out is None:
+        raise SegnetError(f"{checkpoint.stem}: name a folder for the evaluation of a built-in model with --out DIR")
+    return "all"
 
 
 def _predict_and_score(

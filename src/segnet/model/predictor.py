@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import softmax
 
-from segnet.core.errors import SegnetError
+from segnet.core.errors import OutOfMemory, SegnetError, is_out_of_memory, out_of_memory
 from segnet.data.classes import ClassRoles
 from segnet.data.dataset import normalize_array
 from segnet.data.pairs import class_mask
@@ -156,10 +156,26 @@ class Predictor:
         return self._predict_as_given(image, progress)
 
     def _predict_as_given(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
+        try:
+            if self.options.tile is None:
+                batch = normalize_array(image, self.mean_255, self.std_255)[None]
+                return self._average_softmax(batch)[0]
+            return self._predict_tiled(image, progress)
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            raise self._out_of_memory(image.shape[:2]) from error
+
+    def _out_of_memory(self, shape: tuple[int, ...]) -> OutOfMemory:
+        """What to lower when an image does not fit: the tile size, or tiling at all."""
+        device_type = getattr(self.device, "type", "cpu")
         if self.options.tile is None:
-            batch = normalize_array(image, self.mean_255, self.std_255)[None]
-            return self._average_softmax(batch)[0]
-        return self._predict_tiled(image, progress)
+            doing = f"segmenting a whole {shape[1]}x{shape[0]} px image"
+            advice = "segment it in tiles of 512 px or smaller (--tile; the napari widget's tile size)"
+        else:
+            doing = f"at tile size {self.options.tile} px, {self.options.batch_size} tiles per pass"
+            advice = "lower the tile size (--tile) or the tiles per pass (--batch-size)"
+        return out_of_memory(device_type, doing, advice)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""

@@ -9,7 +9,6 @@ napari notification with the command line's one-line message, not a traceback.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from segnet.core.errors import SegnetError
+from segnet.core.errors import OutOfMemory, SegnetError
 from segnet.data.pairs import array_to_rgb
 from segnet.evaluate.columns import (
     CENTROID_X_COLUMN,
@@ -96,11 +95,6 @@ class _Job:
     source: str | None
     pixel_size: float | None
     options: ModelOptions
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    torch = sys.modules.get("torch")  # loaded with a PyTorch model; an ONNX model never loads it
-    return isinstance(error, MemoryError) or (torch is not None and isinstance(error, torch.OutOfMemoryError))
 
 
 class SegmentWidget(QWidget):
@@ -290,18 +284,10 @@ class SegmentWidget(QWidget):
             )
         except Cancelled:
             return CANCELLED
+        except OutOfMemory as error:  # the predictor's message, which names no layer
+            return f"{job.layer_name}: {error}"
         except SegnetError as error:
             return str(error)
-        except (MemoryError, RuntimeError) as error:
-            if not _out_of_memory(error):
-                raise
-            tile = job.options.tile
-            where = (
-                f"at tile size {tile} px: lower the tile size"
-                if tile
-                else "segmenting the whole image: set a tile size (512 px or smaller)"
-            )
-            return f"{job.layer_name}: out of memory {where}"
 
     def _show_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)

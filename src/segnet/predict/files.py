@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.core.errors import DataError, SegnetError
+from segnet.core.errors import DataError, OutOfMemory, SegnetError
 from segnet.core.outputs import (
     clear_earlier_results,
     output_lock,
@@ -394,6 +394,8 @@ def _segment_inputs(
                 else:
                     try:
                         proba = predictor.predict_proba(image, progress=show_windows if progress else None)
+                    except OutOfMemory as error:  # the next images would run out too: stop, naming the setting
+                        raise OutOfMemory(f"{path}: {error}") from error
                     except SegnetError as error:
                         fail(f"{path}: {error}")
                         continue

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segnet.model.builtin import resolve_checkpoint
+from segnet.core.errors import SegnetError
+from segnet.model.builtin import DEFAULT_BUILTIN_MODEL, resolve_checkpoint
 from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
 from segnet.model.predictor import Ensemble, Predictor
 from segnet.train.folds import fold_checkpoints
@@ -28,3 +29,14 @@ def load_predictor(model: str | Path, options: InferenceOptions = DEFAULT_INFERE
     if path.is_dir():
         return Ensemble.from_checkpoints(fold_checkpoints(path), options)
     return Predictor.from_checkpoint(path, options)
+
+
+def chosen_model(checkpoint: Path | None, onnx: Path | None) -> Path:
+    """The one model ``segnet predict`` runs: ``checkpoint`` or ``onnx``; neither: the default built-in model.
+
+    Raises:
+        SegnetError: both are given.
+    """
+    if checkpoint is not None and onnx is not None:
+        raise SegnetError("predict takes one model: --checkpoint RUN/best.pt or --onnx model.onnx, not both")
+    return Path(checkpoint or onnx or DEFAULT_BUILTIN_MODEL)

@@ -70,7 +70,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from segnet.core import distributed as dist
-from segnet.core.errors import CheckpointError, SegnetError
+from segnet.core.errors import CheckpointError, OutOfMemory, SegnetError, is_out_of_memory, out_of_memory
 from segnet.core.hardware import describe_hardware
 from segnet.core.outputs import atomic_write, output_lock, write_text_atomically
 from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT
@@ -114,6 +114,9 @@ from segnet.train.runfolder import (
     write_run_files,
 )
 from segnet.train.tensorboard import log_tensorboard, log_tensorboard_examples, open_tensorboard
+
+CHECKPOINT_KEPT = "the last checkpoint is kept"
+"""How a training error ends: the run can go on with --resume from the last finished epoch."""
 
 
 @dataclass
@@ -454,11 +457,14 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
     loader = make_train_loader(run.train_set, config, run.plan, epoch, pin_memory=step.device.type == "cuda")
     try:
         stats = train_one_epoch(step, loader, epoch, config.epochs)
-    except torch.OutOfMemoryError as error:
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
         raise out_of_memory(
-            step.device,
+            step.device.type,
             f"training at batch size {config.batch_size} ({run.plan.per_process_batch} per process) on "
-            f"{config.image_size}x{config.image_size} crops: lower --batch-size or --image-size",
+            f"{config.image_size}x{config.image_size} crops",
+            f"lower --batch-size or --image-size; {CHECKPOINT_KEPT}",
         ) from error
     dist.broadcast_buffers(run.module)
     if step.average is not None:
@@ -509,15 +515,17 @@ def validate_epoch(run: TrainingRun) -> dict[str, Any]:
     """:func:`validate` the model as it is now; running out of memory names what to change."""
     try:
         return validate(validation_predictor(run), run.val_set, run.step.loss_fn)
-    except torch.OutOfMemoryError as error:
+    except (OutOfMemory, MemoryError, RuntimeError) as error:  # OutOfMemory: the predictor's, which knows no training
+        if not isinstance(error, OutOfMemory) and not is_out_of_memory(error):
+            raise
         height, width = max(
             (image.shape[:2] for image, _ in map(run.val_set.load, range(len(run.val_set)))),
             key=lambda shape: shape[0] * shape[1],
         )
         raise out_of_memory(
-            run.step.device,
-            f"validating whole held-out images (up to {width}x{height} px; validation does not crop): "
-            "use --amp, a smaller --model, or smaller images",
+            run.step.device.type,
+            f"validating whole held-out images (up to {width}x{height} px; validation does not crop)",
+            f"use --amp, a smaller --model, or smaller images; {CHECKPOINT_KEPT}",
         ) from error
 
 
@@ -750,12 +758,6 @@ def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Mod
     metrics = metrics_from_confusion(confusion.mat, predictor.class_names)
     metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
     return metrics
-
-
-def out_of_memory(device: torch.device, advice: str) -> SegnetError:
-    """The error for a failed allocation: what ran out and which option to lower."""
-    memory = "GPU memory" if device.type == "cuda" else "memory"
-    return SegnetError(f"out of {memory} {advice}; the last checkpoint is kept")
 
 
 def fit_schedule_to_budget(
