@@ -16,6 +16,7 @@ from segnet.cli import build_parser, main
 from segnet.core.errors import SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT, REPORT_FILE, SPLIT_FILE
 from segnet.model.options import InferenceOptions
+from segnet.plan.config import load_config, parse_setting, yaml_only_options
 
 SUBCOMMANDS = ("synth", "train", "calibrate", "evaluate", "predict", "export", "report", "check", "demo")
 
@@ -232,3 +233,40 @@ def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_pa
     history = (tmp_path / "demo" / "run" / "history.csv").read_text().splitlines()
     assert 2 <= len(history) < 1 + 50 and 0 <= metrics["mean_iou"] <= 1
     assert (tmp_path / "demo" / "predictions" / "counts.csv").is_file()
+
+
+def test_train_help_lists_at_most_about_thirty_options_and_set_reaches_the_rest(capsys):
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = [action for action in train._actions if action.option_strings and action.dest != "help"]
+    assert len(flags) <= 32
+    hidden = yaml_only_options()
+    assert "momentum" in hidden and all(
+        f"--{name.replace('_', '-')}" not in train._option_string_actions for name in hidden
+    )
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert ", ".join(hidden) in " ".join(capsys.readouterr().out.split())
+    config = load_config(
+        settings=dict(map(parse_setting, ["momentum=0.95", "scale_range=[0.5, 2.0]", "compile=false"]))
+    )
+    assert (config.momentum, config.scale_range, config.compile) == (0.95, [0.5, 2.0], False)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--set", "momentom=0.9"],
+            "segnet: error: --set momentom=0.9: there is no option momentom (did you mean momentum?)",
+        ),
+        (
+            ["--set", "momentum=3"],
+            "segnet: error: --set momentum: momentum = 3 is refused: input should be less than 1",
+        ),
+        (["--set", "lr"], "segnet: error: --set lr: expected KEY=VALUE, e.g. --set momentum=0.95"),
+        (["--set", "lr=0.1", "--lr", "0.2"], "segnet: error: --set lr: given as --lr too; give it once"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(arguments, message, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *arguments]) == 1
+    assert capsys.readouterr().err.strip() == message

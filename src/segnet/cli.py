@@ -29,6 +29,7 @@ from segnet.plan.config import (
     PixelSize,
     Seed,
     SyntheticSide,
+    yaml_only_options,
 )
 from segnet.workflow.demo import DEMO_TIME_BUDGET
 
@@ -284,6 +285,13 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument(
+        "--set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="any option as the YAML config writes it, e.g. --set momentum=0.95 channels_last=false; the options "
+        f"without a flag: {', '.join(yaml_only_options())}",
+    )
     _add_config_options(train)
 
 
@@ -549,11 +557,11 @@ def run_command(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from segnet.core.distributed import is_main_process
     from segnet.core.runfiles import BEST_CHECKPOINT, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, PLAN_FILE
-    from segnet.plan.config import config_options, load_config
+    from segnet.plan.config import config_options, load_config, parse_setting
     from segnet.train.loop import train
 
     overrides = {option.name: getattr(args, option.name) for option in config_options()}
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, dict(map(parse_setting, args.set or [])))
     if not config.data or not config.out:
         raise SegnetError("train needs --data and --out (or data: and out: in --config)")
     main_process = is_main_process()  # under torchrun only rank 0 prints

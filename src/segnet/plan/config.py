@@ -8,6 +8,7 @@ start of training (see :func:`segnet.plan.make_plan`; RUN/plan.json records them
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Hashable, Mapping, Sequence
@@ -124,9 +125,11 @@ class TrainConfig:
         le=MAX_IMAGE_SIDE,
     )
     scale_range: Annotated[list[ScaleFactor], Field(min_length=2, max_length=2)] = option(
-        help="random rescaling of the training crops, lowest and highest factor", factory=lambda: [0.75, 1.25]
+        help="random rescaling of the training crops, lowest and highest factor",
+        factory=lambda: [0.75, 1.25],
+        flag=False,
     )
-    focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1)
+    focus_probability: float = option(0.33, "share of crops centred on the rarest class", ge=0, le=1, flag=False)
     scale_to_reference: bool = option(
         False,
         "rescale each training image so its red cells (the first solid class) come to the training masks' median "
@@ -183,12 +186,14 @@ class TrainConfig:
     )
     # measured on the real images: twice the steps of 8 at the same images/s, +0.05 mean IoU in 26 epochs
     batch_size: _Positive = option(4, "images per step, over all processes", "optimisation")
-    optimizer: Literal[OPTIMIZERS] = option("adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation")
+    optimizer: Literal[OPTIMIZERS] = option(
+        "adamw", "optimiser (sgd uses momentum as in the paper)", "optimisation", flag=False
+    )
     lr: float | None = option(None, "learning rate (default: 1e-3 for adamw, 0.05 for sgd)", "optimisation", gt=0)
-    momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1)
-    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0, le=1)
-    schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation")
-    warmup_epochs: _Count = option(1, "epochs of linear learning-rate warm-up", "optimisation")
+    momentum: float = option(0.9, "sgd momentum", "optimisation", ge=0, lt=1, flag=False)
+    weight_decay: float = option(1e-4, "weight decay", "optimisation", ge=0, le=1, flag=False)
+    schedule: Literal[SCHEDULES] = option("cosine", "learning-rate schedule after warm-up", "optimisation", flag=False)
+    warmup_epochs: _Count = option(1, "epochs of linear learning-rate warm-up", "optimisation", flag=False)
     class_weights: Literal[CLASS_WEIGHTINGS] = option(
         DEFAULT_CLASS_WEIGHTING,
         "loss class weights: " + "; ".join(f"{key}: {name}" for key, name in CLASS_WEIGHTING_NAMES.items()),
@@ -225,7 +230,12 @@ class TrainConfig:
         lt=1,
     )
     grad_clip: float | None = option(
-        None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0, le=1e6
+        None,
+        "clip the gradient norm to this value (default: no clipping)",
+        "optimisation",
+        gt=0,
+        le=1e6,
+        flag=False,
     )
     patience: _Positive | None = option(
         None,
@@ -246,12 +256,20 @@ class TrainConfig:
         "emulates it, tens of times slower, and warns)",
         "hardware",
     )
-    channels_last: bool = option(True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware")
+    channels_last: bool = option(
+        True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware", flag=False
+    )
     compile: bool = option(
-        False, "torch.compile the training step: faster steps after a compile of a minute or more", "hardware"
+        False,
+        "torch.compile the training step: faster steps after a compile of a minute or more",
+        "hardware",
+        flag=False,
     )
     deterministic: bool = option(
-        False, "bit-for-bit repeatable training: deterministic kernels, slower on GPUs", "hardware"
+        False,
+        "bit-for-bit repeatable training: deterministic kernels, slower on GPUs",
+        "hardware",
+        flag=False,
     )
     device: str = option("auto", "auto, cpu or cuda", "hardware", min_length=1)
     num_workers: int = option(2, "data loading worker processes", "hardware", ge=0, le=1024)
@@ -358,6 +376,11 @@ def config_options() -> list[OptionInfo]:
     return options
 
 
+def yaml_only_options() -> list[str]:
+    """The options without a command-line flag (set them in the YAML config or with ``--set``)."""
+    return [name for name, info in TrainConfig.__pydantic_fields__.items() if not info.json_schema_extra["flag"]]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader (no tags that build Python objects), refusing a key given twice.
 
@@ -412,24 +435,53 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped).
+def parse_setting(text: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE``: an option's name and its value, read as in a YAML config (``true``,
+    ``0.95``, ``[0.5, 2.0]``); it is checked with the others by :func:`load_config`.
+
+    Raises:
+        SegnetError: no ``=``, an unknown option (the nearest names suggested), or a value YAML cannot read.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise SegnetError(f"--set {text}: expected KEY=VALUE, e.g. --set momentum=0.95")
+    if key not in FIELD_NAMES:
+        near = difflib.get_close_matches(key, sorted(FIELD_NAMES), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SegnetError(f"--set {text}: there is no option {key}{hint}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise SegnetError(f"--set {text}: the value is no YAML value ({error.problem or error})") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides`` (flags; ``None`` values skipped)
+    and ``settings`` (``--set``, any option; one given both ways is refused).
 
     Every value is checked against its option's type and limits, YAML and flags alike.
 
     Raises:
-        SegnetError: one line naming where the value came from (the file or the flag), the option,
-            the value and what is expected.
+        SegnetError: one line naming where the value came from (the file, the flag or --set), the
+            option, the value and what is expected.
     """
     from_file = read_config_file(Path(path)) if path is not None else {}
     flags = {key: value for key, value in (overrides or {}).items() if value is not None}
+    settings = settings or {}
+    if twice := sorted(set(flags) & set(settings)):
+        raise SegnetError(f"--set {twice[0]}: given as --{twice[0].replace('_', '-')} too; give it once")
+    flags.update(settings)
     values = {**from_file, **flags}
     try:
         config = TrainConfig(**values)
     except ValidationError as error:
         first = error.errors()[0]
         key = str(first["loc"][0])
-        where = f"--{key.replace('_', '-')}" if key in flags else (str(path) if path is not None else "config")
+        flag = f"--set {key}" if key in settings else f"--{key.replace('_', '-')}"
+        where = flag if key in flags else (str(path) if path is not None else "config")
         expected = (
             first["msg"].replace(" after validation", "").removeprefix("Value error, ")
         )  # a validator's own words
