@@ -451,9 +451,21 @@ def parse_setting(text: str) -> tuple[str, Any]:
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise SegnetError(f"--set {text}: there is no option {key}{hint}")
     try:
-        return key, yaml.safe_load(value)
+        return key, _numbers_as_numbers(yaml.safe_load(value))
     except yaml.YAMLError as error:
         raise SegnetError(f"--set {text}: the value is no YAML value ({error.problem or error})") from None
+
+
+def _numbers_as_numbers(value: Any) -> Any:
+    """``1e-3`` as a float: PyYAML (YAML 1.1) reads exponents without a dot as strings."""
+    if isinstance(value, list):
+        return [_numbers_as_numbers(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_config(
