@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import count_objects
 
 from segnet.evaluate.counting import (
     area_threshold,
     clean_prediction,
     count_agreement,
-    count_objects,
     coverage,
     label_objects,
 )

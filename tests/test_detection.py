@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import count_objects
 
-from segnet.evaluate.counting import count_objects
 from segnet.evaluate.detection import (
     ObjectTally,
     PresenceTally,

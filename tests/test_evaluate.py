@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import count_objects
 from PIL import Image
 
 from segnet.core.errors import DataError, SegnetError
@@ -21,7 +22,7 @@ from segnet.core.outputs import output_lock
 from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.data.classes import DEFAULT_CLASSES
 from segnet.data.pairs import find_pairs, read_mask, write_split
-from segnet.evaluate.counting import clean_prediction, count_objects
+from segnet.evaluate.counting import clean_prediction
 from segnet.evaluate.detection import ObjectTally, PresenceTally, score_objects
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.tables import format_metrics_table

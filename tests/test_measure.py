@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import count_objects
 from PIL import Image
 from skimage.draw import disk, polygon
 
 from segnet.core.errors import DataError, SegnetError
 from segnet.data.classes import DARKFIELD_ROLES, ClassRoles
 from segnet.evaluate.columns import IMAGE_COLUMN, OBJECT_COLUMNS, VIEWER_COLUMNS, from_viewer_order, to_viewer_order
-from segnet.evaluate.counting import clean_prediction, count_objects
+from segnet.evaluate.counting import clean_prediction
 from segnet.evaluate.measure import (
     centreline_length_and_width,
     find_objects,

@@ -25,9 +25,9 @@ from segnet.model.checkpoint import new_checkpoint, save_checkpoint
 from segnet.model.networks import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Ensemble, Predictor
-from segnet.model.windows import gaussian_importance_map, sliding_window_starts
+from segnet.model.windows import gaussian_importance_weights, sliding_window_starts
 from segnet.plan.spec import ModelSpec
-from segnet.predict.files import expand_inputs, is_own_output, predict_paths
+from segnet.predict.files import is_own_output, iter_inputs, predict_paths
 from segnet.predict.loading import load_predictor
 from segnet.predict.pictures import (
     TEXT_COLOUR,
@@ -130,12 +130,12 @@ def test_window_starts_examples() -> None:
         sliding_window_starts(150, 60, 0.25, stride=16)
 
 
-def test_gaussian_importance_map_is_symmetric_positive_and_peaks_at_one() -> None:
-    weights = gaussian_importance_map(64, 48)
-    assert weights.shape == (64, 48) and weights.dtype == torch.float32
-    assert weights.max().item() == pytest.approx(1.0)
-    assert weights.min().item() > 0
-    assert torch.equal(weights, weights.flip(0)) and torch.equal(weights, weights.flip(1))
+def test_gaussian_importance_weights_are_symmetric_positive_and_peaks_at_one() -> None:
+    weights = gaussian_importance_weights(64, 48)
+    assert weights.shape == (64, 48) and weights.dtype == np.float32
+    assert weights.max() == pytest.approx(1.0)
+    assert weights.min() > 0
+    assert np.array_equal(weights, weights[::-1]) and np.array_equal(weights, weights[:, ::-1])
 
 
 # ------------------------------------------------------------------------------ predict_proba
@@ -489,16 +489,16 @@ def test_expand_inputs_takes_files_folders_and_patterns(tmp_path: Path) -> None:
     b, a = write_png(tmp_path / "in" / "b.png", image), write_png(tmp_path / "in" / "a.png", image)
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     c = write_png(tmp_path / "other" / "c.jpg", image)
-    assert expand_inputs([str(tmp_path / "in")]) == [a, b]
-    assert expand_inputs([str(tmp_path / "*" / "*.*")]) == [a, b, c]
-    assert expand_inputs([str(c), str(tmp_path / "in"), str(a)]) == [c, a, b]
+    assert list(iter_inputs([str(tmp_path / "in")])) == [a, b]
+    assert list(iter_inputs([str(tmp_path / "*" / "*.*")])) == [a, b, c]
+    assert list(iter_inputs([str(c), str(tmp_path / "in"), str(a)])) == [c, a, b]
 
 
 @pytest.mark.parametrize("entry", ["missing.png", "nothing_*.png", "empty"])
 def test_expand_inputs_names_an_input_that_matches_nothing(tmp_path: Path, entry: str) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=entry.replace("*", r"\*")):
-        expand_inputs([str(tmp_path / entry)])
+        list(iter_inputs([str(tmp_path / entry)]))
 
 
 def write_checkpoint(path: Path, model_name: str) -> Path:
@@ -649,8 +649,8 @@ def test_predicting_into_the_input_folder_again_skips_its_own_outputs(tmp_path: 
     (note,) = notes
     assert "skipped 10 file(s)" in note and str(folder) in note
     assert all(is_own_output(path) for path in summary.written if path.suffix != ".csv")
-    assert expand_inputs([str(folder / "*.png")]) == [folder / "first.png", folder / "second.png"]
-    assert expand_inputs([str(folder / "first_mask.png")]) == [folder / "first_mask.png"]  # named, so taken
+    assert list(iter_inputs([str(folder / "*.png")])) == [folder / "first.png", folder / "second.png"]
+    assert list(iter_inputs([str(folder / "first_mask.png")])) == [folder / "first_mask.png"]  # named, so taken
 
 
 def test_predict_paths_refuses_inputs_whose_outputs_collide(tmp_path: Path) -> None:

@@ -49,7 +49,6 @@ Cleaning predicted masks before counting (``clean_prediction``)
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -228,12 +227,6 @@ def label_classes(
         )
         for class_id in class_ids
     }
-
-
-def count_objects(mask: np.ndarray, class_ids: Sequence[int], **label_options: Any) -> dict[int, int]:
-    """Number of objects of each class in an ``(H, W)`` class mask: the objects of :func:`label_classes`,
-    whose keyword arguments ``label_options`` are."""
-    return {class_id: count for class_id, (_, count) in label_classes(mask, class_ids, **label_options).items()}
 
 
 def coverage(mask: np.ndarray, class_ids: Sequence[int]) -> dict[int, float]:

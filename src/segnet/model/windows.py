@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 # Weight of a window's outermost pixels relative to its centre. The Gaussian falls to ~1e-7 in the
 # corners; a floor keeps every pixel covered by some weight without letting borders matter.
@@ -70,13 +70,6 @@ def gaussian_importance_weights(height: int, width: int) -> np.ndarray:
     weights = axis(height)[:, None] * axis(width)[None, :]
     weights /= weights.max()
     return np.maximum(weights, _MIN_IMPORTANCE).astype(np.float32)
-
-
-def gaussian_importance_map(height: int, width: int) -> torch.Tensor:
-    """:func:`gaussian_importance_weights` as a float32 torch tensor, for callers working in torch."""
-    import torch
-
-    return torch.from_numpy(gaussian_importance_weights(height, width))
 
 
 def _dihedral_views(tta: bool) -> list[tuple[int, bool]]:

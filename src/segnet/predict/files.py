@@ -110,11 +110,6 @@ def iter_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = None)
                 yield match
 
 
-def expand_inputs(inputs: Sequence[str], log: Callable[[str], None] | None = None) -> list[Path]:
-    """:func:`iter_inputs` as a list."""
-    return list(iter_inputs(inputs, log))
-
-
 def _check_inputs(inputs: Sequence[str], out_dir: Path, log: Callable[[str], None] | None) -> list[Path]:
     """The inputs (a pass over their names, no image read), refusing two with one stem and an
     input that an output would replace (``a.png a_mask.png`` predicted into their own folder).
