@@ -22,6 +22,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from segnet.core.errors import SegnetError
 from segnet.core.readback import read_bounded_text
 from segnet.data.classes import DEFAULT_CLASSES, ROLES, ClassRoles
+from segnet.plan.retired import without_retired
 from segnet.plan.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL, model_names
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -216,14 +217,6 @@ class TrainConfig:
         gt=0,
         le=1,
     )
-    ema_decay: float | None = option(
-        None,
-        "validate and save an exponential moving average of the weights with this decay per step, e.g. 0.999 "
-        "(default: the weights as stepped)",
-        "optimisation",
-        gt=0,
-        lt=1,
-    )
     grad_clip: float | None = option(
         None, "clip the gradient norm to this value (default: no clipping)", "optimisation", gt=0, le=1e6
     )
@@ -390,8 +383,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_config_file(path: Path) -> dict[str, Any]:
     """The option: value mapping of a YAML config file; any problem is one line naming the file.
 
+    A retired option (a run's config.yaml from before :mod:`segnet.plan.retired`) is left out where
+    it holds its neutral value.
+
     Raises:
-        SegnetError: the file cannot be read, is not YAML, is not a mapping, or names unknown options.
+        SegnetError: the file cannot be read, is not YAML, is not a mapping, names unknown options
+            or sets a retired one.
     """
     text = read_bounded_text(path, "config")
     try:
@@ -406,6 +403,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise SegnetError(f"{path}: a config must be a mapping of option: value")
+    loaded = without_retired(loaded, path)
     unknown = sorted((key for key in loaded if key not in FIELD_NAMES), key=str)
     if unknown:
         raise SegnetError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(FIELD_NAMES))}")
