@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from segnet.data.pairs import IGNORE_INDEX
 from segnet.model.losses import (
     build_loss,
-    centreline_tubes,
     focal_tversky_loss,
     lovasz_softmax_loss,
-    skeleton_recall_loss,
     soft_dice_loss,
 )
 from segnet.plan.config import LOSSES
@@ -137,53 +135,6 @@ def test_focal_tversky_leaves_out_the_background_and_ignored_pixels():
 def test_every_loss_choice_builds():
     for choice in LOSSES:
         assert build_loss(None, choice)(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 1], [2, 2]]])).item() > 0
-
-
-def filament(width: int, length: int = 40, side: int = 48) -> torch.Tensor:
-    """A 1 x side x side label map: class 2 in a horizontal bar of ``width`` x ``length`` px, else 0."""
-    target = torch.zeros(1, side, side, dtype=torch.long)
-    top = (side - width) // 2
-    target[0, top : top + width, 4 : 4 + length] = 2
-    return target
-
-
-def test_centrelines_measure_length_not_width():
-    thin, wide = (centreline_tubes(filament(width) == 2).sum().item() for width in (3, 11))
-    assert 3 * 25 <= thin <= 3 * 42 and abs(wide - thin) <= 0.3 * thin  # a 3 px tube along the bar, whatever its width
-    assert centreline_tubes(torch.zeros(2, 8, 8, dtype=torch.bool)).sum() == 0
-
-
-def test_skeleton_recall_rewards_the_centreline_and_ignores_the_stroke_edges():
-    target = filament(11)
-    perfect = torch.where(target == 2, 20.0, -20.0).unsqueeze(1) * torch.tensor([-1.0, -1.0, 1.0]).view(1, 3, 1, 1)
-    assert skeleton_recall_loss(perfect, target, [2]).item() == pytest.approx(0.0, abs=1e-6)
-    core = filament(5)  # only the middle 5 of the 11 drawn rows predicted
-    thinner = torch.where(core == 2, 20.0, -20.0).unsqueeze(1) * torch.tensor([-1.0, -1.0, 1.0]).view(1, 3, 1, 1)
-    assert skeleton_recall_loss(thinner, target, [2]).item() == pytest.approx(0.0, abs=1e-6)
-    assert soft_dice_loss(thinner, target).item() > 0.1  # Dice punishes the unpainted edges
-    missed = torch.zeros(1, 3, 48, 48)
-    missed[:, 0] = 20.0
-    assert skeleton_recall_loss(missed, target, [2]).item() == pytest.approx(1.0, abs=1e-6)
-
-
-def test_skeleton_recall_skips_absent_classes_and_ignored_pixels_and_adds_to_the_loss():
-    logits = torch.zeros(1, 3, 48, 48, requires_grad=True)
-    background = torch.zeros(1, 48, 48, dtype=torch.long)
-    absent = skeleton_recall_loss(logits, background, [2])
-    assert absent.item() == 0.0 and absent.requires_grad
-    unlabelled = torch.where(filament(11) == 2, IGNORE_INDEX, 0)
-    assert skeleton_recall_loss(logits, unlabelled, [2]).item() == 0.0
-    target = filament(11)
-    plain, with_skeleton = (
-        build_loss(None, "ce+dice"),
-        build_loss(None, "ce+dice", thin_classes=[2], skeleton_recall=0.5),
-    )
-    extra = with_skeleton(logits, target) - plain(logits, target)
-    assert extra.item() == pytest.approx(
-        0.5 * (1 - 1 / 3), abs=1e-5
-    )  # uniform probabilities: a third of the centreline found
-    extra.backward()
-    assert logits.grad[0, 2][target[0] == 2].lt(0).any()  # it pushes the thin class up along the filament
 
 
 def test_hard_pixel_mining_averages_the_worst_pixels_only():

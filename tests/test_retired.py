@@ -21,9 +21,10 @@ from segnet.plan.config import load_config
 from segnet.plan.spec import ModelSpec
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
-NEUTRAL_CONFIG = {"loss": "ce+dice", "ema_decay": None}
+NEUTRAL_CONFIG = {"loss": "ce+dice", "skeleton_recall": None, "ema_decay": None}
 """The retired options as a checkpoint's config held them when they were off."""
 RETIRED = [
+    ({"config": {"skeleton_recall": 0.2}}, "--skeleton-recall 0.2"),
     ({"config": {"ema_decay": 0.999}}, "--ema-decay 0.999"),
 ]
 """A checkpoint's edits to a retired setting, and the setting as the refusal names it."""
@@ -56,6 +57,7 @@ def test_an_old_checkpoint_with_retired_options_off_loads_and_predicts(tmp_path:
     path = old_checkpoint(tmp_path / "old.pt", NEUTRAL_CONFIG)
     state = load_checkpoint(path)
     assert state["config"] == {"epochs": 1, "loss": "ce+dice"}
+    assert load_checkpoint(old_checkpoint(tmp_path / "zero.pt", {"skeleton_recall": 0.0}))["config"] == {"epochs": 1}
     image = generate_sample(48, 40, np.random.default_rng(0))[0]
     assert Predictor.from_checkpoint(path).predict(image).shape == (48, 40)
 

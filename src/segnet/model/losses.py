@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from skimage.morphology import skeletonize
 
 from segnet.data.pairs import IGNORE_INDEX
 from segnet.plan.config import LOSSES
@@ -29,8 +27,7 @@ class SegmentationLoss(nn.Module):
     """Weighted cross-entropy, optionally plus a ``region_term`` over the classes (one of
     :data:`REGION_TERMS`, as :func:`build_loss` picks it).
 
-    With ``skeleton_weight``, plus that times :func:`skeleton_recall_loss` over ``skeleton_classes``
-    (the thin classes). With ``hard_fraction``, the cross-entropy is :func:`hardest_pixels_cross_entropy`.
+    With ``hard_fraction``, the cross-entropy is :func:`hardest_pixels_cross_entropy`.
     Pixels labelled ``IGNORE_INDEX`` (crop padding, unlabelled pixels) count in no term.
     """
 
@@ -38,14 +35,10 @@ class SegmentationLoss(nn.Module):
         self,
         weights: Sequence[float] | None = None,
         region_term: RegionTerm | None = None,
-        skeleton_classes: Sequence[int] = (),
-        skeleton_weight: float | None = None,
         hard_fraction: float | None = None,
     ) -> None:
         super().__init__()
         self.hard_fraction = hard_fraction
-        self.skeleton_classes = tuple(skeleton_classes)
-        self.skeleton_weight = skeleton_weight
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) if weights is not None else None)
         self.region_term = region_term
 
@@ -56,8 +49,6 @@ class SegmentationLoss(nn.Module):
             loss = hardest_pixels_cross_entropy(logits, target, self.weights, self.hard_fraction)
         if self.region_term is not None:
             loss = loss + self.region_term(logits, target)
-        if self.skeleton_weight and self.skeleton_classes:
-            loss = loss + self.skeleton_weight * skeleton_recall_loss(logits, target, self.skeleton_classes)
         return loss
 
 
@@ -152,31 +143,6 @@ def _jaccard_increments(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """1 - the mean predicted probability of each class along its drawn centrelines, averaged over
-    ``classes`` present in the batch (skeleton recall, Kirchhoff et al., ECCV 2024).
-
-    The centreline is the skeleton of the class's mask (scikit-image), widened to 3 px: a thin
-    filament counts by its length, not by its width, so a missed faint filament costs as much as
-    its length says, and the width of a brush-stroke annotation does not.
-    """
-    proba = logits.float().softmax(1)
-    terms = []
-    for c in classes:
-        tubes = centreline_tubes(target == c)
-        length = tubes.sum()
-        if length > 0:
-            terms.append(1.0 - (proba[:, c] * tubes).sum() / length)
-    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
-
-
-def centreline_tubes(masks: torch.Tensor) -> torch.Tensor:
-    """The skeleton of each boolean ``N x H x W`` mask, widened to 3 px, as float on their device."""
-    skeletons = np.stack([skeletonize(mask) for mask in masks.cpu().numpy()])
-    skeletons = torch.from_numpy(skeletons).to(masks.device, torch.float32).unsqueeze(1)
-    return F.max_pool2d(skeletons, 3, stride=1, padding=1).squeeze(1)
-
-
 REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss, "focal-tversky": focal_tversky_loss}
 """The region terms a ``loss`` choice may add to cross-entropy, by the name after its ``+``."""
 
@@ -184,14 +150,11 @@ REGION_TERMS = {"dice": soft_dice_loss, "lovasz": lovasz_softmax_loss, "focal-tv
 def build_loss(
     weights: Sequence[float] | None = None,
     loss: str = "ce",
-    thin_classes: Sequence[int] = (),
-    skeleton_recall: float | None = None,
     background: int = 0,
     hard_pixels: float | None = None,
 ) -> SegmentationLoss:
     """The training loss for a config's ``loss`` choice, with per-class ``weights``
-    (:func:`class_weights`) and, with ``skeleton_recall``, that weight of skeleton recall on
-    ``thin_classes``; focal Tversky leaves out the ``background`` class; with ``hard_pixels``, the
+    (:func:`class_weights`); focal Tversky leaves out the ``background`` class; with ``hard_pixels``, the
     cross-entropy of that share of the hardest pixels only (:func:`hardest_pixels_cross_entropy`)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
@@ -199,6 +162,4 @@ def build_loss(
     region_term = REGION_TERMS[region] if region else None
     if region_term is focal_tversky_loss:
         region_term = partial(focal_tversky_loss, background=background)
-    return SegmentationLoss(
-        weights, region_term, skeleton_classes=thin_classes, skeleton_weight=skeleton_recall, hard_fraction=hard_pixels
-    )
+    return SegmentationLoss(weights, region_term, hard_fraction=hard_pixels)

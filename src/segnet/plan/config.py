@@ -201,14 +201,6 @@ class TrainConfig:
         "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)",
         "optimisation",
     )
-    skeleton_recall: float | None = option(
-        None,
-        "add skeleton recall with this weight for the thin classes (spirochetes): 1 - the predicted probability along "
-        "the drawn centrelines, so filaments count by length, not stroke width (default: off)",
-        "optimisation",
-        gt=0,
-        le=1000,
-    )
     hard_pixels: float | None = option(
         None,
         "online hard-example mining: the cross-entropy averages only this share of each batch's labelled pixels, "

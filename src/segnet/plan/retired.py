@@ -26,6 +26,7 @@ LAST_COMMIT = "2f4be69"
 """The last segnet commit that has the retired options: the one to read their files with."""
 
 RETIRED_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "skeleton_recall": (None, 0),  # a loss term along the thin classes' drawn centrelines
     "ema_decay": (None,),  # validated and saved a moving average of the weights
 }
 """Each retired option (a config field or model-spec key) and the values at which it did nothing."""
