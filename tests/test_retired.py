@@ -24,6 +24,8 @@ CLASSES = ["background", "erythrocyte", "spirochete"]
 NEUTRAL_CONFIG = {"loss": "ce+dice", "skeleton_recall": None, "ema_decay": None}
 """The retired options as a checkpoint's config held them when they were off."""
 RETIRED = [
+    ({"config": {"loss": "ce+lovasz"}}, "--loss ce+lovasz"),
+    ({"config": {"loss": "ce+focal-tversky"}}, "--loss ce+focal-tversky"),
     ({"config": {"skeleton_recall": 0.2}}, "--skeleton-recall 0.2"),
     ({"config": {"ema_decay": 0.999}}, "--ema-decay 0.999"),
 ]

@@ -35,7 +35,7 @@ CLASS_WEIGHTING_NAMES: dict[str, str] = {
 """Each class weighting (``--class-weights``) and what it is, in words (``segnet check`` labels its weights so)."""
 CLASS_WEIGHTINGS = tuple(CLASS_WEIGHTING_NAMES)
 DEFAULT_CLASS_WEIGHTING = "sqrt-median"
-LOSSES = ("ce", "ce+dice", "ce+lovasz", "ce+focal-tversky")
+LOSSES = ("ce", "ce+dice")
 GROUPS = ("data", "model", "optimisation", "hardware", "output")
 """The argument groups of ``segnet train --help``, in order; every option belongs to one."""
 
@@ -198,7 +198,7 @@ class TrainConfig:
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option(
         "ce+dice",
-        "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)",
+        "cross-entropy, alone or plus soft Dice",
         "optimisation",
     )
     hard_pixels: float | None = option(

@@ -30,6 +30,8 @@ RETIRED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "ema_decay": (None,),  # validated and saved a moving average of the weights
 }
 """Each retired option (a config field or model-spec key) and the values at which it did nothing."""
+RETIRED_LOSSES = ("ce+lovasz", "ce+focal-tversky")
+"""The retired choices of ``loss`` (an option that stays): Lovász-softmax and focal Tversky beside cross-entropy."""
 
 
 def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
@@ -45,6 +47,9 @@ def retired_setting(values: Mapping[str, Any]) -> str | None:
             value = values[name]
             shown = str(value) if type(value) in (int, float) else repr(value)[:60]
             return f"--{name.replace('_', '-')} {shown}"
+    loss = values.get("loss")
+    if isinstance(loss, str) and loss in RETIRED_LOSSES:
+        return f"--loss {loss}"
     return None
 
 

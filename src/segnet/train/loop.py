@@ -339,7 +339,7 @@ def build_run(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
-    loss = build_loss(plan.class_weights, config.loss, config.roles().background, config.hard_pixels)
+    loss = build_loss(plan.class_weights, config.loss, hard_pixels=config.hard_pixels)
     precision = dist.compute_dtype(device, config.amp)
     if precision.emulated:
         log(f"warning: {precision.describe()}; without --amp this CPU trains in float32")
