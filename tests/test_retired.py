@@ -15,15 +15,16 @@ from segnet.cli import main
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.data.synthetic import generate_sample
 from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
-from segnet.model.networks import build_model
+from segnet.model.networks import build_model, build_model_from_kwargs
 from segnet.model.predictor import Predictor
 from segnet.plan.config import load_config
 from segnet.plan.spec import ModelSpec
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
-NEUTRAL_CONFIG = {"loss": "ce+dice", "skeleton_recall": None, "ema_decay": None}
+NEUTRAL_CONFIG = {"detail_width": 0, "loss": "ce+dice", "skeleton_recall": None, "ema_decay": None}
 """The retired options as a checkpoint's config held them when they were off."""
 RETIRED = [
+    ({"config": {"detail_width": 8}, "model": {"detail_width": 8}}, "--detail-width 8"),
     ({"config": {"loss": "ce+lovasz"}}, "--loss ce+lovasz"),
     ({"config": {"loss": "ce+focal-tversky"}}, "--loss ce+focal-tversky"),
     ({"config": {"skeleton_recall": 0.2}}, "--skeleton-recall 0.2"),
@@ -32,7 +33,7 @@ RETIRED = [
 """A checkpoint's edits to a retired setting, and the setting as the refusal names it."""
 
 
-def refusal(path: Path, setting: str) -> str:
+def refusal(path: Path | str, setting: str) -> str:
     return (
         f"{path}: trained with {setting}, which segnet no longer has (retired after commit 2f4be69: "
         "see docs/decisions.md); use an earlier segnet to read it"
@@ -56,10 +57,15 @@ def old_checkpoint(path: Path, config: dict[str, Any], model: dict[str, Any] | N
 
 
 def test_an_old_checkpoint_with_retired_options_off_loads_and_predicts(tmp_path: Path) -> None:
-    path = old_checkpoint(tmp_path / "old.pt", NEUTRAL_CONFIG)
+    path = old_checkpoint(tmp_path / "old.pt", NEUTRAL_CONFIG, {"detail_width": 0})
     state = load_checkpoint(path)
     assert state["config"] == {"epochs": 1, "loss": "ce+dice"}
-    assert load_checkpoint(old_checkpoint(tmp_path / "zero.pt", {"skeleton_recall": 0.0}))["config"] == {"epochs": 1}
+    assert state["model"] == ModelSpec("segnet-basic", len(CLASSES)).to_dict()
+    # The shipped model's config holds None for them, as do checkpoints that predate them.
+    unset = old_checkpoint(
+        tmp_path / "unset.pt", {"detail_width": None, "skeleton_recall": 0.0}, {"detail_width": None}
+    )
+    assert load_checkpoint(unset)["config"] == {"epochs": 1}
     image = generate_sample(48, 40, np.random.default_rng(0))[0]
     assert Predictor.from_checkpoint(path).predict(image).shape == (48, 40)
 
@@ -88,3 +94,12 @@ def test_a_run_config_with_retired_options_is_read_only_where_they_are_off(tmp_p
         with pytest.raises(SegnetError) as refused:
             load_config(path)
         assert str(refused.value) == refusal(path, setting)
+
+
+def test_a_bioimageio_package_with_a_retired_option_builds_only_where_it_is_off() -> None:
+    """Its architecture kwargs are the spec a checkpoint stored, read as a checkpoint's."""
+    kwargs = {**ModelSpec("segnet-basic", len(CLASSES), downsample=2).to_dict(), "detail_width": 0}
+    assert build_model_from_kwargs(**kwargs).spec == ModelSpec("segnet-basic", len(CLASSES), downsample=2)
+    with pytest.raises(CheckpointError) as refused:
+        build_model_from_kwargs(**{**kwargs, "detail_width": 16})
+    assert str(refused.value) == refusal("the bioimage.io architecture kwargs", "--detail-width 16")

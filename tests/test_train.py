@@ -89,7 +89,6 @@ def test_checkpoint_is_self_describing(finished_run):
         "num_classes": 3,
         "in_channels": 3,
         "downsample": 1,
-        "detail_width": 0,
         "space_to_depth": False,
     }
     assert "optimizer_state" in state and "scheduler_state" in state
@@ -221,13 +220,11 @@ def test_a_resumed_plan_keeps_what_the_data_decided():
 def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     train(
-        tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, detail_width=4, space_to_depth=True),
+        tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, space_to_depth=True),
         progress_log=lambda *a: None,
     )
     state = load_checkpoint(run / LAST_CHECKPOINT)
-    assert (
-        state["model"]["downsample"] == 2 and state["model"]["detail_width"] == 4 and state["model"]["space_to_depth"]
-    )
+    assert state["model"]["downsample"] == 2 and state["model"]["space_to_depth"]
     assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
@@ -237,12 +234,11 @@ def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, t
             progress_log=lambda *a: None,
         )
     # Without --downsample the run resumes at its own, although these images alone would give 1,
-    # and with its own detail branch and input path.
+    # and with its own input path.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
     assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {
         **state["model"],
         "downsample": 2,
-        "detail_width": 4,
         "space_to_depth": True,
     }
 

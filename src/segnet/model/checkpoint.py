@@ -70,7 +70,6 @@ class _ModelSpec(TypedDict):
     num_classes: _Positive
     in_channels: NotRequired[_Positive]
     downsample: NotRequired[_Positive]
-    detail_width: NotRequired[Annotated[int, Field(ge=0)]]
     space_to_depth: NotRequired[bool]
 
 

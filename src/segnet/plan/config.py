@@ -23,7 +23,7 @@ from segnet.core.errors import SegnetError
 from segnet.core.readback import read_bounded_text
 from segnet.data.classes import DEFAULT_CLASSES, ROLES, ClassRoles
 from segnet.plan.retired import without_retired
-from segnet.plan.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL, model_names
+from segnet.plan.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, model_names
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
@@ -150,14 +150,6 @@ class TrainConfig:
         "reach 1/K by rearranging each K x K block into channels (pixel_unshuffle) instead of averaging it, and draw "
         "full-resolution logits with a sub-pixel head, so faint filaments thinner than K pixels reach the network",
         "model",
-    )
-    detail_width: int = option(
-        0,
-        "channels of a full-resolution detail branch that corrects the upsampled logits, for the edges and thin "
-        "filaments the downsampled network blurs (0: none; e.g. 16)",
-        "model",
-        ge=0,
-        le=WIDEST_DETAIL,
     )
     init: str | None = option(
         None,

@@ -26,6 +26,7 @@ LAST_COMMIT = "2f4be69"
 """The last segnet commit that has the retired options: the one to read their files with."""
 
 RETIRED_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "detail_width": (0, None),  # a full-resolution branch correcting the upsampled logits (DetailRefiner)
     "skeleton_recall": (None, 0),  # a loss term along the thin classes' drawn centrelines
     "ema_decay": (None,),  # validated and saved a moving average of the weights
 }

@@ -232,16 +232,12 @@ def load_initial_weights(
     checkpoint: the rule keeps the thinnest class about 3 model pixels thick, so on images at
     another magnification the weights see structures at the size they learnt (measured in
     docs/decisions.md: on low-magnification images the checkpoint's K=4 scored 0.60 mean IoU, the
-    data's K=1 0.74). Raises :class:`~segnet.core.errors.CheckpointError` for another model, class list or detail branch.
+    data's K=1 0.74). Raises :class:`~segnet.core.errors.CheckpointError` for another model or class list.
     """
     path = resolve_checkpoint(config.init)
     state = load_checkpoint(path)
     check_compatible(state, config.model, list(class_names), path)
     spec = model_spec(state)
-    if spec.detail_width not in (0, config.detail_width):
-        raise CheckpointError(
-            f"{path}: its detail branch is {spec.detail_width} channels wide; pass --detail-width {spec.detail_width}"
-        )
     if spec.space_to_depth != config.space_to_depth:
         # The first convolution's shape is the input path's: the weights fit only the same path.
         config.space_to_depth = spec.space_to_depth
@@ -296,17 +292,13 @@ def build_network(
         config.model,
         len(config.classes),
         downsample=plan.downsample,
-        detail_width=config.detail_width,
         space_to_depth=config.space_to_depth,
     )
     module = build_model(spec)
     if config.pretrained and not resuming:
         load_pretrained_encoder(module, config.pretrained)
     if initial_weights is not None:
-        # Weights trained without a detail branch keep this run's fresh one (its zero head changes
-        # nothing); every other key must still be in them.
-        fresh_refiner = {key: value for key, value in module.state_dict().items() if key.startswith("refiner.")}
-        module.load_state_dict({**fresh_refiner, **initial_weights})
+        module.load_state_dict(initial_weights)
         module.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
     module = module.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if dist.world_size() > 1 and device.type == "cuda":
@@ -380,8 +372,7 @@ def describe_run(run: TrainingRun) -> str:
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}"
         f"{' by space-to-depth' if config.space_to_depth and config.downsample > 1 else ''}"
         f"{f', every image rescaled to red cells of {run.plan.reference_diameter[1]:g} px' if run.plan.reference_diameter else ''}"
-        f"{f' with a {config.detail_width}-channel full-resolution detail branch' if config.detail_width else ''}, "
-        f"{config.optimizer} lr {config.learning_rate:g}, "
+        f", {config.optimizer} lr {config.learning_rate:g}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
         f"{'mixed precision ' + str(step.amp_dtype).removeprefix('torch.') if step.amp_dtype else 'float32'}"
         f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
