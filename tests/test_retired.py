@@ -103,3 +103,13 @@ def test_a_bioimageio_package_with_a_retired_option_builds_only_where_it_is_off(
     with pytest.raises(CheckpointError) as refused:
         build_model_from_kwargs(**{**kwargs, "detail_width": 16})
     assert str(refused.value) == refusal("the bioimage.io architecture kwargs", "--detail-width 16")
+
+
+@pytest.mark.parametrize("flag", ["--detail-width", "--skeleton-recall", "--ema-decay"])
+def test_a_retired_flag_is_named_as_retired(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "DIR", "--out", "RUN", flag, "1"])
+    assert capsys.readouterr().err == (
+        f"segnet train: error: unknown option {flag}: segnet no longer has it "
+        "(retired after commit 2f4be69: see docs/decisions.md)\n"
+    )

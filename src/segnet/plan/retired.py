@@ -24,6 +24,7 @@ from segnet.core.errors import SegnetError
 
 LAST_COMMIT = "2f4be69"
 """The last segnet commit that has the retired options: the one to read their files with."""
+_WHERE = f"retired after commit {LAST_COMMIT}: see docs/decisions.md"
 
 RETIRED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "detail_width": (0, None),  # a full-resolution branch correcting the upsampled logits (DetailRefiner)
@@ -66,7 +67,13 @@ def without_retired(
     setting = retired_setting(values)
     if setting is not None:
         raise error(
-            f"{path}: trained with {setting}, which segnet no longer has (retired after commit {LAST_COMMIT}: "
-            "see docs/decisions.md); use an earlier segnet to read it"
+            f"{path}: trained with {setting}, which segnet no longer has ({_WHERE}); use an earlier segnet to read it"
         )
     return {key: value for key, value in values.items() if key not in RETIRED_OPTIONS}
+
+
+def retired_flag(flag: str) -> str | None:
+    """Why the command line does not know ``flag`` (``--ema-decay``) where it is a retired option's, else ``None``."""
+    if flag.removeprefix("--").replace("-", "_") not in RETIRED_OPTIONS:
+        return None
+    return f"segnet no longer has it ({_WHERE})"
