@@ -400,8 +400,8 @@ def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
 
 def build_model_from_kwargs(**spec: Any) -> SegNet:
     """:func:`build_model` of the spec ``spec`` holds: the architecture callable of bioimage.io
-    packages, whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`); a package's
-    from before :mod:`segnet.plan.retired` reads as a checkpoint's does (:meth:`ModelSpec.from_dict`).
+    packages, whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`), read as a
+    checkpoint's is (:meth:`ModelSpec.from_dict`: the kwargs of older packages may name retired options).
 
     Raises:
         CheckpointError: kwargs :meth:`ModelSpec.from_dict` refuses.
