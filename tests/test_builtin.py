@@ -187,36 +187,6 @@ def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset
     assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
 
 
-@pytest.mark.slow
-def test_init_adds_a_detail_branch_to_weights_trained_without_one(
-    tiny_run: Path, synthetic_dataset: Path, tmp_path: Path
-) -> None:
-    """Fine-tuning the shipped kind of model with --detail-width: its weights load, the new branch
-    starts fresh (its zero head leaves the model's output as it was); another width is refused."""
-    config = _config(
-        synthetic_dataset,
-        tmp_path / "detailed",
-        init=str(tiny_run / BEST_CHECKPOINT),
-        lr=1e-12,
-        calibration_images=0,
-        detail_width=4,
-    )
-    detailed = load_checkpoint(train(config, progress_log=lambda *a: None) / LAST_CHECKPOINT)
-    start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
-    assert detailed["model"]["detail_width"] == 4
-    assert all(
-        torch.allclose(start[name], detailed["model_state"][name], atol=1e-6)
-        for name in start
-        if name.endswith("weight")
-    )
-    assert detailed["model_state"]["refiner.head.weight"].abs().max() < 1e-9  # zero, moved only by the 1e-12 rate
-    other = _config(
-        synthetic_dataset, tmp_path / "wider", init=str(tmp_path / "detailed" / LAST_CHECKPOINT), detail_width=8
-    )
-    with pytest.raises(CheckpointError, match="detail branch is 4 channels wide; pass --detail-width 4"):
-        train(other, progress_log=lambda *a: None)
-
-
 def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
     path = BUILTIN_MODELS[DEFAULT_BUILTIN_MODEL].path
     assert path.stat().st_size < 5 * 2**20

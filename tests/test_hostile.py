@@ -93,7 +93,6 @@ _NUMERIC_OPTIONS = (
     "time_budget",
     "folds",
     "downsample",
-    "detail_width",
 )
 VALUES = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),

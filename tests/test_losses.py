@@ -11,10 +11,6 @@ import torch.nn.functional as F
 from segnet.data.pairs import IGNORE_INDEX
 from segnet.model.losses import (
     build_loss,
-    centreline_tubes,
-    focal_tversky_loss,
-    lovasz_softmax_loss,
-    skeleton_recall_loss,
     soft_dice_loss,
 )
 from segnet.plan.config import LOSSES
@@ -51,139 +47,9 @@ def test_dice_term_is_zero_for_a_perfect_prediction_and_positive_otherwise():
     assert combined(torch.zeros(1, 3, 2, 2), target).item() > build_loss(None)(torch.zeros(1, 3, 2, 2), target).item()
 
 
-def _hard_logits(prediction: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
-    """Logits whose softmax is (to float precision) the one-hot of ``prediction``."""
-    return torch.nn.functional.one_hot(prediction, num_classes).permute(0, 3, 1, 2).float() * 100
-
-
-def test_lovasz_equals_one_minus_iou_at_hard_predictions():
-    # At 0/1 probabilities the Lovász extension is the Jaccard loss itself, class by class.
-    generator = torch.Generator().manual_seed(0)
-    target = torch.randint(0, 3, (2, 8, 8), generator=generator)
-    prediction = torch.where(
-        torch.rand(2, 8, 8, generator=generator) < 0.7, target, torch.randint(0, 3, (2, 8, 8), generator=generator)
-    )
-    ious = []
-    for c in range(3):
-        intersection = ((target == c) & (prediction == c)).sum().item()
-        union = ((target == c) | (prediction == c)).sum().item()
-        ious.append(intersection / union)
-    expected = 1 - sum(ious) / 3
-    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(expected, abs=1e-4)
-    assert lovasz_softmax_loss(_hard_logits(target), target).item() == pytest.approx(0.0, abs=1e-4)
-
-
-def test_lovasz_leaves_out_ignored_pixels_and_absent_classes():
-    target = torch.tensor([[[0, 0], [1, 1]]])
-    prediction = torch.tensor([[[0, 0], [1, 0]]])
-    # class 1: IoU 1/2; class 0: IoU 2/3; class 2 absent from the truth is not averaged in
-    assert lovasz_softmax_loss(_hard_logits(prediction), target).item() == pytest.approx(
-        1 - (2 / 3 + 1 / 2) / 2, abs=1e-4
-    )
-    ignored = target.clone()
-    ignored[0, 1, 1] = IGNORE_INDEX  # the one wrong pixel no longer counts
-    assert lovasz_softmax_loss(_hard_logits(prediction), ignored).item() == pytest.approx(0.0, abs=1e-4)
-
-
-def test_lovasz_term_trains_towards_the_truth():
-    target = torch.tensor([[[0, 1], [2, 2]]])
-    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
-    loss = build_loss(None, "ce+lovasz")
-    before = loss(logits, target)
-    before.backward()
-    with torch.no_grad():
-        stepped = logits - 0.5 * logits.grad
-    assert loss(stepped, target).item() < before.item()
-    assert loss(stepped, target).item() > build_loss(None, "ce")(stepped, target).item()
-
-
-def test_focal_tversky_weighs_a_missed_pixel_more_than_a_false_one():
-    target = torch.tensor([[[0, 0, 0, 0], [0, 2, 2, 0], [0, 2, 2, 0], [0, 0, 0, 0]]])
-    assert focal_tversky_loss(_hard_logits(target), target, background=0).item() == pytest.approx(0.0, abs=1e-5)
-    missed_one = target.clone()
-    missed_one[0, 1, 1] = 0  # 3 of 4 found: TI = (3 + 1) / (3 + 0.7 + 1)
-    false_one = target.clone()
-    false_one[0, 0, 0] = 2  # 4 found, one false: TI = (4 + 1) / (4 + 0.3 + 1)
-    missed = focal_tversky_loss(_hard_logits(missed_one), target, background=0).item()
-    false = focal_tversky_loss(_hard_logits(false_one), target, background=0).item()
-    assert missed == pytest.approx((1 - 4 / 4.7) ** 0.75, abs=1e-4)
-    assert false == pytest.approx((1 - 5 / 5.3) ** 0.75, abs=1e-4)
-    assert missed > 2 * false
-    perfect = _hard_logits(target).requires_grad_()
-    focal_tversky_loss(perfect, target, background=0).backward()
-    assert torch.isfinite(perfect.grad).all()
-
-
-def test_focal_tversky_leaves_out_the_background_and_ignored_pixels():
-    target = torch.tensor([[[0, 0], [1, 1]]])
-    wrong_background = torch.tensor([[[1, 1], [1, 1]]])  # class 1 found whole, background missed
-    assert focal_tversky_loss(_hard_logits(wrong_background), target, background=0).item() > 0  # class 1's false pixels
-    assert (
-        focal_tversky_loss(_hard_logits(wrong_background), target, background=None).item()
-        > focal_tversky_loss(_hard_logits(wrong_background), target, background=0).item()
-    )
-    ignored = torch.full_like(target, IGNORE_INDEX)
-    ignored[0, 1] = 1
-    assert focal_tversky_loss(_hard_logits(wrong_background), ignored, background=0).item() == pytest.approx(
-        0.0, abs=1e-5
-    )
-    only_background = torch.zeros_like(target)
-    assert focal_tversky_loss(_hard_logits(wrong_background), only_background, background=0).item() == 0.0
-    assert build_loss(None, "ce+focal-tversky", background=1)(_hard_logits(target), target).item() == pytest.approx(
-        0.0, abs=1e-4
-    )
-
-
 def test_every_loss_choice_builds():
     for choice in LOSSES:
         assert build_loss(None, choice)(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 1], [2, 2]]])).item() > 0
-
-
-def filament(width: int, length: int = 40, side: int = 48) -> torch.Tensor:
-    """A 1 x side x side label map: class 2 in a horizontal bar of ``width`` x ``length`` px, else 0."""
-    target = torch.zeros(1, side, side, dtype=torch.long)
-    top = (side - width) // 2
-    target[0, top : top + width, 4 : 4 + length] = 2
-    return target
-
-
-def test_centrelines_measure_length_not_width():
-    thin, wide = (centreline_tubes(filament(width) == 2).sum().item() for width in (3, 11))
-    assert 3 * 25 <= thin <= 3 * 42 and abs(wide - thin) <= 0.3 * thin  # a 3 px tube along the bar, whatever its width
-    assert centreline_tubes(torch.zeros(2, 8, 8, dtype=torch.bool)).sum() == 0
-
-
-def test_skeleton_recall_rewards_the_centreline_and_ignores_the_stroke_edges():
-    target = filament(11)
-    perfect = torch.where(target == 2, 20.0, -20.0).unsqueeze(1) * torch.tensor([-1.0, -1.0, 1.0]).view(1, 3, 1, 1)
-    assert skeleton_recall_loss(perfect, target, [2]).item() == pytest.approx(0.0, abs=1e-6)
-    core = filament(5)  # only the middle 5 of the 11 drawn rows predicted
-    thinner = torch.where(core == 2, 20.0, -20.0).unsqueeze(1) * torch.tensor([-1.0, -1.0, 1.0]).view(1, 3, 1, 1)
-    assert skeleton_recall_loss(thinner, target, [2]).item() == pytest.approx(0.0, abs=1e-6)
-    assert soft_dice_loss(thinner, target).item() > 0.1  # Dice punishes the unpainted edges
-    missed = torch.zeros(1, 3, 48, 48)
-    missed[:, 0] = 20.0
-    assert skeleton_recall_loss(missed, target, [2]).item() == pytest.approx(1.0, abs=1e-6)
-
-
-def test_skeleton_recall_skips_absent_classes_and_ignored_pixels_and_adds_to_the_loss():
-    logits = torch.zeros(1, 3, 48, 48, requires_grad=True)
-    background = torch.zeros(1, 48, 48, dtype=torch.long)
-    absent = skeleton_recall_loss(logits, background, [2])
-    assert absent.item() == 0.0 and absent.requires_grad
-    unlabelled = torch.where(filament(11) == 2, IGNORE_INDEX, 0)
-    assert skeleton_recall_loss(logits, unlabelled, [2]).item() == 0.0
-    target = filament(11)
-    plain, with_skeleton = (
-        build_loss(None, "ce+dice"),
-        build_loss(None, "ce+dice", thin_classes=[2], skeleton_recall=0.5),
-    )
-    extra = with_skeleton(logits, target) - plain(logits, target)
-    assert extra.item() == pytest.approx(
-        0.5 * (1 - 1 / 3), abs=1e-5
-    )  # uniform probabilities: a third of the centreline found
-    extra.backward()
-    assert logits.grad[0, 2][target[0] == 2].lt(0).any()  # it pushes the thin class up along the filament
 
 
 def test_hard_pixel_mining_averages_the_worst_pixels_only():

@@ -73,9 +73,9 @@ def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path:
     spec = ModelSpec("segnet-basic", 4, downsample=3)
     assert build_model(spec).spec == spec
     assert ModelSpec.from_dict(spec.to_dict(), "model.pt") == spec
-    # Checkpoints from before in_channels, downsample and detail_width were stored were built with 3, 1 and 0.
+    # Checkpoints from before in_channels, downsample and space_to_depth were stored were built with 3, 1 and False.
     old = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "old.pt")
-    assert (old.in_channels, old.downsample, old.detail_width) == (3, 1, 0)
+    assert (old.in_channels, old.downsample, old.space_to_depth) == (3, 1, False)
     with pytest.raises(CheckpointError, match=r"odd.pt: the model spec has unknown keys \['depth'\]"):
         ModelSpec.from_dict({**spec.to_dict(), "depth": 5}, "odd.pt")
     with pytest.raises(CheckpointError, match="bad.pt: the model spec has no num_classes"):
@@ -247,20 +247,6 @@ def test_downsampled_model_runs_the_same_network_on_block_averages() -> None:
     torch.testing.assert_close(got, expected + offsets, atol=1e-5, rtol=1e-5)
 
 
-def test_detail_branch_starts_as_the_model_without_it() -> None:
-    """Its head starts at zero, so weights trained without the branch give the same logits with it."""
-    torch.manual_seed(0)
-    plain = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3)).eval()
-    detailed = build_model(ModelSpec("segnet-basic", num_classes=3, downsample=3, detail_width=8)).eval()
-    assert plain.refiner is None and detailed.refiner is not None
-    detailed.load_state_dict({**detailed.state_dict(), **plain.state_dict()})
-    image = torch.randn(2, 3, 50, 77)
-    with torch.no_grad():
-        torch.testing.assert_close(detailed(image), plain(image))
-        nn.init.normal_(detailed.refiner.head.weight, std=0.1)
-        assert (detailed(image) - plain(image)).abs().max() > 1e-2
-
-
 def _stripe_fit_loss(**spec: object) -> float:
     """The loss after 40 Adam steps of a segnet-basic at 1/4 resolution on one-pixel stripes."""
     image = torch.zeros(4, 3, 32, 32)
@@ -277,12 +263,11 @@ def _stripe_fit_loss(**spec: object) -> float:
     return loss.item()
 
 
-@pytest.mark.parametrize("spec", [{"detail_width": 8}, {"space_to_depth": True}])
-def test_full_resolution_paths_draw_lines_thinner_than_the_network_resolution(spec: dict) -> None:
-    """Stripes one pixel wide vanish in 4 x 4 block averages (chance loss); the full-resolution
-    detail branch, or the rearranged input with its sub-pixel head, fit them."""
+def test_space_to_depth_draws_lines_thinner_than_the_network_resolution() -> None:
+    """Stripes one pixel wide vanish in 4 x 4 block averages (chance loss); the rearranged input
+    with its sub-pixel head fits them."""
     assert _stripe_fit_loss() > 0.6
-    assert _stripe_fit_loss(**spec) < 0.1
+    assert _stripe_fit_loss(space_to_depth=True) < 0.1
 
 
 def test_space_to_depth_starts_as_its_upsampled_logits_and_sees_every_pixel() -> None:
@@ -332,9 +317,6 @@ def test_unknown_name_lists_valid_names() -> None:
         {"num_classes": 3, "in_channels": 0},
         {"num_classes": 3, "downsample": 0},
         {"num_classes": 3, "downsample": True},
-        {"num_classes": 3, "detail_width": -1},
-        {"num_classes": 3, "detail_width": 65},
-        {"num_classes": 3, "detail_width": True},
         {"num_classes": 3, "space_to_depth": 1},
     ],
 )
@@ -552,7 +534,7 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(
     assert isinstance(model, RegisteredNetwork) and model.total_stride == 12 == model.spec.total_stride
     assert model(torch.zeros(1, 3, 25, 31)).shape == (1, 3, 25, 31)  # any size: padded, then cropped
     with pytest.raises(SegnetError, match="segnet's own models only"):
-        build_model(ModelSpec(registered, 3, detail_width=8))
+        build_model(ModelSpec(registered, 3, space_to_depth=True))
     with pytest.raises(SegnetError, match="built-in model"):
         register_model("segnet-basic", 2, _tiny_core)
 

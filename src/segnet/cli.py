@@ -31,6 +31,7 @@ from segnet.plan.config import (
     SyntheticSide,
     yaml_only_options,
 )
+from segnet.plan.retired import retired_flag
 from segnet.workflow.demo import DEMO_TIME_BUDGET
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ class _Parser(argparse.ArgumentParser):
 
     def _typo_message(self, unknown: Sequence[str]) -> str:
         first = unknown[0]
+        retired = retired_flag(first)  # not "did you mean --weight-decay?" for --ema-decay
+        if retired is not None:
+            return f"unknown option {first}: {retired}"
         meant = difflib.get_close_matches(first, self._option_strings(), n=1)
         hint = f"; did you mean {meant[0]}?" if meant else f"; see '{self.prog} --help'"
         return f"unknown option {first}{hint}"

@@ -18,9 +18,6 @@ Keys (what :func:`new_checkpoint` and ``segnet.train`` write):
     best_epoch       the epoch of ``best_score`` (or None)
     optimizer_state, scheduler_state   for ``--resume``
     training_images  the stems of the training images (split.json's "train" when it was written)
-    trained_model_state, ema_updates   with ``--ema-decay`` (``segnet.train.ema``): ``model_state`` holds the
-                     moving average of the weights, these the weights the optimiser steps and the
-                     number of steps averaged, for ``--resume``
     calibration      present once :mod:`segnet.train.calibration` has set the model's logit offsets
 
 Every file of a run folder that is rewritten in place is written with :func:`segnet.core.outputs.atomic_write`, so a
@@ -51,14 +48,11 @@ from segnet.core.errors import CheckpointError, SegnetError
 from segnet.core.outputs import atomic_write
 from segnet.data.pairs import ChannelMeans, ChannelStds, ClassDiameters, FiniteNumber
 from segnet.model.networks import build_model
+from segnet.plan.retired import without_retired
 from segnet.plan.spec import ModelSpec, model_names
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "model_state", "class_names", "normalization")
-TRAINED_STATE_KEY = "trained_model_state"
-"""Key of the weights the optimiser steps, where ``model_state`` holds their moving average."""
-AVERAGED_UPDATES_KEY = "ema_updates"
-"""Key of the number of optimiser steps the moving average has taken in."""
 TRAINING_IMAGES_KEY = "training_images"
 """The stems of the images a run trained on: ``evaluate`` refuses to call any of them held out."""
 
@@ -76,7 +70,6 @@ class _ModelSpec(TypedDict):
     num_classes: _Positive
     in_channels: NotRequired[_Positive]
     downsample: NotRequired[_Positive]
-    detail_width: NotRequired[Annotated[int, Field(ge=0)]]
     space_to_depth: NotRequired[bool]
 
 
@@ -110,8 +103,6 @@ class _Checkpoint(TypedDict):
     best_epoch: NotRequired[Annotated[int, Field(ge=0)] | None]
     optimizer_state: NotRequired[dict[str, Any]]
     scheduler_state: NotRequired[dict[str, Any]]
-    trained_model_state: NotRequired[dict[str, InstanceOf[torch.Tensor]]]
-    ema_updates: NotRequired[Annotated[int, Field(ge=0)]]
     training_images: NotRequired[list[str]]
 
 
@@ -199,7 +190,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load and check a checkpoint written by :func:`save_checkpoint`.
 
     Only tensors and plain containers are unpickled (``weights_only=True``): a file that would run
-    code when opened is refused with a :class:`~segnet.core.errors.CheckpointError`.
+    code when opened is refused with a :class:`~segnet.core.errors.CheckpointError`, as is one
+    trained with an option segnet no longer has (:mod:`segnet.plan.retired`).
     """
     path = Path(path)
     if not path.is_file():
@@ -209,9 +201,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as error:  # torch raises many types for a corrupt or unsafe file
         raise CheckpointError(f"{path}: {_describe_load_error(error)}") from error
     validate_checkpoint(state, path)
-    # The one place older checkpoints are upgraded: the spec gets its missing fields, and the
-    # state dict the logit offsets that models did not have yet (theirs were zero).
+    # The one place older checkpoints are upgraded: the spec gets its missing fields, the config
+    # loses the retired options at their neutral values (segnet.plan.retired; others are refused),
+    # and the state dict gets the logit offsets that models did not have yet (theirs were zero).
     spec = ModelSpec.from_dict(state["model"], path)
+    if "config" in state:
+        state["config"] = without_retired(state["config"], path, CheckpointError)
     state["model"] = spec.to_dict()
     if "logit_offsets" not in state["model_state"]:
         state["model_state"]["logit_offsets"] = torch.zeros(spec.num_classes)

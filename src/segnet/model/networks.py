@@ -48,15 +48,6 @@ decoder features (``pixel_shuffle``), added to the upsampled logits. A faint fil
 survives into the network at its own contrast, and the network can draw a line thinner than k.
 The head starts at zero, so the model starts as the upsampled one.
 
-``detail_width`` (0 by default) adds the detail that 1/k resolution loses: a :class:`DetailRefiner`,
-one 3x3 conv of that width on the full-resolution input, whose features and the upsampled logits
-give a residual correction of the logits (BiSeNet's spatial path, reduced to its last step). Its
-head starts at zero, so a model with it starts as the model without it, and weights trained
-without it load into it unchanged. It has no BatchNorm: at full resolution a BatchNorm layer
-costs more CPU time than the whole branch (``benchmarks/detail_cost.py``: a training step of
-segnet-basic at k = 3, batch 4 of 480 px crops in bfloat16, took about 1.1x as long with a
-16-channel branch, 1.85x with two conv-BN-ReLU layers instead).
-
 Dropout is ``nn.Dropout`` (element-wise), as in the Caffe Bayesian SegNet, not ``nn.Dropout2d``
 (whole channels): dropping whole 512-channel feature maps at p=0.5 after pooling is a much
 stronger, different regulariser than the one the paper's uncertainty estimates were made with.
@@ -78,7 +69,6 @@ from segnet.plan.spec import MODEL_NAMES, ModelSpec, register_model_name
 __all__ = [
     "MODEL_NAMES",
     "DecoderStage",
-    "DetailRefiner",
     "EncoderStage",
     "ModelSpec",
     "RegisteredNetwork",
@@ -180,24 +170,6 @@ class DecoderStage(nn.Module):
         return self.dropout(self.convs(x))
 
 
-class DetailRefiner(nn.Module):
-    """Full-resolution correction of upsampled logits: ``logits + head([features(image), logits])``.
-
-    ``features`` is a 3x3 conv -> ReLU of ``width`` channels on the (padded) input image; ``head``
-    is a 3x3 conv to one correction per class, initialised to zero.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, width: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True))
-        self.head = nn.Conv2d(width + num_classes, num_classes, kernel_size=3, padding=1)
-        _init_weights(self)
-        nn.init.zeros_(self.head.weight)
-
-    def forward(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits + self.head(torch.cat([self.features(image), logits], dim=1))
-
-
 class SubPixelHead(nn.Module):
     """Full-resolution logits from model-resolution features: a 3x3 conv to ``factor ** 2`` values per
     class, rearranged by ``pixel_shuffle`` into a ``factor`` x ``factor`` block; zero-initialised."""
@@ -225,7 +197,6 @@ class SegNet(nn.Module):
             (``None`` for a network assembled in code).
         space_to_depth: the input is rearranged (``pixel_unshuffle``), not averaged, to 1/downsample.
         subpixel: the :class:`SubPixelHead` of a ``space_to_depth`` model, else ``None``.
-        refiner: the full-resolution :class:`DetailRefiner` (``spec.detail_width`` > 0), else ``None``.
         logit_offsets: a buffer of one constant per class added to the logits; zero while training,
             set afterwards by :mod:`segnet.train.calibration` to undo the bias that class weighting
             puts on the decisions. Part of the state dict, so checkpoints and exports carry it.
@@ -255,14 +226,13 @@ class SegNet(nn.Module):
         self.spec: ModelSpec | None = None
         self.space_to_depth = False
         self.subpixel: SubPixelHead | None = None
-        self.refiner: DetailRefiner | None = None
         self.register_buffer("logit_offsets", torch.zeros(num_classes))
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
         height, width = x.shape[-2], x.shape[-1]
-        image = x = _pad_to_stride(x, self.total_stride)
+        x = _pad_to_stride(x, self.total_stride)
         if self.downsample > 1:
             x = F.pixel_unshuffle(x, self.downsample) if self.space_to_depth else F.avg_pool2d(x, self.downsample)
         indices = []
@@ -276,8 +246,6 @@ class SegNet(nn.Module):
             x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
         if self.subpixel is not None:
             x = x + self.subpixel(features)
-        if self.refiner is not None:
-            x = self.refiner(image, x)
         x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
         return x[:, :, :height, :width]
 
@@ -377,8 +345,8 @@ class RegisteredNetwork(nn.Module):
 
     def __init__(self, core: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
-        if spec.space_to_depth or spec.detail_width:
-            raise SegnetError(f"{spec.name}: space_to_depth and detail_width are parts of segnet's own models only")
+        if spec.space_to_depth:
+            raise SegnetError(f"{spec.name}: space_to_depth is a part of segnet's own models only")
         self.core = core
         self.spec = spec
         self.name, self.num_classes, self.in_channels, self.downsample = (
@@ -408,8 +376,7 @@ def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
     by its builder, :func:`register_model`).
 
     ``spec.downsample``: the model runs at 1/downsample of the input resolution, reached losslessly
-    where ``spec.space_to_depth``; ``spec.detail_width``: the width of its full-resolution
-    :class:`DetailRefiner` (module docs).
+    where ``spec.space_to_depth`` (module docs).
     The model's ``spec`` attribute is ``spec``, and its ``total_stride`` equals ``spec.total_stride``.
     """
     if spec.name in _REGISTERED_BUILDERS:
@@ -427,16 +394,19 @@ def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
     if unshuffled:
         model.space_to_depth = True
         model.subpixel = SubPixelHead(model.decoder[-1].out_channels, spec.num_classes, spec.downsample)
-    if spec.detail_width:
-        model.refiner = DetailRefiner(spec.in_channels, spec.num_classes, spec.detail_width)
     model.spec = spec
     return model
 
 
 def build_model_from_kwargs(**spec: Any) -> SegNet:
-    """:func:`build_model` of ``ModelSpec(**spec)``: the architecture callable of bioimage.io packages,
-    whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`)."""
-    return build_model(ModelSpec(**spec))
+    """:func:`build_model` of the spec ``spec`` holds: the architecture callable of bioimage.io
+    packages, whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`), read as a
+    checkpoint's is (:meth:`ModelSpec.from_dict`: the kwargs of older packages may name retired options).
+
+    Raises:
+        CheckpointError: kwargs :meth:`ModelSpec.from_dict` refuses.
+    """
+    return build_model(ModelSpec.from_dict(spec, "the bioimage.io architecture kwargs"))
 
 
 # --------------------------------------------------------------------------------------------

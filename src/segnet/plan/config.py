@@ -23,7 +23,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from segnet.core.errors import SegnetError
 from segnet.core.readback import read_bounded_text
 from segnet.data.classes import DEFAULT_CLASSES, ROLES, ClassRoles
-from segnet.plan.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, WIDEST_DETAIL, model_names
+from segnet.plan.retired import without_retired
+from segnet.plan.spec import DEFAULT_MODEL, LARGEST_DOWNSAMPLE, MODEL_NAMES, model_names
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "none")
@@ -35,7 +36,7 @@ CLASS_WEIGHTING_NAMES: dict[str, str] = {
 """Each class weighting (``--class-weights``) and what it is, in words (``segnet check`` labels its weights so)."""
 CLASS_WEIGHTINGS = tuple(CLASS_WEIGHTING_NAMES)
 DEFAULT_CLASS_WEIGHTING = "sqrt-median"
-LOSSES = ("ce", "ce+dice", "ce+lovasz", "ce+focal-tversky")
+LOSSES = ("ce", "ce+dice")
 GROUPS = ("data", "model", "optimisation", "hardware", "output")
 """The argument groups of ``segnet train --help``, in order; every option belongs to one."""
 
@@ -153,14 +154,6 @@ class TrainConfig:
         "full-resolution logits with a sub-pixel head, so faint filaments thinner than K pixels reach the network",
         "model",
     )
-    detail_width: int = option(
-        0,
-        "channels of a full-resolution detail branch that corrects the upsampled logits, for the edges and thin "
-        "filaments the downsampled network blurs (0: none; e.g. 16)",
-        "model",
-        ge=0,
-        le=WIDEST_DETAIL,
-    )
     init: str | None = option(
         None,
         "fine-tune: start from the weights of this checkpoint (RUN/best.pt) or built-in model (see 'segnet models', e.g. "
@@ -202,16 +195,8 @@ class TrainConfig:
     # measured: benchmarks/loss_choices.py
     loss: Literal[LOSSES] = option(
         "ce+dice",
-        "cross-entropy, alone or plus soft Dice, Lovász-softmax (an IoU surrogate) or focal Tversky (misses weigh 0.7, false pixels 0.3)",
+        "cross-entropy, alone or plus soft Dice",
         "optimisation",
-    )
-    skeleton_recall: float | None = option(
-        None,
-        "add skeleton recall with this weight for the thin classes (spirochetes): 1 - the predicted probability along "
-        "the drawn centrelines, so filaments count by length, not stroke width (default: off)",
-        "optimisation",
-        gt=0,
-        le=1000,
     )
     hard_pixels: float | None = option(
         None,
@@ -220,14 +205,6 @@ class TrainConfig:
         "optimisation",
         gt=0,
         le=1,
-    )
-    ema_decay: float | None = option(
-        None,
-        "validate and save an exponential moving average of the weights with this decay per step, e.g. 0.999 "
-        "(default: the weights as stepped)",
-        "optimisation",
-        gt=0,
-        lt=1,
     )
     grad_clip: float | None = option(
         None,
@@ -413,8 +390,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_config_file(path: Path) -> dict[str, Any]:
     """The option: value mapping of a YAML config file; any problem is one line naming the file.
 
+    A retired option (a run's config.yaml from before :mod:`segnet.plan.retired`) is left out where
+    it holds its neutral value.
+
     Raises:
-        SegnetError: the file cannot be read, is not YAML, is not a mapping, or names unknown options.
+        SegnetError: the file cannot be read, is not YAML, is not a mapping, names unknown options
+            or sets a retired one.
     """
     text = read_bounded_text(path, "config")
     try:
@@ -429,6 +410,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise SegnetError(f"{path}: a config must be a mapping of option: value")
+    loaded = without_retired(loaded, path)
     unknown = sorted((key for key in loaded if key not in FIELD_NAMES), key=str)
     if unknown:
         raise SegnetError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(FIELD_NAMES))}")

@@ -3,8 +3,9 @@
 :class:`ModelSpec` is what :func:`segnet.model.build_model` takes, what a checkpoint stores under
 ``model`` (as a plain dict, :meth:`ModelSpec.to_dict`), what an ONNX file's metadata and a
 bioimage.io package's architecture kwargs are written from, and what every reader rebuilds the
-model from. Checkpoints written before a field existed are upgraded here alone
-(:meth:`ModelSpec.from_dict`): a missing field takes the value those checkpoints were built with.
+model from. Checkpoints written before a field existed, or after one was retired, are upgraded
+here alone (:meth:`ModelSpec.from_dict`): a missing field takes the value those checkpoints were
+built with, and a retired one (:mod:`segnet.plan.retired`) is dropped where it did nothing.
 
 This module imports nothing heavy, so the command line and the torch-free ONNX path can use it.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segnet.core.errors import CheckpointError, SegnetError
+from segnet.plan.retired import without_retired
 
 # Encoder stages (2x2 max-pools) of each model: the total stride is 2 ** stages x downsample.
 _ENCODER_STAGES = {
@@ -36,9 +38,6 @@ LARGEST_DOWNSAMPLE = 16
 """The most a model may shrink its input: at 1/16 a typical 694x528 image is 43x33 model pixels;
 beyond it nothing is left to segment, and a forged checkpoint's huge factor would pad every
 image to a huge grid and run out of memory instead of being refused."""
-WIDEST_DETAIL = 64
-"""The widest full-resolution detail branch: at the image's full resolution 64 channels already
-add about half to a segnet-basic training step at 1/3 resolution (benchmarks/detail_cost.py)."""
 
 
 def register_model_name(name: str, poolings: int) -> None:
@@ -74,21 +73,18 @@ class ModelSpec:
         num_classes: output channels, one per class.
         in_channels: input channels (3: segnet reads RGB images).
         downsample: the network runs at 1/downsample of the input resolution (:mod:`segnet.model`).
-        detail_width: channels of the full-resolution detail branch that refines the upsampled
-            logits (:class:`segnet.model.DetailRefiner`); 0 builds none.
         space_to_depth: reach 1/downsample by ``pixel_unshuffle`` and draw full-resolution logits
             with a sub-pixel head (:mod:`segnet.model`), instead of averaging and upsampling alone.
 
     Raises:
         SegnetError: an unknown name (the message lists the valid ones), a count below 1 or a
-            detail width outside 0..:data:`WIDEST_DETAIL`.
+            downsample above :data:`LARGEST_DOWNSAMPLE`.
     """
 
     name: str
     num_classes: int
     in_channels: int = 3
     downsample: int = 1
-    detail_width: int = 0
     space_to_depth: bool = False
 
     def __post_init__(self) -> None:
@@ -98,9 +94,6 @@ class ModelSpec:
             _positive_int(field, getattr(self, field))
         if self.downsample > LARGEST_DOWNSAMPLE:
             raise SegnetError(f"downsample must be at most {LARGEST_DOWNSAMPLE}, got {self.downsample}")
-        width = self.detail_width
-        if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= WIDEST_DETAIL:
-            raise SegnetError(f"detail_width must be an integer from 0 to {WIDEST_DETAIL}, got {width!r}")
         if not isinstance(self.space_to_depth, bool):
             raise SegnetError(f"space_to_depth must be true or false, got {self.space_to_depth!r}")
 
@@ -122,17 +115,20 @@ class ModelSpec:
     def from_dict(cls, values: Mapping[str, Any], path: str | Path) -> ModelSpec:
         """The spec stored at ``path`` (a checkpoint's ``model``), upgraded from older checkpoints.
 
-        Checkpoints from before ``in_channels``, ``downsample``, ``detail_width`` or ``space_to_depth``
-        were stored lack them; they were built with 3, 1, 0 and False, the defaults.
+        Checkpoints from before ``in_channels``, ``downsample`` or ``space_to_depth`` were stored
+        lack them; they were built with 3, 1 and False, the defaults. Those from before
+        ``detail_width`` was retired hold it, 0 where the model has no detail branch.
 
         Raises:
-            CheckpointError: not a mapping, an unknown key, a missing name or class count, or a
-                value :class:`ModelSpec` refuses; the message names ``path``.
+            CheckpointError: not a mapping, a retired setting (:func:`segnet.plan.retired.without_retired`),
+                an unknown key, a missing name or class count, or a value :class:`ModelSpec`
+                refuses; the message names ``path``.
         """
         if not isinstance(values, Mapping):
             raise CheckpointError(
                 f"{path}: the model spec is {type(values).__name__}, not a mapping of name, num_classes, ..."
             )
+        values = without_retired(values, path, CheckpointError)
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         missing = [key for key in ("name", "num_classes") if key not in values]

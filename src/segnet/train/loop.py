@@ -43,8 +43,7 @@ default where the CPU or GPU computes bf16 natively), ``--channels-last`` (defau
 ``--num-workers`` (default 2; the decoded images are cached in memory before the workers start),
 ``--compile`` (torch.compile; off by default: it compiles for a minute or more before the first
 step). ``--patience N`` stops after N epochs without a better validation mean IoU,
-``--grad-clip`` clips the gradient norm, ``--ema-decay`` validates and saves a moving average of
-the weights (``segnet.train.ema``), ``--tensorboard`` logs to ``RUN/tensorboard``.
+``--grad-clip`` clips the gradient norm, ``--tensorboard`` logs to ``RUN/tensorboard``.
 ``--time-budget MINUTES`` replaces the epoch count by a wall-clock budget: the count and the
 learning-rate schedule are refitted after every epoch's steps (``segnet.train.budget``).
 """
@@ -80,7 +79,6 @@ from segnet.data.pairs import Pair
 from segnet.data.transforms import train_transform
 from segnet.model.builtin import resolve_checkpoint
 from segnet.model.checkpoint import (
-    TRAINED_STATE_KEY,
     TRAINING_IMAGES_KEY,
     check_compatible,
     load_checkpoint,
@@ -97,7 +95,6 @@ from segnet.plan.plan import TrainPlan
 from segnet.plan.spec import ModelSpec
 from segnet.train.budget import TimeBudget
 from segnet.train.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, format_calibration
-from segnet.train.ema import WeightAverage
 from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
 from segnet.train.runfolder import (
     Decoded,
@@ -131,7 +128,6 @@ class TrainingStep:
     amp_dtype: torch.dtype | None = None  # autocast dtype of the forward pass; None: float32
     channels_last: bool = False
     grad_clip: float | None = None
-    average: WeightAverage | None = None  # --ema-decay: updated after every step
 
 
 @dataclass
@@ -239,16 +235,12 @@ def load_initial_weights(
     checkpoint: the rule keeps the thinnest class about 3 model pixels thick, so on images at
     another magnification the weights see structures at the size they learnt (measured in
     docs/decisions.md: on low-magnification images the checkpoint's K=4 scored 0.60 mean IoU, the
-    data's K=1 0.74). Raises :class:`~segnet.core.errors.CheckpointError` for another model, class list or detail branch.
+    data's K=1 0.74). Raises :class:`~segnet.core.errors.CheckpointError` for another model or class list.
     """
     path = resolve_checkpoint(config.init)
     state = load_checkpoint(path)
     check_compatible(state, config.model, list(class_names), path)
     spec = model_spec(state)
-    if spec.detail_width not in (0, config.detail_width):
-        raise CheckpointError(
-            f"{path}: its detail branch is {spec.detail_width} channels wide; pass --detail-width {spec.detail_width}"
-        )
     if spec.space_to_depth != config.space_to_depth:
         # The first convolution's shape is the input path's: the weights fit only the same path.
         config.space_to_depth = spec.space_to_depth
@@ -303,17 +295,13 @@ def build_network(
         config.model,
         len(config.classes),
         downsample=plan.downsample,
-        detail_width=config.detail_width,
         space_to_depth=config.space_to_depth,
     )
     module = build_model(spec)
     if config.pretrained and not resuming:
         load_pretrained_encoder(module, config.pretrained)
     if initial_weights is not None:
-        # Weights trained without a detail branch keep this run's fresh one (its zero head changes
-        # nothing); every other key must still be in them.
-        fresh_refiner = {key: value for key, value in module.state_dict().items() if key.startswith("refiner.")}
-        module.load_state_dict({**fresh_refiner, **initial_weights})
+        module.load_state_dict(initial_weights)
         module.logit_offsets.zero_()  # the offsets are refitted for this run's data after training
     module = module.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if dist.world_size() > 1 and device.type == "cuda":
@@ -341,16 +329,12 @@ def build_run(
     """The datasets, the model, its loss, optimiser and schedule; a resumed run's state loaded into them."""
     train_set, val_set = build_datasets(config, plan, data)
     module, model = build_network(config, plan, device, resumed is not None, initial_weights)
-    average = WeightAverage(module, config.ema_decay) if config.ema_decay else None
     optimizer = build_optimizer(config, module)
     steps_per_epoch = len(make_train_loader(train_set, config, plan, 0, pin_memory=False))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(config.epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     )
-    roles = config.roles()
-    loss = build_loss(
-        plan.class_weights, config.loss, roles.thin, config.skeleton_recall, roles.background, config.hard_pixels
-    )
+    loss = build_loss(plan.class_weights, config.loss, hard_pixels=config.hard_pixels)
     precision = dist.compute_dtype(device, config.amp)
     if precision.emulated:
         log(f"warning: {precision.describe()}; without --amp this CPU trains in float32")
@@ -363,13 +347,10 @@ def build_run(
         precision.dtype,
         config.channels_last,
         config.grad_clip,
-        average,
     )
     progress = Progress()
     if resumed is not None:
-        module.load_state_dict(resumed.get(TRAINED_STATE_KEY, resumed["model_state"]))
-        if average is not None:
-            average.load(resumed)
+        module.load_state_dict(resumed["model_state"])
         optimizer.load_state_dict(resumed["optimizer_state"])
         scheduler.load_state_dict(resumed["scheduler_state"])
         # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
@@ -394,8 +375,7 @@ def describe_run(run: TrainingRun) -> str:
         f"{f' seen at 1/{config.downsample} resolution' if config.downsample > 1 else ''}"
         f"{' by space-to-depth' if config.space_to_depth and config.downsample > 1 else ''}"
         f"{f', every image rescaled to red cells of {run.plan.reference_diameter[1]:g} px' if run.plan.reference_diameter else ''}"
-        f"{f' with a {config.detail_width}-channel full-resolution detail branch' if config.detail_width else ''}, "
-        f"{config.optimizer} lr {config.learning_rate:g}{f', EMA {config.ema_decay:g}' if config.ema_decay else ''}, "
+        f", {config.optimizer} lr {config.learning_rate:g}, "
         f"{f'a time budget of {config.time_budget:g} min' if config.time_budget else f'{config.epochs} epochs'}, "
         f"{'mixed precision ' + str(step.amp_dtype).removeprefix('torch.') if step.amp_dtype else 'float32'}"
         f"{', channels-last' if config.channels_last else ''}{', compiled' if config.compile else ''}"
@@ -467,8 +447,6 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
             f"lower --batch-size or --image-size; {CHECKPOINT_KEPT}",
         ) from error
     dist.broadcast_buffers(run.module)
-    if step.average is not None:
-        dist.broadcast_buffers(step.average.module)
     if dist.world_size() > 1:
         run.progress.digest = dist.check_replicas_in_sync(run.module)
     if budget is not None:  # before validation: an epoch the fit makes the last one is validated
@@ -490,13 +468,8 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
     return EpochResult(epoch, stats, metrics, time.perf_counter() - started, step.scheduler.get_last_lr()[0], improved)
 
 
-def scored_module(run: TrainingRun) -> nn.Module:
-    """The weights validation scores and checkpoints store: their moving average with ``--ema-decay``."""
-    return run.step.average.module if run.step.average is not None else run.module
-
-
 def validation_predictor(run: TrainingRun) -> Predictor:
-    """The model's current (:func:`scored_module`) weights in the predictor ``segnet evaluate`` uses (no TTA, whole images).
+    """The model's current weights in the predictor ``segnet evaluate`` uses (no TTA, whole images).
 
     The weights are copied into a plain model built from the spec, as a checkpoint's model is
     rebuilt (float32, contiguous, never wrapped or compiled), so validation computes what
@@ -504,7 +477,7 @@ def validation_predictor(run: TrainingRun) -> Predictor:
     """
     if run.validation_model is None:
         run.validation_model = build_model(run.module.spec).to(run.step.device)
-    run.validation_model.load_state_dict(scored_module(run).state_dict())
+    run.validation_model.load_state_dict(run.module.state_dict())
     options = InferenceOptions(device=str(run.step.device), tta=False)
     return Predictor(
         run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, options, run.config.roles()
@@ -554,7 +527,7 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
     """The checkpoint of the run as it stands (segnet.model.checkpoint lists its keys)."""
     progress, step = run.progress, run.step
     return new_checkpoint(
-        scored_module(run),
+        run.module,
         list(run.config.classes),
         run.plan.normalization,
         config=run.config.to_dict(),
@@ -565,7 +538,6 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
         optimizer_state=step.optimizer.state_dict(),
         scheduler_state=step.scheduler.state_dict(),
         **{TRAINING_IMAGES_KEY: sorted(pair.stem for pair in run.data.train_pairs)},
-        **(step.average.checkpoint_entries() if step.average is not None else {}),
     )
 
 
@@ -713,8 +685,6 @@ def train_one_epoch(step: TrainingStep, loader: DataLoader, epoch: int, epochs: 
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        if step.average is not None:
-            step.average.update()
         loss_value = loss.item()  # waits for the step to finish, so the timings below are true
         totals[0] += loss_value * len(images)
         totals[1] += len(images)

@@ -155,11 +155,7 @@ def start_run(
     check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
     spec = model_spec(resumed)
-    config.downsample, config.detail_width, config.space_to_depth = (
-        spec.downsample,
-        spec.detail_width,
-        spec.space_to_depth,
-    )
+    config.downsample, config.space_to_depth = spec.downsample, spec.space_to_depth
     fitted = (resumed.get("config") or {}).get("epochs", config.epochs)
     if (
         config.time_budget and resumed["epoch"] < fitted
