@@ -297,6 +297,51 @@ def _inspect_files(
     return {report.path: report for report in (future.result() for future in futures)}
 
 
+def _shared_stem_problems(files: Mapping[str, Sequence[Path]]) -> list[Problem]:
+    """A problem for each stem that more than one file of a folder shares (pairs are made by stem)."""
+    return [
+        Problem(
+            paths[0],
+            f"{len(paths)} files share the stem '{stem}' ({', '.join(path.name for path in paths)}): "
+            "images and masks are paired by name, keep one",
+        )
+        for stem, paths in files.items()
+        if len(paths) > 1
+    ]
+
+
+def _good_pairs(
+    stems: Sequence[str],
+    images: Mapping[str, Sequence[Path]],
+    masks: Mapping[str, Sequence[Path]],
+    reports: Mapping[Path, _FileReport],
+    keep_decoded: bool,
+    problems: list[Problem],
+    notes: list[Problem],
+) -> tuple[list[Pair], list[_FileReport], dict]:
+    """The pairs whose image and mask both read and fit each other (their pixels with ``keep_decoded``);
+    the problems and notes of the others are appended to ``problems`` and ``notes``."""
+    good_pairs, good_masks, decoded = [], [], {}
+    for stem in stems:
+        if len(images[stem]) > 1 or len(masks[stem]) > 1:
+            continue
+        image, mask = reports[images[stem][0]], reports[masks[stem][0]]
+        if image.problem is not None or mask.problem is not None:
+            continue
+        problem = _pair_problem(image, mask)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        if image.orientation != 1:
+            orientation = f"image and mask both have EXIF orientation {image.orientation}: both turned upright"
+            notes.append(Problem(image.path, orientation))
+        good_pairs.append(Pair(stem, image.path, mask.path))
+        good_masks.append(mask)
+        if keep_decoded:
+            decoded[stem] = (image.array, mask.array)
+    return good_pairs, good_masks, decoded
+
+
 def check_dataset(
     root: str | Path,
     class_names: Sequence[str],
@@ -331,16 +376,7 @@ def check_dataset(
     notes = [Problem(path, "ignored: not an image file segnet reads") for path in ignored_images + ignored_masks]
     if not images:
         problems.append(Problem(image_folder, f"no images found ({', '.join(IMAGE_EXTENSIONS)})"))
-    for files in (images, masks):
-        for stem, paths in files.items():
-            if len(paths) > 1:
-                names = ", ".join(path.name for path in paths)
-                problems.append(
-                    Problem(
-                        paths[0],
-                        f"{len(paths)} files share the stem '{stem}' ({names}): images and masks are paired by name, keep one",
-                    )
-                )
+    problems += _shared_stem_problems(images) + _shared_stem_problems(masks)
     problems += _missing_partner_problems("image", images, "mask", mask_folder, masks, ignored_masks)
     problems += _missing_partner_problems("mask", masks, "image", image_folder, images, ignored_images)
 
@@ -353,29 +389,8 @@ def check_dataset(
             problems.append(Problem(report.path, report.problem))
         notes += [Problem(report.path, note) for note in report.notes]
 
-    good_pairs, good_masks, decoded = [], [], {}
     paired_stems = sorted(stem for stem in images if stem in masks)
-    for stem in paired_stems:
-        if len(images[stem]) > 1 or len(masks[stem]) > 1:
-            continue
-        image, mask = reports[images[stem][0]], reports[masks[stem][0]]
-        if image.problem is not None or mask.problem is not None:
-            continue
-        problem = _pair_problem(image, mask)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        if image.orientation != 1:
-            notes.append(
-                Problem(
-                    image.path, f"image and mask both have EXIF orientation {image.orientation}: both turned upright"
-                )
-            )
-        good_pairs.append(Pair(stem, image.path, mask.path))
-        good_masks.append(mask)
-        if keep_decoded:
-            decoded[stem] = (image.array, mask.array)
-
+    good_pairs, good_masks, decoded = _good_pairs(paired_stems, images, masks, reports, keep_decoded, problems, notes)
     problems.sort(key=lambda problem: str(problem.path))
     notes.sort(key=lambda note: str(note.path))
     summary = _summarise(
