@@ -227,6 +227,7 @@ def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_pa
         tmp_path / "demo", device="cpu", images=12, size=48, epochs=50, time_budget=0.01, log=lines.append
     )
     assert lines[0] == describe_hardware("cpu").line()  # device, dtype and why, before anything runs
+    assert lines.count(lines[0]) == 1  # and once: the training inside says nothing new
     assert any("time budget 0.01 min:" in line for line in lines), (
         lines
     )  # the budget, not the 50 epochs, ended training

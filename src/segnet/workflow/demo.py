@@ -49,7 +49,8 @@ def run_demo(
 
     out = Path(out)
     data_dir = out / "data"
-    log(describe_hardware(device).line())
+    hardware = describe_hardware(device).line()
+    log(hardware)
     log(f"1/4 writing {images} synthetic {size}x{size} darkfield images to {data_dir}")
     write_dataset(data_dir, count=images, size=size, seed=0)
     log(f"2/4 training segnet-basic for {time_budget:g} minutes (at most {epochs} epochs)")
@@ -63,7 +64,8 @@ def run_demo(
             "device": device,
         }
     )
-    run_dir = train(config, overwrite=True, progress_log=log)
+    # The run names its hardware too: the same line twice in a row says nothing new.
+    run_dir = train(config, overwrite=True, progress_log=lambda line: None if line == hardware else log(line))
     log("3/4 evaluating the validation images at full size")
     options = InferenceOptions(device=device)
     metrics = evaluate_run(run_dir / BEST_CHECKPOINT, data_dir, split="val", options=options)
