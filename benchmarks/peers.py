@@ -51,6 +51,7 @@ import nnunet_budget_trainer
 import numpy as np
 import torch
 from nnunet_budget_trainer import BUDGET_VARIABLE, TRAINER_NAME, TRAINING_FILE
+from notebook_segnet import NOTEBOOK_MODEL, register_notebook_segnet
 from PIL import Image
 from real_darkfield import predict_notebook, train_notebook
 
@@ -291,7 +292,8 @@ def predict_folder(peer: str, work: Path, images: Path, out: Path, device: str, 
     """Predict every image of ``images`` into ``out/STEM.png`` with a trained peer; time it into ``out/timing.json``."""
     if peer == NotebookPeer.name:
         saved = torch.load(work / NOTEBOOK_WEIGHTS, weights_only=True)
-        model = build_model(ModelSpec("notebook-segnet", len(saved["classes"])))
+        register_notebook_segnet()
+        model = build_model(ModelSpec(NOTEBOOK_MODEL, len(saved["classes"])))
         model.load_state_dict(saved["weights"])
         on = resolve_device(device)
         model = model.eval().to(on)

@@ -4,10 +4,10 @@
     python benchmarks/real_darkfield.py --data ../shared/darkfield --seed 1   # another split (and seed)
 
 In the same run it trains the original notebook's recipe as a baseline, on the same split and
-scored the same way (every validation pixel at full resolution, one confusion matrix):
-its 3-stage SegNet with BatchNorm+ReLU on the logits, images and masks resized to 256x256 (the
-mask bilinearly, as the notebook did), Adam at lr 0.01, class weights 1 - frequency, no
-augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
+scored the same way (every validation pixel at full resolution, one confusion matrix): its
+3-stage SegNet with BatchNorm+ReLU on the logits (benchmarks/notebook_segnet.py), images and masks
+resized to 256x256 (the mask bilinearly, as the notebook did), Adam at lr 0.01, class weights
+1 - frequency, no augmentation. Its predictions are made at 256x256 and resized back (nearest) for scoring.
 
 Both are scored by the same code (segnet.evaluate.score, as ``segnet score`` scores any tool's masks): pixels,
 boundaries, counts, objects and image-level presence (segnet.evaluate.detection: object recall, precision
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from notebook_segnet import NOTEBOOK_MODEL, register_notebook_segnet
 from tqdm import tqdm
 
 from segnet.core.distributed import autocast_dtype, resolve_device
@@ -83,7 +84,8 @@ def train_notebook(
     frequencies = torch.bincount(masks.flatten(), minlength=num_classes).float() / masks.numel()
     torch.manual_seed(0)
     # The recipe is the notebook's; the speed switches are the project's, so both get the same hardware.
-    model = build_model(ModelSpec("notebook-segnet", num_classes)).to(device, memory_format=torch.channels_last)
+    register_notebook_segnet()
+    model = build_model(ModelSpec(NOTEBOOK_MODEL, num_classes)).to(device, memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss(weight=(1 - frequencies).to(device))

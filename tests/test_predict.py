@@ -526,7 +526,7 @@ def test_load_predictor_takes_a_checkpoint_an_onnx_file_or_a_run_folder(tmp_path
 def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> None:
     path = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
     state = torch.load(path, weights_only=True)
-    state["model"]["name"] = "notebook-segnet"
+    state["model"]["name"] = "segnet"
     save_checkpoint(state, path)
     with pytest.raises(CheckpointError, match="model.pt"):
         Predictor.from_checkpoint(path, PLAIN)

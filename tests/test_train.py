@@ -146,9 +146,9 @@ def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path)
     run.mkdir()
     state = load_checkpoint(finished_run / LAST_CHECKPOINT)
     save_checkpoint(state, run / LAST_CHECKPOINT)
-    with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'notebook-segnet'"):
+    with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'bayesian-segnet-basic'"):
         train(
-            tiny_config(synthetic_dataset, run, model="notebook-segnet", epochs=3),
+            tiny_config(synthetic_dataset, run, model="bayesian-segnet-basic", epochs=3),
             resume=True,
             progress_log=lambda *a: None,
         )

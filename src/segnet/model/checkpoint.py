@@ -142,7 +142,8 @@ def validate_checkpoint(state: Any, path: str | Path) -> None:
     names, spec = state["class_names"], state["model"]
     if spec["name"] not in model_names():
         raise CheckpointError(
-            f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(model_names())}"
+            f"{path}: checkpoint of an unknown model {spec['name']!r}; segnet builds {', '.join(model_names())} "
+            "(a model a benchmark registers, such as its notebook baseline, loads only in that benchmark)"
         )
     if len(names) != spec["num_classes"] or len(set(names)) != len(names):
         raise CheckpointError(

@@ -1,4 +1,4 @@
-"""SegNet models: the paper's SegNet and SegNet-Basic, their Bayesian variants, and the notebook baseline.
+"""SegNet models: the paper's SegNet and SegNet-Basic, and their Bayesian variants.
 
 Every model is a :class:`SegNet`: a list of :class:`EncoderStage` (convs, then a 2x2 max-pool that
 keeps its indices), a mirrored list of :class:`DecoderStage` (max-unpool with those indices, then
@@ -19,12 +19,6 @@ size, where dropout sits and what the head is:
 ``bayesian-segnet-basic``   ``segnet-basic`` with dropout p=0.5 after the central two encoder
                             layers (3 and 4, after pooling) and after the central two decoder
                             layers (decoder 4 and 3, the first two the signal passes through).
-``notebook-segnet``         The original notebook's model, kept only as a baseline: 3 VGG-style
-                            stages of 2 convs (64,128,256), mirrored decoder, and a head
-                            conv -> BatchNorm -> ReLU *on the logits*. That ReLU is a mistake: it
-                            clips every logit at zero, so a class can never be pushed below
-                            another by a negative score and softmax/argmax ties at 0 are common.
-                            Total stride 8.
 ==========================  ======================================================================
 
 All models return RAW logits of shape ``(N, num_classes, H, W)`` for any ``H`` and ``W``: the input
@@ -76,6 +70,7 @@ __all__ = [
     "SubPixelHead",
     "build_model",
     "build_model_from_kwargs",
+    "conv_bn",
     "count_parameters",
     "enable_mc_dropout",
     "load_pretrained_encoder",
@@ -303,28 +298,13 @@ def _segnet_basic(name: str, num_classes: int, in_channels: int, bayesian: bool,
     return SegNet(name, encoder, decoder, classifier, num_classes, in_channels, downsample)
 
 
-def _notebook_segnet(name: str, num_classes: int, in_channels: int, downsample: int) -> SegNet:
-    encoder = [
-        EncoderStage(in_channels, [64, 64]),
-        EncoderStage(64, [128, 128]),
-        EncoderStage(128, [256, 256]),
-    ]
-    decoder = [
-        DecoderStage(256, [256, 128]),
-        DecoderStage(128, [128, 64]),
-        DecoderStage(64, [64]),
-    ]
-    # The notebook's mistake, kept on purpose for the baseline: BN + ReLU on the logits.
-    classifier = conv_bn(64, num_classes, kernel_size=3, relu=True)
-    return SegNet(name, encoder, decoder, classifier, num_classes, in_channels, downsample)
-
-
 _REGISTERED_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {}
 
 
 def register_model(name: str, poolings: int, builder: Callable[[int, int], nn.Module]) -> None:
     """Make ``name`` a model of this process: training, checkpoints, calibration, evaluation and
-    prediction then take it as a built-in one (benchmarks/peers.py trains a MONAI U-Net so). It is no
+    prediction then take it as a built-in one (benchmarks/peers.py trains a MONAI U-Net so, and the
+    benchmarks their notebook baseline, benchmarks/notebook_segnet.py). It is no
     ``--model`` choice of the command line, and a checkpoint of it loads only where it is registered.
 
     ``builder(in_channels, num_classes)`` returns a fresh network mapping ``(N, in_channels, h, w)``
@@ -386,10 +366,8 @@ def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
     network_in = spec.in_channels * spec.downsample**2 if unshuffled else spec.in_channels
     if spec.name in ("segnet", "bayesian-segnet"):
         model = _segnet(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
-    elif spec.name in ("segnet-basic", "bayesian-segnet-basic"):
-        model = _segnet_basic(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     else:
-        model = _notebook_segnet(spec.name, spec.num_classes, network_in, spec.downsample)
+        model = _segnet_basic(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     model.in_channels = spec.in_channels
     if unshuffled:
         model.space_to_depth = True

@@ -27,7 +27,6 @@ _ENCODER_STAGES = {
     "segnet-basic": 4,
     "bayesian-segnet": 5,
     "bayesian-segnet-basic": 4,
-    "notebook-segnet": 3,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
 """Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
