@@ -111,15 +111,16 @@ def test_folds_go_in_the_yaml_file_as_the_readme_says(tmp_path):
     assert load_config(tmp_path / "c.yaml").folds == 5
 
 
-def test_every_option_has_a_train_flag_whose_help_shows_the_config_default():
+def test_every_option_has_a_train_flag_or_set_and_the_help_shows_the_config_default():
     from segnet.cli import build_parser
-    from segnet.plan.config import FIELD_NAMES, config_options
+    from segnet.plan.config import FIELD_NAMES, config_options, yaml_only_options
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
     flags = {action.dest: action for action in train._actions}
     options = config_options()
-    assert {option.name for option in options} == FIELD_NAMES - {"mask_palette", "class_roles"}  # YAML only
+    assert {option.name for option in options} | set(yaml_only_options()) == FIELD_NAMES  # flags or YAML / --set
+    assert {option.name for option in options} & set(yaml_only_options()) == set()
     defaults = TrainConfig()
     for option in options:
         assert option.default == getattr(defaults, option.name)
