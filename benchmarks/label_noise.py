@@ -26,7 +26,7 @@ from segnet.core.hardware import report_hardware
 from segnet.data.classes import DEFAULT_CLASSES, ClassRoles
 from segnet.data.pairs import find_pairs, read_mask, read_split
 from segnet.evaluate.detection import DetectionScores
-from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.train.metrics import ConfusionMatrix, PixelMetrics
 
 RADII = (1, 2)
 
@@ -75,11 +75,11 @@ def main() -> None:
     header += "".join(f" {name + ' obj F1':>19}" for name in classes[1:])
     print(header)
     for variant in variants:
-        metrics = metrics_from_confusion(confusions[variant].mat, classes)
-        objects = detections[variant].sections(classes)["objects"]
-        row = f"{variant[0] + ' ' + str(variant[1]) + 'px':<10} {metrics['mean_iou']:>9.3f}"
-        row += "".join(f" {metrics['per_class'][name]['iou']:>16.3f}" for name in classes)
-        row += "".join(f" {_f1(objects[name]['f1']):>19}" for name in classes[1:])
+        metrics = PixelMetrics.from_confusion(confusions[variant].mat, classes)
+        objects = detections[variant].sections(classes).objects
+        row = f"{variant[0] + ' ' + str(variant[1]) + 'px':<10} {metrics.mean_iou:>9.3f}"
+        row += "".join(f" {metrics.per_class[name].iou:>16.3f}" for name in classes)
+        row += "".join(f" {_f1(objects[name].f1):>19}" for name in classes[1:])
         print(row)
 
 

@@ -60,12 +60,12 @@ def main() -> None:
             options=InferenceOptions(device=args.device, tta=False),
             progress=False,
         )
-        iou = {name: scores["iou"] for name, scores in metrics["per_class"].items()}
+        iou = {name: scores.iou for name, scores in metrics.per_class.items()}
         results.append(
-            {"class_weights": weighting, "loss": loss, "minutes": minutes, "mean_iou": metrics["mean_iou"], "iou": iou}
+            {"class_weights": weighting, "loss": loss, "minutes": minutes, "mean_iou": metrics.mean_iou, "iou": iou}
         )
         print(
-            f"{weighting:>12} {loss:>8}: mean IoU {metrics['mean_iou']:.3f}  "
+            f"{weighting:>12} {loss:>8}: mean IoU {metrics.mean_iou:.3f}  "
             + "  ".join(f"{k} {v:.3f}" for k, v in iou.items()),
             flush=True,
         )

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import nnunet_budget_trainer
@@ -59,6 +59,7 @@ from segnet.core.distributed import resolve_device
 from segnet.core.hardware import report_hardware
 from segnet.core.runfiles import BEST_CHECKPOINT, HISTORY_FILE
 from segnet.data.pairs import find_pairs, image_files, read_image, read_mask
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.score import ScoreSettings, make_folder, save_prediction, score_masks
 from segnet.evaluate.tables import format_score, text_table
 from segnet.model.networks import build_model, register_model
@@ -87,7 +88,7 @@ class PeerResult:
     """One row of the table: a peer's scores and speeds (``None``: not measured or undefined)."""
 
     peer: str
-    scores: dict
+    scores: EvaluationMetrics
     training_images_per_second: float
     prediction_images_per_second: float
     prediction_images_per_second_no_tta: float | None
@@ -357,11 +358,11 @@ def comparison_table(results: Sequence[PeerResult], settings: ScoreSettings) -> 
     rows = []
     for result in results:
         scores = result.scores
-        objects, presence = scores["objects"][focus], scores["presence"][focus]
+        objects, presence = scores.objects[focus], scores.presence[focus]
         rows.append([
-            result.peer, format_score(scores["mean_iou"]), *(format_score(scores["per_class"][name]["iou"]) for name in names),
-            *(format_score(objects[key]) for key in ("recall", "precision", "f1")),
-            format_score(presence["sensitivity"]), format_score(presence["specificity"]),
+            result.peer, format_score(scores.mean_iou), *(format_score(scores.per_class[name].iou) for name in names),
+            *map(format_score, (objects.recall, objects.precision, objects.f1)),
+            format_score(presence.sensitivity), format_score(presence.specificity),
             format_score(result.training_images_per_second, 2), format_score(result.prediction_images_per_second, 2),
             format_score(result.prediction_images_per_second_no_tta, 2), f"{result.peak_prediction_mb:.0f}",
         ])  # fmt: skip
@@ -386,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = ScoreSettings.from_config(config)
     table = comparison_table(results, settings) if results else "no peer ran"
     summary = {"hardware": hardware, "train": str(args.train), "test": str(args.test), "budget_minutes": args.budget, "device": args.device,
-               "results": [asdict(result) for result in results], "skipped": skipped}  # fmt: skip
+               "results": [{**vars(result), "scores": result.scores.to_dict()} for result in results], "skipped": skipped}  # fmt: skip
     (make_folder(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     print(f"\n{len(find_pairs(args.test))} test images, {args.budget:g} min of training each on {args.device}\n{table}")
     print(f"\nsummary: {args.out / SUMMARY_FILE}; scores per peer: {args.out}/PEER/{SCORES_FOLDER}")

@@ -35,6 +35,7 @@ from segnet.core.distributed import autocast_dtype, resolve_device
 from segnet.core.hardware import report_hardware
 from segnet.data.classes import ClassRoles
 from segnet.data.pairs import Pair, find_pairs, load_pair, read_image, read_split
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.score import (
     PREDICTIONS_FOLDER,
@@ -124,9 +125,9 @@ def predict_notebook(model: torch.nn.Module, image: np.ndarray, device: torch.de
 
 def notebook_baseline(
     data: Path, split_file: Path, epochs: int, device: torch.device, class_names: list[str], out: Path
-) -> dict:
+) -> tuple[EvaluationMetrics, float]:
     """Train the notebook's recipe on the split's training images and score it on its held-out
-    images as ``segnet score`` does (into ``out``); returns the metrics plus training minutes."""
+    images as ``segnet score`` does (into ``out``); returns the metrics and the training minutes."""
     pairs = find_pairs(data)
     train_pairs, val_pairs = read_split(split_file, pairs, "train"), read_split(split_file, pairs, "val")
     model, trained = train_notebook(train_pairs, class_names, device, epochs=epochs)
@@ -139,20 +140,19 @@ def notebook_baseline(
     metrics = score_pairs(
         scored, settings, out, {"data": str(data), "split": "val", "model": "notebook recipe"}, progress=False
     )
-    metrics["train_minutes"] = trained["train_minutes"]
-    return metrics
+    return metrics, trained["train_minutes"]
 
 
-def print_detection_comparison(ours: dict, theirs: dict) -> None:
+def print_detection_comparison(ours: EvaluationMetrics, theirs: EvaluationMetrics) -> None:
     """Object F1 and image-level sensitivity/specificity per class, project against baseline."""
     print(f"\n{'objects and presence':<26} project  notebook")
-    for name in ours["objects"]:
-        for label, section, key in (
-            ("object F1", "objects", "f1"),
-            ("sensitivity", "presence", "sensitivity"),
-            ("specificity", "presence", "specificity"),
+    both = (ours, theirs)
+    for name in ours.objects or {}:
+        for label, values in (
+            ("object F1", [scores.objects[name].f1 for scores in both]),
+            ("sensitivity", [scores.presence[name].sensitivity for scores in both]),
+            ("specificity", [scores.presence[name].specificity for scores in both]),
         ):
-            values = [scores[section][name][key] for scores in (ours, theirs)]
             cells = [format_score(value) for value in values]
             print(f"{name + ' ' + label:<26} {cells[0]:>7}  {cells[1]:>8}")
 
@@ -218,16 +218,16 @@ def main() -> None:
     project = {
         "config": config.to_dict(),
         "train_minutes": train_minutes,
-        "metrics": metrics,
-        "metrics_without_tta": plain,
+        "metrics": metrics.to_dict(),
+        "metrics_without_tta": plain.to_dict(),
     }
     summary = {"hardware": hardware, "project": project}
     print(
-        f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics['num_images']} held-out images =="
+        f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics.num_images} held-out images =="
     )
     print(format_metrics_table(metrics))
-    ious = ", ".join(f"{name} {format_score(plain['per_class'][name]['iou'])}" for name in config.classes)
-    print(f"without TTA: mean IoU {plain['mean_iou']:.3f} ({ious})")
+    ious = ", ".join(f"{name} {format_score(plain.per_class[name].iou)}" for name in config.classes)
+    print(f"without TTA: mean IoU {format_score(plain.mean_iou)} ({ious})")
     # best.pt is chosen on these same images; the last epoch's score shows how much that choice flatters.
     print(
         f"validation mean IoU during training (no TTA, no calibration): best {float(best['val_mean_iou']):.3f} "
@@ -235,7 +235,7 @@ def main() -> None:
     )
 
     if args.baseline_epochs > 0:
-        baseline = notebook_baseline(
+        baseline, baseline_minutes = notebook_baseline(
             args.data,
             run_dir / "split.json",
             args.baseline_epochs,
@@ -243,14 +243,14 @@ def main() -> None:
             config.classes,
             args.out / "notebook_recipe",
         )
-        summary["notebook_baseline"] = baseline
-        print(f"\n== notebook recipe baseline: trained {baseline['train_minutes']:.1f} min ==")
+        summary["notebook_baseline"] = {**baseline.to_dict(), "train_minutes": baseline_minutes}
+        print(f"\n== notebook recipe baseline: trained {baseline_minutes:.1f} min ==")
         print(format_metrics_table(baseline))
         print("\nclass IoU        project  notebook")
         for name in config.classes:
-            ours, theirs = metrics["per_class"][name]["iou"], baseline["per_class"][name]["iou"]
+            ours, theirs = metrics.per_class[name].iou, baseline.per_class[name].iou
             print(f"{name:<15} {format_score(ours):>7}  {format_score(theirs):>8}")
-        print(f"{'mean IoU':<15} {format_score(metrics['mean_iou']):>7}  {format_score(baseline['mean_iou']):>8}")
+        print(f"{'mean IoU':<15} {format_score(metrics.mean_iou):>7}  {format_score(baseline.mean_iou):>8}")
         print_detection_comparison(metrics, baseline)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nsummary: {args.out / 'summary.json'}")

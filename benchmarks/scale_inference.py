@@ -47,7 +47,7 @@ from segnet.evaluate.detection import DetectionScores
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
 from segnet.model.scale import Rescaled
-from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.train.metrics import ConfusionMatrix, PixelMetrics
 
 SOLID_CLASS = 1  # erythrocytes measure the scale
 WAYS = ("as given", "one estimate", "auto", "auto, median", "mask scale")
@@ -114,15 +114,15 @@ class Scores:
         self.images += 1
 
     def summary(self) -> dict[str, float | None]:
-        metrics = metrics_from_confusion(self.confusion.mat, self.class_names)
-        sections = self.detection.sections(self.class_names)
-        row = {"mean IoU": metrics["mean_iou"]}
-        row.update({f"{name} IoU": metrics["per_class"][name]["iou"] for name in self.class_names[1:]})
+        metrics = PixelMetrics.from_confusion(self.confusion.mat, self.class_names)
+        detection = self.detection.sections(self.class_names)
+        row = {"mean IoU": metrics.mean_iou}
+        row.update({f"{name} IoU": metrics.per_class[name].iou for name in self.class_names[1:]})
         for name in self.class_names[1:]:
-            row[f"{name} obj F1"] = sections["objects"][name]["f1"]
+            row[f"{name} obj F1"] = detection.objects[name].f1
         spirochete = self.class_names[-1]
-        row[f"{spirochete} sens"] = sections["presence"][spirochete]["sensitivity"]
-        row[f"{spirochete} spec"] = sections["presence"][spirochete]["specificity"]
+        row[f"{spirochete} sens"] = detection.presence[spirochete].sensitivity
+        row[f"{spirochete} spec"] = detection.presence[spirochete].specificity
         return row
 
 

@@ -75,20 +75,20 @@ def main() -> None:
                 progress=False,
             )
     print(
-        f"\n{args.checkpoint}: {rows[0.0]['num_images']} held-out images, {'TTA' if args.tta else 'no TTA'}; baseline: shift 0 (as calibrated)"
+        f"\n{args.checkpoint}: {rows[0.0].num_images} held-out images, {'TTA' if args.tta else 'no TTA'}; baseline: shift 0 (as calibrated)"
     )
     for name in names:
         print(
             f"\n{name}: offset shift, pixel IoU, mean IoU, object recall / precision / F1 (x baseline), presence sensitivity / specificity"
         )
-        base_f1 = rows[0.0]["objects"][name]["f1"] or 0.0
+        base_f1 = rows[0.0].objects[name].f1 or 0.0
         for shift, metrics in rows.items():
-            objects, presence = metrics["objects"][name], metrics["presence"][name]
-            ratio = f"{objects['f1'] / base_f1:.2f}x" if base_f1 and objects["f1"] is not None else "-"
+            objects, presence = metrics.objects[name], metrics.presence[name]
+            ratio = f"{objects.f1 / base_f1:.2f}x" if base_f1 and objects.f1 is not None else "-"
             print(
-                f"{shift:+6.2f}  {metrics['per_class'][name]['iou']:.3f}  {metrics['mean_iou']:.3f}  "
-                f"{_rate(objects['recall'])} / {_rate(objects['precision'])} / {_rate(objects['f1'])} ({ratio})  "
-                f"{_rate(presence['sensitivity'])} / {_rate(presence['specificity'])}"
+                f"{shift:+6.2f}  {_rate(metrics.per_class[name].iou)}  {_rate(metrics.mean_iou)}  "
+                f"{_rate(objects.recall)} / {_rate(objects.precision)} / {_rate(objects.f1)} ({ratio})  "
+                f"{_rate(presence.sensitivity)} / {_rate(presence.specificity)}"
             )
 
 

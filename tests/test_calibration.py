@@ -168,4 +168,4 @@ def test_calibration_refuses_an_empty_training_list(calibrated_run):
 def test_evaluation_records_the_offsets_it_predicted_with(calibrated_run, tmp_path):
     data, run = calibrated_run
     metrics = evaluate_run(run / BEST_CHECKPOINT, data, out=tmp_path / "evaluation", options=PLAIN, progress=False)
-    assert metrics["evaluation"]["logit_offsets"] == json.loads((run / CALIBRATION_FILE).read_text())["offsets"]
+    assert metrics.evaluation["logit_offsets"] == json.loads((run / CALIBRATION_FILE).read_text())["offsets"]

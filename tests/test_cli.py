@@ -232,7 +232,7 @@ def test_the_demo_starts_with_its_hardware_and_trains_for_its_time_budget(tmp_pa
         lines
     )  # the budget, not the 50 epochs, ended training
     history = (tmp_path / "demo" / "run" / "history.csv").read_text().splitlines()
-    assert 2 <= len(history) < 1 + 50 and 0 <= metrics["mean_iou"] <= 1
+    assert 2 <= len(history) < 1 + 50 and 0 <= metrics.mean_iou <= 1
     assert (tmp_path / "demo" / "predictions" / "counts.csv").is_file()
 
 

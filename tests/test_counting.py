@@ -113,16 +113,22 @@ def test_coverage_fractions_sum_to_one():
 def test_count_agreement_known_values():
     true, pred = [3, 5, 2, 8], [4, 5, 1, 6]
     result = count_agreement(true, pred)
-    assert result["mean_absolute_error"] == pytest.approx((1 + 0 + 1 + 2) / 4)
-    assert result["pearson_r"] == pytest.approx(np.corrcoef(true, pred)[0, 1])
-    assert count_agreement([1, 2, 3], [2, 4, 6])["pearson_r"] == pytest.approx(1.0)
-    assert type(result["mean_absolute_error"]) is float
+    assert result.mean_absolute_error == pytest.approx((1 + 0 + 1 + 2) / 4)
+    assert result.pearson_r == pytest.approx(np.corrcoef(true, pred)[0, 1])
+    assert (result.mean_true, result.mean_predicted) == (4.5, 4.0)
+    assert count_agreement([1, 2, 3], [2, 4, 6]).pearson_r == pytest.approx(1.0)
+    assert type(result.mean_absolute_error) is float
 
 
 def test_count_agreement_undefined_correlation_is_none():
-    assert count_agreement([4], [5]) == {"mean_absolute_error": 1.0, "pearson_r": None}
-    assert count_agreement([2, 2, 2], [1, 2, 3])["pearson_r"] is None
-    assert count_agreement([1, 2, 3], [0, 0, 0])["pearson_r"] is None
+    assert count_agreement([4], [5]).to_dict() == {
+        "mean_absolute_error": 1.0,
+        "pearson_r": None,
+        "mean_true": 4.0,
+        "mean_predicted": 5.0,
+    }
+    assert count_agreement([2, 2, 2], [1, 2, 3]).pearson_r is None
+    assert count_agreement([1, 2, 3], [0, 0, 0]).pearson_r is None
     with pytest.raises(ValueError):
         count_agreement([1, 2], [1])
 

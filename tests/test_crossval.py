@@ -12,12 +12,14 @@ from segnet.cli import main
 from segnet.core.errors import SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.data.pairs import find_pairs, read_image
+from segnet.evaluate.counting import CountAgreement
 from segnet.evaluate.detection import ObjectTally, PresenceTally
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Ensemble, Predictor
 from segnet.plan.config import load_config
 from segnet.train.folds import fold_checkpoints
-from segnet.train.metrics import metrics_from_confusion
+from segnet.train.metrics import BoundaryScores, ValidationMetrics
 from segnet.workflow.crossval import (
     evaluate_cross_validation,
     format_cv_table,
@@ -47,7 +49,7 @@ def test_folds_partition_the_images_reproducibly(synthetic_dataset):
 
 def test_summary_mean_std_and_pooled():
     def fold(confusion):
-        return metrics_from_confusion(np.asarray(confusion), ["background", "cell"])
+        return ValidationMetrics.from_confusion(np.asarray(confusion), ["background", "cell"], loss=1.0)
 
     summary = summarize_folds([fold([[8, 0], [0, 2]]), fold([[6, 2], [2, 0]])])
     iou = summary["scores"]["IoU cell"]
@@ -61,10 +63,15 @@ def test_summary_mean_std_and_pooled():
 
 def test_pooled_object_scores_sum_the_folds_tallies():
     def fold(confusion, tally, image):
-        metrics = metrics_from_confusion(np.asarray(confusion), ["background", "cell"])
-        metrics["objects"] = {"cell": tally.to_dict()}
-        metrics["presence"] = {"cell": PresenceTally.of_image(image, tally).to_dict()}
-        return metrics
+        return EvaluationMetrics.from_confusion(
+            np.asarray(confusion),
+            ["background", "cell"],
+            num_images=1,
+            boundary_f1=BoundaryScores(None, {"background": None, "cell": None}),
+            counts={"cell": CountAgreement(0.0, None, 1.0, 1.0)},
+            objects={"cell": tally},
+            presence={"cell": PresenceTally.of_image(image, tally)},
+        )
 
     summary = summarize_folds(
         [fold([[8, 0], [0, 2]], ObjectTally(4, 4, 4, 4), "a"), fold([[6, 2], [2, 0]], ObjectTally(1, 0, 0, 0), "b")]
@@ -74,6 +81,9 @@ def test_pooled_object_scores_sum_the_folds_tallies():
     assert summary["pooled"]["object F1 cell"] == pytest.approx(2 * 0.8 / 1.8)
     assert summary["pooled"]["sensitivity cell"] == 0.5
     assert summary["pooled_metrics"]["presence"]["cell"]["missed_images"] == ["b"]
+    assert summary["scores"]["count MAE cell"]["per_fold"] == [0.0, 0.0]
+    # The pooled metrics are metrics.json's pixel, object and presence sections (no counts: they do not add up).
+    assert list(summary["pooled_metrics"])[7:] == ["objects", "presence"]
 
 
 @pytest.fixture(scope="module")

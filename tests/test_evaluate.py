@@ -22,12 +22,14 @@ from segnet.core.outputs import output_lock
 from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.data.classes import DEFAULT_CLASSES
 from segnet.data.pairs import find_pairs, read_mask, write_split
-from segnet.evaluate.counting import clean_prediction
+from segnet.evaluate.counting import CountAgreement, clean_prediction
 from segnet.evaluate.detection import ObjectTally, PresenceTally, score_objects
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.tables import format_metrics_table
 from segnet.model.checkpoint import TRAINING_IMAGES_KEY, save_checkpoint
 from segnet.model.options import InferenceOptions
+from segnet.train.metrics import BoundaryScores
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
@@ -39,7 +41,7 @@ MIN_AREA = 10  # synthetic cells at 48 px are small; the default 30 px would cou
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, make_run) -> tuple[Path, Path, dict]:
+def evaluated(tmp_path_factory: pytest.TempPathFactory, make_run) -> tuple[Path, Path, EvaluationMetrics]:
     """The run evaluated once on its validation split (shared by the tests that only read it)."""
     run, data = make_run(tmp_path_factory.mktemp("evaluate"))
     metrics = evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, min_area=MIN_AREA, progress=False)
@@ -51,30 +53,36 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, Path, dict]) -> None:
+def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, Path, EvaluationMetrics]) -> None:
     run, data, metrics = evaluated
     out = run / EVALUATION_FOLDER
-    assert json.loads((out / "metrics.json").read_text()) == metrics
-    for key in (
-        "classes",
-        "global_accuracy",
-        "class_average_accuracy",
-        "mean_iou",
-        "frequency_weighted_iou",
-        "per_class",
-        "confusion_matrix",
-    ):
-        assert key in metrics
-    assert metrics["classes"] == CLASSES
-    assert metrics["num_images"] == 2
-    assert set(metrics["boundary_f1"]) == {"mean", "per_class"}
-    assert set(metrics["boundary_f1"]["per_class"]) == set(CLASSES)
-    assert set(metrics["counts"]) == {"erythrocyte", "spirochete"}
-    for agreement in metrics["counts"].values():
-        assert set(agreement) == {"mean_absolute_error", "pearson_r", "mean_true", "mean_predicted"}
-    assert set(metrics["objects"]) == set(metrics["presence"]) == {"erythrocyte", "spirochete"}
-    assert metrics["evaluation"]["model"] == "segnet-basic"
-    assert metrics["evaluation"]["split"] == "val"
+    content = json.loads((out / "metrics.json").read_text())
+    assert content == metrics.to_dict()
+    assert EvaluationMetrics.read(out / "metrics.json") == metrics
+    # The layout of metrics.json, as every earlier version wrote it (objects and presence since issue 16).
+    assert list(content) == [
+        "classes", "global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou",
+        "per_class", "confusion_matrix", "num_images", "boundary_f1", "counts", "objects", "presence", "evaluation",
+    ]  # fmt: skip
+    assert list(content["per_class"]["background"]) == ["iou", "accuracy", "precision", "dice", "support"]
+    assert content["classes"] == CLASSES
+    assert content["num_images"] == 2
+    assert list(content["boundary_f1"]) == ["mean", "per_class"]
+    assert list(content["boundary_f1"]["per_class"]) == CLASSES
+    assert list(content["counts"]) == ["erythrocyte", "spirochete"]
+    for agreement in content["counts"].values():
+        assert list(agreement) == ["mean_absolute_error", "pearson_r", "mean_true", "mean_predicted"]
+    assert list(content["objects"]["spirochete"]) == [
+        "true_objects", "found", "predicted_objects", "correct", "recall", "precision", "f1",
+    ]  # fmt: skip
+    assert list(content["presence"]["spirochete"]) == [
+        "images_with", "detected", "images_without", "ruled_out", "missed_images", "false_alarm_images",
+        "sensitivity", "specificity",
+    ]  # fmt: skip
+    assert metrics.classes == tuple(CLASSES)
+    assert set(metrics.objects) == set(metrics.presence) == {"erythrocyte", "spirochete"}
+    assert metrics.evaluation["model"] == "segnet-basic"
+    assert metrics.evaluation["split"] == "val"
 
     val_stems = json.loads((run / SPLIT_FILE).read_text())["val"]
     rows = read_rows(out / "per_image.csv")
@@ -92,17 +100,15 @@ def test_writes_metrics_per_image_table_and_predictions(evaluated: tuple[Path, P
     assert sorted(p.stem for p in (out / "predictions").iterdir()) == sorted(val_stems)
 
 
-def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path, dict]) -> None:
+def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path, EvaluationMetrics]) -> None:
     run, data, metrics = evaluated
     out = run / EVALUATION_FOLDER
     rows = read_rows(out / "per_image.csv")
-    confusion = np.array(metrics["confusion_matrix"])
+    confusion = metrics.confusion
     assert confusion.sum() == len(rows) * SIZE * SIZE
-    assert confusion.trace() / confusion.sum() == pytest.approx(metrics["global_accuracy"])
+    assert confusion.trace() / confusion.sum() == pytest.approx(metrics.global_accuracy)
     # Images of one size: the mean per-image pixel accuracy is the global accuracy.
-    assert np.mean([float(row["pixel_accuracy"]) for row in rows]) == pytest.approx(
-        metrics["global_accuracy"], abs=1e-5
-    )
+    assert np.mean([float(row["pixel_accuracy"]) for row in rows]) == pytest.approx(metrics.global_accuracy, abs=1e-5)
 
     # Recompute from the files: truth from the masks, prediction from predictions/.
     recomputed = np.zeros_like(confusion)
@@ -129,10 +135,10 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
             else:
                 assert float(cell) == pytest.approx(np.count_nonzero((truth == c) & (pred == c)) / union, abs=1e-5)
     np.testing.assert_array_equal(recomputed, confusion)
-    for name, agreement in metrics["counts"].items():
-        assert agreement["mean_true"] == pytest.approx(np.mean([int(row[f"true_count_{name}"]) for row in rows]))
-        assert agreement["mean_predicted"] == pytest.approx(np.mean([int(row[f"pred_count_{name}"]) for row in rows]))
-    for name, entry in metrics["objects"].items():
+    for name, agreement in metrics.counts.items():
+        assert agreement.mean_true == pytest.approx(np.mean([int(row[f"true_count_{name}"]) for row in rows]))
+        assert agreement.mean_predicted == pytest.approx(np.mean([int(row[f"pred_count_{name}"]) for row in rows]))
+    for name, entry in metrics.objects.items():
         # The whole-set object scores are the sums of the per-image rows.
         total = ObjectTally(
             *(
@@ -140,18 +146,18 @@ def test_numbers_agree_with_each_other_and_the_data(evaluated: tuple[Path, Path,
                 for column in ("true_count", "found", "pred_count", "correct")
             )
         )
-        assert entry == total.to_dict()
-        presence = metrics["presence"][name]
+        assert entry == total
+        presence = metrics.presence[name]
         holds = [row["image"] for row in rows if int(row[f"true_count_{name}"]) > 0]
         said = [row["image"] for row in rows if int(row[f"pred_count_{name}"]) > 0]
-        assert presence["images_with"] + presence["images_without"] == len(rows)
-        assert presence["missed_images"] == [image for image in holds if image not in said]
-        assert presence["false_alarm_images"] == [image for image in said if image not in holds]
-    supports = [metrics["per_class"][name]["support"] for name in CLASSES]
+        assert presence.images_with + presence.images_without == len(rows)
+        assert presence.missed_images == tuple(image for image in holds if image not in said)
+        assert presence.false_alarm_images == tuple(image for image in said if image not in holds)
+    supports = [metrics.per_class[name].support for name in CLASSES]
     assert supports == confusion.sum(axis=1).tolist()
 
 
-def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dict]) -> None:
+def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, EvaluationMetrics]) -> None:
     table = format_metrics_table(evaluated[2])
     for text in (
         "IoU",
@@ -177,7 +183,7 @@ def test_format_metrics_table_lists_every_score(evaluated: tuple[Path, Path, dic
         *CLASSES,
     ):
         assert text in table
-    assert f"{evaluated[2]['mean_iou']:.3f}" in table
+    assert f"{evaluated[2].mean_iou:.3f}" in table
     assert "None" not in table and "nan" not in table
 
 
@@ -185,8 +191,8 @@ def test_split_all_and_custom_out(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
     out = tmp_path / "elsewhere"
     metrics = evaluate_run(run / BEST_CHECKPOINT, data, split="all", out=out, options=PLAIN, progress=False)
-    assert metrics["num_images"] == 4
-    assert np.sum(metrics["confusion_matrix"]) == 4 * SIZE * SIZE
+    assert metrics.num_images == 4
+    assert metrics.confusion.sum() == 4 * SIZE * SIZE
     assert len(read_rows(out / "per_image.csv")) == 4
     assert not (run / EVALUATION_FOLDER).exists()
 
@@ -201,7 +207,7 @@ def test_ignore_index_leaves_pixels_out(tmp_path: Path, make_run) -> None:
     with pytest.raises(DataError, match="003.png"):
         evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
     metrics = evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, ignore_index=255, progress=False)
-    assert np.sum(metrics["confusion_matrix"]) == 2 * SIZE * SIZE - 10 * SIZE
+    assert metrics.confusion.sum() == 2 * SIZE * SIZE - 10 * SIZE
     rows = read_rows(run / EVALUATION_FOLDER / "per_image.csv")
     assert all(0 <= float(row["pixel_accuracy"]) <= 1 for row in rows)
 
@@ -220,14 +226,14 @@ def test_a_split_edited_to_hold_out_training_images_is_refused(tmp_path: Path, m
     state = torch.load(run / BEST_CHECKPOINT, weights_only=True)
     state[TRAINING_IMAGES_KEY] = ["001", "002"]  # what split.json says: 003 and 004 are held out
     save_checkpoint(state, run / BEST_CHECKPOINT)
-    assert evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)["num_images"] == 2
+    assert evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False).num_images == 2
     pairs = find_pairs(data)
     write_split(run / SPLIT_FILE, pairs[1:3], [pairs[0], pairs[3]])  # 001, trained on, now "held out"
     with pytest.raises(
         DataError, match=r"split.json: lists 1 image\(s\) the checkpoint was trained on as held out \(001\)"
     ):
         evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False)
-    assert evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, progress=False)["num_images"] == 4
+    assert evaluate_run(run / BEST_CHECKPOINT, data, split="all", options=PLAIN, progress=False).num_images == 4
 
 
 def test_two_evaluations_into_one_folder_are_refused(tmp_path: Path, make_run) -> None:
@@ -239,21 +245,15 @@ def test_two_evaluations_into_one_folder_are_refused(tmp_path: Path, make_run) -
 
 
 def test_undefined_scores_are_dashes() -> None:
-    metrics = {
-        "classes": ["background", "cell"],
-        "global_accuracy": 1.0,
-        "class_average_accuracy": 1.0,
-        "mean_iou": 1.0,
-        "frequency_weighted_iou": 1.0,
-        "per_class": {
-            "background": {"iou": 1.0, "accuracy": 1.0, "precision": 1.0, "dice": 1.0, "support": 2304},
-            "cell": {"iou": None, "accuracy": None, "precision": None, "dice": None, "support": 0},
-        },
-        "boundary_f1": {"mean": 1.0, "per_class": {"background": 1.0, "cell": None}},
-        "counts": {"cell": {"mean_absolute_error": 0.0, "pearson_r": None, "mean_true": 0.0, "mean_predicted": 0.0}},
-        "objects": {"cell": ObjectTally().to_dict()},
-        "presence": {"cell": PresenceTally.of_image("001", ObjectTally()).to_dict()},
-    }
+    metrics = EvaluationMetrics.from_confusion(
+        np.array([[2304, 0], [0, 0]]),
+        ["background", "cell"],
+        num_images=1,
+        boundary_f1=BoundaryScores(1.0, {"background": 1.0, "cell": None}),
+        counts={"cell": CountAgreement(0.0, None, 0.0, 0.0)},
+        objects={"cell": ObjectTally()},
+        presence={"cell": PresenceTally.of_image("001", ObjectTally())},
+    )
     table = format_metrics_table(metrics)
     per_class_line, count_line, object_line, presence_line = [
         line.split() for line in table.splitlines() if line.startswith("cell ")

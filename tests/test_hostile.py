@@ -24,6 +24,7 @@ from segnet.data.pairs import read_split_stems
 from segnet.napari.segmentation import save_correction
 from segnet.plan.config import PixelSize, Seed, SyntheticSide, TrainConfig, load_config
 from segnet.train.folds import FOLDS_FILE, fold_checkpoints
+from segnet.train.metrics import ValidationMetrics
 from segnet.workflow.crossval import read_best_metrics
 
 CLASSES = ("background", "erythrocyte", "spirochete")
@@ -126,7 +127,9 @@ def test_config_values_are_taken_in_range_or_refused_naming_the_option(values: d
 GOOD_FILES = {
     SPLIT_FILE: '{"train": ["a", "b"], "val": ["c"]}',
     FOLDS_FILE: '{"folds": 2, "seed": 0, "stems": [["a"], ["b"]]}',
-    BEST_METRICS_FILE: '{"mean_iou": 0.5, "per_class": {"a": {"iou": 0.5}}}',
+    BEST_METRICS_FILE: json.dumps(
+        ValidationMetrics.from_confusion(np.array([[3, 1], [0, 2]]), ["a", "b"], loss=0.5, epoch=1).to_dict()
+    ),
     HISTORY_FILE: ",".join(HISTORY_FIELDS) + "\n1,1.0,1.0,0.5,0.3,0.001,2.0\n",
 }
 READERS = {

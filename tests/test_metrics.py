@@ -25,7 +25,16 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-from segnet.train.metrics import BoundaryF1, ConfusionMatrix, boundary_f1_per_image, metrics_from_confusion
+from segnet.core.errors import DataError
+from segnet.train.metrics import (
+    BoundaryF1,
+    BoundaryScores,
+    ClassScores,
+    ConfusionMatrix,
+    PixelMetrics,
+    ValidationMetrics,
+    boundary_f1_per_image,
+)
 
 IGNORE = 255
 
@@ -112,30 +121,37 @@ def test_reduce_from_all_processes_sums_ranks(tmp_path):
         assert results[0] == results[1] == [[1, 0], [1, 0]]
 
 
-# --- metrics_from_confusion: hand-computed --------------------------------------------------------
+# --- PixelMetrics.from_confusion: hand-computed --------------------------------------------------------
 
 
 def test_metrics_hand_computed():
     matrix = confusion_of([[0, 0, 1], [1, 2, 2]], [[0, 1, 1], [1, 2, 0]], 3)
-    m = metrics_from_confusion(matrix, ["bg", "rbc", "spiro"])
-    assert set(m) == {
+    m = PixelMetrics.from_confusion(matrix, ["bg", "rbc", "spiro"])
+    assert list(m.to_dict()) == [
         "classes", "global_accuracy", "class_average_accuracy", "mean_iou",
         "frequency_weighted_iou", "per_class", "confusion_matrix",
-    }  # fmt: skip
-    assert m["classes"] == ["bg", "rbc", "spiro"]
-    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    ]  # fmt: skip
+    assert m.classes == ("bg", "rbc", "spiro")
+    assert m.to_dict()["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     expected = {
         "bg": {"iou": 1 / 3, "accuracy": 1 / 2, "precision": 1 / 2, "dice": 1 / 2, "support": 2},
         "rbc": {"iou": 2 / 3, "accuracy": 1.0, "precision": 2 / 3, "dice": 4 / 5, "support": 2},
         "spiro": {"iou": 1 / 2, "accuracy": 1 / 2, "precision": 1.0, "dice": 2 / 3, "support": 2},
     }
     for name, values in expected.items():
-        assert m["per_class"][name] == pytest.approx(values)
-        assert type(m["per_class"][name]["support"]) is int
-    assert m["global_accuracy"] == pytest.approx(4 / 6)
-    assert m["class_average_accuracy"] == pytest.approx(2 / 3)
-    assert m["mean_iou"] == pytest.approx(0.5)
-    assert m["frequency_weighted_iou"] == pytest.approx(0.5)
+        assert m.per_class[name].to_dict() == pytest.approx(values)
+        assert type(m.per_class[name].support) is int
+    assert m.global_accuracy == pytest.approx(4 / 6)
+    assert m.class_average_accuracy == pytest.approx(2 / 3)
+    assert m.mean_iou == pytest.approx(0.5)
+    assert m.frequency_weighted_iou == pytest.approx(0.5)
+    assert m.whole_image_scores() == {
+        "global_accuracy": m.global_accuracy,
+        "class_average_accuracy": m.class_average_accuracy,
+        "mean_iou": m.mean_iou,
+        "frequency_weighted_iou": m.frequency_weighted_iou,
+    }
 
 
 def test_metrics_absent_class_policy():
@@ -143,39 +159,73 @@ def test_metrics_absent_class_policy():
     target = [[0, 0, 1, 4], [1, 1, 0, 4]]
     pred = [[0, 3, 1, 0], [0, 0, 0, 0]]
     names = ["c0", "c1", "c2", "c3", "c4"]
-    m = metrics_from_confusion(confusion_of(target, pred, 5).numpy(), names)
-    pc = m["per_class"]
-    assert pc["c0"] == pytest.approx({"iou": 2 / 7, "accuracy": 2 / 3, "precision": 1 / 3, "dice": 4 / 9, "support": 3})
-    assert pc["c1"] == pytest.approx({"iou": 1 / 3, "accuracy": 1 / 3, "precision": 1.0, "dice": 1 / 2, "support": 3})
-    assert pc["c2"] == {"iou": None, "accuracy": None, "precision": None, "dice": None, "support": 0}
-    assert pc["c3"] == {"iou": 0.0, "accuracy": None, "precision": 0.0, "dice": 0.0, "support": 0}
-    assert pc["c4"] == {"iou": 0.0, "accuracy": 0.0, "precision": None, "dice": 0.0, "support": 2}
-    assert m["mean_iou"] == pytest.approx((2 / 7 + 1 / 3 + 0 + 0) / 4)  # c2 left out
-    assert m["class_average_accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)  # c2, c3 left out
-    assert m["frequency_weighted_iou"] == pytest.approx(3 / 8 * 2 / 7 + 3 / 8 * 1 / 3)
-    assert m["global_accuracy"] == pytest.approx(3 / 8)
+    m = PixelMetrics.from_confusion(confusion_of(target, pred, 5).numpy(), names)
+    pc = m.per_class
+    assert pc["c0"].to_dict() == pytest.approx(
+        {"iou": 2 / 7, "accuracy": 2 / 3, "precision": 1 / 3, "dice": 4 / 9, "support": 3}
+    )
+    assert pc["c1"].to_dict() == pytest.approx(
+        {"iou": 1 / 3, "accuracy": 1 / 3, "precision": 1.0, "dice": 1 / 2, "support": 3}
+    )
+    assert pc["c2"] == ClassScores(iou=None, accuracy=None, precision=None, dice=None, support=0)
+    assert pc["c3"] == ClassScores(iou=0.0, accuracy=None, precision=0.0, dice=0.0, support=0)
+    assert pc["c4"] == ClassScores(iou=0.0, accuracy=0.0, precision=None, dice=0.0, support=2)
+    assert m.mean_iou == pytest.approx((2 / 7 + 1 / 3 + 0 + 0) / 4)  # c2 left out
+    assert m.class_average_accuracy == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)  # c2, c3 left out
+    assert m.frequency_weighted_iou == pytest.approx(3 / 8 * 2 / 7 + 3 / 8 * 1 / 3)
+    assert m.global_accuracy == pytest.approx(3 / 8)
 
 
 def test_metrics_are_plain_json_without_nan():
-    m = metrics_from_confusion(confusion_of([0, 0, 1], [0, 1, 1], 3), ["a", "b", "c"])
-    text = json.dumps(m, allow_nan=False)  # raises on NaN / inf
-    assert json.loads(text) == m
-    for value in (m["global_accuracy"], m["mean_iou"], *m["per_class"]["a"].values()):
+    m = PixelMetrics.from_confusion(confusion_of([0, 0, 1], [0, 1, 1], 3), ["a", "b", "c"])
+    text = json.dumps(m.to_dict(), allow_nan=False)  # raises on NaN / inf
+    assert json.loads(text) == m.to_dict()
+    for value in (m.global_accuracy, m.mean_iou, *m.per_class["a"].to_dict().values()):
         assert type(value) in (float, int)
 
 
 def test_metrics_empty_matrix_all_none():
-    m = metrics_from_confusion(np.zeros((2, 2), dtype=np.int64), ["a", "b"])
-    assert m["global_accuracy"] is None
-    assert m["mean_iou"] is None
-    assert m["class_average_accuracy"] is None
-    assert m["frequency_weighted_iou"] is None
-    assert m["per_class"]["a"]["iou"] is None
+    m = PixelMetrics.from_confusion(np.zeros((2, 2), dtype=np.int64), ["a", "b"])
+    assert m.global_accuracy is None
+    assert m.mean_iou is None
+    assert m.class_average_accuracy is None
+    assert m.frequency_weighted_iou is None
+    assert m.per_class["a"].iou is None
 
 
 def test_metrics_rejects_wrong_number_of_names():
     with pytest.raises(ValueError):
-        metrics_from_confusion(np.zeros((3, 3), dtype=np.int64), ["a", "b"])
+        PixelMetrics.from_confusion(np.zeros((3, 3), dtype=np.int64), ["a", "b"])
+
+
+def test_validation_metrics_are_best_metrics_json_written_and_read_back(tmp_path):
+    m = ValidationMetrics.from_confusion(np.array([[5, 1], [0, 4]]), ["a", "b"], loss=0.25, epoch=7)
+    path = tmp_path / "best_metrics.json"
+    m.write(path)
+    content = json.loads(path.read_text())
+    assert list(content) == ["epoch", *PixelMetrics.from_confusion(m.confusion, m.classes).to_dict(), "loss"]
+    assert content["epoch"] == 7 and content["loss"] == 0.25 and content["confusion_matrix"] == [[5, 1], [0, 4]]
+    assert ValidationMetrics.read(path) == m
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda c: c.pop("loss"), "at loss, field required"),
+        (lambda c: c["per_class"]["a"].update(iou="0.5"), "at per_class.a.iou, input should be a valid number"),
+        (lambda c: c["per_class"].pop("b"), "per_class names ['a'] are not the classes ['a', 'b']"),
+        (lambda c: c.update(confusion_matrix=[[5, 1]]), "confusion_matrix is not 2 x 2"),
+    ],
+)
+def test_a_damaged_best_metrics_json_is_one_line_naming_file_and_key(tmp_path, change, problem):
+    path = tmp_path / "best_metrics.json"
+    content = ValidationMetrics.from_confusion(np.array([[5, 1], [0, 4]]), ["a", "b"], loss=0.25, epoch=7).to_dict()
+    change(content)
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError) as error:
+        ValidationMetrics.read(path)
+    assert str(error.value).startswith(f"{path}: not a best-metrics file: ") and problem in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 # --- agreement with torchmetrics and scikit-learn -------------------------------------------------
@@ -216,8 +266,8 @@ def test_agrees_with_torchmetrics_and_sklearn(name, target, pred):
     num_classes = 4
     t, p = torch.as_tensor(target), torch.as_tensor(pred)
     ours_matrix = confusion_of(t, p, num_classes, IGNORE)
-    m = metrics_from_confusion(ours_matrix, [str(c) for c in range(num_classes)])
-    per_class = [m["per_class"][str(c)] for c in range(num_classes)]
+    m = PixelMetrics.from_confusion(ours_matrix, [str(c) for c in range(num_classes)])
+    per_class = [m.per_class[str(c)].to_dict() for c in range(num_classes)]
 
     def tm(metric_cls, **kwargs):
         return metric_cls(num_classes=num_classes, ignore_index=IGNORE, **kwargs)(p, t)
@@ -232,16 +282,16 @@ def test_agrees_with_torchmetrics_and_sklearn(name, target, pred):
     assert_close_on_defined("iou", tm(MulticlassJaccardIndex, average=None))
     assert_close_on_defined("accuracy", tm(MulticlassAccuracy, average=None))
     assert_close_on_defined("dice", tm(MulticlassF1Score, average=None))
-    assert m["mean_iou"] == pytest.approx(tm(MulticlassJaccardIndex, average="macro").item(), abs=1e-6)
-    assert m["global_accuracy"] == pytest.approx(tm(MulticlassAccuracy, average="micro").item(), abs=1e-6)
+    assert m.mean_iou == pytest.approx(tm(MulticlassJaccardIndex, average="macro").item(), abs=1e-6)
+    assert m.global_accuracy == pytest.approx(tm(MulticlassAccuracy, average="micro").item(), abs=1e-6)
     if all(values["support"] > 0 for values in per_class):
         macro = tm(MulticlassAccuracy, average="macro").item()
-        assert m["class_average_accuracy"] == pytest.approx(macro, abs=1e-6)
+        assert m.class_average_accuracy == pytest.approx(macro, abs=1e-6)
 
     kept = target.reshape(-1) != IGNORE
     t_kept, p_kept = target.reshape(-1)[kept], pred.reshape(-1)[kept]
     labels = list(range(num_classes))
-    assert m["confusion_matrix"] == sk_confusion_matrix(t_kept, p_kept, labels=labels).tolist()
+    assert m.confusion.tolist() == sk_confusion_matrix(t_kept, p_kept, labels=labels).tolist()
     sk_iou = jaccard_score(t_kept, p_kept, labels=labels, average=None, zero_division=0)
     assert_close_on_defined("iou", sk_iou)
 
@@ -323,7 +373,8 @@ def test_boundary_f1_accumulates_means_over_images():
     assert metric.update(a, a) == [1.0, 1.0, None]
     assert metric.update(a, b) == [1.0, 0.0, 0.0]
     result = metric.compute()
-    assert result["per_class"] == {"bg": 1.0, "rbc": 0.5, "spiro": 0.0}
-    assert result["mean"] == pytest.approx(0.5)
-    assert BoundaryF1(names).compute() == {"mean": None, "per_class": dict.fromkeys(names)}
-    assert not any(isinstance(v, float) and math.isnan(v) for v in result["per_class"].values())
+    assert result.per_class == {"bg": 1.0, "rbc": 0.5, "spiro": 0.0}
+    assert result.mean == pytest.approx(0.5)
+    assert BoundaryF1(names).compute() == BoundaryScores(mean=None, per_class=dict.fromkeys(names))
+    assert BoundaryF1(names).compute().to_dict() == {"mean": None, "per_class": dict.fromkeys(names)}
+    assert not any(isinstance(v, float) and math.isnan(v) for v in result.per_class.values())

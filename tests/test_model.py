@@ -513,4 +513,4 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(
     metrics = evaluate_run(
         run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False
     )
-    assert metrics["evaluation"]["model"] == registered and metrics["num_images"] == 3
+    assert metrics.evaluation["model"] == registered and metrics.num_images == 3

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segnet.cli import main
@@ -17,16 +18,28 @@ from segnet.core.errors import DataError, SegnetError
 from segnet.core.runfiles import BEST_METRICS_FILE, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FILE, SPLIT_FILE
 from segnet.data.pairs import read_split_stems
 from segnet.data.synthetic import write_dataset
+from segnet.evaluate.counting import CountAgreement
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_FILE
 from segnet.plan.config import TrainConfig, load_config, save_config
 from segnet.report.page import write_report
 from segnet.train.folds import FOLDS_FILE, fold_checkpoints
+from segnet.train.metrics import BoundaryScores, ValidationMetrics
 from segnet.workflow.crossval import read_best_metrics, read_folds
 
+CONFUSION, CLASSES = np.array([[5, 1], [1, 5]]), ["background", "cell"]
+GOOD_METRICS = EvaluationMetrics.from_confusion(
+    CONFUSION,
+    CLASSES,
+    num_images=2,
+    boundary_f1=BoundaryScores(0.5, {"background": 0.75, "cell": 0.25}),
+    counts={"cell": CountAgreement(0.5, None, 1.0, 1.5)},
+).to_dict()
+"""An evaluation's metrics.json as segnet evaluate writes it (of a version before objects and presence were scored)."""
 GOOD = {
     SPLIT_FILE: '{"train": ["a"], "val": ["b"]}',
     FOLDS_FILE: '{"folds": 2, "seed": 0, "stems": [["a"], ["b"]]}',
-    BEST_METRICS_FILE: '{"mean_iou": 0.5}',
+    BEST_METRICS_FILE: json.dumps(ValidationMetrics.from_confusion(CONFUSION, CLASSES, loss=0.5, epoch=3).to_dict()),
     HISTORY_FILE: "epoch,train_loss,val_loss,val_global_accuracy,val_mean_iou,lr,epoch_seconds\n1,1.0,1.0,0.5,0.3,0.001,2.0\n",
 }
 DAMAGE: dict[str, Callable[[str], bytes]] = {
@@ -62,14 +75,8 @@ def test_a_damaged_run_file_is_one_error_naming_it(tmp_path: Path, name: str, da
 def _write_evaluation(folder: Path, metrics: str | None = None, per_image: str | None = None) -> None:
     """An evaluation folder as segnet evaluate writes it, but for the ``metrics`` and ``per_image`` given (latin-1 text)."""
     folder.mkdir(parents=True, exist_ok=True)
-    good_metrics = {
-        "classes": ["background", "cell"],
-        "confusion_matrix": [[5, 1], [1, 5]],
-        "per_class": {},
-        "evaluation": {},
-    }
     (folder / METRICS_FILE).write_bytes(
-        (metrics if metrics is not None else json.dumps(good_metrics)).encode("latin-1")
+        (metrics if metrics is not None else json.dumps(GOOD_METRICS)).encode("latin-1")
     )
     (folder / PER_IMAGE_FILE).write_bytes(
         (per_image if per_image is not None else "image,image_path,mask_path,pixel_accuracy,mean_iou\n").encode(
@@ -81,7 +88,9 @@ def _write_evaluation(folder: Path, metrics: str | None = None, per_image: str |
 @pytest.mark.parametrize(
     ("metrics", "per_image", "problem"),
     [
-        ('{"classes": ["a", "b"]}', None, "confusion_matrix"),
+        (json.dumps({**GOOD_METRICS, "confusion_matrix": None}), None, "at confusion_matrix, input should be a valid"),
+        (json.dumps({key: value for key, value in GOOD_METRICS.items() if key != "num_images"}), None, "at num_images"),
+        (json.dumps({**GOOD_METRICS, "per_class": {}}), None, "at the top level, per_class names"),
         ("\xff", None, "not UTF-8"),
         ("[" * 100_000, None, "nested too deeply"),
         (None, "image,mean_iou\n", "no column image_path"),
@@ -96,6 +105,17 @@ def test_a_damaged_evaluation_is_one_error_naming_its_file(
     with pytest.raises(DataError, match=problem) as error:
         write_report(tmp_path, tmp_path / "evaluation")
     assert "\n" not in str(error.value) and str(error.value).startswith(str(tmp_path / "evaluation"))
+
+
+def test_good_metrics_files_are_read_back_as_written(tmp_path: Path) -> None:
+    (tmp_path / BEST_METRICS_FILE).write_text(GOOD[BEST_METRICS_FILE])
+    best = read_best_metrics(tmp_path)
+    assert best.epoch == 3 and best.loss == 0.5 and best.to_dict() == json.loads(GOOD[BEST_METRICS_FILE])
+    _write_evaluation(tmp_path / "evaluation")
+    evaluation = EvaluationMetrics.read(tmp_path / "evaluation" / METRICS_FILE)
+    assert evaluation.to_dict() == GOOD_METRICS and evaluation.objects is None and evaluation.detection is None
+    page = write_report(tmp_path, tmp_path / "evaluation").read_text()  # drawn without object scores
+    assert "No object scores: evaluate again to add them." in page
 
 
 def test_folds_read_back_name_the_images(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from segnet.cli import main
 from segnet.core.errors import DataError, SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT
 from segnet.data.classes import DEFAULT_CLASSES
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.score import (
     METRICS_FILE,
@@ -52,7 +53,9 @@ def write_masks(folder: Path, masks: dict[str, np.ndarray], suffix: str = "", ex
     return folder
 
 
-def score(tmp_path: Path, truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], **kwargs) -> dict:
+def score(
+    tmp_path: Path, truth: dict[str, np.ndarray], predicted: dict[str, np.ndarray], **kwargs
+) -> EvaluationMetrics:
     truth_dir = write_masks(tmp_path / "truth", truth)
     predicted_dir = write_masks(tmp_path / "predicted", predicted, **kwargs)
     return score_masks(truth_dir, predicted_dir, tmp_path / "out", SETTINGS, progress=False)
@@ -65,16 +68,17 @@ def test_perfect_prediction_scores_one_everywhere(tmp_path: Path) -> None:
         {"a": truth_mask(), "b": truth_mask()},
         suffix=PREDICTION_SUFFIX,
     )
-    assert metrics["mean_iou"] == metrics["global_accuracy"] == 1.0
-    assert all(metrics["per_class"][name]["iou"] == 1.0 for name in DEFAULT_CLASSES)
-    assert metrics["boundary_f1"]["mean"] == 1.0
+    assert metrics.mean_iou == metrics.global_accuracy == 1.0
+    assert all(metrics.per_class[name].iou == 1.0 for name in DEFAULT_CLASSES)
+    assert metrics.boundary_f1.mean == 1.0
     for name in ("erythrocyte", "spirochete"):
-        assert metrics["objects"][name]["f1"] == 1.0
-        assert metrics["objects"][name]["true_objects"] == 2
-        assert metrics["presence"][name]["sensitivity"] == 1.0
-        assert metrics["counts"][name]["mean_absolute_error"] == 0.0
+        assert metrics.objects[name].f1 == 1.0
+        assert metrics.objects[name].true_objects == 2
+        assert metrics.presence[name].sensitivity == 1.0
+        assert metrics.counts[name].mean_absolute_error == 0.0
     out = tmp_path / "out"
-    assert json.loads((out / METRICS_FILE).read_text()) == metrics
+    assert json.loads((out / METRICS_FILE).read_text()) == metrics.to_dict()
+    assert EvaluationMetrics.read(out / METRICS_FILE) == metrics
     assert sorted(path.name for path in (out / PREDICTIONS_FOLDER).iterdir()) == ["a.png", "b.png"]
     rows = list(csv.DictReader((out / PER_IMAGE_FILE).open()))
     assert [row["image"] for row in rows] == ["a", "b"] and rows[0]["mean_iou"] == "1.000000"
@@ -85,11 +89,11 @@ def test_empty_prediction_finds_nothing(tmp_path: Path) -> None:
     empty = np.zeros((32, 32), np.uint8)
     metrics = score(tmp_path, {"a": truth_mask()}, {"a": empty})
     for name in ("erythrocyte", "spirochete"):
-        per_class = metrics["per_class"][name]
-        assert per_class["iou"] == per_class["accuracy"] == 0.0 and per_class["precision"] is None
-        assert metrics["objects"][name]["recall"] == 0.0 and metrics["objects"][name]["precision"] is None
-        assert metrics["presence"][name]["sensitivity"] == 0.0
-    assert metrics["per_class"]["background"]["accuracy"] == 1.0
+        per_class = metrics.per_class[name]
+        assert per_class.iou == per_class.accuracy == 0.0 and per_class.precision is None
+        assert metrics.objects[name].recall == 0.0 and metrics.objects[name].precision is None
+        assert metrics.presence[name].sensitivity == 0.0
+    assert metrics.per_class["background"].accuracy == 1.0
 
 
 def test_a_class_missing_in_truth_or_prediction(tmp_path: Path) -> None:
@@ -97,16 +101,16 @@ def test_a_class_missing_in_truth_or_prediction(tmp_path: Path) -> None:
     no_spirochete[no_spirochete == 2] = 0
     # truth without spirochetes, prediction with them: a false alarm; and the other way round.
     metrics = score(tmp_path, {"a": no_spirochete, "b": truth_mask()}, {"a": truth_mask(), "b": no_spirochete})
-    spirochete = metrics["presence"]["spirochete"]
-    assert spirochete["missed_images"] == ["b"] and spirochete["false_alarm_images"] == ["a"]
-    assert spirochete["sensitivity"] == 0.0 and spirochete["specificity"] == 0.0
-    assert metrics["objects"]["spirochete"]["found"] == 0 and metrics["objects"]["spirochete"]["correct"] == 0
+    spirochete = metrics.presence["spirochete"]
+    assert spirochete.missed_images == ("b",) and spirochete.false_alarm_images == ("a",)
+    assert spirochete.sensitivity == 0.0 and spirochete.specificity == 0.0
+    assert metrics.objects["spirochete"].found == 0 and metrics.objects["spirochete"].correct == 0
     rows = {row["image"]: row for row in csv.DictReader((tmp_path / "out" / PER_IMAGE_FILE).open())}
     assert rows["a"]["iou_spirochete"] == "0.000000" and rows["a"]["iou_erythrocyte"] == "1.000000"
     # A class absent from both truth and prediction is undefined, not 0.
     metrics = score(tmp_path / "both", {"a": no_spirochete}, {"a": no_spirochete})
-    assert metrics["per_class"]["spirochete"]["iou"] is None and metrics["mean_iou"] == 1.0
-    assert metrics["objects"]["spirochete"]["f1"] is None
+    assert metrics.per_class["spirochete"].iou is None and metrics.mean_iou == 1.0
+    assert metrics.objects["spirochete"].f1 is None
 
 
 def test_size_mismatch_is_refused_naming_both_files(tmp_path: Path) -> None:
@@ -135,9 +139,9 @@ def test_unpaired_masks_are_listed_and_left_out(tmp_path: Path) -> None:
     )
     said: list[str] = []
     metrics = score_masks(truth_dir, predicted_dir, tmp_path / "out", SETTINGS, log=said.append, progress=False)
-    assert metrics["num_images"] == 1
-    assert metrics["evaluation"]["unpaired_truth"] == [str(truth_dir / "lonely.png")]
-    assert metrics["evaluation"]["unpaired_predictions"] == [str(predicted_dir / "stray_mask.png")]
+    assert metrics.num_images == 1
+    assert metrics.evaluation["unpaired_truth"] == [str(truth_dir / "lonely.png")]
+    assert metrics.evaluation["unpaired_predictions"] == [str(predicted_dir / "stray_mask.png")]
     assert len(said) == 2 and "lonely.png" in said[0] and "stray_mask.png" in said[1]
     with pytest.raises(DataError, match="no predicted mask has the stem"):
         pair_masks(truth_dir, write_masks(tmp_path / "other", {"x": truth_mask()}))
@@ -168,9 +172,9 @@ def test_cli_scores_prints_the_table_and_refuses_in_one_line(tmp_path: Path, cap
     assert error.startswith("segnet: error:") and "a.png" in error
 
 
-def _numbers(metrics: dict) -> dict:
+def _numbers(metrics: EvaluationMetrics) -> dict:
     """Every score of metrics.json but what says where the masks came from."""
-    return {key: value for key, value in metrics.items() if key != "evaluation"}
+    return {key: value for key, value in metrics.to_dict().items() if key != "evaluation"}
 
 
 def _assert_same(ours: object, theirs: object) -> None:
@@ -198,7 +202,7 @@ def test_score_of_evaluate_and_predict_masks_gives_evaluate_numbers(tmp_path: Pa
     for predictions in (tmp_path / "evaluation" / PREDICTIONS_FOLDER, tmp_path / "predict"):
         scored = score_masks(data, predictions, tmp_path / "scored", SETTINGS, progress=False)
         _assert_same(_numbers(scored), _numbers(evaluated))
-        assert scored["num_images"] == 4
+        assert scored.num_images == 4
         # the dataset's images are recorded, so the report can show them
         rows = list(csv.DictReader((tmp_path / "scored" / PER_IMAGE_FILE).open()))
         assert rows == list(csv.DictReader((tmp_path / "evaluation" / PER_IMAGE_FILE).open()))

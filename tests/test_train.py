@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import json
 import re
@@ -296,8 +297,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(synthetic_data
     def scripted_validate(*args, **kwargs):
         metrics = real_validate(*args, **kwargs)
         epochs_validated.append(len(epochs_validated) + 1)
-        metrics["mean_iou"] = scripted_iou[epochs_validated[-1]]
-        return metrics
+        return dataclasses.replace(metrics, mean_iou=scripted_iou[epochs_validated[-1]])
 
     monkeypatch.setattr(training, "validate", scripted_validate)
     lines = []

@@ -8,15 +8,18 @@ an error, never a traceback, a hang or a silent wrong result.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from segnet.core.errors import DataError
+
+T = TypeVar("T")
 
 MAX_READ_BYTES = 64 * 2**20
 """The largest file segnet reads back: a run's per-image table of 100,000 images is a few MB."""
@@ -52,22 +55,56 @@ def read_json(path: str | Path, what: str, shape: Any = Any) -> Any:
             the first key that is wrong).
     """
     path = Path(path)
-    text = read_bounded_text(path, what)
+    content = _parse_json(path, read_bounded_text(path, what), what)
     try:
-        content = json.loads(text)
+        TypeAdapter(shape).validate_python(content, strict=True)
+    except ValidationError as error:
+        raise _shape_error(path, what, error) from None
+    return content
+
+
+def read_json_as(path: str | Path, what: str, shape: type[T]) -> T:
+    """The JSON content of ``path``, a ``what``, as an object of ``shape``: a dataclass whose fields
+    pydantic checks strictly, nested dataclasses included (JSON arrays fill tuples; keys that are no
+    field are dropped), and whose ``__post_init__`` may refuse what the types cannot say with a
+    ``ValueError``. Read as :func:`read_json` reads.
+
+    Raises:
+        DataError: unreadable, not JSON, or not of ``shape`` (naming the first key that is wrong).
+    """
+    path = Path(path)
+    text = read_bounded_text(path, what)
+    _parse_json(path, text, what)  # its errors say where the JSON is broken
+    try:
+        return _adapter(shape).validate_json(text, strict=True)
+    except ValidationError as error:
+        raise _shape_error(path, what, error) from None
+
+
+@functools.cache
+def _adapter(shape: type) -> TypeAdapter:
+    """The validator of ``shape``, built once (a dataclass's takes milliseconds to build)."""
+    return TypeAdapter(shape)
+
+
+def _parse_json(path: Path, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(
             path, f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): a damaged {what}"
         ) from error
     except RecursionError as error:
         raise DataError(path, f"not a {what}: JSON nested too deeply") from error
-    try:
-        TypeAdapter(shape).validate_python(content, strict=True)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "the top level"
-        raise DataError(path, f"not a {what}: at {where}, {first['msg'][0].lower()}{first['msg'][1:]}") from None
-    return content
+
+
+def _shape_error(path: Path, what: str, error: ValidationError) -> DataError:
+    """The first problem pydantic found, in one line: where (the keys down to it) and what."""
+    first = error.errors()[0]
+    where = ".".join(map(str, first["loc"])) or "the top level"
+    cause = first.get("ctx", {}).get("error")
+    message = (str(cause) if first["type"] == "value_error" and cause is not None else "") or first["msg"]
+    return DataError(path, f"not a {what}: at {where}, {message[0].lower()}{message[1:]}")
 
 
 def read_csv(path: str | Path, what: str, columns: Sequence[str]) -> list[dict[str, str]]:

@@ -48,7 +48,9 @@ Cleaning predicted masks before counting (``clean_prediction``)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -237,12 +239,30 @@ def coverage(mask: np.ndarray, class_ids: Sequence[int]) -> dict[int, float]:
     return {class_id: float(np.count_nonzero(mask == class_id)) / mask.size for class_id in class_ids}
 
 
-def count_agreement(true_counts: Sequence[int], pred_counts: Sequence[int]) -> dict:
-    """Agreement of per-image counts: mean absolute error and Pearson correlation.
+@dataclass(frozen=True)
+class CountAgreement:
+    """How per-image object counts of one class agree with the true ones (``counts`` in ``metrics.json``).
 
-    ``pearson_r`` is ``None`` with fewer than two images or when either side is constant (the
-    correlation is undefined there).
+    Attributes:
+        mean_absolute_error: the mean of ``|predicted - true|`` over the images.
+        pearson_r: the correlation of predicted and true counts; ``None`` with fewer than two images
+            or when either side is constant (undefined there).
+        mean_true: the mean true count per image.
+        mean_predicted: the mean predicted count per image.
     """
+
+    mean_absolute_error: float
+    pearson_r: float | None
+    mean_true: float
+    mean_predicted: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The numbers, JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+def count_agreement(true_counts: Sequence[int], pred_counts: Sequence[int]) -> CountAgreement:
+    """Agreement of per-image counts: mean absolute error, Pearson correlation and the mean counts."""
     true = np.asarray(true_counts, dtype=np.float64)
     pred = np.asarray(pred_counts, dtype=np.float64)
     if true.shape != pred.shape or true.ndim != 1:
@@ -252,4 +272,4 @@ def count_agreement(true_counts: Sequence[int], pred_counts: Sequence[int]) -> d
     pearson_r = None
     if true.size >= 2 and np.ptp(true) > 0 and np.ptp(pred) > 0:
         pearson_r = float(np.corrcoef(true, pred)[0, 1])
-    return {"mean_absolute_error": float(np.mean(np.abs(true - pred))), "pearson_r": pearson_r}
+    return CountAgreement(float(np.mean(np.abs(true - pred))), pearson_r, float(np.mean(true)), float(np.mean(pred)))

@@ -42,7 +42,9 @@ Reduction
     :class:`ObjectTally` holds the four counts; tallies add (over images, folds, seeds) and the
     scores come from the sums, so every object counts once wherever it is. A ratio with nothing to
     divide by is ``None``; F1 is ``None`` when both recall and precision are, and 0 when only one
-    is defined (objects on one side only: nothing found, or nothing correct).
+    is defined (objects on one side only: nothing found, or nothing correct). A :class:`Detection`
+    holds the tallies of the counted classes by name (``objects`` and ``presence`` in
+    ``metrics.json``); :func:`pooled_detection` sums several (folds, seeds).
 
 Image-level presence
     An image holds class C when its truth has a counted object of C; the model says it does when
@@ -54,6 +56,8 @@ Image-level presence
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,11 +115,6 @@ class ObjectTally:
         """The counts and the scores, JSON-ready."""
         return {**dataclasses.asdict(self), "recall": self.recall, "precision": self.precision, "f1": self.f1}
 
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> ObjectTally:
-        """The tally of a :meth:`to_dict` entry (the scores are recomputed, not read)."""
-        return cls(*(int(entry[field.name]) for field in dataclasses.fields(cls)))
-
 
 @dataclass(frozen=True)
 class PresenceTally:
@@ -164,15 +163,6 @@ class PresenceTally:
             specificity=self.specificity,
         )
         return entry
-
-    @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> PresenceTally:
-        """The tally of a :meth:`to_dict` entry."""
-        return cls(
-            *(int(entry[name]) for name in ("images_with", "detected", "images_without", "ruled_out")),
-            missed_images=tuple(entry["missed_images"]),
-            false_alarm_images=tuple(entry["false_alarm_images"]),
-        )
 
 
 def _overlaps(true_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,24 +248,39 @@ class DetectionScores:
             self.presence[c] += PresenceTally.of_image(image, tally)
         return tallies
 
-    def sections(self, class_names: Sequence[str]) -> dict[str, Any]:
-        """The ``objects`` and ``presence`` sections of ``metrics.json``, keyed by class name."""
+    def sections(self, class_names: Sequence[str]) -> Detection:
+        """The ``objects`` and ``presence`` sections of ``metrics.json``: the tallies by class name."""
+        return Detection(
+            {class_names[c]: tally for c, tally in self.objects.items()},
+            {class_names[c]: tally for c, tally in self.presence.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The object and the image-level presence tallies of the counted classes, by class name: the
+    ``objects`` and ``presence`` sections of ``metrics.json``. ``+`` sums two class by class (folds, seeds)."""
+
+    objects: Mapping[str, ObjectTally]
+    presence: Mapping[str, PresenceTally]
+
+    def __add__(self, other: Detection) -> Detection:
+        return Detection(
+            {name: tally + other.objects[name] for name, tally in self.objects.items()},
+            {name: tally + other.presence[name] for name, tally in self.presence.items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Both sections, JSON-ready (each tally with its scores)."""
         return {
-            "objects": {class_names[c]: tally.to_dict() for c, tally in self.objects.items()},
-            "presence": {class_names[c]: tally.to_dict() for c, tally in self.presence.items()},
+            field.name: {name: tally.to_dict() for name, tally in getattr(self, field.name).items()}
+            for field in dataclasses.fields(self)
         }
 
 
-def pooled_detection(per_evaluation: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The ``objects`` and ``presence`` sections of several evaluations' metrics (folds, seeds)
-    summed into one; ``{}`` if any evaluation lacks them (a training-time validation)."""
-    if not per_evaluation or any("objects" not in metrics or "presence" not in metrics for metrics in per_evaluation):
-        return {}
-    pooled: dict[str, Any] = {}
-    for key, tally in (("objects", ObjectTally), ("presence", PresenceTally)):
-        names = per_evaluation[0][key]
-        pooled[key] = {
-            name: sum((tally.from_dict(metrics[key][name]) for metrics in per_evaluation), tally()).to_dict()
-            for name in names
-        }
-    return pooled
+def pooled_detection(per_evaluation: Sequence[Detection | None]) -> Detection | None:
+    """The tallies of several evaluations (folds, seeds) summed into one, so every object counts once;
+    ``None`` if any evaluation has none (a training-time validation, a metrics.json from before them)."""
+    if not per_evaluation or any(detection is None for detection in per_evaluation):
+        return None
+    return functools.reduce(operator.add, per_evaluation)

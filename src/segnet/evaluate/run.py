@@ -3,7 +3,7 @@
 ``evaluate_run`` predicts every image of a dataset (or of the run's validation split) at its own
 full size, never resized, into ``OUT/predictions/STEM.png`` (default ``OUT``: ``RUN/evaluation/``),
 then scores those masks against the dataset's with :func:`segnet.evaluate.score.score_pairs`, which writes
-``metrics.json`` and ``per_image.csv`` (their contents: :mod:`segnet.evaluate.score`). ``metrics.json``'s
+``metrics.json`` and ``per_image.csv`` (their contents: :mod:`segnet.evaluate.metrics`, :mod:`segnet.evaluate.score`). ``metrics.json``'s
 ``evaluation`` section adds what was evaluated and how: the checkpoint, its model and epoch, the
 data and split, and the inference options.
 
@@ -25,6 +25,7 @@ from segnet.core.outputs import output_lock, refuse_package_folder
 from segnet.core.runfiles import EVALUATION_FOLDER, SPLIT_FILE
 from segnet.data.classes import MIN_AREA
 from segnet.data.pairs import Pair, load_pair, select_pairs
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.score import (
     MASK_VALUES,
     PREDICTIONS_FOLDER,
@@ -52,7 +53,7 @@ def evaluate_run(
     ignore_index: int | None = None,
     min_area: int = MIN_AREA,
     progress: bool = True,
-) -> dict:
+) -> EvaluationMetrics:
     """Evaluate ``checkpoint`` on the labelled images in ``data`` and write the evaluation folder.
 
     Args:
@@ -69,7 +70,7 @@ def evaluate_run(
         progress: show a progress bar over the images.
 
     Returns:
-        The dict written to ``metrics.json``.
+        The metrics written to ``metrics.json``.
     """
     checkpoint = resolve_checkpoint(checkpoint)
     split = _split_of(checkpoint, split, out)
@@ -100,7 +101,7 @@ def _predict_and_score(
     ignore_index: int | None,
     min_area: int,
     progress: bool,
-) -> dict:
+) -> EvaluationMetrics:
     """:func:`evaluate_run`'s work, in its locked output folder."""
     run_dir = checkpoint.parent
     pairs = select_pairs(data, split, run_dir)

@@ -4,8 +4,9 @@
 ``STEM_mask.png``, as ``segnet predict`` writes it, pairs with the truth ``STEM.png``; PNG or TIFF)
 and writes to ``DIR``::
 
-    metrics.json        the pixel metrics of one confusion matrix over all pixels of all images
-                        (segnet.train.metrics.metrics_from_confusion), plus num_images, boundary_f1,
+    metrics.json        an :class:`~segnet.evaluate.metrics.EvaluationMetrics` (its layout there): the
+                        pixel metrics of one confusion matrix over all pixels of all images
+                        (segnet.train.metrics.PixelMetrics), plus num_images, boundary_f1,
                         counts (per counted class: mean_absolute_error, pearson_r, mean_true,
                         mean_predicted), objects (per counted class: true and predicted objects,
                         found, correct, object recall, precision and F1; segnet.evaluate.detection),
@@ -24,7 +25,6 @@ same masks, and ``segnet report`` draws either folder. TRUTH may be a dataset fo
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,19 +36,31 @@ from PIL import Image
 from tqdm import tqdm
 
 from segnet.core.errors import DataError, SegnetError
-from segnet.core.outputs import open_replacing, write_atomically, write_text_atomically
+from segnet.core.outputs import open_replacing, write_atomically
 from segnet.core.runfiles import PICTURES
 from segnet.data.classes import DARKFIELD_ROLES, DEFAULT_CLASSES, MIN_AREA, ClassRoles
 from segnet.data.pairs import find_pairs, image_files, read_mask
 from segnet.evaluate.counting import count_agreement
 from segnet.evaluate.detection import MATCH_SHARE, DetectionScores, ObjectTally
+from segnet.evaluate.metrics import METRICS_FILE, EvaluationMetrics
 from segnet.plan.config import TrainConfig
-from segnet.train.metrics import BoundaryF1, ConfusionMatrix, metrics_from_confusion
+from segnet.train.metrics import BoundaryF1, ConfusionMatrix, PixelMetrics
 
-METRICS_FILE = "metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
 PER_IMAGE_COLUMNS = ("image", "image_path", "mask_path", "pixel_accuracy", "mean_iou")
 """The first columns of per_image.csv; per-class and count columns follow."""
+STEM_COLUMN, IMAGE_PATH_COLUMN, MASK_PATH_COLUMN, PIXEL_ACCURACY_COLUMN, MEAN_IOU_COLUMN = PER_IMAGE_COLUMNS
+IOU_PREFIX = "iou"
+COUNT_PREFIXES = ("true_count", "pred_count", "found", "correct")
+"""per_image.csv's columns per counted class C: ``true_count_C``, ``pred_count_C``, ``found_C``, ``correct_C``."""
+TRUE_COUNT_PREFIX, PRED_COUNT_PREFIX, FOUND_PREFIX, CORRECT_PREFIX = COUNT_PREFIXES
+
+
+def class_column(prefix: str, class_name: str) -> str:
+    """The per_image.csv column of ``prefix`` (:data:`IOU_PREFIX`, :data:`COUNT_PREFIXES`) for a class."""
+    return f"{prefix}_{class_name}"
+
+
 PREDICTIONS_FOLDER = "predictions"
 PREDICTION_SUFFIX = f"_{PICTURES[0]}"
 """The suffix of ``segnet predict``'s class masks (``STEM_mask.png``), dropped when pairing by stem."""
@@ -242,25 +254,23 @@ class _Scores:
         for c, tally in image_objects.items():
             self.true_counts[c].append(tally.true_objects)
             self.pred_counts[c].append(tally.predicted_objects)
-        image_metrics = metrics_from_confusion(image_confusion.mat, self.class_names)
+        image_metrics = PixelMetrics.from_confusion(image_confusion.mat, self.class_names)
         self.rows.append(_per_image_row(pair, image_metrics, image_objects, self.class_names))
 
-    def metrics(self) -> dict:
-        """``metrics.json`` but its ``evaluation`` section."""
+    def metrics(self, evaluation: Mapping[str, object]) -> EvaluationMetrics:
+        """``metrics.json``, with ``evaluation`` as its record of what was scored and how."""
         names = self.class_names
-        metrics = metrics_from_confusion(self.confusion.mat, names)
-        metrics["num_images"] = len(self.rows)
-        metrics["boundary_f1"] = self.boundary.compute()
-        metrics["counts"] = {
-            names[c]: {
-                **count_agreement(self.true_counts[c], self.pred_counts[c]),
-                "mean_true": float(np.mean(self.true_counts[c])),
-                "mean_predicted": float(np.mean(self.pred_counts[c])),
-            }
-            for c in self.counted
-        }
-        metrics.update(self.detection.sections(names))
-        return metrics
+        detection = self.detection.sections(names)
+        return EvaluationMetrics.from_confusion(
+            self.confusion.mat,
+            names,
+            num_images=len(self.rows),
+            boundary_f1=self.boundary.compute(),
+            counts={names[c]: count_agreement(self.true_counts[c], self.pred_counts[c]) for c in self.counted},
+            objects=detection.objects,
+            presence=detection.presence,
+            evaluation=evaluation,
+        )
 
 
 def score_pairs(
@@ -270,7 +280,7 @@ def score_pairs(
     evaluation: Mapping[str, object],
     *,
     progress: bool = True,
-) -> dict:
+) -> EvaluationMetrics:
     """Score every pair, write ``metrics.json``, ``per_image.csv`` and ``predictions/`` into ``out``.
 
     Args:
@@ -281,7 +291,7 @@ def score_pairs(
         progress: show a progress bar over the images.
 
     Returns:
-        The dict written to ``metrics.json``.
+        The metrics written to ``metrics.json``.
     """
     out_dir = Path(out)
     prediction_dir = make_folder(out_dir / PREDICTIONS_FOLDER)
@@ -292,9 +302,8 @@ def score_pairs(
         if pair.prediction.resolve() != kept.resolve():  # segnet evaluate predicted into it already
             save_prediction(prediction, kept)
         scores.add(pair, truth, prediction)
-    metrics = scores.metrics()
-    metrics["evaluation"] = {**evaluation, **settings.provenance()}
-    write_text_atomically(out_dir / METRICS_FILE, json.dumps(metrics, indent=2), "metrics")
+    metrics = scores.metrics({**evaluation, **settings.provenance()})
+    metrics.write(out_dir / METRICS_FILE)
     _write_per_image(out_dir / PER_IMAGE_FILE, scores.rows, scores.class_names, scores.counted)
     return metrics
 
@@ -307,14 +316,14 @@ def score_masks(
     *,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
-) -> dict:
+) -> EvaluationMetrics:
     """``segnet score``: pair two folders of masks by stem (:func:`pair_masks`) and :func:`score_pairs` them.
 
     Masks without a partner are left out, said through ``log`` and listed in the ``evaluation``
     section (``unpaired_truth``, ``unpaired_predictions``).
 
     Returns:
-        The dict written to ``OUT/metrics.json``.
+        The metrics written to ``OUT/metrics.json``.
     """
     pairing = pair_masks(truth, predictions)
     for line in pairing.unpaired_lines():
@@ -344,22 +353,25 @@ def save_prediction(pred: np.ndarray, path: Path) -> None:
 
 
 def _per_image_row(
-    pair: ScoredPair, image_metrics: dict, objects: dict[int, ObjectTally], class_names: Sequence[str]
+    pair: ScoredPair, image_metrics: PixelMetrics, objects: dict[int, ObjectTally], class_names: Sequence[str]
 ) -> dict[str, object]:
-    row: dict[str, object] = {
-        "image": pair.stem,
-        "image_path": "" if pair.image is None else str(pair.image),
-        "mask_path": str(pair.truth),
-        "pixel_accuracy": image_metrics["global_accuracy"],
-        "mean_iou": image_metrics["mean_iou"],
-    }
-    for name in class_names:
-        row[f"iou_{name}"] = image_metrics["per_class"][name]["iou"]
+    row: dict[str, object] = dict(
+        zip(
+            PER_IMAGE_COLUMNS,
+            (
+                pair.stem,
+                "" if pair.image is None else str(pair.image),
+                str(pair.truth),
+                image_metrics.global_accuracy,
+                image_metrics.mean_iou,
+            ),
+        )
+    )
+    for name, scores in image_metrics.per_class.items():
+        row[class_column(IOU_PREFIX, name)] = scores.iou
     for c, tally in objects.items():
-        row[f"true_count_{class_names[c]}"] = tally.true_objects
-        row[f"pred_count_{class_names[c]}"] = tally.predicted_objects
-        row[f"found_{class_names[c]}"] = tally.found
-        row[f"correct_{class_names[c]}"] = tally.correct
+        counts = (tally.true_objects, tally.predicted_objects, tally.found, tally.correct)
+        row.update({class_column(prefix, class_names[c]): count for prefix, count in zip(COUNT_PREFIXES, counts)})
     return row
 
 
@@ -367,9 +379,9 @@ def _write_per_image(
     path: Path, rows: list[dict[str, object]], class_names: Sequence[str], counted: Sequence[int]
 ) -> None:
     columns = list(PER_IMAGE_COLUMNS)
-    columns += [f"iou_{name}" for name in class_names]
+    columns += [class_column(IOU_PREFIX, name) for name in class_names]
     for c in counted:
-        columns += [f"{column}_{class_names[c]}" for column in ("true_count", "pred_count", "found", "correct")]
+        columns += [class_column(prefix, class_names[c]) for prefix in COUNT_PREFIXES]
     with open_replacing(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,30 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
-from typing_extensions import (
-    TypedDict,  # pydantic reads TypedDicts from here before Python 3.12
-)
 
 from segnet.core.errors import DataError
 from segnet.core.outputs import refuse_package_folder, write_text_atomically
-from segnet.core.readback import read_csv, read_json
+from segnet.core.readback import read_csv
 from segnet.core.runfiles import BEST_CHECKPOINT, CONFIG_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
 from segnet.data.pairs import read_image, read_mask
 from segnet.data.palette import class_palette, colorize
+from segnet.evaluate.counting import CountAgreement
+from segnet.evaluate.metrics import METRICS_FILE, EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
-from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_COLUMNS, PER_IMAGE_FILE, PREDICTIONS_FOLDER, read_truth_mask
+from segnet.evaluate.score import (
+    IMAGE_PATH_COLUMN,
+    MASK_PATH_COLUMN,
+    MEAN_IOU_COLUMN,
+    PER_IMAGE_COLUMNS,
+    PER_IMAGE_FILE,
+    PIXEL_ACCURACY_COLUMN,
+    PRED_COUNT_PREFIX,
+    PREDICTIONS_FOLDER,
+    STEM_COLUMN,
+    TRUE_COUNT_PREFIX,
+    class_column,
+    read_truth_mask,
+)
 from segnet.evaluate.tables import (
     COUNT_HEADER,
     OBJECT_HEADER,
@@ -105,13 +117,13 @@ def _confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> Figu
     return figure
 
 
-def _count_figure(rows: Sequence[dict[str, str]], counts: dict[str, dict]) -> Figure:
+def _count_figure(rows: Sequence[dict[str, str]], counts: Mapping[str, CountAgreement]) -> Figure:
     """Per counted class: predicted against true objects per image, with the y = x line."""
     names = list(counts)
     figure = Figure(figsize=(4.6 * len(names), 4.4), layout="constrained")
     for axes, name in zip(np.atleast_1d(figure.subplots(1, len(names))), names):
-        true = np.array([float(row[f"true_count_{name}"]) for row in rows])
-        pred = np.array([float(row[f"pred_count_{name}"]) for row in rows])
+        true = np.array([float(row[class_column(TRUE_COUNT_PREFIX, name)]) for row in rows])
+        pred = np.array([float(row[class_column(PRED_COUNT_PREFIX, name)]) for row in rows])
         top = max(true.max(initial=0), pred.max(initial=0), 1) * 1.08
         axes.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1, label="y = x")
         axes.scatter(true, pred, s=22, alpha=0.6, color="tab:blue", edgecolors="none", label="one image")
@@ -121,8 +133,8 @@ def _count_figure(rows: Sequence[dict[str, str]], counts: dict[str, dict]) -> Fi
         axes.set_xlabel("true count")
         axes.set_ylabel("predicted count")
         agreement = counts[name]
-        r = agreement["pearson_r"]
-        axes.set_title(f"{name}\nMAE {agreement['mean_absolute_error']:.2f}, r {'n/a' if r is None else f'{r:.3f}'}")
+        r = agreement.pearson_r
+        axes.set_title(f"{name}\nMAE {agreement.mean_absolute_error:.2f}, r {'n/a' if r is None else f'{r:.3f}'}")
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", fontsize=8)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -189,7 +201,7 @@ def _truth_colours(truth: np.ndarray, num_classes: int, ignore_index: int | None
 
 def _choose_gallery(rows: Sequence[dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
     """The worst images by mean IoU, then the best of the rest (no image is shown twice)."""
-    scored = sorted((row for row in rows if row["mean_iou"]), key=lambda row: float(row["mean_iou"]))
+    scored = sorted((row for row in rows if row[MEAN_IOU_COLUMN]), key=lambda row: float(row[MEAN_IOU_COLUMN]))
     worst = scored[:WORST_IMAGES]
     best = scored[WORST_IMAGES:][::-1][:BEST_IMAGES]
     return [("worst", row) for row in worst] + [("best", row) for row in best]
@@ -205,29 +217,29 @@ def _gallery_row(
     error_colours: np.ndarray,
 ) -> str:
     num_classes = len(class_names)
-    stem, mask_path = row["image"], Path(row["mask_path"])
+    stem, mask_path = row[STEM_COLUMN], Path(row[MASK_PATH_COLUMN])
     truth = read_truth_mask(mask_path, num_classes, ignore_index, palette)
     prediction_path = evaluation_dir / PREDICTIONS_FOLDER / f"{stem}.png"
     pred = read_mask(prediction_path, num_classes)
     if pred.shape != truth.shape:
         raise DataError(prediction_path, f"prediction size differs from its mask {mask_path} (evaluate again)")
     # segnet score of a folder of masks alone has no images to show
-    panels = [("image", _png(read_image(row["image_path"]), nearest=False))] if row["image_path"] else []
+    panels = [("image", _png(read_image(row[IMAGE_PATH_COLUMN]), nearest=False))] if row[IMAGE_PATH_COLUMN] else []
     panels += [
         ("ground truth", _png(_truth_colours(truth, num_classes, ignore_index), nearest=True)),
         ("prediction", _png(colorize(pred, num_classes), nearest=True)),
         ("errors", _png(_error_map(truth, pred, error_colours, ignore_index), nearest=True)),
     ]
     counts = [
-        f"{html.escape(name)} {row[f'true_count_{name}']} true / {row[f'pred_count_{name}']} predicted"
+        f"{html.escape(name)} {row[class_column(TRUE_COUNT_PREFIX, name)]} true / {row[class_column(PRED_COUNT_PREFIX, name)]} predicted"
         for name in class_names
-        if f"true_count_{name}" in row
+        if class_column(TRUE_COUNT_PREFIX, name) in row
     ]
     caption = " &middot; ".join(
         [
             html.escape(stem),
-            f"mean IoU {float(row['mean_iou']):.3f}",
-            f"pixel accuracy {float(row['pixel_accuracy']):.3f}",
+            f"mean IoU {float(row[MEAN_IOU_COLUMN]):.3f}",
+            f"pixel accuracy {float(row[PIXEL_ACCURACY_COLUMN]):.3f}",
         ]
     )
     caption += f'<span class="counts">{" &middot; ".join(counts)}</span>' if counts else ""
@@ -321,17 +333,10 @@ def _read_per_image(path: Path) -> list[dict[str, str]]:
     return read_csv(path, "per-image score table", PER_IMAGE_COLUMNS)
 
 
-class _Metrics(TypedDict):
-    """What the report takes from an evaluation's metrics.json (other keys are read where present)."""
-
-    classes: list[str]
-    confusion_matrix: list[list[float]]
-
-
-def _read_metrics(path: Path) -> dict:
+def _read_metrics(path: Path) -> EvaluationMetrics:
     if not path.is_file():
         raise DataError(path, "no evaluation here: run segnet evaluate first")
-    return read_json(path, "evaluation", _Metrics)
+    return EvaluationMetrics.read(path)
 
 
 def _when(iso: str | None) -> str | None:
@@ -339,18 +344,16 @@ def _when(iso: str | None) -> str | None:
     return iso.replace("T", " ", 1)[:19] + " " + iso[19:] if iso and len(iso) > 19 else iso
 
 
-def _header(run_name: str, metrics: dict) -> str:
-    evaluation = metrics.get("evaluation", {})
+def _header(run_name: str, metrics: EvaluationMetrics) -> str:
+    evaluation = metrics.evaluation
     checkpoint = None
     if evaluation.get("checkpoint"):
         checkpoint = f"{evaluation['checkpoint']} (epoch {evaluation.get('epoch')}, saved {_when(evaluation.get('checkpoint_saved'))})"
     evaluated_on = None
     if evaluation.get("data"):
-        evaluated_on = f"{metrics.get('num_images')} images of {evaluation['data']} (split: {evaluation.get('split')})"
+        evaluated_on = f"{metrics.num_images} images of {evaluation['data']} (split: {evaluation.get('split')})"
     elif evaluation.get("predictions"):  # segnet score
-        evaluated_on = (
-            f"{metrics.get('num_images')} masks of {evaluation['predictions']} against {evaluation.get('truth')}"
-        )
+        evaluated_on = f"{metrics.num_images} masks of {evaluation['predictions']} against {evaluation.get('truth')}"
     prediction = [f"tiles of {evaluation['tile']} px" if evaluation.get("tile") else "whole images at full size"]
     if evaluation.get("tta"):
         prediction.append("test-time augmentation")
@@ -362,7 +365,7 @@ def _header(run_name: str, metrics: dict) -> str:
     now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     facts = [
         ("model", evaluation.get("model")),
-        ("classes", ", ".join(f"{index} {name}" for index, name in enumerate(metrics["classes"]))),
+        ("classes", ", ".join(f"{index} {name}" for index, name in enumerate(metrics.classes))),
         ("checkpoint", checkpoint),
         ("evaluated on", evaluated_on),
         ("prediction", ", ".join(prediction)),
@@ -373,7 +376,7 @@ def _header(run_name: str, metrics: dict) -> str:
 
 
 def _gallery_section(
-    rows: Sequence[dict[str, str]], evaluation_dir: Path, class_names: Sequence[str], evaluation: dict
+    rows: Sequence[dict[str, str]], evaluation_dir: Path, class_names: Sequence[str], evaluation: Mapping[str, Any]
 ) -> str:
     chosen = _choose_gallery(rows)
     worst = sum(kind == "worst" for kind, _ in chosen)
@@ -459,8 +462,8 @@ def write_report(
     evaluation_dir = Path(evaluation_dir) if evaluation_dir is not None else run_dir / EVALUATION_FOLDER
     metrics = _read_metrics(evaluation_dir / METRICS_FILE)
     rows = _read_per_image(evaluation_dir / PER_IMAGE_FILE)
-    evaluation = metrics.get("evaluation", {})
-    class_names = list(metrics["classes"])
+    evaluation = metrics.evaluation
+    class_names = list(metrics.classes)
 
     history_csv = run_dir / HISTORY_FILE
     if history_csv.is_file():
@@ -468,20 +471,18 @@ def write_report(
     else:
         curves = f'<p class="note">No training history: {html.escape(str(history_csv))} does not exist.</p>'
 
-    confusion = _img(
-        _figure_png(_confusion_figure(np.array(metrics["confusion_matrix"]), class_names)), "confusion matrix"
-    )
+    confusion = _img(_figure_png(_confusion_figure(metrics.confusion, class_names)), "confusion matrix")
     counts = '<p class="note">No object classes to count.</p>'
-    if metrics.get("counts") and rows:
+    if metrics.counts and rows:
         counts = (
             _html_table(COUNT_HEADER, count_rows(metrics))
             + f'<p class="note">Objects are connected regions of at least {evaluation.get("min_area")} px of one class '
             "(a larger floor on large images); touching red cells are split at their narrow necks.</p>"
-            + f'<div class="plot">{_img(_figure_png(_count_figure(rows, metrics["counts"])), "true against predicted counts")}</div>'
+            + f'<div class="plot">{_img(_figure_png(_count_figure(rows, metrics.counts)), "true against predicted counts")}</div>'
         )
 
     detection = '<p class="note">No object scores: evaluate again to add them.</p>'
-    if metrics.get("objects"):
+    if metrics.objects:
         errors = "".join(f"<li>{html.escape(line)}</li>" for line in presence_errors(metrics))
         detection = (
             f'<div class="tables">{_html_table(OBJECT_HEADER, object_rows(metrics))}{_html_table(PRESENCE_HEADER, presence_rows(metrics))}</div>'

@@ -34,7 +34,7 @@ from segnet.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
 from segnet.plan.config import saved_palette
-from segnet.train.metrics import metrics_from_confusion
+from segnet.train.metrics import PixelMetrics
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0 + 1e-9, 0.25), 2)
 """Candidate offsets per class, in nats (a factor of e^4 either way on the odds)."""
@@ -54,7 +54,7 @@ def mean_iou_with_offsets(
     confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes
     )
-    return metrics_from_confusion(confusion, class_names)["mean_iou"] or 0.0
+    return PixelMetrics.from_confusion(confusion, class_names).mean_iou or 0.0
 
 
 def fit_logit_offsets(

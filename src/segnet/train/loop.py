@@ -51,7 +51,7 @@ learning-rate schedule are refitted after every epoch's steps (``segnet.train.bu
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
 import os
 import shutil
@@ -71,7 +71,7 @@ from tqdm import tqdm
 from segnet.core import distributed as dist
 from segnet.core.errors import CheckpointError, OutOfMemory, SegnetError, is_out_of_memory, out_of_memory
 from segnet.core.hardware import describe_hardware
-from segnet.core.outputs import atomic_write, output_lock, write_text_atomically
+from segnet.core.outputs import atomic_write, output_lock
 from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT
 from segnet.data.dataset import SegmentationDataset
 from segnet.data.fingerprint import compute_fingerprint
@@ -95,7 +95,7 @@ from segnet.plan.plan import TrainPlan
 from segnet.plan.spec import ModelSpec
 from segnet.train.budget import TimeBudget
 from segnet.train.calibration import CALIBRATION_INFERENCE, calibrate_checkpoint, format_calibration
-from segnet.train.metrics import ConfusionMatrix, metrics_from_confusion
+from segnet.train.metrics import ConfusionMatrix, ValidationMetrics
 from segnet.train.runfolder import (
     Decoded,
     EpochResult,
@@ -407,7 +407,7 @@ def run_epochs(run: TrainingRun, most_epochs: int) -> None:
         result = run_epoch(run, progress.epoch + 1, budget)
         progress.epoch = result.epoch
         if result.improved:
-            progress.best_score, progress.best_epoch = result.metrics["mean_iou"], result.epoch
+            progress.best_score, progress.best_epoch = result.metrics.mean_iou, result.epoch
         if dist.is_main_process():
             record_epoch(run, result, writer)
         run.log(epoch_line(result, config.epochs))
@@ -460,11 +460,11 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
     metrics = None
     if run.data.val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
         validation_started = time.perf_counter()
-        metrics = validate_epoch(run)
+        metrics = dataclasses.replace(validate_epoch(run), epoch=epoch)
         if budget is not None:
             budget.record_validation(time.perf_counter() - validation_started)
     best = run.progress.best_score
-    improved = metrics is not None and metrics["mean_iou"] is not None and (best is None or metrics["mean_iou"] > best)
+    improved = metrics is not None and metrics.mean_iou is not None and (best is None or metrics.mean_iou > best)
     return EpochResult(epoch, stats, metrics, time.perf_counter() - started, step.scheduler.get_last_lr()[0], improved)
 
 
@@ -484,7 +484,7 @@ def validation_predictor(run: TrainingRun) -> Predictor:
     )
 
 
-def validate_epoch(run: TrainingRun) -> dict[str, Any]:
+def validate_epoch(run: TrainingRun) -> ValidationMetrics:
     """:func:`validate` the model as it is now; running out of memory names what to change."""
     try:
         return validate(validation_predictor(run), run.val_set, run.step.loss_fn)
@@ -511,9 +511,7 @@ def record_epoch(run: TrainingRun, result: EpochResult, writer: Any) -> None:
     if result.improved or not run.data.val_pairs:
         save_checkpoint(state, run_dir / BEST_CHECKPOINT)
     if result.improved:
-        write_text_atomically(
-            run_dir / BEST_METRICS_FILE, json.dumps({"epoch": result.epoch, **metrics}, indent=1), "best metrics"
-        )
+        metrics.write(run_dir / BEST_METRICS_FILE)
     save_checkpoint(state, run_dir / LAST_CHECKPOINT)
     write_curves(run_dir)
     if writer is not None:
@@ -546,7 +544,7 @@ def epoch_line(result: EpochResult, epochs: int) -> str:
     stats, metrics = result.stats, result.metrics
     summary = f"epoch {result.epoch}/{epochs}: train loss {stats.loss:.4f}"
     if metrics:
-        summary += f", val loss {metrics['loss']:.4f}, pixel accuracy {metrics['global_accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f}"
+        summary += f", val loss {metrics.loss:.4f}, pixel accuracy {metrics.global_accuracy:.4f}, mean IoU {metrics.mean_iou:.4f}"
     return (
         f"{summary}; lr {result.lr:.2e}, {result.seconds:.0f}s ({stats.images_per_second:.1f} images/s, "
         f"{100 * stats.data_wait_fraction:.0f}% waiting for data){' *best*' if result.improved else ''}"
@@ -702,7 +700,7 @@ def train_one_epoch(step: TrainingStep, loader: DataLoader, epoch: int, epochs: 
 
 
 @torch.inference_mode()
-def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Module) -> dict[str, Any]:
+def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Module) -> ValidationMetrics:
     """Score whole validation images with ``predictor``; each process takes every N-th image.
 
     The confusion matrix and the loss are summed over processes, so the result equals a
@@ -725,9 +723,8 @@ def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Mod
         confusion.update(truth[0], torch.from_numpy(proba.argmax(axis=0)).to(device))
     confusion.reduce_from_all_processes()
     dist.all_reduce_sum(loss_sum)
-    metrics = metrics_from_confusion(confusion.mat, predictor.class_names)
-    metrics["loss"] = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
-    return metrics
+    loss = (loss_sum[0] / loss_sum[1].clamp(min=1)).item()
+    return ValidationMetrics.from_confusion(confusion.mat, predictor.class_names, loss=loss)
 
 
 def fit_schedule_to_budget(

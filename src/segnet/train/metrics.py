@@ -30,6 +30,14 @@ This matches torchmetrics' ``MulticlassJaccardIndex(average="macro")``, which al
 absent from both sides; torchmetrics' per-class outputs write such 0/0 values as 0 (or NaN), and its
 ``MulticlassAccuracy(average="macro")`` counts a predicted-only class as recall 0 — ours leaves it out.
 
+The scores are typed objects, never dicts with keys retyped by each reader:
+:meth:`PixelMetrics.from_confusion` builds a :class:`PixelMetrics` (the whole-image scores,
+``per_class`` name -> :class:`ClassScores`, the matrix), and :class:`ValidationMetrics` adds
+training's validation loss and epoch; it is ``best_metrics.json``, written by
+:meth:`ValidationMetrics.write` and read back, checked, by :meth:`ValidationMetrics.read`.
+``metrics.json`` (``segnet.evaluate.metrics``) extends :class:`PixelMetrics` the same way. Their
+``to_dict`` gives the JSON layout, whose keys are the attribute names.
+
 Boundary F1 (the SegNet paper's BF score)
 -----------------------------------------
 Per image and class: the boundary of a binary class mask is the set of class pixels with at least
@@ -47,13 +55,20 @@ boundary pixels, and a pixel is not a boundary pixel just because its neighbour 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from segnet.core.distributed import all_reduce_sum
+from segnet.core.outputs import write_text_atomically
+from segnet.core.readback import read_json_as
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -112,56 +127,174 @@ def _mean_defined(values: Sequence[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def metrics_from_confusion(confusion: np.ndarray | torch.Tensor, class_names: Sequence[str]) -> dict:
-    """Pixel metrics from a ``(C, C)`` confusion matrix (rows true, columns predicted), JSON-ready.
+SCORE_LABELS = {
+    "global_accuracy": "global accuracy",
+    "class_average_accuracy": "class-average accuracy",
+    "mean_iou": "mean IoU",
+    "frequency_weighted_iou": "frequency-weighted IoU",
+}
+"""The whole-image scores of :class:`PixelMetrics`: attribute (the key in the JSON files) -> its name in tables."""
 
-    Returns ``classes``, ``global_accuracy``, ``class_average_accuracy``, ``mean_iou``,
-    ``frequency_weighted_iou``, ``per_class`` (name -> ``iou``, ``accuracy``, ``precision``,
-    ``dice``, ``support``) and ``confusion_matrix``; undefined values are ``None`` (module docstring).
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it: a typed object by its ``to_dict``, mappings as dicts, tuples as lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """The pixel scores of one class (module docstring); ``None`` where a score is 0/0."""
+
+    iou: float | None
+    accuracy: float | None
+    precision: float | None
+    dice: float | None
+    support: int
+    """The class's true pixels."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scores, JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    """The pixel scores of one confusion matrix (module docstring); ``None`` where undefined.
+
+    Attributes:
+        classes: the class names, in index order.
+        global_accuracy: correct pixels / all pixels.
+        class_average_accuracy: the mean of the defined per-class accuracies.
+        mean_iou: the mean of the defined per-class IoUs.
+        frequency_weighted_iou: the per-class IoUs weighted by the classes' true pixels.
+        per_class: class name -> its scores, in class order.
+        confusion_matrix: pixels by true class (rows) and predicted class (columns).
     """
-    if isinstance(confusion, torch.Tensor):
-        confusion = confusion.detach().cpu().numpy()
-    matrix = np.asarray(confusion, dtype=np.int64)
-    num_classes = len(class_names)
-    if matrix.shape != (num_classes, num_classes):
-        raise ValueError(f"confusion matrix shape {matrix.shape} does not match {num_classes} class names")
 
-    true_positives = np.diag(matrix)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    total = int(matrix.sum())
+    classes: tuple[str, ...]
+    global_accuracy: float | None
+    class_average_accuracy: float | None
+    mean_iou: float | None
+    frequency_weighted_iou: float | None
+    per_class: Mapping[str, ClassScores]
+    confusion_matrix: tuple[tuple[int, ...], ...]
 
-    per_class: dict[str, dict] = {}
-    ious: list[float | None] = []
-    accuracies: list[float | None] = []
-    for c, name in enumerate(class_names):
-        tp, true_count, pred_count = int(true_positives[c]), int(support[c]), int(predicted[c])
-        iou = _ratio(tp, true_count + pred_count - tp)
-        accuracy = _ratio(tp, true_count)
-        per_class[name] = {
-            "iou": iou,
-            "accuracy": accuracy,
-            "precision": _ratio(tp, pred_count),
-            "dice": _ratio(2 * tp, true_count + pred_count),
-            "support": true_count,
-        }
-        ious.append(iou)
-        accuracies.append(accuracy)
+    def __post_init__(self) -> None:
+        names = list(self.classes)
+        if list(self.per_class) != names:
+            raise ValueError(f"per_class names {list(self.per_class)} are not the classes {names}")
+        if len(self.confusion_matrix) != len(names) or any(len(row) != len(names) for row in self.confusion_matrix):
+            raise ValueError(f"confusion_matrix is not {len(names)} x {len(names)}: one row and column per class")
 
-    frequency_weighted_iou = None
-    if total > 0:
-        frequency_weighted_iou = float(
-            sum(int(support[c]) / total * iou for c, iou in enumerate(ious) if iou is not None)
+    @classmethod
+    def from_confusion(cls, confusion: np.ndarray | torch.Tensor, class_names: Sequence[str], **more: Any) -> Self:
+        """The pixel scores of a ``(C, C)`` confusion matrix (rows true, columns predicted).
+
+        ``more`` are the fields of a subclass (``ValidationMetrics``' loss, ...).
+
+        Raises:
+            ValueError: the matrix is not ``C x C`` for the ``C`` class names.
+        """
+        if isinstance(confusion, torch.Tensor):
+            confusion = confusion.detach().cpu().numpy()
+        matrix = np.asarray(confusion, dtype=np.int64)
+        num_classes = len(class_names)
+        if matrix.shape != (num_classes, num_classes):
+            raise ValueError(f"confusion matrix shape {matrix.shape} does not match {num_classes} class names")
+
+        true_positives = np.diag(matrix)
+        support = matrix.sum(axis=1)
+        predicted = matrix.sum(axis=0)
+        total = int(matrix.sum())
+
+        per_class: dict[str, ClassScores] = {}
+        for c, name in enumerate(class_names):
+            tp, true_count, pred_count = int(true_positives[c]), int(support[c]), int(predicted[c])
+            per_class[name] = ClassScores(
+                iou=_ratio(tp, true_count + pred_count - tp),
+                accuracy=_ratio(tp, true_count),
+                precision=_ratio(tp, pred_count),
+                dice=_ratio(2 * tp, true_count + pred_count),
+                support=true_count,
+            )
+        ious = [scores.iou for scores in per_class.values()]
+        frequency_weighted_iou = None
+        if total > 0:
+            frequency_weighted_iou = float(
+                sum(int(support[c]) / total * iou for c, iou in enumerate(ious) if iou is not None)
+            )
+        return cls(
+            classes=tuple(class_names),
+            global_accuracy=_ratio(int(true_positives.sum()), total),
+            class_average_accuracy=_mean_defined([scores.accuracy for scores in per_class.values()]),
+            mean_iou=_mean_defined(ious),
+            frequency_weighted_iou=frequency_weighted_iou,
+            per_class=per_class,
+            confusion_matrix=tuple(tuple(int(count) for count in row) for row in matrix),
+            **more,
         )
-    return {
-        "classes": list(class_names),
-        "global_accuracy": _ratio(int(true_positives.sum()), total),
-        "class_average_accuracy": _mean_defined(accuracies),
-        "mean_iou": _mean_defined(ious),
-        "frequency_weighted_iou": frequency_weighted_iou,
-        "per_class": per_class,
-        "confusion_matrix": matrix.tolist(),
-    }
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """The confusion matrix as a ``(C, C)`` int64 array."""
+        return np.array(self.confusion_matrix, dtype=np.int64).reshape(len(self.classes), len(self.classes))
+
+    def whole_image_scores(self) -> dict[str, float | None]:
+        """The four whole-image scores by attribute name, in the order of :data:`SCORE_LABELS`."""
+        return {name: getattr(self, name) for name in SCORE_LABELS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pixel scores, JSON-ready, keyed by attribute name in field order."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(PixelMetrics)}
+
+
+@dataclass(frozen=True)
+class ValidationMetrics(PixelMetrics):
+    """The pixel scores of a training-time validation, its mean loss and, once recorded, its epoch:
+    what ``best_metrics.json`` holds (the epoch first, then the pixel scores, then the loss)."""
+
+    loss: float
+    epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics, JSON-ready, in the layout of ``best_metrics.json``."""
+        return dict(epoch=self.epoch, **super().to_dict(), loss=self.loss)
+
+    def write(self, path: str | Path) -> None:
+        """Write ``best_metrics.json`` (atomically)."""
+        write_text_atomically(Path(path), json.dumps(self.to_dict(), indent=1), "best metrics")
+
+    @classmethod
+    def read(cls, path: str | Path) -> ValidationMetrics:
+        """A ``best_metrics.json``, checked.
+
+        Raises:
+            DataError: damaged or not of this layout, in one line naming the file and the key.
+        """
+        return read_json_as(path, "best-metrics file", cls)
+
+
+@dataclass(frozen=True)
+class BoundaryScores:
+    """Boundary F1 scores averaged over images (module docstring); ``None`` where undefined.
+
+    Attributes:
+        mean: the mean of the defined per-class scores.
+        per_class: class name -> its score, in class order.
+    """
+
+    mean: float | None
+    per_class: Mapping[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scores, JSON-ready."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
 
 def _boundary(mask: np.ndarray, wildcard: np.ndarray | None) -> np.ndarray:
@@ -244,9 +377,9 @@ class BoundaryF1:
                 class_scores.append(score)
         return image_scores
 
-    def compute(self) -> dict:
-        """``{"mean": mean of the defined per-class means or None, "per_class": {name: mean or None}}``."""
+    def compute(self) -> BoundaryScores:
+        """Per class, the mean of its defined per-image scores; and the mean of those (``None`` where none is defined)."""
         per_class = {
             name: (float(np.mean(scores)) if scores else None) for name, scores in zip(self.class_names, self.scores)
         }
-        return {"mean": _mean_defined(list(per_class.values())), "per_class": per_class}
+        return BoundaryScores(_mean_defined(list(per_class.values())), per_class)

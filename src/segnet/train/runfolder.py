@@ -42,6 +42,7 @@ from segnet.plan.check import check_dataset, format_problems
 from segnet.plan.config import TrainConfig, save_config
 from segnet.plan.plan import TrainPlan, make_plan, plan_json, read_plan
 from segnet.train.curves import plot_training_curves
+from segnet.train.metrics import ValidationMetrics
 
 Decoded = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Decoded pairs by stem: (uint8 ``H x W x 3`` image, uint8 ``H x W`` mask), as segnet.data.load_pair reads them."""
@@ -71,7 +72,7 @@ class EpochResult:
 
     epoch: int
     stats: EpochStats
-    metrics: dict[str, Any] | None  # None: not validated
+    metrics: ValidationMetrics | None  # None: not validated
     seconds: float
     lr: float
     improved: bool
@@ -84,9 +85,9 @@ def history_row(result: EpochResult) -> dict[str, Any]:
     return {
         "epoch": result.epoch,
         "train_loss": f"{result.stats.loss:.5f}",
-        "val_loss": f"{metrics['loss']:.5f}" if metrics else None,
-        "val_global_accuracy": f"{metrics['global_accuracy']:.7f}" if metrics else None,
-        "val_mean_iou": f"{metrics['mean_iou']:.7f}" if metrics and metrics["mean_iou"] is not None else None,
+        "val_loss": f"{metrics.loss:.5f}" if metrics else None,
+        "val_global_accuracy": f"{metrics.global_accuracy:.7f}" if metrics else None,
+        "val_mean_iou": f"{metrics.mean_iou:.7f}" if metrics and metrics.mean_iou is not None else None,
         "lr": f"{result.lr:.3e}",
         "epoch_seconds": f"{result.seconds:.1f}",
     }

@@ -42,13 +42,13 @@ def log_tensorboard(writer: Any, result: EpochResult) -> None:
     writer.add_scalar("speed/data_wait_fraction", stats.data_wait_fraction, epoch)
     if metrics is None:
         return
-    writer.add_scalar("loss/val", metrics["loss"], epoch)
-    for key in ("global_accuracy", "class_average_accuracy", "mean_iou", "frequency_weighted_iou"):
-        if metrics[key] is not None:
-            writer.add_scalar(f"val/{key}", metrics[key], epoch)
-    for name, scores in metrics["per_class"].items():
-        if scores["iou"] is not None:
-            writer.add_scalar(f"val_iou/{name}", scores["iou"], epoch)
+    writer.add_scalar("loss/val", metrics.loss, epoch)
+    for key, value in metrics.whole_image_scores().items():
+        if value is not None:
+            writer.add_scalar(f"val/{key}", value, epoch)
+    for name, scores in metrics.per_class.items():
+        if scores.iou is not None:
+            writer.add_scalar(f"val_iou/{name}", scores.iou, epoch)
 
 
 def log_tensorboard_examples(writer: Any, predictor: Predictor, dataset: SegmentationDataset, epoch: int) -> None:

@@ -33,25 +33,18 @@ from segnet.core.outputs import write_text_atomically
 from segnet.core.readback import read_json
 from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, EVALUATION_FOLDER, LAST_CHECKPOINT, RUN_FILES
 from segnet.data.pairs import Pair
-from segnet.evaluate.detection import pooled_detection
+from segnet.evaluate.detection import Detection, pooled_detection
+from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.tables import format_score, text_table
 from segnet.plan.config import TrainConfig
 from segnet.report.page import write_report
 from segnet.train.folds import FOLDS_FILE, FoldsRecord, fold_checkpoints, fold_dir
 from segnet.train.loop import train
-from segnet.train.metrics import metrics_from_confusion
+from segnet.train.metrics import SCORE_LABELS, PixelMetrics, ValidationMetrics
 from segnet.train.runfolder import check_training_data
 
 SUMMARY_FILE = "cv_summary.json"
-
-
-WHOLE_IMAGE_SCORES = (
-    ("global accuracy", "global_accuracy"),
-    ("class-average accuracy", "class_average_accuracy"),
-    ("mean IoU", "mean_iou"),
-    ("frequency-weighted IoU", "frequency_weighted_iou"),
-)
 
 
 def k_fold_split(pairs: Sequence[Pair], folds: int, seed: int) -> list[list[Pair]]:
@@ -172,39 +165,44 @@ def _train_folds(
     return summary
 
 
-def read_best_metrics(run_dir: Path) -> dict[str, Any]:
+def read_best_metrics(run_dir: Path) -> ValidationMetrics:
     """A fold's validation metrics at its best epoch."""
     path = run_dir / BEST_METRICS_FILE
     if not path.is_file():
         raise DataError(path, "not found: the fold never produced a validation score")
-    return read_json(path, "fold's best metrics", dict[str, Any])
+    return ValidationMetrics.read(path)
 
 
-def fold_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
+def fold_scores(metrics: PixelMetrics, detection: Detection | None = None) -> dict[str, float | None]:
     """The scores summarised across folds, by row label: whole-image scores, per-class IoU, and
-    (from an evaluation) mean boundary F1, count errors, object F1 and image-level presence."""
-    scores: dict[str, float | None] = {label: metrics[key] for label, key in WHOLE_IMAGE_SCORES}
-    for name in metrics["classes"]:
-        scores[f"IoU {name}"] = metrics["per_class"][name]["iou"]
-    if "boundary_f1" in metrics:
-        scores["mean boundary F1"] = metrics["boundary_f1"]["mean"]
-    for name, agreement in metrics.get("counts", {}).items():
-        scores[f"count MAE {name}"] = agreement["mean_absolute_error"]
-    for name, objects in metrics.get("objects", {}).items():
-        scores[f"object F1 {name}"] = objects["f1"]
-    for name, presence in metrics.get("presence", {}).items():
-        scores[f"sensitivity {name}"] = presence["sensitivity"]
-        scores[f"specificity {name}"] = presence["specificity"]
+    (from an evaluation) mean boundary F1, count errors, object F1 and image-level presence.
+    ``detection`` stands in for the object and presence tallies of metrics that have none
+    (the pooled ones)."""
+    scores: dict[str, float | None] = {SCORE_LABELS[key]: value for key, value in metrics.whole_image_scores().items()}
+    for name, class_scores in metrics.per_class.items():
+        scores[f"IoU {name}"] = class_scores.iou
+    if isinstance(metrics, EvaluationMetrics):
+        scores["mean boundary F1"] = metrics.boundary_f1.mean
+        for name, agreement in metrics.counts.items():
+            scores[f"count MAE {name}"] = agreement.mean_absolute_error
+        detection = metrics.detection
+    if detection is not None:
+        for name, objects in detection.objects.items():
+            scores[f"object F1 {name}"] = objects.f1
+        for name, presence in detection.presence.items():
+            scores[f"sensitivity {name}"] = presence.sensitivity
+            scores[f"specificity {name}"] = presence.specificity
     return scores
 
 
-def summarize_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize_folds(per_fold: Sequence[PixelMetrics]) -> dict[str, Any]:
     """Each score per fold with its mean and sample standard deviation, and the pooled metrics.
 
-    A score undefined in a fold (a class absent from its images and predictions) is left out of
-    that score's mean and deviation; the deviation needs two defined values.
+    ``per_fold`` are the folds' best validation metrics (training) or their evaluations. A score
+    undefined in a fold (a class absent from its images and predictions) is left out of that
+    score's mean and deviation; the deviation needs two defined values.
     """
-    class_names = per_fold[0]["classes"]
+    class_names = list(per_fold[0].classes)
     per_fold_scores = [fold_scores(metrics) for metrics in per_fold]
     scores = {}
     for label in per_fold_scores[0]:
@@ -215,15 +213,17 @@ def summarize_folds(per_fold: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "mean": float(defined.mean()) if defined.size else None,
             "std": float(defined.std(ddof=1)) if defined.size >= 2 else None,
         }
-    pooled_confusion = np.sum([np.asarray(metrics["confusion_matrix"], dtype=np.int64) for metrics in per_fold], axis=0)
+    pooled = PixelMetrics.from_confusion(np.sum([metrics.confusion for metrics in per_fold], axis=0), class_names)
     # Object and presence tallies add over folds like the confusion matrices (segnet.evaluate.detection).
-    pooled = {**metrics_from_confusion(pooled_confusion, class_names), **pooled_detection(per_fold)}
+    detection = pooled_detection(
+        [metrics.detection if isinstance(metrics, EvaluationMetrics) else None for metrics in per_fold]
+    )
     return {
         "folds": len(per_fold),
         "classes": class_names,
         "scores": scores,
-        "pooled": fold_scores(pooled),
-        "pooled_metrics": pooled,
+        "pooled": fold_scores(pooled, detection),
+        "pooled_metrics": {**pooled.to_dict(), **(detection.to_dict() if detection is not None else {})},
     }
 
 

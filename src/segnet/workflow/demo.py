@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segnet.core.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+
+if TYPE_CHECKING:
+    from segnet.evaluate.metrics import EvaluationMetrics
 
 DEMO_IMAGES = 160
 DEMO_IMAGE_SIZE = 128
@@ -31,7 +35,7 @@ def run_demo(
     epochs: int = DEMO_EPOCHS,
     time_budget: float = DEMO_TIME_BUDGET,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> EvaluationMetrics:
     """Run synth -> train (``time_budget`` minutes, at most ``epochs``) -> evaluate -> predict under ``out``; returns the validation metrics."""
     # Imported here: `segnet --help` reads the defaults above without loading torch.
     from segnet.core.hardware import describe_hardware
