@@ -4,7 +4,7 @@
 run folder, its history and the checks before a resume), ``budget`` (the time budget), ``metrics``
 (the one confusion matrix every score is computed from: validation, calibration, ``segnet
 evaluate``; the typed pixel scores; ``best_metrics.json``), ``calibration`` (logit offsets chosen
-on the validation images after training),
+on training images after training),
 ``curves`` (curves.png) and ``folds`` (where a cross-validation run keeps its folds).
 May import: ``segnet.model``, ``segnet.plan``, ``segnet.data``, ``segnet.core``.
 """

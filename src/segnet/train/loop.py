@@ -544,7 +544,11 @@ def epoch_line(result: EpochResult, epochs: int) -> str:
     stats, metrics = result.stats, result.metrics
     summary = f"epoch {result.epoch}/{epochs}: train loss {stats.loss:.4f}"
     if metrics:
-        summary += f", val loss {metrics.loss:.4f}, pixel accuracy {metrics.global_accuracy:.4f}, mean IoU {metrics.mean_iou:.4f}"
+        accuracy, iou = (
+            f"{score:.4f}" if score is not None else "undefined"
+            for score in (metrics.global_accuracy, metrics.mean_iou)
+        )
+        summary += f", val loss {metrics.loss:.4f}, pixel accuracy {accuracy}, mean IoU {iou}"
     return (
         f"{summary}; lr {result.lr:.2e}, {result.seconds:.0f}s ({stats.images_per_second:.1f} images/s, "
         f"{100 * stats.data_wait_fraction:.0f}% waiting for data){' *best*' if result.improved else ''}"
