@@ -14,7 +14,7 @@ import segnet.plan.spec as spec_module
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT
 from segnet.evaluate.run import evaluate_run
-from segnet.model.checkpoint import load_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import (
     DecoderStage,
     EncoderStage,
@@ -541,8 +541,8 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(
     config = load_config(None, {"data": str(synthetic_dataset), "out": str(tmp_path / "run"), "model": registered, "epochs": 1,
                                 "image_size": 32, "num_workers": 0, "val_fraction": 0.25, "calibration_images": 2})  # fmt: skip
     run = train(config, progress_log=lambda *args: None)
-    state = load_checkpoint(run / BEST_CHECKPOINT)
-    assert state["model"]["name"] == registered and "calibration" in state
+    best = Checkpoint.load(run / BEST_CHECKPOINT)
+    assert best.spec.name == registered and best.calibration is not None
     metrics = evaluate_run(
         run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False
     )
