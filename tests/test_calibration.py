@@ -73,10 +73,14 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
     reloaded = Checkpoint.load(tmp_path / "calibrated.pt").load_model(tmp_path / "calibrated.pt")
     assert reloaded.logit_offsets.tolist() == [0.0, 1.5, -2.0]
 
-    # A checkpoint from before logit offsets existed loads with zero offsets.
+    # The offsets are part of the weights: a state dict without them does not fit the model.
     without = {name: tensor for name, tensor in checkpoint.model_state.items() if name != "logit_offsets"}
-    checkpoint.replace(model_state=without).save(tmp_path / "old.pt")
-    assert Checkpoint.load(tmp_path / "old.pt").load_model(tmp_path / "old.pt").logit_offsets.tolist() == [0.0] * 3
+    checkpoint.replace(model_state=without).save(tmp_path / "offsetless.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r'offsetless.pt: weights do not fit model segnet-basic \(Missing key\(s\) in state_dict: "logit_offsets"',
+    ):
+        Checkpoint.load(tmp_path / "offsetless.pt").load_model(tmp_path / "offsetless.pt")
 
     # Prediction, calibration and export all feed RGB: a model of other inputs is refused by name.
     one_channel = checkpoint.replace(spec=ModelSpec("segnet-basic", 3, in_channels=1))

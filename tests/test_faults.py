@@ -622,6 +622,10 @@ FORGERIES = {
         {"format_version": "1"},
         "not a segnet checkpoint (format version '1' is not a positive whole number)",
     ),
+    "a spec without downsample": (  # every checkpoint has stored it: none is filled in
+        {"model": {"name": "segnet-basic", "num_classes": 3, "in_channels": 3}},
+        "model.downsample: Field required",
+    ),
     "unknown model": (
         {"model": {"name": "resnet", "num_classes": 3, "in_channels": 3, "downsample": 1}},
         "checkpoint of an unknown model 'resnet'; segnet builds segnet, ",

@@ -69,13 +69,13 @@ def test_total_stride(models: dict[str, nn.Module], name: str) -> None:
         assert spec.total_stride == build_model(spec).total_stride == STRIDES[name] * downsample
 
 
-def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path: Path) -> None:
+def test_spec_travels_as_a_plain_dict(tmp_path: Path) -> None:
     spec = ModelSpec("segnet-basic", 4, downsample=3)
     assert build_model(spec).spec == spec
     assert ModelSpec.from_dict(spec.to_dict(), "model.pt") == spec
-    # Checkpoints from before in_channels, downsample and space_to_depth were stored were built with 3, 1 and False.
-    old = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "old.pt")
-    assert (old.in_channels, old.downsample, old.space_to_depth) == (3, 1, False)
+    # A field left out takes its default, as in ModelSpec("segnet", 3).
+    short = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "short.pt")
+    assert short == ModelSpec("segnet", 3, in_channels=3, downsample=1, space_to_depth=False)
     with pytest.raises(CheckpointError, match=r"odd.pt: the model spec has unknown keys \['depth'\]"):
         ModelSpec.from_dict({**spec.to_dict(), "depth": 5}, "odd.pt")
     with pytest.raises(CheckpointError, match="bad.pt: the model spec has no num_classes"):

@@ -23,11 +23,10 @@ format version ``FORMAT_VERSION`` (the only one there has been):
     calibration      present once :mod:`segnet.train.calibration` has set the model's logit offsets
 
 The first five are required; the others are written where known (an attribute that is ``None`` is
-left out). A file is checked against this layout on every load (a damaged or forged one is refused
-in one line naming the file and the key). Older checkpoints are upgraded on loading: the spec gets
-its missing fields (:meth:`ModelSpec.from_dict`), the config loses the retired options at their
-neutral values (:mod:`segnet.plan.retired`; others are refused), and the state dict gets the logit
-offsets that models did not have yet (theirs were zero).
+left out). The model spec's ``space_to_depth`` is optional and ``False`` where missing: the shipped
+``darkfield.pt`` predates it. A file is checked against this layout on every load (a damaged or
+forged one is refused in one line naming the file and the key), and a retired option in its
+config or spec is dropped or refused (:mod:`segnet.plan.retired`); nothing else is filled in.
 
 Every file of a run folder that is rewritten in place is written with :func:`segnet.core.outputs.atomic_write`, so a
 crash, a full disk or ``kill -9`` leaves either the old file or the new one, never half of one.
@@ -91,8 +90,8 @@ _Colour = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=
 class _ModelSpec(TypedDict):
     name: str
     num_classes: _Positive
-    in_channels: NotRequired[_Positive]
-    downsample: NotRequired[_Positive]
+    in_channels: _Positive
+    downsample: _Positive
     space_to_depth: NotRequired[bool]
 
 
@@ -270,16 +269,10 @@ class Checkpoint:
         optional = {key: state[key] for key in _OPTIONAL_KEYS if key in state}
         if "config" in optional:
             optional["config"] = without_retired(optional["config"], path, CheckpointError)
-        normalization, spec, weights = (
-            state["normalization"],
+        normalization = state["normalization"]
+        return cls(
             ModelSpec.from_dict(state["model"], path),
             dict(state["model_state"]),
-        )
-        if "logit_offsets" not in weights:
-            weights["logit_offsets"] = torch.zeros(spec.num_classes)
-        return cls(
-            spec,
-            weights,
             list(state["class_names"]),
             list(normalization["mean"]),
             list(normalization["std"]),

@@ -345,11 +345,7 @@ def build_run(
         module.load_state_dict(resumed.model_state)
         optimizer.load_state_dict(resumed.optimizer_state)
         scheduler.load_state_dict(resumed.scheduler_state)
-        # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
-        best_epoch = (
-            resumed.epoch if resumed.best_epoch is None and resumed.best_score is not None else resumed.best_epoch
-        )
-        progress = Progress(resumed.epoch, resumed.best_score, best_epoch)
+        progress = Progress(resumed.epoch, resumed.best_score, resumed.best_epoch)
         if dist.is_main_process():
             progress.seconds_before = truncate_history(run_dir / HISTORY_FILE, progress.epoch)
         log(f"resuming after epoch {progress.epoch} (best validation mean IoU so far: {progress.best_score})")
