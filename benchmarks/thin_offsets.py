@@ -20,16 +20,15 @@ from pathlib import Path
 from segnet.core.hardware import report_hardware
 from segnet.core.runfiles import SPLIT_FILE
 from segnet.evaluate.run import evaluate_run
-from segnet.model.checkpoint import load_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
-from segnet.plan.config import saved_roles
 
 
-def shifted_checkpoint(state: dict, thin: tuple[int, ...], shift: float, path: Path) -> Path:
-    """``state`` with the logit offsets of the ``thin`` classes raised by ``shift``, saved to ``path``."""
-    offsets = state["model_state"]["logit_offsets"].clone()
+def shifted_checkpoint(checkpoint: Checkpoint, thin: tuple[int, ...], shift: float, path: Path) -> Path:
+    """``checkpoint`` with the logit offsets of the ``thin`` classes raised by ``shift``, saved to ``path``."""
+    offsets = checkpoint.model_state["logit_offsets"].clone()
     offsets[list(thin)] += shift
-    save_checkpoint({**state, "model_state": {**state["model_state"], "logit_offsets": offsets}}, path)
+    checkpoint.replace(model_state={**checkpoint.model_state, "logit_offsets": offsets}).save(path)
     return path
 
 
@@ -53,9 +52,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     report_hardware(print)
-    state = load_checkpoint(args.checkpoint)
-    classes = state["class_names"]
-    thin = saved_roles(state.get("config"), classes).thin
+    checkpoint = Checkpoint.load(args.checkpoint)
+    classes = checkpoint.class_names
+    thin = checkpoint.roles.thin
     if not thin:
         parser.error(f"{args.checkpoint}: its classes {classes} have no thin class")
     names = [classes[c] for c in thin]
@@ -65,7 +64,7 @@ def main() -> None:
         # The shifted checkpoints sit beside a copy of the run's split, so they score its held-out images.
         (Path(folder) / SPLIT_FILE).write_bytes((args.checkpoint.parent / SPLIT_FILE).read_bytes())
         for shift in sorted(set(args.shifts) | {0.0}):
-            path = shifted_checkpoint(state, thin, shift, Path(folder) / f"shift_{shift:+g}.pt")
+            path = shifted_checkpoint(checkpoint, thin, shift, Path(folder) / f"shift_{shift:+g}.pt")
             rows[shift] = evaluate_run(
                 path,
                 args.data,

@@ -12,7 +12,7 @@ from segnet.core.runfiles import BEST_CHECKPOINT, HISTORY_FILE, SPLIT_FILE
 from segnet.data.classes import DEFAULT_CLASSES
 from segnet.data.pairs import find_pairs, write_split
 from segnet.data.synthetic import write_dataset
-from segnet.model.checkpoint import new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.plan.spec import ModelSpec
 
@@ -37,12 +37,10 @@ def make_run() -> Callable[[Path], tuple[Path, Path]]:
         run.mkdir()
         torch.manual_seed(0)
         model = build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES)))
-        normalization = {"mean": [0.1, 0.12, 0.15], "std": [0.1, 0.1, 0.12]}
         config = {"model": "segnet-basic", "classes": list(DEFAULT_CLASSES), "mask_palette": None}
-        save_checkpoint(
-            new_checkpoint(model, list(DEFAULT_CLASSES), normalization, config=config, epoch=3, best_score=0.4),
-            run / BEST_CHECKPOINT,
-        )
+        Checkpoint.of_model(
+            model, list(DEFAULT_CLASSES), [0.1, 0.12, 0.15], [0.1, 0.1, 0.12], config=config, epoch=3, best_score=0.4
+        ).save(run / BEST_CHECKPOINT)
         pairs = find_pairs(data)
         write_split(run / SPLIT_FILE, pairs[:2], pairs[2:])
         (run / HISTORY_FILE).write_text(

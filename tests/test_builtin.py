@@ -17,10 +17,11 @@ from segnet.core.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT
 from segnet.data.synthetic import generate_sample
 from segnet.export.pack import pack_checkpoint
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, resolve_checkpoint
-from segnet.model.checkpoint import load_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
 from segnet.plan.config import load_config
+from segnet.plan.spec import ModelSpec
 from segnet.train.loop import train
 
 
@@ -66,9 +67,9 @@ def test_packed_model_is_small_float16_and_predicts_as_the_original(
     assert (
         packed.stat().st_size < 0.4 * (tiny_run / BEST_CHECKPOINT).stat().st_size
     )  # no optimiser state, half the bytes per weight
-    state = load_checkpoint(packed)  # weights_only
-    assert "optimizer_state" not in state and "calibration" in state
-    conv = next(t for name, t in state["model_state"].items() if name.endswith("weight") and t.ndim == 4)
+    shipping = Checkpoint.load(packed)  # weights_only
+    assert shipping.optimizer_state is None and shipping.calibration is not None
+    conv = next(t for name, t in shipping.model_state.items() if name.endswith("weight") and t.ndim == 4)
     assert conv.dtype == torch.float16
     image = generate_sample(64, 64, np.random.default_rng(1))[0]
     original = Predictor.from_checkpoint(tiny_run / BEST_CHECKPOINT).predict(image)
@@ -155,23 +156,23 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
         ),
         progress_log=lines.append,
     )
-    start = load_checkpoint(tiny_run / BEST_CHECKPOINT)["model_state"]
-    tuned_state = load_checkpoint(run / LAST_CHECKPOINT)
-    tuned = tuned_state["model_state"]
+    start = Checkpoint.load(tiny_run / BEST_CHECKPOINT).model_state
+    tuned_checkpoint = Checkpoint.load(run / LAST_CHECKPOINT)
+    tuned = tuned_checkpoint.model_state
     # The resolution comes from the new data (1 on the synthetic images), not from the checkpoint's 2.
-    assert tuned_state["model"]["downsample"] == 1
+    assert tuned_checkpoint.spec.downsample == 1
     weights = [name for name, tensor in start.items() if name.endswith("weight") and tensor.ndim == 4]
     assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
     assert not torch.any(tuned["logit_offsets"])  # refitted for the new data, not carried over
     assert any(line.startswith("fine-tuning from") for line in lines)
-    scratch = load_checkpoint(
+    scratch = Checkpoint.load(
         train(
             _config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0),
             progress_log=lambda *a: None,
         )
         / LAST_CHECKPOINT
     )
-    assert not torch.allclose(start[weights[0]], scratch["model_state"][weights[0]], atol=1e-3)
+    assert not torch.allclose(start[weights[0]], scratch.model_state[weights[0]], atol=1e-3)
 
 
 @pytest.mark.slow
@@ -190,8 +191,11 @@ def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset
 def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
     path = BUILTIN_MODELS[DEFAULT_BUILTIN_MODEL].path
     assert path.stat().st_size < 5 * 2**20
-    state = load_checkpoint(path)
-    assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
+    shipped = Checkpoint.load(path)
+    assert shipped.class_names == ["background", "erythrocyte", "spirochete"]
+    # It predates space_to_depth (its spec lacks the key) and ships without the optimiser's state.
+    assert shipped.spec == ModelSpec("segnet-basic", 3, downsample=3) and shipped.optimizer_state is None
+    assert shipped.reference_diameters is not None and shipped.logit_offsets is not None
     image = generate_sample(96, 96, np.random.default_rng(0))[0]
     mask = Predictor.from_checkpoint(path).predict(image)
     assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 1, 2}

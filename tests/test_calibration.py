@@ -13,7 +13,7 @@ from segnet.cli import main
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT, CALIBRATION_FILE, LAST_CHECKPOINT, SPLIT_FILE
 from segnet.evaluate.run import evaluate_run
-from segnet.model.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
@@ -68,24 +68,24 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
         model.logit_offsets.copy_(torch.tensor([0.0, 1.5, -2.0]))
         shifted = model(inputs)
     torch.testing.assert_close(shifted - raw, torch.tensor([0.0, 1.5, -2.0]).view(1, 3, 1, 1).expand_as(raw))
-    state = new_checkpoint(model, CLASSES, {"mean": [0.2] * 3, "std": [0.2] * 3})
-    save_checkpoint(state, tmp_path / "calibrated.pt")
-    reloaded = load_model(load_checkpoint(tmp_path / "calibrated.pt"), tmp_path / "calibrated.pt")
+    checkpoint = Checkpoint.of_model(model, CLASSES, [0.2] * 3, [0.2] * 3)
+    checkpoint.save(tmp_path / "calibrated.pt")
+    reloaded = Checkpoint.load(tmp_path / "calibrated.pt").load_model(tmp_path / "calibrated.pt")
     assert reloaded.logit_offsets.tolist() == [0.0, 1.5, -2.0]
 
-    # A checkpoint from before logit offsets existed loads with zero offsets.
-    del state["model_state"]["logit_offsets"]
-    save_checkpoint(state, tmp_path / "old.pt")
-    assert load_model(load_checkpoint(tmp_path / "old.pt"), tmp_path / "old.pt").logit_offsets.tolist() == [
-        0.0,
-        0.0,
-        0.0,
-    ]
+    # The offsets are part of the weights: a state dict without them does not fit the model.
+    without = {name: tensor for name, tensor in checkpoint.model_state.items() if name != "logit_offsets"}
+    checkpoint.replace(model_state=without).save(tmp_path / "offsetless.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r'offsetless.pt: weights do not fit model segnet-basic \(Missing key\(s\) in state_dict: "logit_offsets"',
+    ):
+        Checkpoint.load(tmp_path / "offsetless.pt").load_model(tmp_path / "offsetless.pt")
 
     # Prediction, calibration and export all feed RGB: a model of other inputs is refused by name.
-    state["model"]["in_channels"] = 1
+    one_channel = checkpoint.replace(spec=ModelSpec("segnet-basic", 3, in_channels=1))
     with pytest.raises(CheckpointError, match="other.pt: model expects 1 input channels"):
-        load_model(state, tmp_path / "other.pt")
+        one_channel.load_model(tmp_path / "other.pt")
 
 
 @pytest.fixture(scope="module")
@@ -114,19 +114,17 @@ def test_training_calibrates_best_on_training_images_only(calibrated_run):
     summary = json.loads((run / CALIBRATION_FILE).read_text())
     split = json.loads((run / SPLIT_FILE).read_text())
     assert len(summary["images"]) == 5 and set(summary["images"]) <= set(split["train"])
-    state = load_checkpoint(run / BEST_CHECKPOINT)
-    assert state["calibration"] == summary
-    assert state["model_state"]["logit_offsets"].tolist() == list(summary["offsets"].values())
-    assert "calibration" not in load_checkpoint(run / LAST_CHECKPOINT)  # training resumes from raw weights
+    best = Checkpoint.load(run / BEST_CHECKPOINT)
+    assert best.calibration == summary
+    assert best.model_state["logit_offsets"].tolist() == list(summary["offsets"].values())
+    assert Checkpoint.load(run / LAST_CHECKPOINT).calibration is None  # training resumes from raw weights
 
     # The stored offsets are what prediction applies: raw probabilities times e^offset, renormalised.
     image = np.asarray(Image.open(data / "images" / f"{split['val'][0]}.png").convert("RGB"))
     calibrated = Predictor.from_checkpoint(run / BEST_CHECKPOINT, PLAIN).predict_proba(image)
-    raw_model = load_model(state, run / BEST_CHECKPOINT)
+    raw_model = best.load_model(run / BEST_CHECKPOINT)
     raw_model.logit_offsets.zero_()
-    raw = Predictor(
-        raw_model, CLASSES, state["normalization"]["mean"], state["normalization"]["std"], PLAIN
-    ).predict_proba(image)
+    raw = Predictor(raw_model, CLASSES, best.mean, best.std, PLAIN).predict_proba(image)
     expected = raw * np.exp(np.array(list(summary["offsets"].values()), dtype=np.float32))[:, None, None]
     np.testing.assert_allclose(calibrated, expected / expected.sum(axis=0), atol=1e-4)
 

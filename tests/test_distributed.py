@@ -15,7 +15,7 @@ import torch
 from segnet.core import distributed as dist
 from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
 from segnet.evaluate.run import evaluate_run
-from segnet.model.checkpoint import load_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
@@ -84,7 +84,7 @@ def test_both_processes_end_with_the_checkpointed_weights(two_process_run):
     match = re.search(r"model weights identical on all 2 processes \(sha256 ([0-9a-f]{64})\)", stdout)
     assert match, stdout
     # The digest was checked equal on both ranks; it must also be the digest of what rank 0 saved.
-    assert match.group(1) == dist.state_digest(load_checkpoint(out / LAST_CHECKPOINT)["model_state"])
+    assert match.group(1) == dist.state_digest(Checkpoint.load(out / LAST_CHECKPOINT).model_state)
     assert stdout.count("run folder:") == 1  # only rank 0 reports
 
 

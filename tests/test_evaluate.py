@@ -27,7 +27,7 @@ from segnet.evaluate.detection import ObjectTally, PresenceTally, score_objects
 from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
 from segnet.evaluate.tables import format_metrics_table
-from segnet.model.checkpoint import TRAINING_IMAGES_KEY, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.train.metrics import BoundaryScores
 
@@ -223,9 +223,8 @@ def test_bad_split_and_missing_split_file(tmp_path: Path, make_run) -> None:
 
 def test_a_split_edited_to_hold_out_training_images_is_refused(tmp_path: Path, make_run) -> None:
     run, data = make_run(tmp_path)
-    state = torch.load(run / BEST_CHECKPOINT, weights_only=True)
-    state[TRAINING_IMAGES_KEY] = ["001", "002"]  # what split.json says: 003 and 004 are held out
-    save_checkpoint(state, run / BEST_CHECKPOINT)
+    trained = Checkpoint.load(run / BEST_CHECKPOINT).replace(training_images=["001", "002"])
+    trained.save(run / BEST_CHECKPOINT)  # what split.json says: 003 and 004 are held out
     assert evaluate_run(run / BEST_CHECKPOINT, data, options=PLAIN, progress=False).num_images == 2
     pairs = find_pairs(data)
     write_split(run / SPLIT_FILE, pairs[1:3], [pairs[0], pairs[3]])  # 001, trained on, now "held out"

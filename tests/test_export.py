@@ -23,8 +23,7 @@ from segnet.core.errors import CheckpointError, SegnetError
 from segnet.data.synthetic import generate_sample
 from segnet.export.formats import check_onnx_export, export_onnx, model_to_onnx, validate_bioimageio
 from segnet.model.backends import OnnxModelInfo
-from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
-from segnet.model.checkpoint import load_model as load_checkpoint_model
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import DecoderStage, EncoderStage, SegNet, build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
@@ -47,13 +46,12 @@ def write_checkpoint(path: Path, spec: ModelSpec) -> Path:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    normalization = {"mean": MEAN, "std": STD}
-    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config={"epochs": 1}, epoch=1, best_score=0.5), path)
+    Checkpoint.of_model(model, CLASSES, MEAN, STD, config={"epochs": 1}, epoch=1, best_score=0.5).save(path)
     return path
 
 
 def load_model(checkpoint: Path) -> torch.nn.Module:
-    return load_checkpoint_model(load_checkpoint(checkpoint), checkpoint)
+    return Checkpoint.load(checkpoint).load_model(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +151,10 @@ def test_export_check_catches_a_graph_of_other_weights(basic_export: tuple[Path,
 def test_onnx_export_carries_calibrated_logit_offsets(tmp_path: Path) -> None:
     checkpoint = write_checkpoint(tmp_path / "model.pt", ModelSpec("segnet-basic", len(CLASSES)))
     raw = load_model(checkpoint)
-    state = torch.load(checkpoint, weights_only=True)
-    state["model_state"]["logit_offsets"] = torch.tensor([0.0, 0.75, -1.5])
-    save_checkpoint(state, checkpoint)
+    loaded = Checkpoint.load(checkpoint)
+    loaded.replace(model_state={**loaded.model_state, "logit_offsets": torch.tensor([0.0, 0.75, -1.5])}).save(
+        checkpoint
+    )
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
     inputs = torch.randn(1, 3, 37, 45, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -182,10 +181,8 @@ def test_onnx_file_has_dynamic_axes_and_metadata(basic_export: tuple[Path, Path]
 def test_onnx_export_keeps_the_run_s_class_roles(tmp_path: Path) -> None:
     classes, roles = ["bg", "rbc", "spiro"], {"bg": "background", "rbc": "solid", "spiro": "thin"}
     model = build_model(ModelSpec("segnet-basic", 3))
-    state = new_checkpoint(
-        model, classes, {"mean": MEAN, "std": STD}, config={"classes": classes, "class_roles": roles}, epoch=1
-    )
-    save_checkpoint(state, tmp_path / "model.pt")
+    config = {"classes": classes, "class_roles": roles}
+    Checkpoint.of_model(model, classes, MEAN, STD, config=config, epoch=1).save(tmp_path / "model.pt")
     export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
     from_onnx = Predictor.from_onnx(tmp_path / "model.onnx", PLAIN).roles
     assert from_onnx == Predictor.from_checkpoint(tmp_path / "model.pt", PLAIN).roles

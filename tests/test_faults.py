@@ -49,7 +49,7 @@ from segnet.core.runfiles import (
     SPLIT_FILE,
 )
 from segnet.data.synthetic import write_dataset
-from segnet.model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from segnet.model.checkpoint import FORMAT_VERSION, Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.plan.config import load_config
 
@@ -168,7 +168,7 @@ def test_skip_bad_trains_on_the_pairs_without_problems_and_names_the_others(data
     assert "002.png" in report and "005.png" in report
     split = json.loads((run / SPLIT_FILE).read_text())
     assert sorted(split["train"] + split["val"]) == ["001", "003", "004", "006", "007", "008"]
-    assert load_checkpoint(run / LAST_CHECKPOINT)["config"]["skip_bad"] is True
+    assert Checkpoint.load(run / LAST_CHECKPOINT).setting("skip_bad") is True
 
 
 @pytest.mark.slow
@@ -194,7 +194,7 @@ def check_run_folder_after_kill(run: Path, last_epoch: int) -> int:
     assert {path.name for path in run.glob("*.pt")} <= {LAST_CHECKPOINT, BEST_CHECKPOINT}
     for path in run.iterdir():
         assert path.name in RUN_FILES or TEMPORARY_NAME.match(path.name), f"unexpected file {path.name}"
-    epochs = {path.name: load_checkpoint(path)["epoch"] for path in run.glob("*.pt")}  # must never fail
+    epochs = {path.name: Checkpoint.load(path).epoch for path in run.glob("*.pt")}  # must never fail
     if SPLIT_FILE in (names := {path.name for path in run.iterdir()}):
         assert set(json.loads((run / SPLIT_FILE).read_text())) == {"train", "val"}
     if CONFIG_FILE in names:
@@ -316,7 +316,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_checkpoint
         r"free some space or choose a writable folder; the previous checkpoint is kept",
         err,
     ), err
-    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
+    assert Checkpoint.load(run / LAST_CHECKPOINT).epoch == 1
     assert temporaries(run) == []
 
 
@@ -413,11 +413,11 @@ def test_a_cross_validation_folder_with_only_a_kept_fold_model_is_a_run(data, tm
 
 
 def copy_run_checkpoint(finished_run: tuple[Path, Path], run: Path, **changes) -> Path:
-    """A run folder whose last.pt is the finished run's, with ``changes`` to the checkpoint dict."""
+    """A run folder whose last.pt is the finished run's, with ``changes`` to the dict on disk."""
     run.mkdir()
-    state = load_checkpoint(finished_run[1] / LAST_CHECKPOINT)
+    state = torch.load(finished_run[1] / LAST_CHECKPOINT, weights_only=True)
     state.update(changes)
-    save_checkpoint(state, run / LAST_CHECKPOINT)
+    torch.save(state, run / LAST_CHECKPOINT)
     return run / LAST_CHECKPOINT
 
 
@@ -479,7 +479,7 @@ def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_pat
     run = resumable_copy(finished_run, tmp_path / "run")
     moved = Path(shutil.copytree(finished_run[0], tmp_path / "moved"))
     assert main(train_args(moved, run, "--epochs", "2", "--resume")) == 0
-    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 2
+    assert Checkpoint.load(run / LAST_CHECKPOINT).epoch == 2
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["data"] == str(moved)
 
 
@@ -487,16 +487,15 @@ def test_resume_on_the_same_images_moved_elsewhere_goes_on(finished_run, tmp_pat
 def test_resume_on_its_own_folder_whose_images_changed_goes_on_with_its_normalisation(finished_run, tmp_path):
     run = resumable_copy(finished_run, tmp_path / "run")
     data = Path(shutil.copytree(finished_run[0], tmp_path / "data"))
-    state = load_checkpoint(run / LAST_CHECKPOINT)
-    save_checkpoint(
-        {**state, "config": {**state["config"], "data": str(data)}}, run / LAST_CHECKPOINT
-    )  # the run's own folder
+    trained = Checkpoint.load(run / LAST_CHECKPOINT)
+    trained.replace(config={**trained.config, "data": str(data)}).save(run / LAST_CHECKPOINT)  # the run's own folder
     image = data / "images" / f"{json.loads((run / 'split.json').read_text())['train'][0]}.png"
     Image.fromarray(255 - np.asarray(Image.open(image))).save(image)  # a corrected image
     lines = []
     training.train(tiny_config(data, run, epochs=2), resume=True, progress_log=lines.append)
     assert any(line.startswith(f"{data}: the training images changed since the run began (") for line in lines)
-    assert load_checkpoint(run / LAST_CHECKPOINT)["normalization"] == state["normalization"]
+    resumed = Checkpoint.load(run / LAST_CHECKPOINT)
+    assert (resumed.mean, resumed.std) == (trained.mean, trained.std)
 
 
 @pytest.mark.slow
@@ -578,7 +577,7 @@ def test_opening_a_checkpoint_never_runs_code_from_it(container, tmp_path):
     with pytest.raises(
         CheckpointError, match=rf"^{re.escape(str(hostile))}: not a segnet checkpoint: it holds Python objects \("
     ) as error:
-        load_checkpoint(hostile)
+        Checkpoint.load(hostile)
     assert not marker.exists()
     # Never PyTorch's advice to load the file with weights_only=False, which would run the code.
     assert "was not written by this tool" in str(error.value) and "weights_only" not in str(error.value)
@@ -588,7 +587,7 @@ def test_a_file_that_is_no_checkpoint_is_named_without_advice_to_load_it_unsafel
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(garbage))}: not a segnet checkpoint") as error:
-        load_checkpoint(garbage)
+        Checkpoint.load(garbage)
     assert "weights_only" not in str(error.value)
 
 
@@ -604,7 +603,7 @@ FORGERIES = {
     "normalization is empty": ({"normalization": {}}, "normalization.mean: Field required (found {})"),
     "calibration is a number": ({"calibration": 7}, "calibration: Input should be a valid dictionary (found 7)"),
     "num_classes is text": (
-        {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3}},
+        {"model": {"name": "segnet-basic", "num_classes": "3", "in_channels": 3, "downsample": 1}},
         "model.num_classes: Input should be a valid integer",
     ),
     "std has two numbers": (
@@ -623,8 +622,12 @@ FORGERIES = {
         {"format_version": "1"},
         "not a segnet checkpoint (format version '1' is not a positive whole number)",
     ),
+    "a spec without downsample": (  # every checkpoint has stored it: none is filled in
+        {"model": {"name": "segnet-basic", "num_classes": 3, "in_channels": 3}},
+        "model.downsample: Field required",
+    ),
     "unknown model": (
-        {"model": {"name": "resnet", "num_classes": 3, "in_channels": 3}},
+        {"model": {"name": "resnet", "num_classes": 3, "in_channels": 3, "downsample": 1}},
         "checkpoint of an unknown model 'resnet'; segnet builds segnet, ",
     ),
 }
@@ -653,12 +656,10 @@ def test_a_damaged_or_forged_checkpoint_is_one_line_naming_it(forgery, finished_
 
 @pytest.mark.slow
 def test_weights_that_are_not_finite_are_refused_naming_the_checkpoint(finished_run, tmp_path, capsys):
-    state = load_checkpoint(finished_run[1] / BEST_CHECKPOINT)
-    name = next(iter(key for key in state["model_state"] if key.endswith("weight")))
+    weights = Checkpoint.load(finished_run[1] / BEST_CHECKPOINT).model_state
+    name = next(iter(key for key in weights if key.endswith("weight")))
     checkpoint = copy_run_checkpoint(
-        finished_run,
-        tmp_path / "run",
-        model_state={**state["model_state"], name: state["model_state"][name] * math.nan},
+        finished_run, tmp_path / "run", model_state={**weights, name: weights[name] * math.nan}
     )
     image = str(next((finished_run[0] / "images").iterdir()))
     assert (
@@ -838,7 +839,7 @@ def test_ctrl_c_mid_epoch_keeps_last_pt_and_says_how_to_resume(data, tmp_path, m
         "segnet: interrupted; the checkpoints written so far are intact: run the same command with --resume to continue"
         in err
     )
-    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1
+    assert Checkpoint.load(run / LAST_CHECKPOINT).epoch == 1
     monkeypatch.undo()
     assert main(train_args(data, run, "--epochs", "2", "--resume")) == 0
-    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 2
+    assert Checkpoint.load(run / LAST_CHECKPOINT).epoch == 2

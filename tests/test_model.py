@@ -15,7 +15,7 @@ import segnet.plan.spec as spec_module
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT
 from segnet.evaluate.run import evaluate_run
-from segnet.model.checkpoint import load_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import (
     DecoderStage,
     EncoderStage,
@@ -69,13 +69,13 @@ def test_total_stride(models: dict[str, nn.Module], name: str) -> None:
         assert spec.total_stride == build_model(spec).total_stride == STRIDES[name] * downsample
 
 
-def test_spec_travels_as_a_plain_dict_and_old_checkpoints_are_upgraded(tmp_path: Path) -> None:
+def test_spec_travels_as_a_plain_dict(tmp_path: Path) -> None:
     spec = ModelSpec("segnet-basic", 4, downsample=3)
     assert build_model(spec).spec == spec
     assert ModelSpec.from_dict(spec.to_dict(), "model.pt") == spec
-    # Checkpoints from before in_channels, downsample and space_to_depth were stored were built with 3, 1 and False.
-    old = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "old.pt")
-    assert (old.in_channels, old.downsample, old.space_to_depth) == (3, 1, False)
+    # A field left out takes its default, as in ModelSpec("segnet", 3).
+    short = ModelSpec.from_dict({"name": "segnet", "num_classes": 3}, "short.pt")
+    assert short == ModelSpec("segnet", 3, in_channels=3, downsample=1, space_to_depth=False)
     with pytest.raises(CheckpointError, match=r"odd.pt: the model spec has unknown keys \['depth'\]"):
         ModelSpec.from_dict({**spec.to_dict(), "depth": 5}, "odd.pt")
     with pytest.raises(CheckpointError, match="bad.pt: the model spec has no num_classes"):
@@ -508,8 +508,8 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(
     config = load_config(None, {"data": str(synthetic_dataset), "out": str(tmp_path / "run"), "model": registered, "epochs": 1,
                                 "image_size": 32, "num_workers": 0, "val_fraction": 0.25, "calibration_images": 2})  # fmt: skip
     run = train(config, progress_log=lambda *args: None)
-    state = load_checkpoint(run / BEST_CHECKPOINT)
-    assert state["model"]["name"] == registered and "calibration" in state
+    best = Checkpoint.load(run / BEST_CHECKPOINT)
+    assert best.spec.name == registered and best.calibration is not None
     metrics = evaluate_run(
         run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False
     )

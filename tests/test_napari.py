@@ -35,7 +35,7 @@ from segnet.data.synthetic import generate_sample  # noqa: E402
 from segnet.evaluate.columns import VIEWER_COLUMNS  # noqa: E402
 from segnet.evaluate.measure import read_object_labels  # noqa: E402
 from segnet.model.builtin import DEFAULT_BUILTIN_MODEL  # noqa: E402
-from segnet.model.checkpoint import new_checkpoint, save_checkpoint  # noqa: E402
+from segnet.model.checkpoint import Checkpoint  # noqa: E402
 from segnet.model.networks import build_model  # noqa: E402
 from segnet.napari.layers import CLASSES_SUFFIX, OBJECTS_SUFFIX  # noqa: E402
 from segnet.napari.reader import get_reader  # noqa: E402
@@ -53,13 +53,8 @@ def predicted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("napari")
     torch.manual_seed(0)
     checkpoint = root / "tiny.pt"
-    normalization = {"mean": [0.2, 0.2, 0.2], "std": [0.2, 0.2, 0.2]}
-    save_checkpoint(
-        new_checkpoint(
-            build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES))), list(DEFAULT_CLASSES), normalization
-        ),
-        checkpoint,
-    )
+    model = build_model(ModelSpec("segnet-basic", len(DEFAULT_CLASSES)))
+    Checkpoint.of_model(model, list(DEFAULT_CLASSES), [0.2, 0.2, 0.2], [0.2, 0.2, 0.2]).save(checkpoint)
     image = root / f"{STEM}.png"
     Image.fromarray(generate_sample(96, 128, np.random.default_rng(0))[0]).save(image)
     out = root / "predicted"

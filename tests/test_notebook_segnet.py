@@ -13,7 +13,7 @@ from helpers import conv_parameters
 import segnet.model.networks as model_module
 import segnet.plan.spec as spec_module
 from segnet.core.errors import CheckpointError
-from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import RegisteredNetwork, build_model, count_parameters
 from segnet.plan.spec import MODEL_NAMES, ModelSpec
 
@@ -61,13 +61,12 @@ def test_a_notebook_checkpoint_loads_only_where_it_is_registered(
     notebook: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     model = build_model(ModelSpec(notebook.NOTEBOOK_MODEL, num_classes=3))
-    normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
     path = tmp_path / "notebook.pt"
-    save_checkpoint(new_checkpoint(model, ["a", "b", "c"], normalization, config={}, epoch=0, best_score=None), path)
-    assert load_checkpoint(path)["model"]["name"] == notebook.NOTEBOOK_MODEL
+    Checkpoint.of_model(model, ["a", "b", "c"], [0.5] * 3, [0.25] * 3, config={}, epoch=0).save(path)
+    assert Checkpoint.load(path).spec.name == notebook.NOTEBOOK_MODEL
     monkeypatch.setattr(spec_module, "_REGISTERED_STAGES", {})  # a process that never registered it
     with pytest.raises(CheckpointError) as refused:
-        load_checkpoint(path)
+        Checkpoint.load(path)
     assert str(refused.value) == (
         f"{path}: checkpoint of an unknown model 'notebook-segnet'; segnet builds segnet, segnet-basic, "
         "bayesian-segnet, bayesian-segnet-basic (a model a benchmark registers, such as its notebook baseline, "

@@ -21,7 +21,7 @@ from segnet.data.classes import DARKFIELD_ROLES
 from segnet.data.palette import class_palette, colorize
 from segnet.data.synthetic import generate_sample
 from segnet.evaluate.measure import ObjectLabels, find_objects, measure_objects, read_object_labels
-from segnet.model.checkpoint import new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import DecoderStage, EncoderStage, SegNet, SubPixelHead, build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Ensemble, Predictor
@@ -503,8 +503,7 @@ def test_expand_inputs_names_an_input_that_matches_nothing(tmp_path: Path, entry
 
 def write_checkpoint(path: Path, model_name: str) -> Path:
     model = build_model(ModelSpec(model_name, len(CLASSES)))
-    normalization = {"mean": MEAN, "std": STD}
-    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config={}, epoch=0, best_score=None), path)
+    Checkpoint.of_model(model, CLASSES, MEAN, STD, config={}, epoch=0).save(path)
     return path
 
 
@@ -525,9 +524,9 @@ def test_load_predictor_takes_a_checkpoint_an_onnx_file_or_a_run_folder(tmp_path
 
 def test_from_checkpoint_rejects_weights_of_another_model(tmp_path: Path) -> None:
     path = write_checkpoint(tmp_path / "model.pt", "segnet-basic")
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True)  # a forged file: its weights are another model's
     state["model"]["name"] = "segnet"
-    save_checkpoint(state, path)
+    torch.save(state, path)
     with pytest.raises(CheckpointError, match="model.pt"):
         Predictor.from_checkpoint(path, PLAIN)
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from segnet.data.synthetic import generate_sample
-from segnet.model.checkpoint import new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
@@ -42,8 +42,7 @@ def output_bytes(folder: Path) -> dict[str, bytes]:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.pt"
     model = build_model(ModelSpec("segnet-basic", len(CLASSES)))
-    normalization = {"mean": [0.2, 0.25, 0.3], "std": [0.2, 0.2, 0.2]}
-    save_checkpoint(new_checkpoint(model, CLASSES, normalization, config={}, epoch=0, best_score=None), path)
+    Checkpoint.of_model(model, CLASSES, [0.2, 0.25, 0.3], [0.2, 0.2, 0.2], config={}, epoch=0).save(path)
     return path
 
 

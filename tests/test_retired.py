@@ -14,7 +14,7 @@ from PIL import Image
 from segnet.cli import main
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.data.synthetic import generate_sample
-from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model, build_model_from_kwargs
 from segnet.model.predictor import Predictor
 from segnet.plan.config import load_config
@@ -44,28 +44,25 @@ def old_checkpoint(path: Path, config: dict[str, Any], model: dict[str, Any] | N
     """A checkpoint as an earlier segnet wrote it: its config and model spec dict edited to hold
     ``config`` and ``model``."""
     torch.manual_seed(0)
-    state = new_checkpoint(
-        build_model(ModelSpec("segnet-basic", len(CLASSES))),
-        CLASSES,
-        {"mean": [0.2, 0.25, 0.3], "std": [0.2, 0.2, 0.2]},
-        config={"epochs": 1, **config},
-        epoch=1,
-    )
+    model_of_today = build_model(ModelSpec("segnet-basic", len(CLASSES)))
+    state = Checkpoint.of_model(
+        model_of_today, CLASSES, [0.2, 0.25, 0.3], [0.2, 0.2, 0.2], config={"epochs": 1, **config}, epoch=1
+    ).to_dict()
     state["model"].update(model or {})
-    save_checkpoint(state, path)
+    torch.save(state, path)
     return path
 
 
 def test_an_old_checkpoint_with_retired_options_off_loads_and_predicts(tmp_path: Path) -> None:
     path = old_checkpoint(tmp_path / "old.pt", NEUTRAL_CONFIG, {"detail_width": 0})
-    state = load_checkpoint(path)
-    assert state["config"] == {"epochs": 1, "loss": "ce+dice"}
-    assert state["model"] == ModelSpec("segnet-basic", len(CLASSES)).to_dict()
+    loaded = Checkpoint.load(path)
+    assert loaded.config == {"epochs": 1, "loss": "ce+dice"}
+    assert loaded.spec == ModelSpec("segnet-basic", len(CLASSES))
     # The shipped model's config holds None for them, as do checkpoints that predate them.
     unset = old_checkpoint(
         tmp_path / "unset.pt", {"detail_width": None, "skeleton_recall": 0.0}, {"detail_width": None}
     )
-    assert load_checkpoint(unset)["config"] == {"epochs": 1}
+    assert Checkpoint.load(unset).config == {"epochs": 1}
     image = generate_sample(48, 40, np.random.default_rng(0))[0]
     assert Predictor.from_checkpoint(path).predict(image).shape == (48, 40)
 
@@ -76,7 +73,7 @@ def test_a_checkpoint_trained_with_a_retired_option_is_refused_in_one_line(
 ) -> None:
     path = old_checkpoint(tmp_path / "best.pt", {**NEUTRAL_CONFIG, **edits.get("config", {})}, edits.get("model"))
     with pytest.raises(CheckpointError) as refused:
-        load_checkpoint(path)
+        Checkpoint.load(path)
     assert str(refused.value) == refusal(path, setting)
     image = tmp_path / "in.png"
     Image.fromarray(generate_sample(32, 32, np.random.default_rng(0))[0]).save(image)

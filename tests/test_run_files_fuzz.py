@@ -33,7 +33,7 @@ from segnet.data.classes import ClassRoles
 from segnet.data.pairs import Pair, read_split, write_split
 from segnet.evaluate.columns import IMAGE_COLUMN
 from segnet.model.backends import OnnxModelInfo
-from segnet.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
@@ -156,10 +156,8 @@ def test_mutated_checkpoints_load_and_predict_or_are_refused_naming_the_file(
     torch.save(state, path)
 
     def load_and_predict() -> np.ndarray:
-        loaded = load_checkpoint(path)
-        model = load_model(loaded, path)
-        normalization = loaded["normalization"]
-        predictor = Predictor(model, loaded["class_names"], normalization["mean"], normalization["std"], PLAIN)
+        loaded = Checkpoint.load(path)
+        predictor = Predictor(loaded.load_model(path), loaded.class_names, loaded.mean, loaded.std, PLAIN)
         return predictor.predict(np.zeros((9, 7, 3), dtype=np.uint8))
 
     mask = works_or_names(path, load_and_predict)
@@ -284,7 +282,7 @@ def test_onnx_graphs_whose_outputs_may_not_fit_the_class_names(
 
 @pytest.fixture(scope="module")
 def checkpoint(folder: Path, valid_state) -> Path:
-    save_checkpoint(valid_state, folder / BEST_CHECKPOINT)
+    torch.save(valid_state, folder / BEST_CHECKPOINT)
     return folder / BEST_CHECKPOINT
 
 

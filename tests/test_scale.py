@@ -17,7 +17,7 @@ from segnet.core.errors import SegnetError
 from segnet.data.classes import ClassRoles
 from segnet.data.fingerprint import compute_fingerprint, object_diameter
 from segnet.export.formats import export_onnx
-from segnet.model.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.model.options import AUTO_DIAMETER, InferenceOptions
 from segnet.model.predictor import Predictor
@@ -191,9 +191,7 @@ def checkpoint_with(tmp_path: Path, fingerprint: dict | None) -> Path:
     entries = {"fingerprint": fingerprint} if fingerprint is not None else {}
     path = tmp_path / "model.pt"
     classes = ["background", "erythrocyte", "spirochete"]
-    save_checkpoint(
-        new_checkpoint(model, classes, {"mean": [0.2] * 3, "std": [0.2] * 3}, config={}, epoch=0, **entries), path
-    )
+    Checkpoint.of_model(model, classes, [0.2] * 3, [0.2] * 3, config={}, epoch=0, **entries).save(path)
     return path
 
 
@@ -253,5 +251,4 @@ def test_predict_with_a_diameter_from_the_command_line(tmp_path: Path, capsys: p
     old = checkpoint_with(tmp_path / "old", None) if (tmp_path / "old").mkdir() is None else None
     assert main([*common[:2], str(old), *common[3:], "--out", str(tmp_path / "old_out"), "--diameter", "12"]) == 1
     assert "records no usable reference cell size" in capsys.readouterr().err
-    state = load_checkpoint(path)
-    assert state["fingerprint"]["class_diameter"][1] == 40.0
+    assert Checkpoint.load(path).reference_diameters == [None, 40.0, 9.0]

@@ -25,9 +25,10 @@ from segnet.core.runfiles import (
     SPLIT_FILE,
     TENSORBOARD_FOLDER,
 )
-from segnet.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.plan.config import load_config
 from segnet.plan.plan import make_plan, read_plan
+from segnet.plan.spec import ModelSpec
 from segnet.train.loop import train
 
 
@@ -69,7 +70,7 @@ def test_run_folder_holds_everything(finished_run):
     assert (
         plan.image_size == 32
         and plan.batch_size == 4
-        and plan.normalization == load_checkpoint(finished_run / LAST_CHECKPOINT)["normalization"]
+        and [plan.mean, plan.std] == [(last := Checkpoint.load(finished_run / LAST_CHECKPOINT)).mean, last.std]
     )
     with (finished_run / HISTORY_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
@@ -81,19 +82,18 @@ def test_run_folder_holds_everything(finished_run):
 
 @pytest.mark.slow
 def test_checkpoint_is_self_describing(finished_run):
-    state = load_checkpoint(finished_run / LAST_CHECKPOINT)
-    assert state["epoch"] == 2
-    assert state["class_names"] == ["background", "erythrocyte", "spirochete"]
-    assert len(state["normalization"]["mean"]) == 3 and all(s > 0 for s in state["normalization"]["std"])
-    assert state["model"] == {
-        "name": "segnet-basic",
-        "num_classes": 3,
-        "in_channels": 3,
-        "downsample": 1,
-        "space_to_depth": False,
-    }
-    assert "optimizer_state" in state and "scheduler_state" in state
-    assert state["training_images"] == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
+    checkpoint = Checkpoint.load(finished_run / LAST_CHECKPOINT)
+    assert checkpoint.epoch == 2
+    assert checkpoint.class_names == ["background", "erythrocyte", "spirochete"]
+    assert len(checkpoint.mean) == 3 and all(s > 0 for s in checkpoint.std)
+    assert checkpoint.spec == ModelSpec("segnet-basic", 3, in_channels=3, downsample=1, space_to_depth=False)
+    assert checkpoint.optimizer_state is not None and checkpoint.scheduler_state is not None
+    assert checkpoint.training_images == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
+    # On disk: a plain dict, every key of the layout a training run writes.
+    assert set(torch.load(finished_run / LAST_CHECKPOINT, weights_only=True)) == {
+        "format_version", "model", "model_state", "class_names", "normalization", "config", "fingerprint",
+        "epoch", "best_score", "best_epoch", "optimizer_state", "scheduler_state", "training_images",
+    }  # fmt: skip
 
 
 @pytest.mark.slow
@@ -130,23 +130,22 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(synthetic_datas
     monkeypatch.setattr(training, "train_one_epoch", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(synthetic_dataset, resumed, epochs=3), progress_log=lambda *a: None)
-    assert load_checkpoint(resumed / LAST_CHECKPOINT)["epoch"] == 1
+    assert Checkpoint.load(resumed / LAST_CHECKPOINT).epoch == 1
     monkeypatch.setattr(training, "train_one_epoch", real_epoch)
     train(tiny_config(synthetic_dataset, resumed, epochs=3), resume=True, progress_log=lambda *a: None)
 
     with (resumed / HISTORY_FILE).open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
-    expected, actual = load_checkpoint(straight / LAST_CHECKPOINT), load_checkpoint(resumed / LAST_CHECKPOINT)
-    for key, value in expected["model_state"].items():
-        assert torch.equal(value, actual["model_state"][key]), key
+    expected, actual = Checkpoint.load(straight / LAST_CHECKPOINT), Checkpoint.load(resumed / LAST_CHECKPOINT)
+    for key, value in expected.model_state.items():
+        assert torch.equal(value, actual.model_state[key]), key
 
 
 @pytest.mark.slow
 def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    state = load_checkpoint(finished_run / LAST_CHECKPOINT)
-    save_checkpoint(state, run / LAST_CHECKPOINT)
+    Checkpoint.load(finished_run / LAST_CHECKPOINT).save(run / LAST_CHECKPOINT)
     with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'bayesian-segnet-basic'"):
         train(
             tiny_config(synthetic_dataset, run, model="bayesian-segnet-basic", epochs=3),
@@ -224,9 +223,9 @@ def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, t
         tiny_config(synthetic_dataset, run, epochs=1, image_size=64, downsample=2, space_to_depth=True),
         progress_log=lambda *a: None,
     )
-    state = load_checkpoint(run / LAST_CHECKPOINT)
-    assert state["model"]["downsample"] == 2 and state["model"]["space_to_depth"]
-    assert load_model(state, run / LAST_CHECKPOINT).total_stride == 32
+    checkpoint = Checkpoint.load(run / LAST_CHECKPOINT)
+    assert checkpoint.spec.downsample == 2 and checkpoint.spec.space_to_depth
+    assert checkpoint.load_model(run / LAST_CHECKPOINT).total_stride == 32
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["downsample"] == 2
     with pytest.raises(SegnetError, match="trained with downsample 2, not 1"):
         train(
@@ -237,11 +236,7 @@ def test_downsampled_run_is_stored_and_resumed_only_as_such(synthetic_dataset, t
     # Without --downsample the run resumes at its own, although these images alone would give 1,
     # and with its own input path.
     train(tiny_config(synthetic_dataset, run, epochs=2, image_size=64), resume=True, progress_log=lambda *a: None)
-    assert load_checkpoint(run / LAST_CHECKPOINT)["model"] == {
-        **state["model"],
-        "downsample": 2,
-        "space_to_depth": True,
-    }
+    assert Checkpoint.load(run / LAST_CHECKPOINT).spec == checkpoint.spec  # downsample 2, space-to-depth
 
 
 @pytest.mark.slow
@@ -279,7 +274,7 @@ def test_deterministic_runs_repeat_bit_for_bit_and_leave_the_setting_as_they_fou
         )
         assert not torch.are_deterministic_algorithms_enabled()  # restored: the next run is free to be fast again
     assert deterministic_during_epochs == [True, True]
-    first, second = (load_checkpoint(run / LAST_CHECKPOINT)["model_state"] for run in runs)
+    first, second = (Checkpoint.load(run / LAST_CHECKPOINT).model_state for run in runs)
     assert all(torch.equal(first[key], second[key]) for key in first)
     with pytest.raises(SegnetError, match="already holds a run"):  # restored after a failed run too
         train(tiny_config(synthetic_dataset, runs[0], epochs=1, deterministic=True), progress_log=lambda *a: None)
@@ -306,10 +301,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(synthetic_data
     assert epochs_validated == [1, 2, 3]
     assert any("early stopping after epoch 3" in line and "best 0.5000 at epoch 1" in line for line in lines), lines
     assert json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
-    assert (
-        load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1
-        and load_checkpoint(run / LAST_CHECKPOINT)["best_epoch"] == 1
-    )
+    assert Checkpoint.load(run / BEST_CHECKPOINT).epoch == 1 and Checkpoint.load(run / LAST_CHECKPOINT).best_epoch == 1
 
 
 @pytest.mark.slow
@@ -381,7 +373,7 @@ def test_tiny_time_budget_trains_one_validated_epoch_and_says_so(synthetic_datas
     assert len((run / HISTORY_FILE).read_text().splitlines()) == 1 + 1
     # The epoch the budget made the last one was validated, so it is best.pt.
     assert (
-        load_checkpoint(run / BEST_CHECKPOINT)["epoch"] == 1
+        Checkpoint.load(run / BEST_CHECKPOINT).epoch == 1
         and json.loads((run / BEST_METRICS_FILE).read_text())["epoch"] == 1
     )
 
@@ -403,8 +395,8 @@ def test_time_budget_fits_the_learning_rate_schedule_to_the_fitted_epochs(synthe
     assert learning_rates(budgeted) == learning_rates(fixed) and len(learning_rates(fixed)) == 3
     # Every step's learning rate matched, the first after the refit included: the same weights.
     ours, theirs = (
-        load_checkpoint(budgeted / LAST_CHECKPOINT)["model_state"],
-        load_checkpoint(fixed / LAST_CHECKPOINT)["model_state"],
+        Checkpoint.load(budgeted / LAST_CHECKPOINT).model_state,
+        Checkpoint.load(fixed / LAST_CHECKPOINT).model_state,
     )
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
@@ -503,11 +495,10 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
     train(tiny_config(synthetic_dataset, run, epochs=2, amp=True, calibration_images=2), progress_log=lambda *a: None)
     with (run / HISTORY_FILE).open(newline="") as handle:
         history = {int(row["epoch"]): row for row in csv.DictReader(handle)}
-    best = load_checkpoint(run / BEST_CHECKPOINT)
-    assert best["calibration"]["offsets"]  # calibrated after training
-    best["model_state"]["logit_offsets"].zero_()
-    del best["calibration"]
-    save_checkpoint(best, run / "best_as_scored.pt")
+    best = Checkpoint.load(run / BEST_CHECKPOINT)
+    assert best.logit_offsets  # calibrated after training
+    best.model_state["logit_offsets"].zero_()
+    best.replace(calibration=None).save(run / "best_as_scored.pt")
 
     def evaluate(checkpoint: str) -> dict:
         out = tmp_path / f"evaluation-{checkpoint}"
@@ -536,7 +527,7 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
     assert abs(float(history[2]["val_global_accuracy"]) - last["global_accuracy"]) <= 1e-6
     best_metrics = json.loads((run / BEST_METRICS_FILE).read_text())
     assert best_metrics["confusion_matrix"] == scored["confusion_matrix"]
-    assert abs(float(history[best["epoch"]]["val_mean_iou"]) - scored["mean_iou"]) <= 1e-6
+    assert abs(float(history[best.epoch]["val_mean_iou"]) - scored["mean_iou"]) <= 1e-6
 
 
 @pytest.mark.slow

@@ -37,10 +37,9 @@ from segnet.evaluate.score import (
     score_pairs,
 )
 from segnet.model.builtin import is_builtin, resolve_checkpoint
-from segnet.model.checkpoint import TRAINING_IMAGES_KEY, load_checkpoint, model_spec
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
 from segnet.model.predictor import Predictor
-from segnet.plan.config import saved_palette
 
 
 def evaluate_run(
@@ -105,12 +104,12 @@ def _predict_and_score(
     """:func:`evaluate_run`'s work, in its locked output folder."""
     run_dir = checkpoint.parent
     pairs = select_pairs(data, split, run_dir)
-    state = load_checkpoint(checkpoint)
+    loaded = Checkpoint.load(checkpoint)
     if split == "val":
-        _refuse_training_images(pairs, state, run_dir / SPLIT_FILE)
-    predictor = Predictor.from_state(state, checkpoint, options)
-    del state["model_state"]  # the model name, epoch and mask palette are read from the rest below
-    palette = saved_palette(state.get("config"), predictor.class_names)
+        _refuse_training_images(pairs, loaded, run_dir / SPLIT_FILE)
+    predictor = Predictor.from_loaded(loaded, checkpoint, options)
+    provenance, palette = _provenance(checkpoint, loaded), loaded.palette
+    del loaded  # the model holds its weights now: the checkpoint's copy is freed
     settings = ScoreSettings(tuple(predictor.class_names), predictor.roles, ignore_index, min_area, palette)
     prediction_dir = make_folder(out_dir / PREDICTIONS_FOLDER)
     scored = []
@@ -123,7 +122,7 @@ def _predict_and_score(
         save_prediction(pred, prediction_dir / f"{pair.stem}.png")
         scored.append(ScoredPair(pair.stem, pair.mask, prediction_dir / f"{pair.stem}.png", pair.image))
     evaluation = {
-        **_provenance(checkpoint, state),
+        **provenance,
         "data": str(data),
         "split": split,
         **options.to_dict(),
@@ -132,9 +131,9 @@ def _predict_and_score(
     return score_pairs(scored, settings, out_dir, evaluation, progress=progress)
 
 
-def _refuse_training_images(pairs: Sequence[Pair], state: dict, split_file: Path) -> None:
+def _refuse_training_images(pairs: Sequence[Pair], checkpoint: Checkpoint, split_file: Path) -> None:
     """A split that calls images held out which the checkpoint trained on was edited since: refused."""
-    trained = set(state.get(TRAINING_IMAGES_KEY) or ())
+    trained = set(checkpoint.training_images or ())
     seen = sorted(pair.stem for pair in pairs if pair.stem in trained)
     if seen:
         raise DataError(
@@ -144,16 +143,15 @@ def _refuse_training_images(pairs: Sequence[Pair], state: dict, split_file: Path
         )
 
 
-def _provenance(checkpoint: Path, state: dict) -> dict:
-    """What was evaluated: the checkpoint, its model, epoch, save time and logit offsets."""
+def _provenance(path: Path, checkpoint: Checkpoint) -> dict:
+    """What was evaluated: the checkpoint, its model, epoch, save time and logit offsets
+    (:mod:`segnet.train.calibration`; ``None``: uncalibrated)."""
     return {
-        "checkpoint": str(checkpoint),
-        "model": model_spec(state).name,
-        "epoch": state.get("epoch"),
-        "checkpoint_saved": _file_time(checkpoint),
-        "logit_offsets": (state.get("calibration") or {}).get(
-            "offsets"
-        ),  # segnet.train.calibration; None: uncalibrated
+        "checkpoint": str(path),
+        "model": checkpoint.spec.name,
+        "epoch": checkpoint.epoch,
+        "checkpoint_saved": _file_time(path),
+        "logit_offsets": checkpoint.logit_offsets,
     }
 
 

@@ -62,8 +62,7 @@ from segnet.data.pairs import read_image
 from segnet.data.palette import colorize
 from segnet.data.synthetic import generate_sample
 from segnet.model.backends import OnnxModelInfo
-from segnet.model.checkpoint import load_checkpoint, load_model, model_spec, reference_diameters
-from segnet.plan.config import saved_roles
+from segnet.model.checkpoint import Checkpoint
 
 __all__ = [
     "ExportCheck",
@@ -126,21 +125,21 @@ _CITATIONS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _load_model(checkpoint: str | Path) -> tuple[nn.Module, OnnxModelInfo, dict[str, Any]]:
-    """The checkpoint's model in eval mode (on the CPU), its ONNX metadata and the raw state."""
-    state = load_checkpoint(checkpoint)
-    model = load_model(state, checkpoint)
-    spec, normalization = model_spec(state), state["normalization"]
+def _load_model(path: str | Path) -> tuple[nn.Module, OnnxModelInfo, Checkpoint]:
+    """The checkpoint's model in eval mode (on the CPU), its ONNX metadata and the checkpoint."""
+    checkpoint = Checkpoint.load(path)
+    model = checkpoint.load_model(path)
+    diameters = checkpoint.reference_diameters
     info = OnnxModelInfo(
-        model_name=spec.name,
-        class_names=tuple(state["class_names"]),
-        mean=tuple(map(float, normalization["mean"])),
-        std=tuple(map(float, normalization["std"])),
-        total_stride=spec.total_stride,
-        class_diameter=tuple(diameters) if (diameters := reference_diameters(state)) is not None else None,
-        class_roles=saved_roles(state.get("config"), state["class_names"]).by_name(state["class_names"]),
+        model_name=checkpoint.spec.name,
+        class_names=tuple(checkpoint.class_names),
+        mean=tuple(map(float, checkpoint.mean)),
+        std=tuple(map(float, checkpoint.std)),
+        total_stride=checkpoint.spec.total_stride,
+        class_diameter=tuple(diameters) if diameters is not None else None,
+        class_roles=checkpoint.roles.by_name(checkpoint.class_names),
     )
-    return model, info, state
+    return model, info, checkpoint
 
 
 @contextlib.contextmanager
@@ -428,11 +427,11 @@ def _cover(image: np.ndarray, mask: np.ndarray, num_classes: int) -> Image.Image
     return pair.resize((width, _COVER_HEIGHT), Image.Resampling.LANCZOS)
 
 
-def _readme(info: OnnxModelInfo, state: dict[str, Any], test_shape: tuple[int, ...]) -> str:
+def _readme(info: OnnxModelInfo, checkpoint: Checkpoint, test_shape: tuple[int, ...]) -> str:
     classes = "\n".join(f"| {index} | {name} |" for index, name in enumerate(info.class_names))
-    config = state.get("config") or {}
-    best = state.get("best_score")
-    best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "not recorded"
+    best = checkpoint.best_score
+    best_text = f"{best:.4f}" if best is not None else "not recorded"
+    epochs = checkpoint.epoch if checkpoint.epoch is not None else "not recorded"
     bayesian = "bayesian" in info.model_name
     return f"""# SegNet ({info.model_name}) for darkfield microscopy
 
@@ -464,8 +463,8 @@ Weights are given as ONNX (`weights.onnx`, runs in onnxruntime alone) and as a P
 
 ## Training
 
-Epochs: {state.get("epoch", "not recorded")}; optimiser: {config.get("optimizer", "not recorded")};
-crop size: {config.get("image_size", "not recorded")}; loss: {config.get("loss", "not recorded")}.
+Epochs: {epochs}; optimiser: {checkpoint.setting("optimizer", "not recorded")};
+crop size: {checkpoint.setting("image_size", "not recorded")}; loss: {checkpoint.setting("loss", "not recorded")}.
 
 ## Validation
 
@@ -532,7 +531,7 @@ def _tensors(
     return inputs, outputs
 
 
-def _weights(state: dict[str, Any], opset: int, files: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _weights(checkpoint: Checkpoint, opset: int, files: dict[str, dict[str, str]]) -> dict[str, Any]:
     """The rdf's two weights formats: the PyTorch state dict (rebuilt from the model spec) and its ONNX child."""
     return {
         "pytorch_state_dict": {
@@ -540,9 +539,7 @@ def _weights(state: dict[str, Any], opset: int, files: dict[str, dict[str, str]]
             "architecture": {
                 "callable": "build_model_from_kwargs",
                 "import_from": "segnet.model.networks",
-                "kwargs": model_spec(
-                    state
-                ).to_dict(),  # the whole spec (downsample included), as the checkpoint stores it
+                "kwargs": checkpoint.spec.to_dict(),  # the whole spec (downsample included), as the checkpoint stores it
             },
             "pytorch_version": torch.__version__.split("+")[0],
         },
@@ -557,7 +554,7 @@ def _weights(state: dict[str, Any], opset: int, files: dict[str, dict[str, str]]
 
 def _rdf(
     info: OnnxModelInfo,
-    state: dict[str, Any],
+    checkpoint: Checkpoint,
     authors: Sequence[str],
     license_id: str,
     opset: int,
@@ -582,7 +579,7 @@ def _rdf(
         "tags": ["segmentation", "semantic-segmentation", "2d", "darkfield", "microscopy", "segnet", "onnx", "pytorch"],
         "inputs": inputs,
         "outputs": outputs,
-        "weights": _weights(state, opset, files),
+        "weights": _weights(checkpoint, opset, files),
         "config": {
             "bioimageio": {
                 "reproducibility_tolerance": [_REPRODUCIBILITY_TOLERANCE],
@@ -593,7 +590,7 @@ def _rdf(
                 "task": "semantic segmentation",
                 "model_parameter_count": parameter_count,
             },
-            "segnet": {"model": info.model_name, "epoch": state.get("epoch"), "best_score": state.get("best_score")},
+            "segnet": {"model": info.model_name, "epoch": checkpoint.epoch, "best_score": checkpoint.best_score},
         },
     }
 
@@ -692,7 +689,7 @@ def export_bioimageio(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(out_dir, f"cannot create the package folder ({error.strerror or error})") from error
-    model, info, state = _load_model(checkpoint)
+    model, info, loaded = _load_model(checkpoint)
     names = _PACKAGE_FILES
     opset = model_to_onnx(model, info, out_dir / names["onnx"])
     check_onnx_export(model, out_dir / names["onnx"])
@@ -700,7 +697,7 @@ def export_bioimageio(
         out_dir / names["state_dict"], lambda temporary: torch.save(model.state_dict(), temporary), "weights"
     )
 
-    spec = model_spec(state)
+    spec = loaded.spec
     image = _centre_crop(_sample_image(sample), _SAMPLE_MAX_SIDE, spec.total_stride, sample)
     mean_255, std_255 = (
         np.asarray(values, dtype=np.float32)[:, None, None] * 255.0 for values in (info.mean, info.std)
@@ -732,11 +729,11 @@ def export_bioimageio(
         "sample output",
     )
     write_atomically(out_dir / names["cover"], lambda temporary: cover.save(temporary, format="PNG"), "cover")
-    write_text_atomically(out_dir / names["documentation"], _readme(info, state, test_input.shape), "README")
+    write_text_atomically(out_dir / names["documentation"], _readme(info, loaded, test_input.shape), "README")
 
     files = {role: _file_entry(out_dir, name) for role, name in names.items()}
     parameter_count = sum(parameter.numel() for parameter in model.parameters())
-    rdf = _rdf(info, state, authors or [getpass.getuser()], license_id, opset, parameter_count, files)
+    rdf = _rdf(info, loaded, authors or [getpass.getuser()], license_id, opset, parameter_count, files)
     rdf_path = out_dir / _RDF_FILE
     write_text_atomically(rdf_path, yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), "package description")
     validate_bioimageio(rdf_path)

@@ -7,7 +7,8 @@ plain segnet checkpoint in ``segnet/weights/NAME.pt`` (the weights in float16 an
 state, so it stays a few MB; loading casts them back to float32) with its model card
 ``NAME.md`` beside it. The card's first paragraph is the summary ``segnet models`` prints.
 
-:func:`pack_checkpoint` turns a training run's ``best.pt`` into such a file; the recipe that built
+:func:`segnet.export.pack.pack_checkpoint` turns a training run's ``best.pt`` into such a file
+(:meth:`segnet.model.checkpoint.Checkpoint.for_shipping` says what it keeps); the recipe that built
 each shipped file is in its card and in ``benchmarks/shipped_model.py``.
 """
 
@@ -21,8 +22,6 @@ from segnet.core import runfiles
 from segnet.core.errors import CheckpointError
 
 DEFAULT_BUILTIN_MODEL = "darkfield"
-SHIPPED_KEYS = ("model", "model_state", "class_names", "normalization", "calibration", "config", "fingerprint", "epoch")
-"""The checkpoint keys a shipped model keeps; the optimiser and scheduler states are left behind."""
 
 
 @dataclass(frozen=True)

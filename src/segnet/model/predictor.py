@@ -30,10 +30,11 @@ from segnet.model.windows import (
     gaussian_importance_weights,
     sliding_window_starts,
 )
-from segnet.plan.config import saved_roles
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from segnet.model.checkpoint import Checkpoint
 
 
 class Predictor:
@@ -95,22 +96,23 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """Build the checkpoint's model with its weights, classes and normalisation."""
-        from segnet.model.checkpoint import load_checkpoint
+        from segnet.model.checkpoint import Checkpoint
 
-        return cls.from_state(load_checkpoint(path), path, options)
+        return cls.from_loaded(Checkpoint.load(path), path, options)
 
     @classmethod
-    def from_state(
-        cls, state: dict[str, Any], path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE
+    def from_loaded(
+        cls, checkpoint: Checkpoint, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE
     ) -> Predictor:
         """:meth:`from_checkpoint` for a checkpoint already loaded (``path`` names it in messages)."""
-        from segnet.model.checkpoint import load_model, reference_diameters
-
-        normalization, class_names = state["normalization"], state["class_names"]
-        roles = saved_roles(state.get("config"), class_names)
-        diameters = reference_diameters(state)
         return cls(
-            load_model(state, path), class_names, normalization["mean"], normalization["std"], options, roles, diameters
+            checkpoint.load_model(path),
+            checkpoint.class_names,
+            checkpoint.mean,
+            checkpoint.std,
+            options,
+            checkpoint.roles,
+            checkpoint.reference_diameters,
         )
 
     @classmethod

@@ -67,11 +67,6 @@ class TrainPlan:
     per_process_batch: _Positive
     reference_diameter: tuple[Annotated[int, Field(ge=0)], Annotated[FiniteNumber, Field(gt=0)]] | None = None
 
-    @property
-    def normalization(self) -> dict[str, list[float]]:
-        """The normalisation as checkpoints store it."""
-        return {"mean": list(self.mean), "std": list(self.std)}
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -8,7 +8,7 @@ value (the one at which it did nothing) is dropped and the file reads as before;
 is refused in one line naming the file, since those weights or that run need what segnet no
 longer has. :func:`without_retired` is that rule, and each reader calls it once:
 :meth:`segnet.plan.spec.ModelSpec.from_dict` (checkpoints and bioimage.io kwargs),
-:func:`segnet.plan.config.read_config_file` and :func:`segnet.model.checkpoint.load_checkpoint`
+:func:`segnet.plan.config.read_config_file` and :meth:`segnet.model.checkpoint.Checkpoint.load`
 (a checkpoint's ``config``).
 
 This module imports nothing heavy: the command line and the torch-free paths read through it.

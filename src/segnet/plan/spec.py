@@ -3,9 +3,8 @@
 :class:`ModelSpec` is what :func:`segnet.model.build_model` takes, what a checkpoint stores under
 ``model`` (as a plain dict, :meth:`ModelSpec.to_dict`), what an ONNX file's metadata and a
 bioimage.io package's architecture kwargs are written from, and what every reader rebuilds the
-model from. Checkpoints written before a field existed, or after one was retired, are upgraded
-here alone (:meth:`ModelSpec.from_dict`): a missing field takes the value those checkpoints were
-built with, and a retired one (:mod:`segnet.plan.retired`) is dropped where it did nothing.
+model from. :meth:`ModelSpec.from_dict` reads such a dict: a field left out takes its default, and
+a retired one (:mod:`segnet.plan.retired`) is dropped where it did nothing.
 
 This module imports nothing heavy, so the command line and the torch-free ONNX path can use it.
 """
@@ -112,11 +111,11 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], path: str | Path) -> ModelSpec:
-        """The spec stored at ``path`` (a checkpoint's ``model``), upgraded from older checkpoints.
+        """The spec stored at ``path`` (a checkpoint's model, a bioimage.io package's kwargs).
 
-        Checkpoints from before ``in_channels``, ``downsample`` or ``space_to_depth`` were stored
-        lack them; they were built with 3, 1 and False, the defaults. Those from before
-        ``detail_width`` was retired hold it, 0 where the model has no detail branch.
+        A field left out takes its default (the checkpoint layout requires all but
+        ``space_to_depth``, which the shipped ``darkfield.pt`` predates: :mod:`segnet.model.checkpoint`).
+        Files from before ``detail_width`` was retired hold it, 0 where the model has no detail branch.
 
         Raises:
             CheckpointError: not a mapping, a retired setting (:func:`segnet.plan.retired.without_retired`),

@@ -30,10 +30,9 @@ from segnet.core.errors import SegnetError
 from segnet.core.outputs import write_text_atomically
 from segnet.core.runfiles import CALIBRATION_FILE
 from segnet.data.pairs import Pair, load_pair, select_pairs
-from segnet.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
-from segnet.plan.config import saved_palette
 from segnet.train.metrics import PixelMetrics
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0 + 1e-9, 0.25), 2)
@@ -130,13 +129,12 @@ def calibrate_checkpoint(
     if not pairs:
         raise SegnetError(f"{checkpoint}: no training images to calibrate the decisions on")
     checkpoint = Path(checkpoint)
-    state = load_checkpoint(checkpoint)
-    class_names = list(state["class_names"])
-    model = load_model(state, checkpoint)
+    loaded = Checkpoint.load(checkpoint)
+    class_names = list(loaded.class_names)
+    model = loaded.load_model(checkpoint)
     model.logit_offsets.zero_()
-    normalization = state["normalization"]
-    predictor = Predictor(model, class_names, normalization["mean"], normalization["std"], options)
-    palette = saved_palette(state.get("config"), class_names)
+    predictor = Predictor(model, class_names, loaded.mean, loaded.std, options)
+    palette = loaded.palette
 
     rng = np.random.default_rng(seed)
     pairs = sorted(pairs, key=lambda pair: pair.stem)  # the same images whatever order the caller lists them in
@@ -160,9 +158,8 @@ def calibrate_checkpoint(
         "mean_iou_before": before,
         "mean_iou_after": after,
     }
-    state["model_state"]["logit_offsets"] = torch.tensor(offsets, dtype=torch.float32)
-    state["calibration"] = summary
-    save_checkpoint(state, checkpoint)
+    weights = {**loaded.model_state, "logit_offsets": torch.tensor(offsets, dtype=torch.float32)}
+    loaded.replace(model_state=weights, calibration=summary).save(checkpoint)
     write_text_atomically(checkpoint.parent / CALIBRATION_FILE, json.dumps(summary, indent=1), "calibration summary")
     return summary
 

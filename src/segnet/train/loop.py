@@ -78,14 +78,7 @@ from segnet.data.fingerprint import compute_fingerprint
 from segnet.data.pairs import Pair
 from segnet.data.transforms import train_transform
 from segnet.model.builtin import resolve_checkpoint
-from segnet.model.checkpoint import (
-    TRAINING_IMAGES_KEY,
-    check_compatible,
-    load_checkpoint,
-    model_spec,
-    new_checkpoint,
-    save_checkpoint,
-)
+from segnet.model.checkpoint import Checkpoint
 from segnet.model.losses import build_loss
 from segnet.model.networks import build_model, load_pretrained_encoder
 from segnet.model.options import InferenceOptions
@@ -238,9 +231,9 @@ def load_initial_weights(
     data's K=1 0.74). Raises :class:`~segnet.core.errors.CheckpointError` for another model or class list.
     """
     path = resolve_checkpoint(config.init)
-    state = load_checkpoint(path)
-    check_compatible(state, config.model, list(class_names), path)
-    spec = model_spec(state)
+    checkpoint = Checkpoint.load(path)
+    checkpoint.check_compatible(config.model, list(class_names), path)
+    spec = checkpoint.spec
     if spec.space_to_depth != config.space_to_depth:
         # The first convolution's shape is the input path's: the weights fit only the same path.
         config.space_to_depth = spec.space_to_depth
@@ -251,10 +244,9 @@ def load_initial_weights(
                 f"{path}: its space-to-depth input is fixed at downsample {spec.downsample}; pass --downsample {spec.downsample}"
             )
         config.downsample = spec.downsample
-    log(
-        f"fine-tuning from {config.init} ({spec.name}, trained {state.get('epoch', '?')} epochs at downsample {spec.downsample})"
-    )
-    return state["model_state"]
+    epochs = "?" if checkpoint.epoch is None else checkpoint.epoch
+    log(f"fine-tuning from {config.init} ({spec.name}, trained {epochs} epochs at downsample {spec.downsample})")
+    return checkpoint.model_state
 
 
 def build_datasets(
@@ -323,7 +315,7 @@ def build_run(
     plan: TrainPlan,
     data: TrainingData,
     device: torch.device,
-    resumed: dict[str, Any] | None,
+    resumed: Checkpoint | None,
     initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainingRun:
     """The datasets, the model, its loss, optimiser and schedule; a resumed run's state loaded into them."""
@@ -350,12 +342,10 @@ def build_run(
     )
     progress = Progress()
     if resumed is not None:
-        module.load_state_dict(resumed["model_state"])
-        optimizer.load_state_dict(resumed["optimizer_state"])
-        scheduler.load_state_dict(resumed["scheduler_state"])
-        # Checkpoints from before early stopping existed lack best_epoch: count patience from now.
-        best_epoch = resumed.get("best_epoch", resumed["epoch"] if resumed["best_score"] is not None else None)
-        progress = Progress(resumed["epoch"], resumed["best_score"], best_epoch)
+        module.load_state_dict(resumed.model_state)
+        optimizer.load_state_dict(resumed.optimizer_state)
+        scheduler.load_state_dict(resumed.scheduler_state)
+        progress = Progress(resumed.epoch, resumed.best_score, resumed.best_epoch)
         if dist.is_main_process():
             progress.seconds_before = truncate_history(run_dir / HISTORY_FILE, progress.epoch)
         log(f"resuming after epoch {progress.epoch} (best validation mean IoU so far: {progress.best_score})")
@@ -507,12 +497,12 @@ def record_epoch(run: TrainingRun, result: EpochResult, writer: Any) -> None:
     last.pt redoes any epoch a crash cut short."""
     metrics, run_dir = result.metrics, run.run_dir
     append_history(run_dir / HISTORY_FILE, history_row(result))
-    state = checkpoint_state(run)
+    checkpoint = run_checkpoint(run)
     if result.improved or not run.data.val_pairs:
-        save_checkpoint(state, run_dir / BEST_CHECKPOINT)
+        checkpoint.save(run_dir / BEST_CHECKPOINT)
     if result.improved:
         metrics.write(run_dir / BEST_METRICS_FILE)
-    save_checkpoint(state, run_dir / LAST_CHECKPOINT)
+    checkpoint.save(run_dir / LAST_CHECKPOINT)
     write_curves(run_dir)
     if writer is not None:
         log_tensorboard(writer, result)
@@ -521,13 +511,14 @@ def record_epoch(run: TrainingRun, result: EpochResult, writer: Any) -> None:
         writer.flush()
 
 
-def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
-    """The checkpoint of the run as it stands (segnet.model.checkpoint lists its keys)."""
+def run_checkpoint(run: TrainingRun) -> Checkpoint:
+    """The checkpoint of the run as it stands."""
     progress, step = run.progress, run.step
-    return new_checkpoint(
+    return Checkpoint.of_model(
         run.module,
         list(run.config.classes),
-        run.plan.normalization,
+        list(run.plan.mean),
+        list(run.plan.std),
         config=run.config.to_dict(),
         fingerprint=run.fingerprint,
         epoch=progress.epoch,
@@ -535,7 +526,7 @@ def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
         best_epoch=progress.best_epoch,
         optimizer_state=step.optimizer.state_dict(),
         scheduler_state=step.scheduler.state_dict(),
-        **{TRAINING_IMAGES_KEY: sorted(pair.stem for pair in run.data.train_pairs)},
+        training_images=sorted(pair.stem for pair in run.data.train_pairs),
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from segnet.core import distributed as dist
-from segnet.core.errors import DataError, SegnetError
+from segnet.core.errors import CheckpointError, DataError, SegnetError
 from segnet.core.outputs import atomic_write, describe_write_error, remove_stale_temporaries, write_text_atomically
 from segnet.core.readback import read_bounded_text
 from segnet.core.runfiles import (
@@ -37,7 +37,7 @@ from segnet.core.runfiles import (
 )
 from segnet.data.fingerprint import fingerprint_differences
 from segnet.data.pairs import Pair, load_pair, read_split, split_pairs, write_split
-from segnet.model.checkpoint import check_compatible, load_checkpoint, model_spec
+from segnet.model.checkpoint import Checkpoint
 from segnet.plan.check import check_dataset, format_problems
 from segnet.plan.config import TrainConfig, save_config
 from segnet.plan.plan import TrainPlan, make_plan, plan_json, read_plan
@@ -141,7 +141,7 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def start_run(
     config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, device: torch.device
-) -> dict[str, Any] | None:
+) -> Checkpoint | None:
     """Prepare the run folder; when resuming, return its last checkpoint, checked to fit ``config``.
 
     The checks come before anything is written: a resume with the wrong model or classes changes nothing.
@@ -152,14 +152,16 @@ def start_run(
     dist.barrier()
     if not resume:
         return None
-    resumed = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
-    check_compatible(resumed, config.model, list(config.classes), run_dir / LAST_CHECKPOINT, config.downsample)
+    path = run_dir / LAST_CHECKPOINT
+    resumed = Checkpoint.load(path, map_location=device)
+    resumed.check_compatible(config.model, list(config.classes), path, config.downsample)
+    if resumed.epoch is None or resumed.optimizer_state is None or resumed.scheduler_state is None:
+        raise CheckpointError(f"{path}: holds no training state (epoch, optimiser, schedule) to resume from")
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
-    spec = model_spec(resumed)
-    config.downsample, config.space_to_depth = spec.downsample, spec.space_to_depth
-    fitted = (resumed.get("config") or {}).get("epochs", config.epochs)
+    config.downsample, config.space_to_depth = resumed.spec.downsample, resumed.spec.space_to_depth
+    fitted = resumed.setting("epochs", config.epochs)
     if (
-        config.time_budget and resumed["epoch"] < fitted
+        config.time_budget and resumed.epoch < fitted
     ):  # an interrupted run goes on with its fitted count, refitted after the next epoch
         config.epochs = fitted
     return resumed
@@ -231,7 +233,7 @@ def check_training_data(
 
 
 def plan_run(
-    config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: dict[str, Any] | None, log: Callable[..., None]
+    config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: Checkpoint | None, log: Callable[..., None]
 ) -> TrainPlan:
     """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. The config is
     completed with the resolved crop and resolution, as config.yaml records them, and the data
@@ -241,27 +243,25 @@ def plan_run(
         check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
         if (run_dir / PLAN_FILE).is_file():
             recorded = read_plan(run_dir / PLAN_FILE)
-            _check_plan_normalization(recorded, resumed["normalization"], run_dir / PLAN_FILE)
+            _check_plan_normalization(recorded, resumed, run_dir / PLAN_FILE)
         else:  # a run from before plan.json: its checkpoint holds the normalisation it trains with
-            normalization = resumed["normalization"]
-            recorded = dataclasses.replace(
-                make_plan(config, fingerprint), mean=normalization["mean"], std=normalization["std"]
-            )
+            recorded = dataclasses.replace(make_plan(config, fingerprint), mean=resumed.mean, std=resumed.std)
     plan = make_plan(config, fingerprint, dist.world_size(), recorded)
     config.image_size, config.downsample = plan.image_size, plan.downsample
     config.data = str(Path(config.data).absolute())
     return plan
 
 
-def _check_plan_normalization(plan: TrainPlan, normalization: dict[str, list[float]], path: Path) -> None:
+def _check_plan_normalization(plan: TrainPlan, checkpoint: Checkpoint, path: Path) -> None:
     """Refuse a plan.json whose normalisation is not the one the checkpoint was trained with (an
     edited file): resumed on it, the model would see its images shifted and go on training on that."""
     recorded = [*plan.mean, *plan.std]
-    trained = [*normalization["mean"], *normalization["std"]]
+    trained = [*checkpoint.mean, *checkpoint.std]
     if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(recorded, trained)):
         raise DataError(
             path,
-            f"its normalisation {plan.normalization} is not the checkpoint's {normalization}: restore the run's plan.json",
+            f"its normalisation (mean {list(plan.mean)}, std {list(plan.std)}) is not the checkpoint's "
+            f"(mean {checkpoint.mean}, std {checkpoint.std}): restore the run's plan.json",
         )
 
 
@@ -316,18 +316,18 @@ def write_curves(run_dir: Path) -> None:
 
 
 def check_resumed_data(
-    resumed: dict[str, Any], fingerprint: dict, config: TrainConfig, run_dir: Path, log: Callable[..., None]
+    resumed: Checkpoint, fingerprint: dict, config: TrainConfig, run_dir: Path, log: Callable[..., None]
 ) -> None:
     """Refuse to resume a run on other images than its own, which would train on and score them silently.
 
     The training images are compared by their fingerprint with the one in the run's checkpoint. A
     dataset moved to another folder matches; one changed in its own folder is trained on as asked.
     """
-    recorded = resumed.get("fingerprint")
-    differences = fingerprint_differences(recorded, fingerprint) if isinstance(recorded, dict) else []
+    recorded = resumed.fingerprint
+    differences = fingerprint_differences(recorded, fingerprint) if recorded is not None else []
     if not differences:
         return
-    trained_on = (resumed.get("config") or {}).get("data")
+    trained_on = resumed.setting("data")
     if trained_on and Path(trained_on).resolve() == Path(config.data).resolve():
         log(
             f"{config.data}: the training images changed since the run began ({', '.join(differences)} differ); resuming on them as asked"
