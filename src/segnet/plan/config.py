@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from segnet.core.errors import SegnetError
@@ -89,6 +89,11 @@ def _known_model(name: str) -> str:
     if name not in model_names():
         raise ValueError(f"should be one of {', '.join(model_names())}")
     return name
+
+
+def _no_budget_as_zero(value: Any) -> Any:
+    """``time_budget: null``, as runs from before the budget default wrote it, is no budget: 0."""
+    return 0.0 if value is None else value
 
 
 # Strict: YAML's true is no batch size, "no" no boolean and 1.5 no epoch count; NaN and infinity no
@@ -169,7 +174,7 @@ class TrainConfig:
     epochs: _Positive = option(60, "training epochs: the most a time budget trains", "optimisation")
     # The user's recipe ends within about an hour on any 2-core CPU; where it computes in float32
     # (no native bf16) the budget, not the epoch count, ends it (issue "The first hour").
-    time_budget: float | None = option(
+    time_budget: Annotated[float, BeforeValidator(_no_budget_as_zero)] = option(
         60.0,
         "minutes of wall-clock training: the epoch count (at most --epochs) and the learning-rate schedule are fitted to "
         "it from the measured epoch time (logged, and written to config.yaml); 0: exactly --epochs; per fold with --folds",
