@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -437,8 +438,14 @@ def test_refitting_the_epoch_count_resets_the_next_step_learning_rate(tmp_path):
         scheduler.step()
     budget = TimeBudget(1)
     budget.record_training(1.0)
-    fit_schedule_to_budget(config, 3, scheduler, 4, budget, tmp_path, lambda *a: None)
-    assert config.epochs == 3 and yaml.safe_load((tmp_path / CONFIG_FILE).read_text())["epochs"] == 3
+    run = SimpleNamespace(
+        config=config, step=SimpleNamespace(scheduler=scheduler), steps_per_epoch=4, run_dir=tmp_path, log=print
+    )
+    fit_schedule_to_budget(run, 3, budget)
+    assert config.epochs == 9  # the config as parsed stays as it was; the run's is replaced
+    assert run.config.epochs == 3 and yaml.safe_load((tmp_path / CONFIG_FILE).read_text())["epochs"] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_lambda(3 * 4, 0, "cosine")(8))
     optimizer.step()
     scheduler.step()

@@ -98,7 +98,7 @@ def _no_budget_as_zero(value: Any) -> Any:
 
 # Strict: YAML's true is no batch size, "no" no boolean and 1.5 no epoch count; NaN and infinity no
 # number. YAML values and flags go through the same checks (load_config).
-@pydantic_dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
+@pydantic_dataclass(config=ConfigDict(strict=True, allow_inf_nan=False), frozen=True)
 class TrainConfig:
     """Every hyperparameter of a training run. ``None`` means "derive from the data"."""
 

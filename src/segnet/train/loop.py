@@ -196,13 +196,13 @@ def train(
         log = progress_log if dist.is_main_process() else _silent
         log(describe_hardware(device, config.amp).line())  # every time a run reports is this machine's
         most_epochs = config.epochs  # as asked; a resumed budgeted run's count is its last fit (start_run)
-        resumed = start_run(config, run_dir, resume, overwrite, device)
-        initial_weights = (
-            load_initial_weights(config, list(config.classes), log) if config.init and not resume else None
-        )
+        resumed, config = start_run(config, run_dir, resume, overwrite, device)
+        initial_weights = None
+        if config.init and not resume:
+            initial_weights, config = load_initial_weights(config, list(config.classes), log)
         data = load_training_data(config, run_dir, resume, log, split, decoded)
         fingerprint = compute_fingerprint((data.decoded[pair.stem] for pair in data.train_pairs), len(config.classes))
-        plan = plan_run(config, fingerprint, run_dir, resumed, log)
+        plan, config = plan_run(config, fingerprint, run_dir, resumed, log)
         if dist.is_main_process():
             write_run_files(config, run_dir, fingerprint, plan, data)
         run = build_run(config, run_dir, log, fingerprint, plan, data, device, resumed, initial_weights)
@@ -221,8 +221,9 @@ def train(
 
 def load_initial_weights(
     config: TrainConfig, class_names: list[str], log: Callable[..., None]
-) -> dict[str, torch.Tensor]:
-    """The weights ``config.init`` names (a checkpoint or a built-in model), checked to fit the run.
+) -> tuple[dict[str, torch.Tensor], TrainConfig]:
+    """The weights ``config.init`` names (a checkpoint or a built-in model), checked to fit the run,
+    and the config with the input path (and its downsample) the weights were trained with.
 
     The run's downsample comes from its own data, as for a run from scratch, not from the
     checkpoint: the rule keeps the thinnest class about 3 model pixels thick, so on images at
@@ -236,17 +237,17 @@ def load_initial_weights(
     spec = checkpoint.spec
     if spec.space_to_depth != config.space_to_depth:
         # The first convolution's shape is the input path's: the weights fit only the same path.
-        config.space_to_depth = spec.space_to_depth
+        config = dataclasses.replace(config, space_to_depth=spec.space_to_depth)
         log(f"{'with' if spec.space_to_depth else 'without'} space-to-depth input, as {config.init} was trained")
     if spec.space_to_depth and spec.downsample > 1:
         if config.downsample not in (None, spec.downsample):
             raise CheckpointError(
                 f"{path}: its space-to-depth input is fixed at downsample {spec.downsample}; pass --downsample {spec.downsample}"
             )
-        config.downsample = spec.downsample
+        config = dataclasses.replace(config, downsample=spec.downsample)
     epochs = "?" if checkpoint.epoch is None else checkpoint.epoch
     log(f"fine-tuning from {config.init} ({spec.name}, trained {epochs} epochs at downsample {spec.downsample})")
-    return checkpoint.model_state
+    return checkpoint.model_state, config
 
 
 def build_datasets(
@@ -391,7 +392,7 @@ def run_epochs(run: TrainingRun, most_epochs: int) -> None:
     writer = (
         open_tensorboard(run.run_dir, progress.epoch + 1) if config.tensorboard and dist.is_main_process() else None
     )
-    while progress.epoch < config.epochs:
+    while progress.epoch < run.config.epochs:  # run.config: a time budget refits the epoch count
         if stops_early(run):
             break
         result = run_epoch(run, progress.epoch + 1, budget)
@@ -400,7 +401,7 @@ def run_epochs(run: TrainingRun, most_epochs: int) -> None:
             progress.best_score, progress.best_epoch = result.metrics.mean_iou, result.epoch
         if dist.is_main_process():
             record_epoch(run, result, writer)
-        run.log(epoch_line(result, config.epochs))
+        run.log(epoch_line(result, run.config.epochs))
     if writer is not None:
         writer.close()
 
@@ -446,7 +447,8 @@ def run_epoch(run: TrainingRun, epoch: int, budget: TimeBudget | None) -> EpochR
         if (
             fitted != config.epochs or len(budget.training_seconds) == 1
         ):  # and said once, after the first measured epoch
-            fit_schedule_to_budget(config, fitted, step.scheduler, run.steps_per_epoch, budget, run.run_dir, run.log)
+            fit_schedule_to_budget(run, fitted, budget)
+            config = run.config
     metrics = None
     if run.data.val_pairs and (epoch % config.val_every == 0 or epoch == config.epochs):
         validation_started = time.perf_counter()
@@ -722,18 +724,11 @@ def validate(predictor: Predictor, dataset: SegmentationDataset, loss_fn: nn.Mod
     return ValidationMetrics.from_confusion(confusion.mat, predictor.class_names, loss=loss)
 
 
-def fit_schedule_to_budget(
-    config: TrainConfig,
-    epochs: int,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    steps_per_epoch: int,
-    budget: TimeBudget,
-    run_dir: Path,
-    log: Callable[..., None],
-) -> None:
-    """Set the run's epoch count to ``epochs`` (segnet.train.budget): the learning-rate schedule now ends
-    there, and RUN/config.yaml says so."""
-    config.epochs = epochs
+def fit_schedule_to_budget(run: TrainingRun, epochs: int, budget: TimeBudget) -> None:
+    """Set the run's epoch count to ``epochs`` (segnet.train.budget): the run's config is replaced by
+    one that says so, the learning-rate schedule now ends there, and RUN/config.yaml records it."""
+    config = run.config = dataclasses.replace(run.config, epochs=epochs)
+    scheduler, steps_per_epoch, run_dir, log = run.step.scheduler, run.steps_per_epoch, run.run_dir, run.log
     factor = lr_lambda(epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch, config.schedule)
     scheduler.lr_lambdas = [factor] * len(scheduler.lr_lambdas)
     # The scheduler has already set the next step's rate from the old count: set it from the new one.

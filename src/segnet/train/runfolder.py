@@ -141,8 +141,9 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def start_run(
     config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, device: torch.device
-) -> Checkpoint | None:
-    """Prepare the run folder; when resuming, return its last checkpoint, checked to fit ``config``.
+) -> tuple[Checkpoint | None, TrainConfig]:
+    """Prepare the run folder; when resuming, return its last checkpoint, checked to fit ``config``,
+    and the config with the resolution, input path and fitted epoch count the run was trained with.
 
     The checks come before anything is written: a resume with the wrong model or classes changes nothing.
     """
@@ -151,20 +152,19 @@ def start_run(
         prepare_run_folder(run_dir, resume, overwrite)
     dist.barrier()
     if not resume:
-        return None
+        return None, config
     path = run_dir / LAST_CHECKPOINT
     resumed = Checkpoint.load(path, map_location=device)
     resumed.check_compatible(config.model, list(config.classes), path, config.downsample)
     if resumed.epoch is None or resumed.optimizer_state is None or resumed.scheduler_state is None:
         raise CheckpointError(f"{path}: holds no training state (epoch, optimiser, schedule) to resume from")
     # An automatic resolution resumes at the run's own, even where today's rule would pick another.
-    config.downsample, config.space_to_depth = resumed.spec.downsample, resumed.spec.space_to_depth
+    config = dataclasses.replace(config, downsample=resumed.spec.downsample, space_to_depth=resumed.spec.space_to_depth)
     fitted = resumed.setting("epochs", config.epochs)
-    if (
-        config.time_budget and resumed.epoch < fitted
-    ):  # an interrupted run goes on with its fitted count, refitted after the next epoch
-        config.epochs = fitted
-    return resumed
+    if config.time_budget and resumed.epoch < fitted:
+        # An interrupted run goes on with its fitted count, refitted after the next epoch.
+        config = dataclasses.replace(config, epochs=fitted)
+    return resumed, config
 
 
 def load_training_data(
@@ -234,10 +234,10 @@ def check_training_data(
 
 def plan_run(
     config: TrainConfig, fingerprint: dict, run_dir: Path, resumed: Checkpoint | None, log: Callable[..., None]
-) -> TrainPlan:
-    """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. The config is
-    completed with the resolved crop and resolution, as config.yaml records them, and the data
-    folder made absolute (a relative one would name other data from another working folder)."""
+) -> tuple[TrainPlan, TrainConfig]:
+    """The run's plan (segnet.plan); a resumed run's is its own ``plan.json``. With it, the config as
+    config.yaml records it: the plan's crop and resolution filled in, and the data folder made
+    absolute (a relative one would name other data from another working folder)."""
     recorded = None
     if resumed is not None:
         check_resumed_data(resumed, fingerprint, config, run_dir, log)  # before config.yaml is rewritten
@@ -247,9 +247,10 @@ def plan_run(
         else:  # a run from before plan.json: its checkpoint holds the normalisation it trains with
             recorded = dataclasses.replace(make_plan(config, fingerprint), mean=resumed.mean, std=resumed.std)
     plan = make_plan(config, fingerprint, dist.world_size(), recorded)
-    config.image_size, config.downsample = plan.image_size, plan.downsample
-    config.data = str(Path(config.data).absolute())
-    return plan
+    resolved = dataclasses.replace(
+        config, image_size=plan.image_size, downsample=plan.downsample, data=str(Path(config.data).absolute())
+    )
+    return plan, resolved
 
 
 def _check_plan_normalization(plan: TrainPlan, checkpoint: Checkpoint, path: Path) -> None:
