@@ -86,6 +86,7 @@ class SegmentationDataset:
         return self._rescaled[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch only where tensors are made: ONNX inference reads images without it
         import torch
 
         image, mask = self.load(index) if self.reference_diameter is None else self.load_rescaled(index)
@@ -103,6 +104,7 @@ def normalize_array(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray
 
 def normalize(image: np.ndarray, mean_255: np.ndarray, std_255: np.ndarray) -> torch.Tensor:
     """:func:`normalize_array` as a torch tensor (sharing its memory)."""
+    # torch only where tensors are made: ONNX inference reads images without it
     import torch
 
     return torch.from_numpy(normalize_array(image, mean_255, std_255))

@@ -562,6 +562,7 @@ def _rdf(
     files: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     """The ``rdf.yaml`` content (bioimage.io model format 0.5); ``files`` maps roles to :func:`_file_entry`."""
+    # bioimageio.spec: the optional [export] extra, loaded only to export
     from bioimageio.spec.model.v0_5 import ModelDescr
 
     cite = [_CITATIONS["segnet"]] + ([_CITATIONS["bayesian"]] if "bayesian" in info.model_name else [])
@@ -618,6 +619,7 @@ def validate_bioimageio(rdf_path: str | Path) -> None:
     Raises:
         SegnetError: the description is invalid; the message lists the errors.
     """
+    # bioimageio.spec: the optional [export] extra, loaded only to check a package
     from bioimageio.spec import InvalidDescr, load_description
 
     rdf_path = Path(rdf_path)

@@ -53,6 +53,7 @@ class TorchBackend(InferenceBackend):
     """A PyTorch model in eval mode on ``device``; with ``mc_dropout`` its dropout layers keep sampling."""
 
     def __init__(self, model: nn.Module, device: torch.device | str = "cpu", *, mc_dropout: bool = False) -> None:
+        # torch only for a PyTorch model: the ONNX path never loads it
         import torch
 
         from segnet.model.networks import enable_mc_dropout
@@ -67,6 +68,7 @@ class TorchBackend(InferenceBackend):
         self.num_classes = getattr(model, "num_classes", None)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        # torch only for a PyTorch model: the ONNX path never loads it
         import torch
 
         with torch.inference_mode():
@@ -204,6 +206,7 @@ class OnnxBackend(InferenceBackend):
     """
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
+        # onnxruntime: the optional [export] extra, only for ONNX files
         import onnxruntime
 
         path = Path(path)

@@ -96,6 +96,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
         """Build the checkpoint's model with its weights, classes and normalisation."""
+        # the checkpoint module loads torch: only for a PyTorch model
         from segnet.model.checkpoint import Checkpoint
 
         return cls.from_loaded(Checkpoint.load(path), path, options)

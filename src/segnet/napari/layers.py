@@ -26,6 +26,7 @@ def classes_layer(
     mask: np.ndarray, class_names: Sequence[str], image_name: str
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """The class mask as napari layer data: ``(data, keyword arguments, "labels")``."""
+    # pandas and napari come with the viewer, not with segnet
     import pandas as pd
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -46,6 +47,7 @@ def objects_layer(
     labels: np.ndarray, object_classes: Sequence[int], class_names: Sequence[str], image_name: str
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """The object label image as napari layer data; hovering an object names its id and class."""
+    # pandas comes with the viewer, not with segnet
     import pandas as pd
 
     features = pd.DataFrame(
