@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test lint install clean browser display
+.PHONY: demo test lint layers install clean browser display
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,13 @@ display:
 
 # ruff (lint and format) and the import layers of pyproject.toml ([tool.importlinter]).
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/lint-imports
+
+# Which stage imports which, counted in the code, beside the layers the contract allows.
+layers: $(VENV)/.installed
+	$(BIN)/python tools/import_layers.py
 
 # The suite's own time is printed last; `pytest -m "not slow"` skips the tests that train or start processes.
 test: $(VENV)/.installed browser display lint
