@@ -17,7 +17,7 @@ from segnet.core.errors import DataError, SegnetError
 from segnet.data.classes import ClassRoles
 from segnet.data.pairs import read_mask
 from segnet.evaluate.measure import tiff_pixel_size
-from segnet.plan.config import load_config
+from segnet.plan.config import load_config, yaml_only_options
 from segnet.predict.files import predict_paths
 
 
@@ -59,10 +59,12 @@ def test_training_numbers_are_refused_from_flags_and_yaml_alike(
     synthetic_dataset: Path, tmp_path: Path, capsys, option: str, values: list[str]
 ) -> None:
     out = tmp_path / "run"
-    assert main(["train", "--data", str(synthetic_dataset), "--out", str(out), f"--{option}", *values]) == 1
+    key = option.replace("-", "_")
+    given = f"[{', '.join(values)}]" if len(values) > 1 else values[0]
+    flag = ["--set", f"{key}={given}"] if key in yaml_only_options() else [f"--{option}", *values]
+    assert main(["train", "--data", str(synthetic_dataset), "--out", str(out), *flag]) == 1
     from_flag = capsys.readouterr().err.strip()
     config = tmp_path / "config.yaml"
-    key = option.replace("-", "_")
     config.write_text(f"{key}: [{', '.join(values)}]\n" if len(values) > 1 else f"{key}: {values[0]}\n")
     assert main(["train", "--data", str(synthetic_dataset), "--out", str(out), "--config", str(config)]) == 1
     from_yaml = capsys.readouterr().err.strip()
