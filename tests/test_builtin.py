@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 from PIL import Image
 
 from segnet.cli import main
@@ -20,28 +21,14 @@ from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, resolve_
 from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
-from segnet.plan.config import load_config
 from segnet.plan.spec import ModelSpec
 from segnet.train.loop import train
-
-
-def _config(data: Path, out: Path, **overrides):
-    values = {
-        "data": str(data),
-        "out": str(out),
-        "epochs": 1,
-        "batch_size": 4,
-        "image_size": 32,
-        "num_workers": 0,
-        "val_fraction": 0.25,
-    }
-    return load_config(None, {**values, **overrides})
 
 
 @pytest.fixture(scope="module")
 def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    train(_config(synthetic_dataset, out, epochs=2, downsample=2, image_size=64), progress_log=lambda *a: None)
+    train(tiny_config(synthetic_dataset, out, epochs=2, downsample=2, image_size=64), progress_log=lambda *a: None)
     return out
 
 
@@ -151,7 +138,7 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
     lines: list[str] = []
     # A learning rate too small to move the weights: what the run saves is what it started from.
     run = train(
-        _config(
+        tiny_config(
             synthetic_dataset, tmp_path / "tuned", init=str(tiny_run / BEST_CHECKPOINT), lr=1e-12, calibration_images=0
         ),
         progress_log=lines.append,
@@ -167,7 +154,7 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
     assert any(line.startswith("fine-tuning from") for line in lines)
     scratch = Checkpoint.load(
         train(
-            _config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0),
+            tiny_config(synthetic_dataset, tmp_path / "scratch", lr=1e-12, calibration_images=0),
             progress_log=lambda *a: None,
         )
         / LAST_CHECKPOINT
@@ -177,7 +164,7 @@ def test_init_starts_training_from_the_named_weights(tiny_run: Path, synthetic_d
 
 @pytest.mark.slow
 def test_init_refuses_weights_of_other_classes(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
-    config = _config(
+    config = tiny_config(
         synthetic_dataset,
         tmp_path / "run",
         init=str(tiny_run / BEST_CHECKPOINT),

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 from PIL import Image
 
 from segnet.cli import main
@@ -17,7 +18,6 @@ from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
-from segnet.plan.config import load_config
 from segnet.plan.spec import ModelSpec
 from segnet.train.calibration import OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
 from segnet.train.loop import train
@@ -91,19 +91,7 @@ def test_model_offsets_shift_the_logits_and_travel_in_the_state_dict(tmp_path):
 @pytest.fixture(scope="module")
 def calibrated_run(synthetic_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrated")
-    config = load_config(
-        None,
-        {
-            "data": str(synthetic_dataset),
-            "out": str(out),
-            "epochs": 2,
-            "batch_size": 4,
-            "image_size": 32,
-            "num_workers": 0,
-            "val_fraction": 0.25,
-            "calibration_images": 5,
-        },
-    )
+    config = tiny_config(synthetic_dataset, out, epochs=2, calibration_images=5)
     train(config, progress_log=lambda *a: None)
     return synthetic_dataset, out
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from helpers import train_args
 
 from segnet.core import distributed as dist
 from segnet.core.runfiles import BEST_CHECKPOINT, BEST_METRICS_FILE, HISTORY_FILE, LAST_CHECKPOINT
@@ -50,26 +51,15 @@ def two_process_run(synthetic_dataset, tmp_path_factory):
         "--nproc_per_node=2",
         "-m",
         "segnet",
-        "train",
-        "--data",
-        str(synthetic_dataset),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--image-size",
-        "32",
-        "--num-workers",
-        "0",
-        "--val-fraction",
-        "0.25",
-        "--amp",  # training steps in bfloat16; validation runs evaluate's float32 predictor all the same
-        "--calibration-images",
-        "0",  # best.pt keeps the raw logits that validation scored
+        *train_args(
+            synthetic_dataset,
+            out,
+            "--epochs",
+            "2",
+            "--amp",  # training steps in bfloat16; validation runs evaluate's float32 predictor all the same
+            "--calibration-images",
+            "0",  # best.pt keeps the raw logits that validation scored
+        ),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=out.parent)

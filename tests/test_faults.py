@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import tiny_config, train_args
 from PIL import Image
 
 import segnet.model.builtin
@@ -51,50 +52,12 @@ from segnet.core.runfiles import (
 from segnet.data.synthetic import write_dataset
 from segnet.model.checkpoint import FORMAT_VERSION, Checkpoint
 from segnet.model.options import InferenceOptions
-from segnet.plan.config import load_config
 
 PLAIN = InferenceOptions(device="cpu", tta=False)
 
 
 def quiet(*args, **kwargs) -> None:
     pass
-
-
-def tiny_config(data: Path, out: Path, **overrides):
-    values = {
-        "data": str(data),
-        "out": str(out),
-        "epochs": 1,
-        "batch_size": 4,
-        "image_size": 32,
-        "num_workers": 0,
-        "val_fraction": 0.25,
-        "device": "cpu",
-    }
-    values.update(overrides)
-    return load_config(None, values)
-
-
-def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """``segnet train`` arguments for a tiny CPU run."""
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--num-workers",
-        "0",
-        "--val-fraction",
-        "0.25",
-        "--device",
-        "cpu",
-        *extra,
-    ]
 
 
 def temporaries(folder: Path) -> list[str]:

@@ -9,6 +9,7 @@ import json
 import re
 from types import SimpleNamespace
 
+import helpers
 import pytest
 import torch
 import yaml
@@ -34,17 +35,8 @@ from segnet.train.loop import train
 
 
 def tiny_config(data, out, **overrides):
-    values = {
-        "data": str(data),
-        "out": str(out),
-        "epochs": 2,
-        "batch_size": 4,
-        "image_size": 32,
-        "num_workers": 0,
-        "val_fraction": 0.25,
-    }
-    values.update(overrides)
-    return load_config(None, values)
+    """The shared tiny config, for 2 epochs unless told otherwise (resume and budget tests need a second)."""
+    return helpers.tiny_config(data, out, **{"epochs": 2, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,7 @@ from segnet.data.palette import colorize
 from segnet.data.synthetic import generate_sample
 from segnet.model.backends import OnnxModelInfo
 from segnet.model.checkpoint import Checkpoint
+from segnet.plan.spec import ModelSpec
 
 __all__ = [
     "ExportCheck",
@@ -650,6 +651,57 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _write_weights(model: nn.Module, info: OnnxModelInfo, out_dir: Path) -> int:
+    """The package's ONNX file (checked against PyTorch) and state dict; returns the ONNX opset."""
+    opset = model_to_onnx(model, info, out_dir / _PACKAGE_FILES["onnx"])
+    check_onnx_export(model, out_dir / _PACKAGE_FILES["onnx"])
+    write_atomically(
+        out_dir / _PACKAGE_FILES["state_dict"], lambda temporary: torch.save(model.state_dict(), temporary), "weights"
+    )
+    return opset
+
+
+def _write_examples(
+    model: nn.Module, info: OnnxModelInfo, spec: ModelSpec, image: np.ndarray, out_dir: Path, sample: str | Path | None
+) -> tuple[int, ...]:
+    """The test tensors (reproduced by onnxruntime), the sample and its probabilities, and the cover;
+    returns the test input's shape."""
+    import tifffile  # a bioimage.io package dependency, like bioimageio.spec itself
+
+    names = _PACKAGE_FILES
+    mean_255, std_255 = (
+        np.asarray(values, dtype=np.float32)[:, None, None] * 255.0 for values in (info.mean, info.std)
+    )
+
+    def probabilities_of(raw: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return softmax(model(torch.from_numpy((raw - mean_255) / std_255)).numpy(), axis=1).astype(np.float32)
+
+    test_input = _tie_free_test_input(
+        model, _centre_crop(image, _TEST_NETWORK_SIDE * spec.downsample, spec.total_stride, sample), mean_255, std_255
+    )
+    test_output = probabilities_of(test_input)
+    _check_reproduced(out_dir / names["onnx"], (test_input - mean_255) / std_255, test_output)
+    for role, tensor in (("test_input", test_input), ("test_output", test_output)):
+        write_atomically(
+            out_dir / names[role], lambda temporary, tensor=tensor: _save_npy(temporary, tensor), "test tensor"
+        )
+    sample_output = probabilities_of(image.transpose(2, 0, 1)[None].astype(np.float32))[0]
+    cover = _cover(image, sample_output.argmax(axis=0).astype(np.uint8), len(info.class_names))
+    write_atomically(
+        out_dir / names["sample_input"],
+        lambda temporary: Image.fromarray(image).save(temporary, format="PNG"),
+        "sample",
+    )
+    write_atomically(
+        out_dir / names["sample_output"],
+        lambda temporary: tifffile.imwrite(temporary, sample_output, photometric="minisblack"),
+        "sample output",
+    )
+    write_atomically(out_dir / names["cover"], lambda temporary: cover.save(temporary, format="PNG"), "cover")
+    return test_input.shape
+
+
 def export_bioimageio(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -683,8 +735,6 @@ def export_bioimageio(
         CheckpointError, DataError, SegnetError: unreadable checkpoint or sample, failed export,
             or a package that does not validate.
     """
-    import tifffile  # a bioimage.io package dependency, like bioimageio.spec itself
-
     out_dir = Path(out_dir)
     refuse_overwriting([out_dir / name for name in (*_PACKAGE_FILES.values(), _RDF_FILE)], [checkpoint, sample])
     try:
@@ -693,45 +743,10 @@ def export_bioimageio(
         raise DataError(out_dir, f"cannot create the package folder ({error.strerror or error})") from error
     model, info, loaded = _load_model(checkpoint)
     names = _PACKAGE_FILES
-    opset = model_to_onnx(model, info, out_dir / names["onnx"])
-    check_onnx_export(model, out_dir / names["onnx"])
-    write_atomically(
-        out_dir / names["state_dict"], lambda temporary: torch.save(model.state_dict(), temporary), "weights"
-    )
-
-    spec = loaded.spec
-    image = _centre_crop(_sample_image(sample), _SAMPLE_MAX_SIDE, spec.total_stride, sample)
-    mean_255, std_255 = (
-        np.asarray(values, dtype=np.float32)[:, None, None] * 255.0 for values in (info.mean, info.std)
-    )
-
-    def probabilities_of(raw: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return softmax(model(torch.from_numpy((raw - mean_255) / std_255)).numpy(), axis=1).astype(np.float32)
-
-    test_input = _tie_free_test_input(
-        model, _centre_crop(image, _TEST_NETWORK_SIDE * spec.downsample, spec.total_stride, sample), mean_255, std_255
-    )
-    test_output = probabilities_of(test_input)
-    _check_reproduced(out_dir / names["onnx"], (test_input - mean_255) / std_255, test_output)
-    for role, tensor in (("test_input", test_input), ("test_output", test_output)):
-        write_atomically(
-            out_dir / names[role], lambda temporary, tensor=tensor: _save_npy(temporary, tensor), "test tensor"
-        )
-    sample_output = probabilities_of(image.transpose(2, 0, 1)[None].astype(np.float32))[0]
-    cover = _cover(image, sample_output.argmax(axis=0).astype(np.uint8), len(info.class_names))
-    write_atomically(
-        out_dir / names["sample_input"],
-        lambda temporary: Image.fromarray(image).save(temporary, format="PNG"),
-        "sample",
-    )
-    write_atomically(
-        out_dir / names["sample_output"],
-        lambda temporary: tifffile.imwrite(temporary, sample_output, photometric="minisblack"),
-        "sample output",
-    )
-    write_atomically(out_dir / names["cover"], lambda temporary: cover.save(temporary, format="PNG"), "cover")
-    write_text_atomically(out_dir / names["documentation"], _readme(info, loaded, test_input.shape), "README")
+    opset = _write_weights(model, info, out_dir)
+    image = _centre_crop(_sample_image(sample), _SAMPLE_MAX_SIDE, loaded.spec.total_stride, sample)
+    test_shape = _write_examples(model, info, loaded.spec, image, out_dir, sample)
+    write_text_atomically(out_dir / names["documentation"], _readme(info, loaded, test_shape), "README")
 
     files = {role: _file_entry(out_dir, name) for role, name in names.items()}
     parameter_count = sum(parameter.numel() for parameter in model.parameters())

@@ -259,32 +259,30 @@ def predict_paths(
     * ``STEM_objects.tif``: the counted objects as a 16-bit instance label image (each object its
       own id, background 0; see :mod:`segnet.evaluate.measure`), written last.
 
-    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per
-    counted class (all but the background of ``predictor.roles``)
-    ``<name>_count`` (objects of at least ``min_area`` pixels in the mask after
-    :func:`segnet.evaluate.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask as
-    written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`),
-    in micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution
-    tags state it. Inputs are streamed: images are read one ahead and results written in
-    background threads while the model runs; a progress bar counts images (and windows).
+    ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per counted class
+    (all but the background of ``predictor.roles``) ``<name>_count`` (objects of at least ``min_area`` pixels in
+    the mask after :func:`segnet.evaluate.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask
+    as written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`), in
+    micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution tags state it.
+    Inputs are streamed: images are read one ahead and results written in background threads while the model
+    runs; a progress bar counts images (and windows).
 
-    An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue
-    it) or ``overwrite`` (its outputs are removed first, so the tables describe the files beside
-    them); one run at a time writes a folder (:func:`segnet.core.outputs.output_lock`); no output may
-    be one of the inputs. Every file is written by replacing, never through a link.
+    An ``out_dir`` that holds another run's outputs is refused, unless ``skip_existing`` (continue it) or
+    ``overwrite`` (its outputs are removed first, so the tables describe the files beside them); one run at a
+    time writes a folder (:func:`segnet.core.outputs.output_lock`); no output may be one of the inputs. Every
+    file is written by replacing, never through a link.
 
-    With ``skip_existing``, an image whose outputs are all there (its label image is written
-    last, atomically) is not segmented again: its table rows are rebuilt from its mask and label
-    image (refused where they were written by a model of other classes). Under several processes (``shard``), each takes its own inputs and the tables are
-    merged in input order (:mod:`segnet.predict.tables`); only rank 0 shows progress and notes.
+    With ``skip_existing``, an image whose outputs are all there (its label image is written last, atomically)
+    is not segmented again: its rows are rebuilt from its mask and label image (refused if written by a model of
+    other classes). Under several processes (``shard``) each takes its own inputs, the tables merged in input
+    order; only rank 0 shows progress and notes.
 
-    An input that cannot be read or segmented is reported to ``log`` in one line and left out;
-    the others go on (:attr:`PredictionSummary.failed` lists them, over all processes on rank 0).
+    An input that cannot be read or segmented is reported to ``log`` in one line and left out; the others go
+    on (:attr:`PredictionSummary.failed` lists them, over all processes on rank 0). Running out of memory stops.
 
     Raises:
-        DataError: an input names nothing, two inputs share a stem, or an output cannot be
-            written (the message names the file); :class:`~segnet.core.errors.OutputError`: ``out_dir``
-            holds another run's outputs, or another run is writing there.
+        DataError: an input names nothing, two inputs share a stem, or an output cannot be written (the message
+            names the file); ``OutputError``: ``out_dir`` holds another run's outputs, or another run writes there.
     """
     main_log = log if shard.rank == 0 else None
     out_dir = Path(out_dir)
@@ -293,9 +291,7 @@ def predict_paths(
     # Rank 0 holds the folder for every process of this run; the others wait until it is claimed.
     with output_lock(out_dir) if shard.rank == 0 else contextlib.nullcontext():
         if shard.rank == 0 and not skip_existing:
-            named = {path.resolve() for path in paths}  # an input named like an output is no earlier result
-            earlier = [path for path in earlier_outputs(out_dir) if path.resolve() not in named]
-            clear_earlier_results(out_dir, earlier, overwrite=overwrite)
+            _clear_for_a_new_run(out_dir, paths, overwrite)
         shard.gather(None)
         tables = _open_tables(predictor, out_dir, shard)
         summary = PredictionSummary()
@@ -316,6 +312,14 @@ def predict_paths(
         )
         _combine_processes(summary, tables, shard)
     return summary
+
+
+def _clear_for_a_new_run(out_dir: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse, or with ``overwrite`` remove, another run's outputs in ``out_dir`` (an input named like
+    an output is no earlier result)."""
+    named = {path.resolve() for path in inputs}
+    earlier = [path for path in earlier_outputs(out_dir) if path.resolve() not in named]
+    clear_earlier_results(out_dir, earlier, overwrite=overwrite)
 
 
 def earlier_outputs(out_dir: Path) -> list[Path]:
