@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 sits in /opt/wheels on the project machines; elsewhere pip uses PyPI.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test lint layers install clean browser display
+.PHONY: demo test lint layers install clean browser display peers-venv
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,18 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/segnet demo --out demo_output
+
+# benchmarks/peers.py's MONAI U-Net trains inside segnet's recipe, so it needs segnet and MONAI in one
+# environment: this one, never .venv (no peer is a dependency of segnet). nnU-Net gets its own
+# (peers.py --install-nnunet).
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q $(PIP_FLAGS) -e . monai
+	touch $@
+
+peers-venv: $(PEERS_VENV)/.installed
 
 # The report test renders report.html in Debian's headless Chromium; install it when missing
 # (it skips with a reason where that is impossible, e.g. without root).

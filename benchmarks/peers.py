@@ -16,7 +16,9 @@ predicted masks are scored by ``segnet score``'s code (:mod:`segnet.evaluate.sco
                 images, Adam lr 0.01, 1 - frequency class weights), stopped at the budget; no TTA.
 ``monai-unet``  MONAI's ``BasicUNet`` inside segnet's recipe: registered as a model of this process
                 (:func:`segnet.model.register_model`), then trained, calibrated and predicted exactly as
-                ``segnet``, so only the network differs. Needs ``pip install monai`` where this runs.
+                ``segnet``, so only the network differs. Needs MONAI where this runs: ``make peers-venv``
+                makes ``.venv-peers`` (segnet and MONAI; never segnet's own ``.venv``); run this script
+                with ``.venv-peers/bin/python``.
 ``nnunet``      nnU-Net v2 as its users run it, in its own virtual environment (``--nnunet-venv``;
                 created with ``--install-nnunet``, never segnet's): the TRAIN folder converted to its raw
                 format (RGB PNG ``_0000`` images, label PNGs), ``nnUNetv2_plan_and_preprocess``, the
@@ -31,7 +33,10 @@ peak resident memory of prediction. Prediction runs in a fresh process per pass,
 the prediction's alone (``ru_maxrss`` of that process): for segnet, the notebook and the MONAI U-Net
 the images per second are timed inside it from the model loaded to the last mask written; for
 nnU-Net they are the wall time of its ``nnUNetv2_predict`` command (its start-up and own
-preprocessing included, as a user waits for them). Writes ``OUT/peers.json`` and prints one table.
+preprocessing included, as a user waits for them). Each peer's result goes to ``OUT/PEER/result.json``;
+the table and ``OUT/peers.json`` hold every peer measured into OUT for the same folders, budget and
+device, by this run or an earlier one (``--peers`` runs some, so the comparison can span sessions),
+each with the hardware line of the run that measured it.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import nnunet_budget_trainer
 import numpy as np
@@ -57,6 +63,7 @@ from real_darkfield import predict_notebook, train_notebook
 
 from segnet.core.distributed import resolve_device
 from segnet.core.hardware import report_hardware
+from segnet.core.readback import read_json_as
 from segnet.core.runfiles import BEST_CHECKPOINT, HISTORY_FILE
 from segnet.data.pairs import find_pairs, image_files, read_image, read_mask
 from segnet.evaluate.metrics import EvaluationMetrics
@@ -76,11 +83,24 @@ TIMING_FILE = "timing.json"
 PREDICTIONS = {True: "predictions", False: "predictions_no_tta"}
 SCORES_FOLDER = "scores"
 SUMMARY_FILE = "peers.json"
+RESULT_FILE = "result.json"
 NNUNET_DATASET_ID = 932  # nnU-Net asks for ids of 500 and above for one's own datasets
 NNUNET_DATASET = f"Dataset{NNUNET_DATASET_ID}_SegnetPeers"
 NNUNET_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 """nnU-Net's three folders, named by the environment variables that point it at them."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What makes results comparable: the same folders, budget and device. Results measured by earlier
+    runs into the same OUT for the same comparison are tabled beside this run's (one peer per run fits
+    a working session); each keeps the hardware line of the run that measured it."""
+
+    train: str
+    test: str
+    budget_minutes: float
+    device: str
 
 
 @dataclass
@@ -93,6 +113,13 @@ class PeerResult:
     prediction_images_per_second: float
     prediction_images_per_second_no_tta: float | None
     peak_prediction_mb: float
+    comparison: Comparison
+    hardware: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; the scores in the layout of ``metrics.json``."""
+        entry = {field.name: getattr(self, field.name) for field in fields(self)}
+        return entry | {"scores": self.scores.to_dict(), "comparison": asdict(self.comparison)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,10 @@ class Bench:
 
     def work(self, peer: str) -> Path:
         return make_folder(self.out / peer)
+
+    @property
+    def comparison(self) -> Comparison:
+        return Comparison(str(self.train.resolve()), str(self.test.resolve()), self.budget, self.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,8 +361,9 @@ def run_measured(command: Sequence[str], env: dict[str, str] | None = None) -> t
 # ------------------------------------------------------------------------------------------------
 
 
-def measure_peer(peer: Peer, bench: Bench) -> PeerResult:
-    """Train ``peer``, predict the test images with and without TTA (each in a fresh process), score the default."""
+def measure_peer(peer: Peer, bench: Bench, hardware: dict[str, Any]) -> PeerResult:
+    """Train ``peer``, predict the test images with and without TTA (each in a fresh process), score the
+    default; the result is also written to ``OUT/PEER/result.json``."""
     print(f"\n== {peer.name}: training for {bench.budget:g} min ==", flush=True)
     training_speed = peer.train(bench)
     speeds, memory = {}, {}
@@ -339,14 +371,28 @@ def measure_peer(peer: Peer, bench: Bench) -> PeerResult:
         speeds[tta], memory[tta] = peer.predict(bench, bench.work(peer.name) / PREDICTIONS[tta], tta)
     scores = score_masks(bench.test, bench.work(peer.name) / PREDICTIONS[peer.default_tta], bench.work(peer.name) / SCORES_FOLDER,
                          ScoreSettings.from_config(bench.config), log=print, progress=False)  # fmt: skip
-    return PeerResult(
+    result = PeerResult(
         peer.name,
         scores,
         training_speed,
         speeds[peer.default_tta],
         speeds[False] if peer.default_tta else None,
         memory[peer.default_tta],
+        bench.comparison,
+        hardware,
     )
+    (bench.work(peer.name) / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1))
+    return result
+
+
+def measured_results(bench: Bench) -> list[PeerResult]:
+    """Every peer's result in ``OUT`` for this run's comparison (this run's and earlier runs'), in table order."""
+    results = []
+    for name in PEERS:
+        path = bench.out / name / RESULT_FILE
+        if path.is_file() and (result := read_json_as(path, "peer result", PeerResult)).comparison == bench.comparison:
+            results.append(result)
+    return results
 
 
 def comparison_table(results: Sequence[PeerResult], settings: ScoreSettings) -> str:
@@ -383,13 +429,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     skipped = {name: reason for name in args.peers if (reason := peers[name].missing(bench)) is not None}
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}", flush=True)
-    results = [measure_peer(peers[name], bench) for name in args.peers if name not in skipped]
-    settings = ScoreSettings.from_config(config)
-    table = comparison_table(results, settings) if results else "no peer ran"
-    summary = {"hardware": hardware, "train": str(args.train), "test": str(args.test), "budget_minutes": args.budget, "device": args.device,
-               "results": [{**vars(result), "scores": result.scores.to_dict()} for result in results], "skipped": skipped}  # fmt: skip
+    for name in args.peers:
+        if name not in skipped:
+            measure_peer(peers[name], bench, hardware)
+    results = measured_results(bench)
+    table = comparison_table(results, ScoreSettings.from_config(config)) if results else "no peer ran"
+    summary = {**asdict(bench.comparison), "results": [result.to_dict() for result in results],
+               "skipped": skipped}  # fmt: skip
     (make_folder(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     print(f"\n{len(find_pairs(args.test))} test images, {args.budget:g} min of training each on {args.device}\n{table}")
+    for line in dict.fromkeys(result.hardware["line"] for result in results):
+        print(f"{', '.join(result.peer for result in results if result.hardware['line'] == line)}: {line}")
     print(f"\nsummary: {args.out / SUMMARY_FILE}; scores per peer: {args.out}/PEER/{SCORES_FOLDER}")
 
 

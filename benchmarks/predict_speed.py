@@ -13,7 +13,10 @@ not depend on the weights), exported to ONNX with ``segnet.export.model_to_onnx`
 onnxruntime rows. Images are synthetic darkfield samples of the typical real size, 694x528. The
 baseline, measured in the same run, is PyTorch without TTA; each row prints its ratio to it. The
 configurations take turns pass by pass and the fastest pass counts (``onnx_speed.py``), as the one
-least disturbed by other processes on a shared machine.
+least disturbed by other processes on a shared machine. Each row also says how close it runs to the
+hardware: its FLOPs per image (convolutions, counted by FlopCounterMode on the PyTorch predictor, 2 per
+multiply-add) x images/s, against the best float32 2048x2048 matmul of this run (``train_speed.py``'s
+practical peak).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import numpy as np
 import onnxruntime
 import torch
 from onnx_speed import best_pass_seconds
+from torch.utils.flop_counter import FlopCounterMode
+from train_speed import matmul_peak
 
 from segnet.core.hardware import report_hardware
 from segnet.data.synthetic import generate_sample
@@ -55,6 +60,13 @@ def predictors(onnx_path: Path) -> dict[str, Predictor]:
     return built
 
 
+def prediction_flops(predictor: Predictor, image: np.ndarray) -> int:
+    """FLOPs of predicting one image (every TTA view included)."""
+    with FlopCounterMode(display=False) as counter:
+        predictor.predict_proba(image)
+    return counter.get_total_flops()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -76,14 +88,26 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as folder:
-        runners = {name: predictor.predict_proba for name, predictor in predictors(Path(folder) / "model.onnx").items()}
+        built = predictors(Path(folder) / "model.onnx")
+        # FLOPs per image by TTA setting (the row name's last 7 characters), counted on PyTorch's predictor
+        flops = {
+            name[-7:]: prediction_flops(predictor, images[0])
+            for name, predictor in built.items()
+            if name.startswith("PyTorch")
+        }
+        runners = {name: predictor.predict_proba for name, predictor in built.items()}
         seconds = best_pass_seconds(runners, images, args.repeats)
+    peak = matmul_peak(torch.device("cpu"), torch.float32)
     baseline = seconds["PyTorch      TTA off"]
     for name, taken in seconds.items():
+        achieved = flops[name[-7:]] * args.images / taken
         print(
-            f"{name}  {args.images / taken:6.2f} images/s   {baseline / taken:5.2f}x the baseline (PyTorch, TTA off)",
+            f"{name}  {args.images / taken:6.2f} images/s   {baseline / taken:5.2f}x the baseline (PyTorch, TTA off)   "
+            f"{achieved / 1e9:6.1f} GFLOP/s, {achieved / peak:4.0%} of the float32 matmul peak",
             flush=True,
         )
+    print(f"float32 matmul peak (best 2048x2048 matmul, this run): {peak / 1e9:.1f} GFLOP/s; "
+          f"{flops['TTA off'] / 1e9:.1f} GFLOP per image without TTA", flush=True)  # fmt: skip
     print(f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
 
 

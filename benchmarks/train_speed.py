@@ -48,7 +48,7 @@ from segnet.model.networks import build_model
 from segnet.plan.config import TrainConfig
 from segnet.plan.plan import TrainPlan
 from segnet.plan.spec import ModelSpec
-from segnet.train.loop import TrainingStep, compile_model, make_train_loader, train_one_epoch
+from segnet.train.loop import TrainingStep, compile_model, make_train_loader, resolve_memory_layout, train_one_epoch
 from segnet.train.runfolder import EpochStats
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s.
@@ -80,15 +80,17 @@ class Variant:
 def variants(with_compile: bool, workers: int, device: torch.device) -> list[Variant]:
     """The baseline, each switch alone, then the defaults together (and with torch.compile).
 
-    The defaults take the dtype training picks here: bfloat16 only where it is native. Forced bf16
+    The defaults take the dtype and memory layout training picks here: bfloat16 only where it is native,
+    channels-last only on GPUs and AVX-512 CPUs. Forced bf16
     is left out where it would be emulated (513 s for one step of a 2-core AVX2 CPU, issue 31).
     """
     default = TrainConfig()
     precision = compute_dtype(device, default.amp)
+    channels_last = resolve_memory_layout(default, device).channels_last
     defaults = Variant(
-        f"defaults: cache + workers + {precision.name} + {'channels-last' if default.channels_last else 'NCHW'}",
+        f"defaults: cache + workers + {precision.name} + {'channels-last' if channels_last else 'NCHW'}",
         amp=default.amp,
-        channels_last=default.channels_last,
+        channels_last=channels_last,
         num_workers=workers,
         cache=True,
     )

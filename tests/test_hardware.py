@@ -13,6 +13,8 @@ import torch
 from segnet.core import distributed
 from segnet.core.distributed import compute_dtype
 from segnet.core.hardware import describe_hardware, report_hardware
+from segnet.plan.config import TrainConfig
+from segnet.train.loop import resolve_memory_layout
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CPU = torch.device("cpu")
@@ -32,6 +34,22 @@ def test_the_cpu_computes_in_bf16_only_where_it_is_native_unless_forced(monkeypa
     choice = compute_dtype(CPU, amp)
     assert (choice.dtype, choice.emulated) == (dtype, emulated)
     assert choice.describe() == f"{choice.reason}: {'float32' if dtype is None else 'bfloat16'}"
+
+
+@pytest.mark.parametrize(
+    ("capability", "asked", "channels_last"),
+    [
+        ("AVX512", None, True),
+        ("AVX2", None, False),
+        ("DEFAULT", None, False),
+        ("AVX2", True, True),
+        ("AVX512", False, False),
+    ],
+)
+def test_channels_last_by_default_only_where_it_is_faster(monkeypatch, capability, asked, channels_last):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert resolve_memory_layout(TrainConfig(channels_last=asked), CPU).channels_last is channels_last
+    assert distributed.prefers_channels_last(torch.device("cuda"))
 
 
 def test_a_capped_dispatch_is_no_native_bf16(monkeypatch):

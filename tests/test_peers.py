@@ -58,6 +58,19 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
     )  # segnet predicts with TTA by default, and is timed without
     assert ran["notebook"]["prediction_images_per_second_no_tta"] is None  # the notebook has no TTA
 
+    # A later run of one peer (a session each) tables the earlier runs' peers beside it, for the same
+    # folders, budget and device only; each result keeps the hardware line of the run that measured it.
+    def rerun(*options: str) -> list[str]:
+        again = subprocess.run([*command, "--peers", "notebook", *options], capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-2000:]
+        results = json.loads((out / "peers.json").read_text())["results"]
+        assert all(result["hardware"]["line"].startswith("hardware: ") for result in results)
+        return [result["peer"] for result in results]
+
+    assert rerun() == [name for name in ("segnet", "notebook", "monai-unet") if name in ran]
+    assert rerun("--budget", "0.02") == ["notebook"]
+
 
 STAND_IN = {
     # What the benchmark asks of nnU-Net's environment, answered without nnU-Net: where the package lies,

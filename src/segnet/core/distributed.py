@@ -87,6 +87,14 @@ def compute_dtype(device: torch.device, requested: bool | None) -> ComputeDtype:
     return ComputeDtype(None, "CPU without native bf16")
 
 
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether training here is faster in NHWC (channels-last) than in NCHW: on GPUs, and on CPUs where
+    torch dispatches AVX-512 (segnet-basic steps 4-6% faster in float32, 4-10% in bf16), but not where it
+    dispatches AVX2 or less, where oneDNN's NHWC float32 path is 14-18% slower (docs/decisions.md
+    "Memory layout by SIMD level")."""
+    return device.type == "cuda" or torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 def autocast_dtype(device: torch.device, requested: bool | None) -> torch.dtype | None:
     """The mixed-precision dtype to train with, or None for float32 (see :func:`compute_dtype`)."""
     return compute_dtype(device, requested).dtype

@@ -238,8 +238,12 @@ class TrainConfig:
         "emulates it, tens of times slower, and warns)",
         "hardware",
     )
-    channels_last: bool = option(
-        True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU", "hardware", flag=False
+    channels_last: bool | None = option(
+        None,
+        "NHWC memory layout (default: on GPUs and AVX-512 CPUs, where it is faster; off on AVX2 CPUs, where it is "
+        "slower)",
+        "hardware",
+        flag=False,
     )
     compile: bool = option(
         False,

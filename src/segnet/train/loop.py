@@ -197,6 +197,7 @@ def train(
         log(describe_hardware(device, config.amp).line())  # every time a run reports is this machine's
         most_epochs = config.epochs  # as asked; a resumed budgeted run's count is its last fit (start_run)
         resumed, config = start_run(config, run_dir, resume, overwrite, device)
+        config = resolve_memory_layout(config, device)
         initial_weights = None
         if config.init and not resume:
             initial_weights, config = load_initial_weights(config, list(config.classes), log)
@@ -248,6 +249,13 @@ def load_initial_weights(
     epochs = "?" if checkpoint.epoch is None else checkpoint.epoch
     log(f"fine-tuning from {config.init} ({spec.name}, trained {epochs} epochs at downsample {spec.downsample})")
     return checkpoint.model_state, config
+
+
+def resolve_memory_layout(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """The config with ``channels_last`` decided: as given, or the faster layout on this device."""
+    if config.channels_last is not None:
+        return config
+    return dataclasses.replace(config, channels_last=dist.prefers_channels_last(device))
 
 
 def build_datasets(
