@@ -49,8 +49,8 @@ display:
 
 # ruff (lint and format) and the import layers of pyproject.toml ([tool.importlinter]).
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks tools
-	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools docs
+	$(BIN)/ruff format --check src tests benchmarks tools docs
 	$(BIN)/lint-imports
 
 # Which stage imports which, counted in the code, beside the layers the contract allows.

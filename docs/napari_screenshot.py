@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import napari
 import numpy as np
 from PIL import Image
 from qtpy.QtCore import QEventLoop, QTimer
 
-import napari
+from segnet.data.synthetic import generate_sample
 from segnet.model.builtin import DEFAULT_BUILTIN_MODEL
 from segnet.napari.widget import SegmentWidget
-from segnet.data.synthetic import generate_sample
 
 OUT = Path(__file__).parent / "napari.png"
 WIDTH = 900  # pixels of the saved picture; the README shows it at this size
