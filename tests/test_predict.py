@@ -210,6 +210,12 @@ def test_images_smaller_than_a_tile() -> None:
         image = sample_image(*shape)
         tiled = predictor(model, tile=64).predict_proba(image)
         np.testing.assert_allclose(tiled, predictor(model).predict_proba(image), atol=1e-5)
+    # With TTA too, on an image that is not square (its turned views are padded on other sides than
+    # a padded window's): the viewer's tiles and the CLI's whole image give the same probabilities.
+    image, calls = sample_image(40, 56), []
+    tiled = predictor(model, tile=64, tta=True).predict_proba(image, progress=lambda *a: calls.append(a))
+    np.testing.assert_array_equal(tiled, predictor(model, tta=True).predict_proba(image))
+    assert calls == [(1, 1)]
     # Smaller than a tile in one direction only: one row of windows.
     tiled = predictor(model, tile=64).predict_proba(sample_image(40, 100))
     assert tiled.shape == (3, 40, 100)

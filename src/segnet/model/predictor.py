@@ -160,9 +160,15 @@ class Predictor:
 
     def _predict_as_given(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
         try:
-            if self.options.tile is None:
+            if self.options.tile is None or self._fits_one_tile(image):
+                # An image that fits one tile is segmented whole, so the viewer's default tiles and the
+                # CLI's whole images agree on it: a padded window turned by TTA would see its padding on
+                # other sides than the whole image's views do.
                 batch = normalize_array(image, self.mean_255, self.std_255)[None]
-                return self._average_softmax(batch)[0]
+                proba = self._average_softmax(batch)[0]
+                if progress is not None and self.options.tile is not None:
+                    progress(1, 1)
+                return proba
             return self._predict_tiled(image, progress)
         except (MemoryError, RuntimeError) as error:
             if not is_out_of_memory(error):
@@ -183,6 +189,11 @@ class Predictor:
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""
         return class_mask(self.predict_proba(image))
+
+    def _fits_one_tile(self, image: np.ndarray) -> bool:
+        """Whether tiling ``image`` would make one window (its sides padded to the stride, at most the tile)."""
+        tile = max(self.options.tile // self.stride, 1) * self.stride
+        return all(-(-side // self.stride) * self.stride <= tile for side in image.shape[:2])
 
     def _predict_tiled(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
         height, width = image.shape[:2]
