@@ -9,7 +9,7 @@ state, so it stays a few MB; loading casts them back to float32) with its model 
 
 :func:`segnet.export.pack.pack_checkpoint` turns a training run's ``best.pt`` into such a file
 (:meth:`segnet.model.checkpoint.Checkpoint.for_shipping` says what it keeps); the recipe that built
-each shipped file is in its card and in ``benchmarks/shipped_model.py``.
+each shipped file, its commands included, is in its card.
 """
 
 from __future__ import annotations
