@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,19 @@ def test_a_script_imports_only_what_segnet_has(script: Path) -> None:
 
 def test_the_scripts_are_found() -> None:
     assert {"peers.py", "napari_screenshot.py", "import_layers.py"} <= {path.name for path in SCRIPTS}
+
+
+def test_every_script_the_docs_and_code_name_exists() -> None:
+    """README, docs (but decisions.md, which keeps retired scripts with the commit that had them),
+    the package, the tests and the scripts name only scripts that exist."""
+    named = re.compile(r"\b(?:benchmarks|docs|tools)/[a-z_]+\.py\b")
+    sources = [ROOT / "README.md", ROOT / "Makefile", *(ROOT / "docs").glob("*.md")]
+    sources += [path for folder in ("src", "tests", "benchmarks", "tools") for path in (ROOT / folder).rglob("*.py")]
+    missing = {
+        (source.name, name)
+        for source in sources
+        if source.name != "decisions.md"
+        for name in named.findall(source.read_text(encoding="utf-8"))
+        if not (ROOT / name).is_file()
+    }
+    assert not missing
