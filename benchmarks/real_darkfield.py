@@ -48,7 +48,7 @@ from segnet.evaluate.score import (
 from segnet.evaluate.tables import format_metrics_table, format_score
 from segnet.model.networks import build_model
 from segnet.model.options import InferenceOptions, parse_diameter
-from segnet.plan.config import load_config
+from segnet.plan.config import TrainConfig, load_config
 from segnet.plan.spec import ModelSpec
 from segnet.report.page import write_report
 from segnet.train.loop import train
@@ -157,7 +157,7 @@ def print_detection_comparison(ours: EvaluationMetrics, theirs: EvaluationMetric
             print(f"{name + ' ' + label:<26} {cells[0]:>7}  {cells[1]:>8}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="real darkfield folder")
     parser.add_argument(
@@ -184,28 +184,18 @@ def main() -> None:
         help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)",
     )
     args = parser.parse_args()
-    hardware = report_hardware(print, args.device)
     if args.out is None:
         args.out = Path("runs/real_darkfield" + (f"_seed{args.seed}" if args.seed else ""))
+    return args
 
-    run_dir = args.out / args.model
-    config = load_config(
-        args.config,
-        {
-            "data": str(args.data),
-            "out": str(run_dir),
-            "model": args.model,
-            "epochs": args.epochs,
-            "val_every": args.val_every,
-            "device": args.device,
-            "seed": args.seed,
-        },
-    )
+
+def train_and_score(args: argparse.Namespace, config: TrainConfig) -> tuple[EvaluationMetrics, dict]:
+    """Train the project's model as ``config`` says, score best.pt on the held-out images with TTA
+    (as `segnet evaluate` scores by default) and without (what TTA adds); print both."""
+    run_dir = Path(config.out)
     started = time.perf_counter()
     train(config, overwrite=True)
     train_minutes = (time.perf_counter() - started) / 60
-    # The headline is best.pt with TTA, as `segnet evaluate` scores by default; the same weights
-    # without TTA show what TTA adds.
     options = InferenceOptions(device=args.device, diameter=args.diameter)
     metrics = evaluate_run(run_dir / "best.pt", args.data, split="val", options=options)
     write_report(run_dir)
@@ -215,13 +205,6 @@ def main() -> None:
     history = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
-    project = {
-        "config": config.to_dict(),
-        "train_minutes": train_minutes,
-        "metrics": metrics.to_dict(),
-        "metrics_without_tta": plain.to_dict(),
-    }
-    summary = {"hardware": hardware, "project": project}
     print(
         f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics.num_images} held-out images =="
     )
@@ -233,25 +216,46 @@ def main() -> None:
         f"validation mean IoU during training (no TTA, no calibration): best {float(best['val_mean_iou']):.3f} "
         f"at epoch {best['epoch']}, last {float(validated[-1]['val_mean_iou']):.3f} at epoch {validated[-1]['epoch']}"
     )
+    project = {
+        "config": config.to_dict(),
+        "train_minutes": train_minutes,
+        "metrics": metrics.to_dict(),
+        "metrics_without_tta": plain.to_dict(),
+    }
+    return metrics, project
 
+
+def baseline_and_compare(args: argparse.Namespace, config: TrainConfig, metrics: EvaluationMetrics) -> dict:
+    """Train and score the notebook recipe on the same split; print it beside the project's scores."""
+    baseline, baseline_minutes = notebook_baseline(
+        args.data,
+        Path(config.out) / "split.json",
+        args.baseline_epochs,
+        resolve_device(args.device),
+        config.classes,
+        args.out / "notebook_recipe",
+    )
+    print(f"\n== notebook recipe baseline: trained {baseline_minutes:.1f} min ==")
+    print(format_metrics_table(baseline))
+    print("\nclass IoU        project  notebook")
+    for name in config.classes:
+        ours, theirs = metrics.per_class[name].iou, baseline.per_class[name].iou
+        print(f"{name:<15} {format_score(ours):>7}  {format_score(theirs):>8}")
+    print(f"{'mean IoU':<15} {format_score(metrics.mean_iou):>7}  {format_score(baseline.mean_iou):>8}")
+    print_detection_comparison(metrics, baseline)
+    return {**baseline.to_dict(), "train_minutes": baseline_minutes}
+
+
+def main() -> None:
+    args = parse_args()
+    hardware = report_hardware(print, args.device)
+    overrides = {"data": str(args.data), "out": str(args.out / args.model), "model": args.model, "epochs": args.epochs,
+                 "val_every": args.val_every, "device": args.device, "seed": args.seed}  # fmt: skip
+    config = load_config(args.config, overrides)
+    metrics, project = train_and_score(args, config)
+    summary = {"hardware": hardware, "project": project}
     if args.baseline_epochs > 0:
-        baseline, baseline_minutes = notebook_baseline(
-            args.data,
-            run_dir / "split.json",
-            args.baseline_epochs,
-            resolve_device(args.device),
-            config.classes,
-            args.out / "notebook_recipe",
-        )
-        summary["notebook_baseline"] = {**baseline.to_dict(), "train_minutes": baseline_minutes}
-        print(f"\n== notebook recipe baseline: trained {baseline_minutes:.1f} min ==")
-        print(format_metrics_table(baseline))
-        print("\nclass IoU        project  notebook")
-        for name in config.classes:
-            ours, theirs = metrics.per_class[name].iou, baseline.per_class[name].iou
-            print(f"{name:<15} {format_score(ours):>7}  {format_score(theirs):>8}")
-        print(f"{'mean IoU':<15} {format_score(metrics.mean_iou):>7}  {format_score(baseline.mean_iou):>8}")
-        print_detection_comparison(metrics, baseline)
+        summary["notebook_baseline"] = baseline_and_compare(args, config, metrics)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nsummary: {args.out / 'summary.json'}")
 

@@ -220,7 +220,7 @@ class VariantRun:
         return self.train(dataset, epoch=round_index + 2)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data", type=Path, help="dataset folder (default: synthetic 512 px images in a temporary folder)"
@@ -243,9 +243,45 @@ def main() -> None:
         help="skip the torch.compile variant (it compiles for a minute or more)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    hardware = report_hardware(print, args.device)
+    return parser.parse_args()
 
+
+def time_variants(
+    args: argparse.Namespace, pairs: list, device: torch.device, flops_per_step: float, peak_now: Callable[[str], float]
+) -> list[dict]:
+    """Every variant warmed up, then timed in alternating rounds; each variant's fastest round, its
+    FLOP/s compared with ``peak_now(dtype)`` measured before the round."""
+    runs = []
+    for variant in variants(args.compile, args.workers, device):
+        print(f"warming up: {variant.name}", flush=True)
+        runs.append(VariantRun(variant, args, pairs, device))
+    best: dict[str, dict] = {}
+    for round_index in range(args.rounds):
+        for run in runs:
+            print(f"round {round_index + 1}/{args.rounds}: {run.variant.name}", flush=True)
+            peak = peak_now(run.dtype)
+            stats = run.timed_round(round_index)
+            if run.variant.name in best and stats.images_per_second <= best[run.variant.name]["images_per_second"]:
+                continue
+            achieved = flops_per_step * stats.images_per_second / args.batch_size
+            best[run.variant.name] = {
+                "variant": run.variant.name,
+                "dtype": run.dtype,
+                "warmup_seconds": run.warmup_seconds,
+                "images_per_second": stats.images_per_second,
+                "seconds_per_step": stats.seconds / args.steps,
+                "data_wait_per_step": stats.data_seconds / args.steps,
+                "loss": stats.loss,
+                "tflops": achieved / 1e12,
+                "peak_tflops": peak / 1e12,
+                "fraction_of_peak": achieved / peak,
+            }
+    return list(best.values())
+
+
+def main() -> None:
+    args = parse_args()
+    hardware = report_hardware(print, args.device)
     device = resolve_device(args.device)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
@@ -253,65 +289,22 @@ def main() -> None:
         data = args.data or write_dataset(Path(scratch) / "synthetic", count=needed, size=512, seed=0)
         pairs = find_pairs(data)
         if len(pairs) < needed:
-            parser.error(
+            raise SystemExit(
                 f"{data} holds {len(pairs)} images; {needed} are needed for {args.steps} steps of {args.batch_size} (plus a warm-up step)"
             )
-        pairs = pairs[:needed]
-
         model = build_model(ModelSpec(args.model, 3)).to(device)
         images = torch.randn(args.batch_size, 3, args.crop, args.crop, device=device)
         masks = torch.randint(0, 3, (args.batch_size, args.crop, args.crop), device=device)
         flops_per_step = training_step_flops(model, build_loss().to(device), images, masks)
         del model
-
         peak_now, peak_note = peak_reference(device)
-
-        runs = []
-        for variant in variants(args.compile, args.workers, device):
-            print(f"warming up: {variant.name}", flush=True)
-            runs.append(VariantRun(variant, args, pairs, device))
-        best: dict[str, dict] = {}
-        for round_index in range(args.rounds):
-            for run in runs:
-                print(f"round {round_index + 1}/{args.rounds}: {run.variant.name}", flush=True)
-                peak = peak_now(run.dtype)
-                stats = run.timed_round(round_index)
-                if (
-                    run.variant.name not in best
-                    or stats.images_per_second > best[run.variant.name]["images_per_second"]
-                ):
-                    achieved = flops_per_step * stats.images_per_second / args.batch_size
-                    best[run.variant.name] = {
-                        "variant": run.variant.name,
-                        "dtype": run.dtype,
-                        "warmup_seconds": run.warmup_seconds,
-                        "images_per_second": stats.images_per_second,
-                        "seconds_per_step": stats.seconds / args.steps,
-                        "data_wait_per_step": stats.data_seconds / args.steps,
-                        "loss": stats.loss,
-                        "tflops": achieved / 1e12,
-                        "peak_tflops": peak / 1e12,
-                        "fraction_of_peak": achieved / peak,
-                    }
-        results = list(best.values())
+        results = time_variants(args, pairs[:needed], device, flops_per_step, peak_now)
     load_after = os.getloadavg()
-
     print_results(args, device, results, flops_per_step, (load_before, load_after), peak_note)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "hardware": hardware,
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "flops_per_step": flops_per_step,
-                    "peak": peak_note,
-                    "load_before": load_before,
-                    "load_after": load_after,
-                    "results": results,
-                },
-                indent=1,
-            )
-        )
+        summary = {"hardware": hardware, "args": {k: str(v) for k, v in vars(args).items()}, "flops_per_step": flops_per_step,
+                   "peak": peak_note, "load_before": load_before, "load_after": load_after, "results": results}  # fmt: skip
+        args.json.write_text(json.dumps(summary, indent=1))
 
 
 def peak_reference(device: torch.device) -> tuple[Callable[[str], float], str]:
