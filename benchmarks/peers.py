@@ -36,7 +36,7 @@ nnU-Net they are the wall time of its ``nnUNetv2_predict`` command (its start-up
 preprocessing included, as a user waits for them). Each peer's result goes to ``OUT/PEER/result.json``;
 the table and ``OUT/peers.json`` hold every peer measured into OUT for the same folders, budget and
 device, by this run or an earlier one (``--peers`` runs some, so the comparison can span sessions),
-each with the hardware line of the run that measured it.
+each with the hardware line of the run that measured it; ``OUT/peers.md`` is the table in Markdown.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ TIMING_FILE = "timing.json"
 PREDICTIONS = {True: "predictions", False: "predictions_no_tta"}
 SCORES_FOLDER = "scores"
 SUMMARY_FILE = "peers.json"
+MARKDOWN_FILE = "peers.md"
 RESULT_FILE = "result.json"
 NNUNET_DATASET_ID = 932  # nnU-Net asks for ids of 500 and above for one's own datasets
 NNUNET_DATASET = f"Dataset{NNUNET_DATASET_ID}_SegnetPeers"
@@ -395,8 +396,9 @@ def measured_results(bench: Bench) -> list[PeerResult]:
     return results
 
 
-def comparison_table(results: Sequence[PeerResult], settings: ScoreSettings) -> str:
-    """The peers side by side: mean and per-class IoU, the thin class's objects and presence, speeds, memory."""
+def comparison_rows(results: Sequence[PeerResult], settings: ScoreSettings) -> tuple[list[str], list[list[str]]]:
+    """The peers side by side (header, rows): mean and per-class IoU, the thin class's objects and
+    presence, speeds, memory."""
     names = settings.class_names
     focus = names[settings.roles.thin[0] if settings.roles.thin else settings.roles.counted[-1]]
     header = ["peer", "mean IoU", *(f"IoU {name}" for name in names), f"{focus} obj recall", "obj precision", "obj F1",
@@ -412,7 +414,13 @@ def comparison_table(results: Sequence[PeerResult], settings: ScoreSettings) -> 
             format_score(result.training_images_per_second, 2), format_score(result.prediction_images_per_second, 2),
             format_score(result.prediction_images_per_second_no_tta, 2), f"{result.peak_prediction_mb:.0f}",
         ])  # fmt: skip
-    return text_table(header, rows)
+    return header, rows
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The table in Markdown, as the README shows it."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -433,7 +441,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name not in skipped:
             measure_peer(peers[name], bench, hardware)
     results = measured_results(bench)
-    table = comparison_table(results, ScoreSettings.from_config(config)) if results else "no peer ran"
+    header, rows = comparison_rows(results, ScoreSettings.from_config(config))
+    table = text_table(header, rows) if results else "no peer ran"
+    (make_folder(args.out) / MARKDOWN_FILE).write_text(markdown_table(header, rows))
     summary = {**asdict(bench.comparison), "results": [result.to_dict() for result in results],
                "skipped": skipped}  # fmt: skip
     (make_folder(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
@@ -460,7 +470,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--budget", type=float, default=60.0, help="wall-clock minutes of training per peer (default: %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/peers"), help="output folder (default: %(default)s)")
-    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS), help="peers to run (default: all)")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=PEERS,
+        default=list(PEERS),
+        help="peers to run (default: all; none: only table the peers OUT holds for this comparison)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto, for every peer (default: %(default)s)")
     parser.add_argument("--config", type=Path, help="segnet YAML config: classes, roles, palette, and segnet's options")
     parser.add_argument(

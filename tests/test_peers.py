@@ -69,6 +69,10 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         return [result["peer"] for result in results]
 
     assert rerun() == [name for name in ("segnet", "notebook", "monai-unet") if name in ran]
+    markdown = (out / "peers.md").read_text().splitlines()
+    assert markdown[0].startswith("| peer | mean IoU |") and [row.split(" | ")[0] for row in markdown[2:]] == [
+        f"| {name}" for name in ran
+    ]
     assert rerun("--budget", "0.02") == ["notebook"]
 
 
