@@ -190,10 +190,18 @@ class Predictor:
         """Class index per pixel: ``H x W`` (the argmax of :meth:`predict_proba`; uint8, uint16 beyond 256 classes)."""
         return class_mask(self.predict_proba(image))
 
+    def _window_shape(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The sliding window's ``(height, width)`` for an image of this size (the tile on the stride
+        grid, at most the image padded to the stride) and that padded image's ``(height, width)``."""
+        stride = self.stride
+        tile = max(self.options.tile // stride, 1) * stride
+        padded = (-(-height // stride) * stride, -(-width // stride) * stride)
+        return (min(tile, padded[0]), min(tile, padded[1])), padded
+
     def _fits_one_tile(self, image: np.ndarray) -> bool:
-        """Whether tiling ``image`` would make one window (its sides padded to the stride, at most the tile)."""
-        tile = max(self.options.tile // self.stride, 1) * self.stride
-        return all(-(-side // self.stride) * self.stride <= tile for side in image.shape[:2])
+        """Whether tiling ``image`` would make one window: the window is the whole padded image."""
+        window, padded = self._window_shape(*image.shape[:2])
+        return window == padded
 
     def _predict_tiled(self, image: np.ndarray, progress: TileProgress | None) -> np.ndarray:
         height, width = image.shape[:2]
@@ -203,9 +211,7 @@ class Predictor:
         # values back at the argmax positions of that grid; a window shifted off it by a few
         # pixels gives visibly different predictions.
         stride = self.stride
-        tile = max(self.options.tile // stride, 1) * stride
-        tile_h = min(tile, -(-height // stride) * stride)  # a small image is one padded window
-        tile_w = min(tile, -(-width // stride) * stride)
+        (tile_h, tile_w), _ = self._window_shape(height, width)  # a small side is one padded window
         windows = [
             (top, left)
             for top in sliding_window_starts(height, tile_h, self.options.overlap, stride)
