@@ -140,6 +140,16 @@ def test_onnx_export_reproduces_a_downsampled_model(tmp_path: Path, space_to_dep
     assert check.decisions > 10_000 and check.differing_decisions <= check.decisions // 10_000
 
 
+def test_onnx_export_reproduces_a_unet(tmp_path: Path) -> None:
+    """The U-Net's transposed convolutions, skip concatenations and sub-pixel head are in the graph;
+    it reuses no pooling indices, so the logits agree with no pooling decision to follow."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("unet", len(CLASSES), downsample=3, space_to_depth=True)).eval()
+    nn.init.normal_(model.subpixel.conv.weight, std=0.1)
+    check = check_onnx_export(model, export_in_code(model, tmp_path / "model.onnx"), shapes=SHAPES, seed=1)
+    assert check.max_difference <= 1e-4 and check.decisions == 0
+
+
 def test_export_check_catches_a_graph_of_other_weights(basic_export: tuple[Path, Path]) -> None:
     other = load_model(basic_export[0])
     with torch.no_grad():
@@ -444,15 +454,21 @@ def test_bioimageio_package_validates_and_its_test_tensors_reproduce(bioimageio_
     assert "## Validation" in (package / rdf["documentation"]["source"]).read_text()
 
 
-def test_bioimageio_package_rebuilds_a_downsampled_model_from_its_own_kwargs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("model_name", "architecture", "doi"), [
+    ("segnet-basic", "SegNet", "10.1109/TPAMI.2016.2644615"), ("unet", "U-Net", "10.1007/978-3-319-24574-4_28")
+])  # fmt: skip
+def test_bioimageio_package_rebuilds_a_downsampled_model_from_its_own_kwargs(
+    tmp_path: Path, model_name: str, architecture: str, doi: str
+) -> None:
     """A consumer builds the model from rdf.yaml alone: the architecture callable with its kwargs,
     the state dict, the declared preprocessing and softmax reproduce the test output (K=3 here, so
     a package that dropped downsample would run the network at the wrong resolution and fail)."""
     import importlib
 
-    spec = ModelSpec("segnet-basic", len(CLASSES), downsample=3)
+    spec = ModelSpec(model_name, len(CLASSES), downsample=3)
     package = export_package(tmp_path, spec)
     rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    assert rdf["config"]["bioimageio"]["architecture_type"] == architecture and rdf["cite"][0]["doi"] == doi
     weights = rdf["weights"]["pytorch_state_dict"]
     architecture = weights["architecture"]
     assert architecture["kwargs"] == spec.to_dict()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import conv_parameters
+from PIL import Image
 from torch import nn
 
 import segnet.model.networks as model_module
 import segnet.plan.spec as spec_module
+from segnet.cli import main as cli_main
 from segnet.core.errors import CheckpointError, SegnetError
 from segnet.core.runfiles import BEST_CHECKPOINT
 from segnet.evaluate.run import evaluate_run
@@ -38,6 +41,7 @@ STRIDES = {
     "bayesian-segnet": 32,
     "segnet-basic": 16,
     "bayesian-segnet-basic": 16,
+    "unet": 16,
 }
 
 
@@ -271,9 +275,9 @@ def test_space_to_depth_at_full_resolution_is_the_plain_model() -> None:
 
 def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(SegnetError) as info:
-        build_model(ModelSpec("unet", num_classes=3))
+        build_model(ModelSpec("resnet", num_classes=3))
     message = str(info.value)
-    assert "unet" in message
+    assert "resnet" in message
     for name in MODEL_NAMES:
         assert name in message
 
@@ -490,6 +494,29 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(model_module, "_REGISTERED_BUILDERS", {})
     register_model("tiny-unet", 2, _tiny_core)
     return "tiny-unet"
+
+
+@pytest.mark.slow
+def test_the_unet_trains_exports_and_predicts_from_the_command_line(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """``--model unet`` with the lossless input: trained, calibrated, exported to ONNX (the export
+    checks itself against PyTorch), and ``predict --onnx`` draws what ``predict`` draws."""
+    run = tmp_path / "run"
+    assert cli_main(["train", "--data", str(synthetic_dataset), "--out", str(run), "--model", "unet", "--space-to-depth",
+                     "--downsample", "2", "--epochs", "1", "--image-size", "32", "--num-workers", "0",
+                     "--val-fraction", "0.25", "--calibration-images", "2"]) == 0  # fmt: skip
+    best = Checkpoint.load(run / BEST_CHECKPOINT)
+    assert best.spec == ModelSpec("unet", 3, downsample=2, space_to_depth=True) and best.calibration is not None
+    assert cli_main(["export", "--checkpoint", str(run / BEST_CHECKPOINT), "--out", str(tmp_path / "unet.onnx")]) == 0
+    masks = {}
+    for source in ("--checkpoint", "--onnx"):
+        model = run / BEST_CHECKPOINT if source == "--checkpoint" else tmp_path / "unet.onnx"
+        out = tmp_path / source.strip("-")
+        assert cli_main(["predict", str(synthetic_dataset / "images"), source, str(model), "--out", str(out),
+                         "--device", "cpu", "--no-tta"]) == 0  # fmt: skip
+        masks[source] = {path.name: np.array(Image.open(path)) for path in sorted(out.glob("*_mask.png"))}
+    assert masks["--checkpoint"].keys() == masks["--onnx"].keys() and masks["--onnx"]
+    for name, mask in masks["--checkpoint"].items():
+        assert (masks["--onnx"][name] == mask).mean() > 0.999
 
 
 @pytest.mark.slow

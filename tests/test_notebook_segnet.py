@@ -69,6 +69,6 @@ def test_a_notebook_checkpoint_loads_only_where_it_is_registered(
         Checkpoint.load(path)
     assert str(refused.value) == (
         f"{path}: checkpoint of an unknown model 'notebook-segnet'; segnet builds segnet, segnet-basic, "
-        "bayesian-segnet, bayesian-segnet-basic (a model a benchmark registers, such as its notebook baseline, "
+        "bayesian-segnet, bayesian-segnet-basic, unet (a model a benchmark registers, such as its notebook baseline, "
         "loads only in that benchmark)"
     )

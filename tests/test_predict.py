@@ -173,6 +173,17 @@ def test_tiling_a_space_to_depth_model_keeps_its_block_grid() -> None:
     assert (predictor(model, tile=96).predict(image) == whole).mean() >= 0.99
 
 
+def test_tiling_a_unet_reproduces_whole_image_inference() -> None:
+    """Its BatchNorm normalises every window alike; an InstanceNorm U-Net (MONAI's BasicUNet) would
+    normalise each window by its own statistics."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("unet", 3, downsample=2, space_to_depth=True)).eval()
+    torch.nn.init.normal_(model.subpixel.conv.weight, std=0.1)
+    image = sample_image(150, 130)
+    whole = predictor(model).predict(image)
+    assert (predictor(model, tile=96).predict(image) == whole).mean() >= 0.99
+
+
 def test_tiling_a_pooling_model_keeps_its_pooling_grid() -> None:
     # Windows off the stride grid would unpool to other positions (about 72% agreement here).
     image = sample_image(150, 130)

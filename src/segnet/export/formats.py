@@ -118,7 +118,39 @@ _CITATIONS = {
         "Convolutional Encoder-Decoder Architectures for Scene Understanding. BMVC 2017.",
         "doi": "10.5244/C.31.57",
     },
+    "unet": {
+        "text": "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for Biomedical Image "
+        "Segmentation. MICCAI 2015, LNCS 9351.",
+        "doi": "10.1007/978-3-319-24574-4_28",
+    },
 }
+
+
+@dataclass(frozen=True)
+class _Architecture:
+    """How a package describes its network: the bioimage.io type, how its decoder upsamples, what to cite."""
+
+    kind: str
+    decoder: str
+    reference: str
+    cite: list[dict[str, str]]
+
+
+def _architecture(model_name: str) -> _Architecture:
+    if model_name == "unet":
+        return _Architecture(
+            "U-Net",
+            "upsamples and concatenates the encoder's features of each level",
+            "Ronneberger et al., 2015",
+            [_CITATIONS["unet"]],
+        )
+    bayesian = [_CITATIONS["bayesian"]] if "bayesian" in model_name else []
+    return _Architecture(
+        "SegNet",
+        "upsamples with the encoder's max-pooling indices",
+        "Badrinarayanan et al., 2017",
+        [_CITATIONS["segnet"], *bayesian],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +192,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def model_to_onnx(model: nn.Module, info: OnnxModelInfo, out: str | Path) -> int:
-    """Export a SegNet ``model`` (eval mode) with dynamic batch, height and width to ``out``.
+    """Export a segnet ``model`` (eval mode) with dynamic batch, height and width to ``out``.
 
     ``info`` is stored as the file's metadata. :func:`export_onnx` does this for a checkpoint and
     checks the result; this is for models built in code.
@@ -274,7 +306,7 @@ def _pooling_follows(model: nn.Module, decisions: Sequence[torch.Tensor]) -> Ite
 
         return hook
 
-    handles = [stage.pool.register_forward_hook(take(forced)) for stage, forced in zip(model.encoder, decisions)]
+    handles = [pool.register_forward_hook(take(forced)) for pool, forced in zip(model.unpooled_pools(), decisions)]
     try:
         yield record
     finally:
@@ -304,7 +336,7 @@ def check_onnx_export(
         SegnetError: the graph does not reproduce the model.
     """
     out = Path(out)
-    session = _pooling_indices_session(out, len(model.encoder))
+    session = _pooling_indices_session(out, len(model.unpooled_pools()))
     generator = torch.Generator().manual_seed(seed)
     max_difference, decisions, differing = 0.0, 0, 0
     for batch, height, width in shapes:
@@ -393,7 +425,7 @@ def _near_tie_windows(model: nn.Module, normalized: np.ndarray) -> int:
         scale = top[:, 0].abs().clamp(min=1)
         found.append(int(((top[:, 0] - top[:, 1] < _TIE_MARGIN * scale) & (top[:, 0].abs() > _TIE_MARGIN)).sum()))
 
-    handles = [stage.pool.register_forward_hook(count) for stage in model.encoder]
+    handles = [pool.register_forward_hook(count) for pool in model.unpooled_pools()]
     try:
         with torch.no_grad():
             model(torch.from_numpy(normalized))
@@ -434,7 +466,8 @@ def _readme(info: OnnxModelInfo, checkpoint: Checkpoint, test_shape: tuple[int, 
     best_text = f"{best:.4f}" if best is not None else "not recorded"
     epochs = checkpoint.epoch if checkpoint.epoch is not None else "not recorded"
     bayesian = "bayesian" in info.model_name
-    return f"""# SegNet ({info.model_name}) for darkfield microscopy
+    architecture = _architecture(info.model_name)
+    return f"""# {architecture.kind} ({info.model_name}) for darkfield microscopy
 
 Semantic segmentation of darkfield microscopy images, pixel by pixel, into the classes below;
 trained and exported with the `segnet` toolkit.
@@ -445,8 +478,8 @@ trained and exported with the `segnet` toolkit.
 
 ## Model
 
-`{info.model_name}` is an encoder-decoder network whose decoder upsamples with the encoder's
-max-pooling indices (Badrinarayanan et al., 2017). The network pads its input to a multiple of
+`{info.model_name}` is an encoder-decoder network whose decoder {architecture.decoder}
+({architecture.reference}). The network pads its input to a multiple of
 {info.total_stride} pixels internally, so any image size works; tiling tools should use tiles that
 are multiples of {info.total_stride} pixels so that every tile sees the same pooling grid.
 {"Dropout is switched off in these weights: Monte Carlo dropout uncertainty needs the segnet checkpoint and `segnet predict --mc-samples`." if bayesian else ""}
@@ -566,15 +599,15 @@ def _rdf(
     # bioimageio.spec: the optional [export] extra, loaded only to export
     from bioimageio.spec.model.v0_5 import ModelDescr
 
-    cite = [_CITATIONS["segnet"]] + ([_CITATIONS["bayesian"]] if "bayesian" in info.model_name else [])
+    architecture = _architecture(info.model_name)
     inputs, outputs = _tensors(info, files)
     return {
         "format_version": ModelDescr.implemented_format_version,
         "type": "model",
-        "name": f"SegNet ({info.model_name}) for darkfield microscopy",
-        "description": "Segments darkfield microscopy images into " + ", ".join(info.class_names) + " (SegNet).",
+        "name": f"{architecture.kind} ({info.model_name}) for darkfield microscopy",
+        "description": f"Segments darkfield microscopy images into {', '.join(info.class_names)} ({architecture.kind}).",
         "authors": [{"name": name} for name in authors],
-        "cite": cite,
+        "cite": architecture.cite,
         "license": license_id,
         "documentation": files["documentation"],
         "covers": [files["cover"]],
@@ -585,8 +618,8 @@ def _rdf(
         "config": {
             "bioimageio": {
                 "reproducibility_tolerance": [_REPRODUCIBILITY_TOLERANCE],
-                "architecture_type": "SegNet",
-                "architecture_description": f"{info.model_name}: encoder-decoder, the decoder unpools with the encoder's max-pooling indices",
+                "architecture_type": architecture.kind,
+                "architecture_description": f"{info.model_name}: encoder-decoder, the decoder {architecture.decoder}",
                 "modality": "darkfield microscopy",
                 "target_structure": list(info.class_names[1:]),
                 "task": "semantic segmentation",

@@ -1,9 +1,11 @@
-"""SegNet models: the paper's SegNet and SegNet-Basic, and their Bayesian variants.
+"""The networks: the paper's SegNet and SegNet-Basic, their Bayesian variants, and a U-Net.
 
-Every model is a :class:`SegNet`: a list of :class:`EncoderStage` (convs, then a 2x2 max-pool that
+Every model is a :class:`SegmentationNetwork` (the padding, resolution change and logit offsets
+below, shared). A :class:`SegNet` is a list of :class:`EncoderStage` (convs, then a 2x2 max-pool that
 keeps its indices), a mirrored list of :class:`DecoderStage` (max-unpool with those indices, then
-convs) and a per-pixel classifier head. The variants differ only in the stage widths, the kernel
-size, where dropout sits and what the head is:
+convs) and a per-pixel classifier head; the SegNet variants differ only in the stage widths, the
+kernel size, where dropout sits and what the head is. The :class:`UNet` passes the encoder's
+features themselves to the decoder:
 
 ==========================  ======================================================================
 ``segnet``                  Badrinarayanan et al., TPAMI 2017. VGG16 encoder (13 convs 3x3 + BN +
@@ -19,6 +21,9 @@ size, where dropout sits and what the head is:
 ``bayesian-segnet-basic``   ``segnet-basic`` with dropout p=0.5 after the central two encoder
                             layers (3 and 4, after pooling) and after the central two decoder
                             layers (decoder 4 and 3, the first two the signal passes through).
+``unet``                    Ronneberger et al. 2015 at the size of MONAI's BasicUNet: 5 levels of
+                            two 3x3 convs (BN, ReLU), widths 32,32,64,128,256; transposed-conv
+                            upsampling, skip concatenation, 1x1 classifier. Total stride 16.
 ==========================  ======================================================================
 
 All models return RAW logits of shape ``(N, num_classes, H, W)`` for any ``H`` and ``W``: the input
@@ -67,7 +72,9 @@ __all__ = [
     "ModelSpec",
     "RegisteredNetwork",
     "SegNet",
+    "SegmentationNetwork",
     "SubPixelHead",
+    "UNet",
     "build_model",
     "build_model_from_kwargs",
     "conv_bn",
@@ -89,6 +96,9 @@ _VGG16_WIDTHS = (64, 128, 256, 512, 512)
 _SEGNET_DECODER_WIDTHS = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,))
 
 _DROPOUT_P = 0.5
+# The U-Net's widths by level, full resolution first: those of MONAI's BasicUNet, the peer that
+# beat SegNet-Basic in segnet's own recipe (docs/decisions.md).
+_UNET_WIDTHS = (32, 32, 64, 128, 256)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,14 +190,17 @@ class SubPixelHead(nn.Module):
         return F.pixel_shuffle(self.conv(features), self.factor)
 
 
-class SegNet(nn.Module):
-    """Encoder stages -> mirrored decoder stages (unpooling with the encoder's indices) -> head.
+class SegmentationNetwork(nn.Module):
+    """What every segnet model does around its network: zero-pad the input to the total stride, bring
+    it to 1/downsample (averaged, or rearranged by ``pixel_unshuffle`` where ``space_to_depth``), run
+    :meth:`segment`, resize the logits back (plus the :class:`SubPixelHead`'s, where there is one),
+    add the logit offsets and crop the padding (module docs).
 
     Attributes:
-        name: the model name from :data:`MODEL_NAMES`.
-        num_classes, in_channels: as built.
-        downsample: the network runs at 1/downsample of the input resolution (see the module docs).
-        total_stride: ``downsample * 2 ** len(encoder)``; inputs are zero-padded to a multiple of it.
+        name: the model name (:func:`segnet.plan.spec.model_names`).
+        num_classes, in_channels: as built (``in_channels`` of the image, before any rearrangement).
+        downsample: the network runs at 1/downsample of the input resolution.
+        total_stride: ``downsample * 2 ** poolings``; inputs are zero-padded to a multiple of it.
         spec: the :class:`~segnet.plan.spec.ModelSpec` it was built from by :func:`build_model`
             (``None`` for a network assembled in code).
         space_to_depth: the input is rearranged (``pixel_unshuffle``), not averaged, to 1/downsample.
@@ -195,6 +208,49 @@ class SegNet(nn.Module):
         logit_offsets: a buffer of one constant per class added to the logits; zero while training,
             set afterwards by :mod:`segnet.train.calibration` to undo the bias that class weighting
             puts on the decisions. Part of the state dict, so checkpoints and exports carry it.
+    """
+
+    def __init__(self, name: str, num_classes: int, in_channels: int, downsample: int, poolings: int) -> None:
+        super().__init__()
+        self.name = name
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.downsample = downsample
+        self.total_stride: int = downsample * 2**poolings
+        self.spec: ModelSpec | None = None
+        self.space_to_depth = False
+        self.subpixel: SubPixelHead | None = None
+        self.register_buffer("logit_offsets", torch.zeros(num_classes))
+
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(last features, logits)`` of the network at its own resolution (features: what a
+        :class:`SubPixelHead` reads)."""
+        raise NotImplementedError
+
+    def unpooled_pools(self) -> list[nn.Module]:
+        """The max-pools whose indices the decoder reuses (SegNet's); where two near-equal values tie,
+        which one such a pool picks moves a value by a pixel (:mod:`segnet.export.formats`)."""
+        return []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
+        height, width = x.shape[-2], x.shape[-1]
+        x = _pad_to_stride(x, self.total_stride)
+        if self.downsample > 1:
+            x = F.pixel_unshuffle(x, self.downsample) if self.space_to_depth else F.avg_pool2d(x, self.downsample)
+        features, x = self.segment(x)
+        if self.downsample > 1:
+            x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
+        if self.subpixel is not None:
+            x = x + self.subpixel(features)
+        x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
+        return x[:, :, :height, :width]
+
+
+class SegNet(SegmentationNetwork):
+    """Encoder stages -> mirrored decoder stages (unpooling with the encoder's indices) -> head.
+
+    Attributes: as :class:`SegmentationNetwork`'s, and ``encoder``, ``decoder``, ``classifier``.
     """
 
     def __init__(
@@ -207,42 +263,67 @@ class SegNet(nn.Module):
         in_channels: int,
         downsample: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(name, num_classes, in_channels, downsample, len(encoder))
         if len(encoder) != len(decoder):
             raise ValueError("encoder and decoder need the same number of stages")
-        self.name = name
-        self.downsample = downsample
-        self.num_classes = num_classes
-        self.in_channels = in_channels
         self.encoder = nn.ModuleList(encoder)
         self.decoder = nn.ModuleList(decoder)
         self.classifier = classifier
-        self.total_stride: int = downsample * 2 ** len(encoder)
-        self.spec: ModelSpec | None = None
-        self.space_to_depth = False
-        self.subpixel: SubPixelHead | None = None
-        self.register_buffer("logit_offsets", torch.zeros(num_classes))
+        self.feature_channels = decoder[-1].out_channels if decoder else in_channels
         _init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
-        height, width = x.shape[-2], x.shape[-1]
-        x = _pad_to_stride(x, self.total_stride)
-        if self.downsample > 1:
-            x = F.pixel_unshuffle(x, self.downsample) if self.space_to_depth else F.avg_pool2d(x, self.downsample)
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         indices = []
         for stage in self.encoder:
             x, idx = stage(x)
             indices.append(idx)
         for stage, idx in zip(self.decoder, reversed(indices)):
             x = stage(x, idx)
-        features, x = x, self.classifier(x)
-        if self.downsample > 1:
-            x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
-        if self.subpixel is not None:
-            x = x + self.subpixel(features)
-        x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
-        return x[:, :, :height, :width]
+        return x, self.classifier(x)
+
+    def unpooled_pools(self) -> list[nn.Module]:
+        return [stage.pool for stage in self.encoder]
+
+
+class UNet(SegmentationNetwork):
+    """Ronneberger et al. 2015, at the size of MONAI's ``BasicUNet``: per level two 3x3 convs (BN,
+    ReLU), 2x2 max-pools down, 2x2 transposed convs up, each concatenated with the encoder's features
+    of its level (what SegNet passes only as pooling indices), then a 1x1 classifier.
+
+    BatchNorm, not BasicUNet's InstanceNorm: instance statistics depend on the window a tile shows,
+    so tiled and whole-image inference would differ (docs/decisions.md).
+
+    Attributes: as :class:`SegmentationNetwork`'s, and ``encoder`` (one two-conv block per level,
+    the first at full resolution), ``upsample``, ``decoder`` (deepest first) and ``classifier``.
+    """
+
+    def __init__(
+        self, name: str, widths: Sequence[int], num_classes: int, in_channels: int, downsample: int = 1
+    ) -> None:
+        super().__init__(name, num_classes, in_channels, downsample, len(widths) - 1)
+        self.encoder = nn.ModuleList(
+            _two_convs(before, width) for before, width in zip((in_channels, *widths[:-1]), widths)
+        )
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        deeper = list(zip(widths[1:], widths[:-1]))[::-1]
+        self.upsample = nn.ModuleList(nn.ConvTranspose2d(deep, width, 2, stride=2) for deep, width in deeper)
+        self.decoder = nn.ModuleList(_two_convs(2 * width, width) for _, width in deeper)
+        self.classifier = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        self.feature_channels = widths[0]
+        _init_weights(self)
+
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = []
+        for level, block in enumerate(self.encoder):
+            x = block(self.pool(x) if level else x)
+            skips.append(x)
+        for upsample, block, skip in zip(self.upsample, self.decoder, reversed(skips[:-1])):
+            x = block(torch.cat([skip, upsample(x)], dim=1))
+        return x, self.classifier(x)
+
+
+def _two_convs(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(conv_bn(in_channels, out_channels), conv_bn(out_channels, out_channels))
 
 
 def _pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -318,40 +399,22 @@ def register_model(name: str, poolings: int, builder: Callable[[int, int], nn.Mo
     _REGISTERED_BUILDERS[name] = builder
 
 
-class RegisteredNetwork(nn.Module):
-    """A network of :func:`register_model`, run as segnet runs its own (:class:`SegNet`'s forward):
-    zero-padded to the total stride, averaged to 1/downsample, its logits resized back, the logit
-    offsets added and the padding cropped. Attributes as :class:`SegNet`'s, and ``core``, the network."""
+class RegisteredNetwork(SegmentationNetwork):
+    """A network of :func:`register_model`, run as segnet runs its own (:class:`SegmentationNetwork`,
+    averaged to 1/downsample). Attributes as :class:`SegmentationNetwork`'s, and ``core``, the network."""
 
     def __init__(self, core: nn.Module, spec: ModelSpec) -> None:
-        super().__init__()
         if spec.space_to_depth:
             raise SegnetError(f"{spec.name}: space_to_depth is a part of segnet's own models only")
+        super().__init__(spec.name, spec.num_classes, spec.in_channels, spec.downsample, spec.poolings)
         self.core = core
         self.spec = spec
-        self.name, self.num_classes, self.in_channels, self.downsample = (
-            spec.name,
-            spec.num_classes,
-            spec.in_channels,
-            spec.downsample,
-        )
-        self.total_stride = spec.total_stride
-        self.register_buffer("logit_offsets", torch.zeros(spec.num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits ``(N, num_classes, H, W)`` for an input ``(N, in_channels, H, W)``."""
-        height, width = x.shape[-2], x.shape[-1]
-        x = _pad_to_stride(x, self.total_stride)
-        if self.downsample > 1:
-            x = F.avg_pool2d(x, self.downsample)
-        x = self.core(x)
-        if self.downsample > 1:
-            x = F.interpolate(x, scale_factor=self.downsample, mode="bilinear", align_corners=False)
-        x = x + self.logit_offsets.to(x.dtype).view(1, -1, 1, 1)
-        return x[:, :, :height, :width]
+    def segment(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, self.core(x)
 
 
-def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
+def build_model(spec: ModelSpec) -> SegmentationNetwork:
     """Build the model ``spec`` describes, with freshly initialised weights (a registered model:
     by its builder, :func:`register_model`).
 
@@ -364,19 +427,22 @@ def build_model(spec: ModelSpec) -> SegNet | RegisteredNetwork:
     unshuffled = spec.space_to_depth and spec.downsample > 1
     # The first convolution sees every pixel of a downsample x downsample block as its own channel.
     network_in = spec.in_channels * spec.downsample**2 if unshuffled else spec.in_channels
-    if spec.name in ("segnet", "bayesian-segnet"):
+    model: SegNet | UNet
+    if spec.name == "unet":
+        model = UNet(spec.name, _UNET_WIDTHS, spec.num_classes, network_in, spec.downsample)
+    elif spec.name in ("segnet", "bayesian-segnet"):
         model = _segnet(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     else:
         model = _segnet_basic(spec.name, spec.num_classes, network_in, spec.bayesian, spec.downsample)
     model.in_channels = spec.in_channels
     if unshuffled:
         model.space_to_depth = True
-        model.subpixel = SubPixelHead(model.decoder[-1].out_channels, spec.num_classes, spec.downsample)
+        model.subpixel = SubPixelHead(model.feature_channels, spec.num_classes, spec.downsample)
     model.spec = spec
     return model
 
 
-def build_model_from_kwargs(**spec: Any) -> SegNet:
+def build_model_from_kwargs(**spec: Any) -> SegmentationNetwork:
     """:func:`build_model` of the spec ``spec`` holds: the architecture callable of bioimage.io
     packages, whose kwargs are a checkpoint's stored spec (:meth:`ModelSpec.to_dict`), read as a
     checkpoint's is (:meth:`ModelSpec.from_dict`: the kwargs of older packages may name retired options).

@@ -26,6 +26,7 @@ _ENCODER_STAGES = {
     "segnet-basic": 4,
     "bayesian-segnet": 5,
     "bayesian-segnet-basic": 4,
+    "unet": 4,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
 """Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
@@ -96,9 +97,14 @@ class ModelSpec:
             raise SegnetError(f"space_to_depth must be true or false, got {self.space_to_depth!r}")
 
     @property
+    def poolings(self) -> int:
+        """How many times the network halves its input (2x2 max-pools)."""
+        return {**_ENCODER_STAGES, **_REGISTERED_STAGES}[self.name]
+
+    @property
     def total_stride(self) -> int:
         """Inputs are zero-padded to a multiple of this; tiles aligned to it see one pooling grid."""
-        return self.downsample * 2 ** {**_ENCODER_STAGES, **_REGISTERED_STAGES}[self.name]
+        return self.downsample * 2**self.poolings
 
     @property
     def bayesian(self) -> bool:
