@@ -177,11 +177,11 @@ class SegnetPeer(Peer):
     """segnet's defaults, for the budget."""
 
     name = "segnet"
-    model = None  # the config's model
+    model: str | None = None  # None: the --config's model, else segnet's default
 
     def train(self, bench: Bench) -> float:
         overrides = {"data": str(bench.train), "out": str(bench.work(self.name) / "run"), "time_budget": bench.budget, "val_fraction": 0.0,
-                     "device": bench.device, "model": self.model}  # fmt: skip
+                     "device": bench.device} | ({"model": self.model} if self.model else {})  # fmt: skip
         config = load_config(None, {**bench.config.to_dict(), **overrides})
         run = train(config, overwrite=True)
         with (run / HISTORY_FILE).open(newline="") as handle:

@@ -23,9 +23,11 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         write_dataset(tmp_path / "test", count=2, size=32, seed=2),
     )
     out = tmp_path / "peers"
+    config = tmp_path / "unet.yaml"
+    config.write_text("model: unet\n")  # the segnet peer trains what --config names
     # A venv path that does not exist: nnU-Net is never installed by the test, whatever the machine holds.
     command = [sys.executable, str(PEERS_SCRIPT), "--train", str(train), "--test", str(test), "--budget", "0.01", "--out", str(out),
-               "--nnunet-venv", str(tmp_path / "no_venv")]  # fmt: skip
+               "--nnunet-venv", str(tmp_path / "no_venv"), "--config", str(config)]  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
     )
@@ -57,6 +59,7 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         ran["segnet"]["prediction_images_per_second_no_tta"] > 0
     )  # segnet predicts with TTA by default, and is timed without
     assert ran["notebook"]["prediction_images_per_second_no_tta"] is None  # the notebook has no TTA
+    assert "model: unet" in (out / "segnet" / "run" / "config.yaml").read_text().splitlines()
 
     # A later run of one peer (a session each) tables the earlier runs' peers beside it, for the same
     # folders, budget and device only; each result keeps the hardware line of the run that measured it.
