@@ -12,6 +12,7 @@ predicted masks are scored by ``segnet score``'s code (:mod:`segnet.evaluate.sco
 ``segnet``      segnet's defaults (``segnet train --time-budget``; every TRAIN image trains, none is held
                 out, so best.pt is the last epoch), calibrated as ``segnet train`` does; predicted as
                 ``segnet predict`` does (TTA by default).
+``segnet-basic`` the same with ``--model segnet-basic``, the paper's SegNet-Basic (the default before the U-Net).
 ``notebook``    the notebook segnet grew from, as benchmarks/real_darkfield.py trains it (256x256 resized
                 images, Adam lr 0.01, 1 - frequency class weights), stopped at the budget; no TTA.
 ``monai-unet``  MONAI's ``BasicUNet`` inside segnet's recipe: registered as a model of this process
@@ -189,6 +190,13 @@ class SegnetPeer(Peer):
         return len(history) * len(find_pairs(bench.train)) / sum(float(row["epoch_seconds"]) for row in history)
 
 
+class SegnetBasicPeer(SegnetPeer):
+    """segnet's recipe with the paper's SegNet-Basic, its default model until the U-Net beat it."""
+
+    name = "segnet-basic"
+    model = "segnet-basic"
+
+
 class MonaiPeer(SegnetPeer):
     """MONAI's BasicUNet in segnet's recipe."""
 
@@ -306,7 +314,7 @@ class NnunetPeer(Peer):
         (Path(found.stdout.strip()) / "training" / "nnUNetTrainer" / source.name).write_text(source.read_text())
 
 
-PEER_TYPES = (SegnetPeer, NotebookPeer, MonaiPeer, NnunetPeer)
+PEER_TYPES = (SegnetPeer, SegnetBasicPeer, NotebookPeer, MonaiPeer, NnunetPeer)
 """Every peer, in the order they run and are tabled."""
 PEERS = tuple(peer.name for peer in PEER_TYPES)
 

@@ -24,7 +24,7 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
     )
     out = tmp_path / "peers"
     config = tmp_path / "unet.yaml"
-    config.write_text("model: unet\n")  # the segnet peer trains what --config names
+    config.write_text("model: bayesian-segnet-basic\n")  # the segnet peer trains what --config names
     # A venv path that does not exist: nnU-Net is never installed by the test, whatever the machine holds.
     command = [sys.executable, str(PEERS_SCRIPT), "--train", str(train), "--test", str(test), "--budget", "0.01", "--out", str(out),
                "--nnunet-venv", str(tmp_path / "no_venv"), "--config", str(config)]  # fmt: skip
@@ -35,8 +35,9 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
     assert "skipping nnunet: nnU-Net v2 is not installed" in done.stdout
     summary = json.loads((out / "peers.json").read_text())
     ran = {result["peer"]: result for result in summary["results"]}
-    assert {"segnet", "notebook"} <= set(ran) and set(ran) | set(summary["skipped"]) == {
+    assert {"segnet", "segnet-basic", "notebook"} <= set(ran) and set(ran) | set(summary["skipped"]) == {
         "segnet",
+        "segnet-basic",
         "notebook",
         "monai-unet",
         "nnunet",
@@ -59,7 +60,8 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         ran["segnet"]["prediction_images_per_second_no_tta"] > 0
     )  # segnet predicts with TTA by default, and is timed without
     assert ran["notebook"]["prediction_images_per_second_no_tta"] is None  # the notebook has no TTA
-    assert "model: unet" in (out / "segnet" / "run" / "config.yaml").read_text().splitlines()
+    assert "model: bayesian-segnet-basic" in (out / "segnet" / "run" / "config.yaml").read_text().splitlines()
+    assert "model: segnet-basic" in (out / "segnet-basic" / "run" / "config.yaml").read_text().splitlines()
 
     # A later run of one peer (a session each) tables the earlier runs' peers beside it, for the same
     # folders, budget and device only; each result keeps the hardware line of the run that measured it.
@@ -71,7 +73,7 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         assert all(result["hardware"]["line"].startswith("hardware: ") for result in results)
         return [result["peer"] for result in results]
 
-    assert rerun() == [name for name in ("segnet", "notebook", "monai-unet") if name in ran]
+    assert rerun() == [name for name in ("segnet", "segnet-basic", "notebook", "monai-unet") if name in ran]
     markdown = (out / "peers.md").read_text().splitlines()
     assert markdown[0].startswith("| peer | mean IoU |") and [row.split(" | ")[0] for row in markdown[2:]] == [
         f"| {name}" for name in ran

@@ -30,7 +30,7 @@ from segnet.core.runfiles import (
 from segnet.model.checkpoint import Checkpoint
 from segnet.plan.config import load_config
 from segnet.plan.plan import make_plan, read_plan
-from segnet.plan.spec import ModelSpec
+from segnet.plan.spec import DEFAULT_MODEL, ModelSpec
 from segnet.train.loop import train
 
 
@@ -70,7 +70,7 @@ def test_run_folder_holds_everything(finished_run):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert 0 <= float(rows[-1]["val_mean_iou"]) <= 1
     config = yaml.safe_load((finished_run / CONFIG_FILE).read_text())
-    assert config["image_size"] == 32 and config["model"] == "segnet-basic"
+    assert config["image_size"] == 32 and config["model"] == DEFAULT_MODEL
 
 
 @pytest.mark.slow
@@ -79,7 +79,7 @@ def test_checkpoint_is_self_describing(finished_run):
     assert checkpoint.epoch == 2
     assert checkpoint.class_names == ["background", "erythrocyte", "spirochete"]
     assert len(checkpoint.mean) == 3 and all(s > 0 for s in checkpoint.std)
-    assert checkpoint.spec == ModelSpec("segnet-basic", 3, in_channels=3, downsample=1, space_to_depth=False)
+    assert checkpoint.spec == ModelSpec(DEFAULT_MODEL, 3, in_channels=3, downsample=1, space_to_depth=False)
     assert checkpoint.optimizer_state is not None and checkpoint.scheduler_state is not None
     assert checkpoint.training_images == sorted(json.loads((finished_run / SPLIT_FILE).read_text())["train"])
     # On disk: a plain dict, every key of the layout a training run writes.
@@ -139,7 +139,7 @@ def test_resume_refuses_another_model(finished_run, synthetic_dataset, tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     Checkpoint.load(finished_run / LAST_CHECKPOINT).save(run / LAST_CHECKPOINT)
-    with pytest.raises(CheckpointError, match="holds model 'segnet-basic', but 'bayesian-segnet-basic'"):
+    with pytest.raises(CheckpointError, match=f"holds model '{DEFAULT_MODEL}', but 'bayesian-segnet-basic'"):
         train(
             tiny_config(synthetic_dataset, run, model="bayesian-segnet-basic", epochs=3),
             resume=True,

@@ -32,6 +32,7 @@ from segnet.plan.config import (
     yaml_only_options,
 )
 from segnet.plan.retired import retired_flag
+from segnet.plan.spec import DEFAULT_MODEL
 from segnet.workflow.demo import DEMO_TIME_BUDGET
 
 if TYPE_CHECKING:
@@ -477,7 +478,7 @@ def _add_models_command(commands: argparse._SubParsersAction) -> None:
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
-        help=f"synthesise data, train segnet-basic for {DEMO_TIME_BUDGET:g} minutes, evaluate and predict (about 5 minutes in all)",
+        help=f"synthesise data, train {DEFAULT_MODEL} for {DEMO_TIME_BUDGET:g} minutes, evaluate and predict (about 5 minutes in all)",
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")

@@ -1,6 +1,6 @@
 """`segnet demo`: the whole workflow on built-in synthetic data, in about five minutes on any 2-core CPU.
 
-It writes a synthetic darkfield dataset, trains segnet-basic with the project's defaults for a
+It writes a synthetic darkfield dataset, trains the default model with the project's defaults for a
 time budget (the epoch count is only a ceiling: a CPU without native bf16 trains several times
 slower, and the demo should end when promised there too; what differs is the accuracy reached),
 evaluates the held-out images at full size, and segments and counts them, then reports the
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segnet.core.runfiles import BEST_CHECKPOINT, CURVES_FILE, EVALUATION_FOLDER, HISTORY_FILE, REPORT_FILE
+from segnet.plan.spec import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from segnet.evaluate.metrics import EvaluationMetrics
@@ -57,12 +58,11 @@ def run_demo(
     log(hardware)
     log(f"1/4 writing {images} synthetic {size}x{size} darkfield images to {data_dir}")
     write_dataset(data_dir, count=images, size=size, seed=0)
-    log(f"2/4 training segnet-basic for {time_budget:g} minutes (at most {epochs} epochs)")
+    log(f"2/4 training {DEFAULT_MODEL} for {time_budget:g} minutes (at most {epochs} epochs)")
     config = load_config(
         overrides={
             "data": str(data_dir),
             "out": str(out / "run"),
-            "model": "segnet-basic",
             "epochs": epochs,
             "time_budget": time_budget,
             "device": device,
