@@ -1,7 +1,7 @@
 """Stage 3, model: what a network is, how it learns, how it is stored, and how it is run over an image.
 
-- ``networks``: SegNet variants built from a :class:`~segnet.plan.spec.ModelSpec` (``build_model``,
-  ``register_model``); ``losses``: the training objective;
+- ``networks``: the SegNet variants and the U-Net, built from a :class:`~segnet.plan.spec.ModelSpec`
+  (``build_model``, ``register_model``); ``losses``: the training objective;
 - ``checkpoint``: the one checkpoint format (read, written, checked); ``builtin``: the models shipped
   with the package, by name;
 - running a model: ``options`` (:class:`InferenceOptions`, defined once, torch-free so the CLI builds

@@ -32,7 +32,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(_ENCODER_STAGES)
 """Every model :func:`segnet.model.build_model` builds (module docs of :mod:`segnet.model`)."""
 _REGISTERED_STAGES: dict[str, int] = {}
 """Architectures added in this process by :func:`segnet.model.register_model`: name -> 2x2 poolings."""
-DEFAULT_MODEL = "segnet-basic"
+DEFAULT_MODEL = "unet"
 LARGEST_DOWNSAMPLE = 16
 """The most a model may shrink its input: at 1/16 a typical 694x528 image is 43x33 model pixels;
 beyond it nothing is left to segment, and a forged checkpoint's huge factor would pad every
