@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEMO_IMAGES = 160
 DEMO_IMAGE_SIZE = 128
 DEMO_EPOCHS = 24
-"""The ceiling: the most epochs the budget may fit (14 fitted on a 2-core CPU with native bf16, 6 in float32: README)."""
+"""The ceiling: the most epochs the budget may fit (the U-Net fitted 20 on one core with native bf16, 9 in float32: README)."""
 DEMO_TIME_BUDGET = 3.5
 """Minutes of training: with data, evaluation, report and prediction the demo ends within 5 minutes on 2 cores."""
 
