@@ -23,7 +23,7 @@ def test_peers_train_predict_and_are_scored_by_segnet_score(tmp_path: Path) -> N
         write_dataset(tmp_path / "test", count=2, size=32, seed=2),
     )
     out = tmp_path / "peers"
-    config = tmp_path / "unet.yaml"
+    config = tmp_path / "model.yaml"
     config.write_text("model: bayesian-segnet-basic\n")  # the segnet peer trains what --config names
     # A venv path that does not exist: nnU-Net is never installed by the test, whatever the machine holds.
     command = [sys.executable, str(PEERS_SCRIPT), "--train", str(train), "--test", str(test), "--budget", "0.01", "--out", str(out),

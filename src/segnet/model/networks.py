@@ -269,7 +269,7 @@ class SegNet(SegmentationNetwork):
         self.encoder = nn.ModuleList(encoder)
         self.decoder = nn.ModuleList(decoder)
         self.classifier = classifier
-        self.feature_channels = decoder[-1].out_channels if decoder else in_channels
+        self.feature_channels = decoder[-1].out_channels
         _init_weights(self)
 
     def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
