@@ -64,7 +64,9 @@ def run_mode(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     tile = args.tile if args.mode == "tiled" else None
-    options = InferenceOptions(device="cpu", tile=tile, overlap=args.overlap, batch_size=args.batch_size, tta=False)
+    options = InferenceOptions(
+        device="cpu", tile=tile, overlap=args.overlap, batch_size=args.batch_size, tta=False, diameter=None
+    )
     if args.checkpoint:
         predictor = Predictor.from_checkpoint(args.checkpoint, options)
     else:

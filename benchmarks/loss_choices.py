@@ -57,7 +57,7 @@ def main() -> None:
             run_dir / "last.pt",
             args.data,
             split="val",
-            options=InferenceOptions(device=args.device, tta=False),
+            options=InferenceOptions(device=args.device, tta=False, diameter=None),
             progress=False,
         )
         iou = {name: scores.iou for name, scores in metrics.per_class.items()}

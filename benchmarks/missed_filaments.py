@@ -28,9 +28,10 @@ from scipy import ndimage
 
 from segnet.core.hardware import report_hardware
 from segnet.data.classes import DARKFIELD_ROLES
+from segnet.data.cleaning import clean_prediction
 from segnet.data.fingerprint import object_diameter
 from segnet.data.pairs import find_pairs, load_pair, read_mask
-from segnet.evaluate.counting import clean_prediction, label_classes
+from segnet.evaluate.counting import label_classes
 from segnet.evaluate.detection import found_objects
 from segnet.evaluate.measure import centreline_length_and_width
 

@@ -54,7 +54,7 @@ def predictors(onnx_path: Path) -> dict[str, Predictor]:
     built = {}
     for tta in (False, True):
         suffix = "TTA on " if tta else "TTA off"
-        options = InferenceOptions(device="cpu", tta=tta)
+        options = InferenceOptions(device="cpu", tta=tta, diameter=None)
         built[f"PyTorch      {suffix}"] = Predictor(model, CLASSES, MEAN, STD, options)
         built[f"onnxruntime  {suffix}"] = Predictor.from_onnx(onnx_path, options)
     return built

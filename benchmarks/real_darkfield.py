@@ -47,7 +47,7 @@ from segnet.evaluate.score import (
 )
 from segnet.evaluate.tables import format_metrics_table, format_score
 from segnet.model.networks import build_model
-from segnet.model.options import InferenceOptions, parse_diameter
+from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions, parse_diameter
 from segnet.plan.config import TrainConfig, load_config
 from segnet.plan.spec import ModelSpec
 from segnet.report.page import write_report
@@ -168,7 +168,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, help="seed of the train/validation split and of training (default: the config default, 0)"
     )
-    parser.add_argument("--model", default="segnet-basic", help="model trained with the project's defaults")
+    parser.add_argument(
+        "--model", help="model trained with the project's defaults (default: the config's, else segnet's)"
+    )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs for the project's model (default: the config default)"
     )
@@ -181,7 +183,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--diameter",
         type=parse_diameter,
-        help="score with each image rescaled to the model's red-cell size: PX or auto (default: as given)",
+        default=DEFAULT_INFERENCE.diameter,
+        help="score with each image rescaled to the model's red-cell size: PX, auto or none (default: as segnet evaluate)",
     )
     args = parser.parse_args()
     if args.out is None:
@@ -206,7 +209,7 @@ def train_and_score(args: argparse.Namespace, config: TrainConfig) -> tuple[Eval
     validated = [row for row in history if row["val_mean_iou"]]
     best = max(validated, key=lambda row: float(row["val_mean_iou"]))
     print(
-        f"\n== {args.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics.num_images} held-out images =="
+        f"\n== {config.model}, project defaults, seed {config.seed}: trained {train_minutes:.1f} min, scored on {metrics.num_images} held-out images =="
     )
     print(format_metrics_table(metrics))
     ious = ", ".join(f"{name} {format_score(plain.per_class[name].iou)}" for name in config.classes)
@@ -249,7 +252,8 @@ def baseline_and_compare(args: argparse.Namespace, config: TrainConfig, metrics:
 def main() -> None:
     args = parse_args()
     hardware = report_hardware(print, args.device)
-    overrides = {"data": str(args.data), "out": str(args.out / args.model), "model": args.model, "epochs": args.epochs,
+    model = args.model or load_config(args.config).model
+    overrides = {"data": str(args.data), "out": str(args.out / model), "model": model, "epochs": args.epochs,
                  "val_every": args.val_every, "device": args.device, "seed": args.seed}  # fmt: skip
     config = load_config(args.config, overrides)
     metrics, project = train_and_score(args, config)

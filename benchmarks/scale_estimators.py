@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     report_hardware(print)
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=False))
+    predictor = Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=False, diameter=None))
     reference = predictor.reference_diameters[SOLID_CLASS]
     errors: dict[float, list[tuple[str, float]]] = {q: [] for q in args.quantiles}
     for pair in tqdm(select_pairs(args.data, "val", args.checkpoint.parent), desc="first passes", unit="image"):

@@ -173,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     report_hardware(print)
 
-    predictor = SamePasses(Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta)))
+    predictor = SamePasses(Predictor.from_checkpoint(args.checkpoint, InferenceOptions(tta=args.tta, diameter=None)))
     class_names = list(predictor.class_names)
     recorded = (predictor.reference_diameters or [None] * len(class_names))[SOLID_CLASS]
     if recorded is None:

@@ -58,7 +58,7 @@ def main() -> None:
     if not thin:
         parser.error(f"{args.checkpoint}: its classes {classes} have no thin class")
     names = [classes[c] for c in thin]
-    options = InferenceOptions(tta=args.tta)
+    options = InferenceOptions(tta=args.tta, diameter=None)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         # The shifted checkpoints sit beside a copy of the run's split, so they score its held-out images.

@@ -45,7 +45,7 @@ def main() -> None:
     hardware = report_hardware(print, args.device)
 
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples)
+        args.checkpoint, InferenceOptions(device=args.device, tta=False, mc_samples=args.mc_samples, diameter=None)
     )
     pairs = select_pairs(args.data, "val", args.checkpoint.parent)
     num_classes = predictor.num_classes

@@ -22,7 +22,7 @@ from segnet.plan.spec import ModelSpec
 from segnet.train.calibration import OFFSET_GRID, calibrate_checkpoint, fit_logit_offsets, mean_iou_with_offsets
 from segnet.train.loop import train
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 

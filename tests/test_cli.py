@@ -134,7 +134,8 @@ COMMAND_ARGUMENTS = {
 
 @pytest.mark.parametrize("command", sorted(COMMAND_ARGUMENTS))
 def test_every_command_runs_the_model_with_the_python_api_defaults(command):
-    # One default everywhere: TTA on, as the CLI always had it; --no-tta switches it off.
+    # One default everywhere: TTA on, as the CLI always had it, and each image's scale estimated;
+    # --no-tta and --diameter none switch them off.
     def parsed_options(*flags: str) -> InferenceOptions:
         args = build_parser().parse_args([command, *COMMAND_ARGUMENTS[command], *flags])
         return InferenceOptions(
@@ -154,9 +155,11 @@ def test_every_command_runs_the_model_with_the_python_api_defaults(command):
         "3",
         "--device",
         "cpu",
+        "--diameter",
+        "none",
     ]
     assert parsed_options(*flags) == InferenceOptions(
-        device="cpu", tile=64, overlap=0.5, batch_size=2, tta=False, mc_samples=3
+        device="cpu", tile=64, overlap=0.5, batch_size=2, tta=False, mc_samples=3, diameter=None
     )
 
 

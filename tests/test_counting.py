@@ -1,4 +1,4 @@
-"""Tests for segnet.evaluate.counting on synthetic masks drawn with numpy."""
+"""Tests for segnet.evaluate.counting (and segnet.data.cleaning, which it counts after) on synthetic masks drawn with numpy."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import count_objects
 
+from segnet.data.cleaning import clean_prediction
 from segnet.evaluate.counting import (
     area_threshold,
-    clean_prediction,
     count_agreement,
     coverage,
     label_objects,

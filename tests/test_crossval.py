@@ -28,7 +28,7 @@ from segnet.workflow.crossval import (
     train_cross_validation,
 )
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 
 def test_folds_partition_the_images_reproducibly(synthetic_dataset):

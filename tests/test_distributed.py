@@ -19,7 +19,7 @@ from segnet.evaluate.run import evaluate_run
 from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 
 def test_state_digest_sees_every_bit():
@@ -115,6 +115,8 @@ def test_history_over_two_processes_is_what_evaluate_without_tta_gives(
         "--data",
         str(synthetic_dataset),
         "--no-tta",
+        "--diameter",
+        "none",
         "--device",
         "cpu",
         "--out",

@@ -21,8 +21,9 @@ from segnet.core.errors import DataError, SegnetError
 from segnet.core.outputs import output_lock
 from segnet.core.runfiles import BEST_CHECKPOINT, EVALUATION_FOLDER, SPLIT_FILE
 from segnet.data.classes import DEFAULT_CLASSES
+from segnet.data.cleaning import clean_prediction
 from segnet.data.pairs import find_pairs, read_mask, write_split
-from segnet.evaluate.counting import CountAgreement, clean_prediction
+from segnet.evaluate.counting import CountAgreement
 from segnet.evaluate.detection import ObjectTally, PresenceTally, score_objects
 from segnet.evaluate.metrics import EvaluationMetrics
 from segnet.evaluate.run import evaluate_run
@@ -31,7 +32,7 @@ from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.train.metrics import BoundaryScores
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 torch.set_num_threads(1)
 

@@ -29,7 +29,7 @@ from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
 from segnet.plan.spec import ModelSpec
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 MEAN, STD = [0.2, 0.25, 0.3], [0.2, 0.2, 0.2]

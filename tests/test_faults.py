@@ -53,7 +53,7 @@ from segnet.data.synthetic import write_dataset
 from segnet.model.checkpoint import FORMAT_VERSION, Checkpoint
 from segnet.model.options import InferenceOptions
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 
 def quiet(*args, **kwargs) -> None:

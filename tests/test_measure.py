@@ -16,8 +16,8 @@ from skimage.draw import disk, polygon
 
 from segnet.core.errors import DataError, SegnetError
 from segnet.data.classes import DARKFIELD_ROLES, ClassRoles
+from segnet.data.cleaning import clean_prediction
 from segnet.evaluate.columns import IMAGE_COLUMN, OBJECT_COLUMNS, VIEWER_COLUMNS, from_viewer_order, to_viewer_order
-from segnet.evaluate.counting import clean_prediction
 from segnet.evaluate.measure import (
     centreline_length_and_width,
     find_objects,

@@ -538,6 +538,9 @@ def test_a_registered_model_trains_saves_calibrates_and_evaluates(
     best = Checkpoint.load(run / BEST_CHECKPOINT)
     assert best.spec.name == registered and best.calibration is not None
     metrics = evaluate_run(
-        run / BEST_CHECKPOINT, synthetic_dataset, options=InferenceOptions(device="cpu", tta=False), progress=False
+        run / BEST_CHECKPOINT,
+        synthetic_dataset,
+        options=InferenceOptions(device="cpu", tta=False, diameter=None),
+        progress=False,
     )
     assert metrics.evaluation["model"] == registered and metrics.num_images == 3

@@ -183,11 +183,13 @@ def test_problems_are_one_line_notifications_and_cancel_stops(
     widget.model_edit.setText(str(predicted["checkpoint"]))
     widget.diameter_box.setCurrentText("big")
     press_segment(qtbot, widget)
-    assert notifications[-1] == MESSAGE_PREFIX + "the cell diameter must be a number of pixels or 'auto', got 'big'"
-    widget.diameter_box.setCurrentText("auto")  # this checkpoint records no training cell size
+    assert notifications[-1] == (
+        MESSAGE_PREFIX + "the cell diameter must be a number of pixels, 'auto' or 'none', got 'big'"
+    )
+    widget.diameter_box.setCurrentText("64")  # this checkpoint records no training cell size
     press_segment(qtbot, widget)
     assert "records no usable reference cell size" in notifications[-1]
-    widget.diameter_box.setCurrentText("as given")
+    widget.diameter_box.setCurrentText("none")
 
     # Cancel, pressed once the first tiles are done, stops the worker before the next batch.
     widget.tile_box.setValue(32)

@@ -40,7 +40,7 @@ from segnet.predict.pictures import (
     text_size,
 )
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ from segnet.model.predictor import Predictor
 from segnet.plan.spec import ModelSpec
 from segnet.predict.files import predict_paths
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 CLASSES = ["background", "erythrocyte", "spirochete"]
 

@@ -35,7 +35,7 @@ from segnet.report.page import (
 )
 from segnet.train.curves import plot_training_curves
 
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 ACCENT = (0x2F, 0x5D, 0x8A)  # the report's heading colour, to recognise the page in a screenshot
 

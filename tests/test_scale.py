@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from segnet.data.fingerprint import compute_fingerprint, object_diameter
 from segnet.export.formats import export_onnx
 from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
-from segnet.model.options import AUTO_DIAMETER, InferenceOptions
+from segnet.model.options import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
 from segnet.model.predictor import Predictor
 from segnet.model.scale import ESTIMATE_QUANTILE, Rescaled, scale_factor
 from segnet.plan.spec import ModelSpec
@@ -202,16 +203,41 @@ def test_a_predictor_scales_to_its_checkpoint_s_reference(tmp_path: Path) -> Non
     image = np.full((24, 30, 3), 90, np.uint8)
     proba = predictor.predict_proba(image)
     assert proba.shape == (3, 24, 30) and predictor.scale.factors == [4.0]
-    plain = Predictor.from_checkpoint(path, InferenceOptions(device="cpu", tta=False))
+    plain = Predictor.from_checkpoint(path, InferenceOptions(device="cpu", tta=False, diameter=None))
     assert plain.scale is None
     np.testing.assert_allclose(predictor.scale.predictor.predict_proba(image), plain.predict_proba(image))
 
 
 @pytest.mark.parametrize("fingerprint", [None, {"class_diameter": "wide"}, {"class_diameter": [None, None, None]}])
-def test_a_checkpoint_without_a_reference_cannot_scale(tmp_path: Path, fingerprint: dict | None) -> None:
+def test_a_checkpoint_without_a_reference_segments_as_given_unless_a_size_is_asked_for(
+    tmp_path: Path, fingerprint: dict | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto``, the default, falls back to the images as given (saying so); a size in pixels is an error."""
     path = checkpoint_with(tmp_path, fingerprint)
-    with pytest.raises(SegnetError, match="records no usable reference cell size"):
-        Predictor.from_checkpoint(path, InferenceOptions(device="cpu", diameter=AUTO_DIAMETER))
+    with pytest.raises(SegnetError, match="records no usable reference cell size.*--diameter none"):
+        Predictor.from_checkpoint(path, InferenceOptions(device="cpu", diameter=12.0))
+    with caplog.at_level(logging.WARNING, logger="segnet.model.scale"):
+        fallback = Predictor.from_checkpoint(path, DEFAULT_INFERENCE.replace(device="cpu", tta=False))
+    assert DEFAULT_INFERENCE.diameter == AUTO_DIAMETER and fallback.scale is None
+    assert "records no usable reference cell size" in caplog.text and "segmented as given" in caplog.text
+
+
+def test_a_lone_speck_in_an_image_without_cells_sets_no_scale() -> None:
+    """The scale is read off the cells counting would count: one 11-px blob in a large image (a speck of
+    debris taken for a cell) is opened away, so the image is not blown up to the scale limit."""
+    model = Thresholder()
+    rescaled = Rescaled(model, reference=100.0)
+    speck = disc_image((1000, 1000), 5, [(500, 500)])
+    assert object_diameter(speck[..., 0] > 127) == pytest.approx(11, abs=1)  # what the raw argmax measured
+    rescaled.predict(speck)
+    assert rescaled.factors == [1.0] and len(model.shapes) == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [("auto", AUTO_DIAMETER), ("None", None), (" 48 ", 48.0)])
+def test_a_typed_diameter_is_a_size_auto_or_none(text: str, expected: object) -> None:
+    assert parse_diameter(text) == expected
+    with pytest.raises(SegnetError, match="'auto' or 'none', got 'big'"):
+        parse_diameter("big")
 
 
 def test_an_onnx_export_carries_the_reference_and_scales_as_its_checkpoint(tmp_path: Path) -> None:

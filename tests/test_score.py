@@ -35,7 +35,7 @@ from segnet.report.page import report_run
 torch.set_num_threads(1)
 
 SETTINGS = ScoreSettings(min_area=4)
-PLAIN = InferenceOptions(device="cpu", tta=False)
+PLAIN = InferenceOptions(device="cpu", tta=False, diameter=None)  # the network's own pass
 
 
 def truth_mask() -> np.ndarray:

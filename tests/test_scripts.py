@@ -7,9 +7,13 @@ import ast
 import importlib
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from segnet.data.pairs import find_pairs, split_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path for folder in ("benchmarks", "docs", "tools") for path in (ROOT / folder).glob("*.py"))
@@ -54,3 +58,18 @@ def test_every_script_the_docs_and_code_name_exists() -> None:
         if not (ROOT / name).is_file()
     }
     assert not missing
+
+
+def test_split_folders_writes_the_split_train_makes(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """tools/split_folders.py: the README's SEED folders hold exactly train's split, as links."""
+    out = tmp_path / "seed1"
+    command = [sys.executable, str(ROOT / "tools" / "split_folders.py"), "--data", str(synthetic_dataset)]
+    subprocess.run([*command, "--seed", "1", "--val-fraction", "0.25", "--out", str(out)], check=True)
+    train, held_out = split_pairs(find_pairs(synthetic_dataset), 0.25, 1)
+    for side, expected in (("train", train), ("test", held_out)):
+        linked = find_pairs(out / side)
+        assert [pair.stem for pair in linked] == [pair.stem for pair in expected]
+        assert all(pair.image.is_symlink() and pair.image.resolve() == source.image.resolve()
+                   for pair, source in zip(linked, expected, strict=True))  # fmt: skip
+    again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode != 0 and "already exists" in again.stderr

@@ -510,6 +510,8 @@ def test_history_validation_scores_are_what_evaluate_without_tta_gives(synthetic
                     "--data",
                     str(synthetic_dataset),
                     "--no-tta",
+                    "--diameter",
+                    "none",
                     "--device",
                     "cpu",
                     "--out",

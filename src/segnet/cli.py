@@ -20,7 +20,7 @@ from segnet import __version__
 from segnet.core.errors import SegnetError
 from segnet.data.classes import DEFAULT_CLASSES, MIN_AREA
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
-from segnet.model.options import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
+from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
 from segnet.plan.config import (
     MAX_IMAGE_SIDE,
     MAX_PIXEL_SIZE_UM,
@@ -117,7 +117,7 @@ def bounded(kind: Any) -> Callable[[str], Any]:
     return parse
 
 
-def _diameter(text: str) -> float | str:
+def _diameter(text: str) -> float | str | None:
     try:
         return parse_diameter(text)
     except SegnetError as error:
@@ -163,10 +163,11 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         "--diameter",
         type=_diameter,
         default=DEFAULT_INFERENCE.diameter,
-        metavar="PX|auto",
+        metavar="PX|auto|none",
         help="the red cells' diameter in the images, in pixels: each image is resized so they come to the size the model "
         f"was trained at (images of another magnification); '{AUTO_DIAMETER}': estimated per image from a first pass "
-        "(2-3x the compute); default: each image as given",
+        f"(up to 3x the compute; a model that records no cell size segments as given); '{AS_GIVEN_DIAMETER}': each "
+        f"image as given (default: {DEFAULT_INFERENCE.diameter or AS_GIVEN_DIAMETER})",
     )
 
 

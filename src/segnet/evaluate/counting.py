@@ -33,17 +33,7 @@ Splitting touching objects (``split_touching``, red cells by default)
     0.75-0.87 R) need 0.8-0.85; no single cell was seen shattered at 0.85 in the inspected label
     images. The default 0.8 sits just below that.
 
-Cleaning predicted masks before counting (``clean_prediction``)
-    A network's mask is not drawn like a label: red cells come out with holes (dark centres taken
-    for background) and with thin bright-rim fragments beside them, and spirochete predictions
-    leave small specks, each of which counts as an object. Predicted masks are therefore cleaned
-    before counting (the pixel metrics always score the raw prediction): red-cell holes of
-    background are filled, the red-cell mask is opened with a disc of radius 0.75% of the image
-    diagonal (a fifth of a cell's radius: rim fragments and bridges go, cells stay), and
-    spirochete components under 5e-4 of the image are dropped. Truth masks are counted as drawn.
-    Tuned on the predictions of a real-data model for 80 of its *training* images: red-cell count
-    error 18.4 -> 3.5 per image, spirochete 11.3 -> 2.5 (radii 0.5-2% and areas 1e-4-5e-4 tried;
-    see docs/decisions.md).
+Predicted masks are cleaned before they are counted (:func:`segnet.data.cleaning.clean_prediction`).
 """
 
 from __future__ import annotations
@@ -56,47 +46,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
-from segnet.data.classes import DARKFIELD_ROLES, MIN_AREA, ClassRoles
+from segnet.data.classes import DARKFIELD_ROLES, MIN_AREA
+from segnet.data.cleaning import EIGHT_CONNECTED
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _LEVEL_STEP = 0.5  # pixels of EDT between two levels of the splitting sweep
-
-
-def clean_prediction(
-    mask: np.ndarray,
-    roles: ClassRoles = DARKFIELD_ROLES,
-    *,
-    opening_fraction: float = 0.0075,
-    thin_min_area_fraction: float = 5e-4,
-) -> np.ndarray:
-    """A predicted ``(H, W)`` class mask made ready for counting (module docstring); a new array.
-
-    The solid classes of ``roles`` (red cells) get their background holes filled and are opened
-    with a disc of radius ``opening_fraction`` of the image diagonal; components of its thin
-    classes (spirochetes) smaller than ``thin_min_area_fraction`` of the image are dropped. Removed
-    pixels become its background; pixels of other values (an ignore index) are left alone.
-    """
-    background = roles.background
-    cleaned = np.array(mask, copy=True)
-    if cleaned.ndim != 2:
-        raise ValueError(f"expected an (H, W) class mask, got shape {cleaned.shape}")
-    for class_id in roles.thin:
-        components, _ = ndimage.label(cleaned == class_id, structure=_EIGHT_CONNECTED)
-        areas = np.bincount(components.ravel())
-        too_small = areas < thin_min_area_fraction * cleaned.size
-        too_small[0] = False
-        cleaned[too_small[components]] = background
-    radius = max(1, round(opening_fraction * float(np.hypot(*cleaned.shape))))
-    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-    disc = x * x + y * y <= radius * radius
-    for class_id in roles.solid:
-        solid = cleaned == class_id
-        # Only background holes are filled: a spirochete crossing a cell keeps its pixels.
-        solid |= ndimage.binary_fill_holes(solid) & (cleaned == background)
-        opened = ndimage.binary_opening(solid, structure=disc)
-        cleaned[solid & ~opened] = background
-        cleaned[opened] = class_id
-    return cleaned
 
 
 def area_threshold(shape: tuple[int, ...], min_area: int = MIN_AREA, min_area_fraction: float = 5e-5) -> int:
@@ -123,7 +76,7 @@ def label_objects(
         raise ValueError(f"expected an (H, W) class mask, got shape {mask.shape}")
     if not 0.0 < core_fraction < 1.0:
         raise ValueError(f"core_fraction must be in (0, 1), got {core_fraction}")
-    components, num_components = ndimage.label(mask == class_id, structure=_EIGHT_CONNECTED)
+    components, num_components = ndimage.label(mask == class_id, structure=EIGHT_CONNECTED)
     if num_components == 0:
         return components.astype(np.int32), 0
     areas = np.bincount(components.ravel(), minlength=num_components + 1)
@@ -131,7 +84,7 @@ def label_objects(
     kept[0] = False
     components[~kept[components]] = 0
     if not split:
-        labels, count = ndimage.label(components > 0, structure=_EIGHT_CONNECTED)
+        labels, count = ndimage.label(components > 0, structure=EIGHT_CONNECTED)
         return labels.astype(np.int32), count
 
     labels = np.zeros(mask.shape, dtype=np.int32)
@@ -173,7 +126,7 @@ def _split_cores(distance: np.ndarray, core_fraction: float) -> np.ndarray:
     decided: list[bool] = []  # met a taller peak already (kept for good, or absorbed)
     top = float(distance.max())
     for level in np.arange(top, 0.0, -_LEVEL_STEP):
-        superlevel, num_regions = ndimage.label(distance >= level, structure=_EIGHT_CONNECTED)
+        superlevel, num_regions = ndimage.label(distance >= level, structure=EIGHT_CONNECTED)
         peaks_in_region: dict[int, list[int]] = {}
         for peak, seed in enumerate(seeds):
             if alive[peak]:
@@ -197,7 +150,7 @@ def _split_cores(distance: np.ndarray, core_fraction: float) -> np.ndarray:
     cores = np.zeros(distance.shape, dtype=np.int32)
     survivors = [peak for peak in range(len(seeds)) if alive[peak]]
     for core_id, peak in enumerate(survivors, start=1):
-        regions, _ = ndimage.label(distance >= core_fraction * heights[peak], structure=_EIGHT_CONNECTED)
+        regions, _ = ndimage.label(distance >= core_fraction * heights[peak], structure=EIGHT_CONNECTED)
         # The sweep's 0.5 px steps can keep a peak whose core reaches a taller one's: the taller keeps its own.
         cores[(regions == regions[seeds[peak]]) & (cores == 0)] = core_id
     return cores

@@ -2,7 +2,7 @@
 
 Objects
     The objects are the ones ``segnet.evaluate.counting`` counts: on the truth, the drawn mask as it is; on
-    the prediction, the mask cleaned by :func:`segnet.evaluate.counting.clean_prediction` (red-cell holes
+    the prediction, the mask cleaned by :func:`segnet.data.cleaning.clean_prediction` (red-cell holes
     filled, rim fragments opened away, spirochete specks dropped); both labelled by
     :func:`segnet.evaluate.counting.label_classes` (8-connected components of at least the counting area
     threshold, touching red cells split at their necks). Specks below the counting threshold are
@@ -65,7 +65,8 @@ from typing import Any
 import numpy as np
 
 from segnet.data.classes import DARKFIELD_ROLES, MIN_AREA, ClassRoles
-from segnet.evaluate.counting import clean_prediction, label_classes
+from segnet.data.cleaning import clean_prediction
+from segnet.evaluate.counting import label_classes
 
 MATCH_SHARE = 0.5
 """The share of an object's pixels that decides a match (module docstring)."""

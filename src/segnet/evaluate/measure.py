@@ -1,7 +1,7 @@
 """Per-object measurements: an instance label image and one table row per object.
 
 The objects are exactly those that :mod:`segnet.evaluate.counting` counts: the predicted mask is cleaned
-with :func:`~segnet.evaluate.counting.clean_prediction`, each class is labelled with
+with :func:`~segnet.data.cleaning.clean_prediction`, each class is labelled with
 :func:`~segnet.evaluate.counting.label_objects` (touching red cells split), and the classes' labels are
 stacked into one image where every object has its own id (1..N, class by class, background 0).
 ``counts.csv`` is tallied from the same objects, so its counts always equal the rows of
@@ -44,7 +44,8 @@ from skimage.morphology import skeletonize
 from segnet.core.errors import DataError
 from segnet.core.outputs import write_atomically
 from segnet.data.classes import DARKFIELD_ROLES, MIN_AREA, ClassRoles
-from segnet.evaluate.counting import clean_prediction, label_objects
+from segnet.data.cleaning import clean_prediction
+from segnet.evaluate.counting import label_objects
 
 # Resolution tags above this many micrometres per pixel are a print or screen setting (72 dpi is
 # 353 um), not a microscope's calibration; darkfield images have pixels of 0.05 to 2 um.

@@ -17,7 +17,9 @@ from typing import Any, Literal
 from segnet.core.errors import SegnetError
 
 AUTO_DIAMETER: Literal["auto"] = "auto"
-"""The ``diameter`` that asks for a per-image estimate of the cells' size (``--diameter auto``)."""
+"""The ``diameter`` that asks for a per-image estimate of the cells' size (``--diameter auto``, the default)."""
+AS_GIVEN_DIAMETER = "none"
+"""What a user types for no rescaling (``--diameter none``, the napari field): each image as given."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class InferenceOptions:
         diameter: segment each image enlarged or shrunk so its red cells come to the size the
             model was trained at (:mod:`segnet.predict.scale`): their diameter in the images in
             pixels, or :data:`AUTO_DIAMETER` to estimate it per image; ``None``: each image as given.
+            ``auto`` by default (measured on both held-out splits: docs/decisions.md); code that
+            measures the network as trained (validation, calibration, benchmarks) asks for ``None``.
     """
 
     device: str = "auto"
@@ -45,7 +49,7 @@ class InferenceOptions:
     batch_size: int = 4
     tta: bool = True
     mc_samples: int = 0
-    diameter: float | Literal["auto"] | None = None
+    diameter: float | Literal["auto"] | None = AUTO_DIAMETER
 
     def __post_init__(self) -> None:
         if self.tile is not None and self.tile < 1:
@@ -75,19 +79,25 @@ class InferenceOptions:
 
 
 DEFAULT_INFERENCE = InferenceOptions()
+"""The options ``segnet predict``, ``segnet evaluate`` and the napari plugin run with unless told otherwise."""
 
 
-def parse_diameter(text: str) -> float | Literal["auto"]:
-    """A cell diameter as a user types it (``--diameter``, the napari field): pixels or :data:`AUTO_DIAMETER`.
+def parse_diameter(text: str) -> float | Literal["auto"] | None:
+    """A cell diameter as a user types it (``--diameter``, the napari field): pixels,
+    :data:`AUTO_DIAMETER`, or :data:`AS_GIVEN_DIAMETER` (``None``: each image as given).
 
     Raises:
-        SegnetError: neither a positive finite number nor ``auto``.
+        SegnetError: neither a positive finite number nor one of those words.
     """
     text = text.strip()
     if text.lower() == AUTO_DIAMETER:
         return AUTO_DIAMETER
+    if text.lower() == AS_GIVEN_DIAMETER:
+        return None
     try:
         value = float(text)
     except ValueError:
-        raise SegnetError(f"the cell diameter must be a number of pixels or '{AUTO_DIAMETER}', got {text!r}") from None
+        raise SegnetError(
+            f"the cell diameter must be a number of pixels, '{AUTO_DIAMETER}' or '{AS_GIVEN_DIAMETER}', got {text!r}"
+        ) from None
     return InferenceOptions(diameter=value).diameter  # checked where every caller's options are

@@ -21,7 +21,7 @@ from segnet.data.dataset import normalize_array
 from segnet.data.pairs import class_mask
 from segnet.model.backends import InferenceBackend, OnnxBackend, TorchBackend
 from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
-from segnet.model.scale import Rescaled
+from segnet.model.scale import rescaler
 from segnet.model.windows import (
     TileProgress,
     _apply_view,
@@ -90,8 +90,8 @@ class Predictor:
         self.mean_255 = np.asarray(mean, dtype=np.float32) * 255.0
         self.std_255 = np.asarray(std, dtype=np.float32) * 255.0
         self.reference_diameters = list(reference_diameters) if reference_diameters is not None else None
-        self.scale = Rescaled(_AsGiven(self), options.diameter) if options.diameter is not None else None
-        """With ``options.diameter``, what segments each image at the reference size (its ``factors``: the latest image's)."""
+        self.scale = rescaler(_AsGiven(self), options.diameter)
+        """With ``options.diameter`` (and a model that records its cells' size), what segments each image at the reference size (its ``factors``: the latest image's)."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: InferenceOptions = DEFAULT_INFERENCE) -> Predictor:
@@ -256,7 +256,7 @@ class Predictor:
 
 
 class _AsGiven:
-    """A predictor's own pass at the image's size, which :class:`Rescaled` calls at each scale."""
+    """A predictor's own pass at the image's size, which :class:`~segnet.model.scale.Rescaled` calls at each scale."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor

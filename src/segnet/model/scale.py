@@ -24,6 +24,7 @@ first pass said shrink, or the reverse: the estimates contradict each other).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Literal, Protocol
 
@@ -33,10 +34,13 @@ from skimage.transform import resize
 
 from segnet.core.errors import SegnetError
 from segnet.data.classes import ClassRoles
+from segnet.data.cleaning import clean_prediction
 from segnet.data.fingerprint import SCALE_LIMITS, object_diameter, size_factor
 from segnet.data.pairs import class_mask
-from segnet.model.options import AUTO_DIAMETER
+from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER
 from segnet.model.windows import TileProgress
+
+logger = logging.getLogger(__name__)
 
 ESTIMATE_QUANTILE = 0.75
 """Which quantile of the predicted cells' diameters estimates an image's scale (measured against
@@ -64,6 +68,40 @@ def scale_factor(
     return 1.0 if abs(math.log(factor)) <= math.log(tolerance) else factor
 
 
+def _recorded_reference(predictor: _Segmenter) -> float | None:
+    """The reference diameter of the predictor's first solid class, as its model records it."""
+    recorded = predictor.reference_diameters
+    solid = predictor.roles.solid
+    return recorded[solid[0]] if solid and recorded is not None and len(recorded) > solid[0] else None
+
+
+def _why_not_rescalable(predictor: _Segmenter, reference: float | None) -> str | None:
+    """Why ``predictor``'s images cannot be segmented at a reference cell size; ``None`` if they can."""
+    if not predictor.roles.solid:
+        return f"per-image scale needs a solid class to measure (class_roles); {predictor.class_names} has none"
+    if not (isinstance(reference, int | float) and 0 < reference < math.inf):
+        return (
+            f"the model records no usable reference cell size ({reference!r}; "
+            "a checkpoint, or an ONNX file exported from one, of an older segnet)"
+        )
+    return None
+
+
+def rescaler(predictor: _Segmenter, diameter: float | Literal["auto"] | None) -> Rescaled | None:
+    """What segments ``predictor``'s images at ``diameter`` (:attr:`InferenceOptions.diameter`); ``None``: as given.
+
+    ``auto``, the default, falls back to each image as given for a model that cannot be rescaled (no
+    solid class, or no reference size: a model of an older segnet), saying so in the log; a
+    diameter in pixels for such a model is an error.
+    """
+    if diameter is None:
+        return None
+    if diameter == AUTO_DIAMETER and (reason := _why_not_rescalable(predictor, _recorded_reference(predictor))):
+        logger.warning("%s: each image is segmented as given", reason)
+        return None
+    return Rescaled(predictor, diameter)
+
+
 class Rescaled:
     """A predictor that segments each image at the model's reference object size (module docstring).
 
@@ -77,7 +115,7 @@ class Rescaled:
 
     Raises:
         SegnetError: the predictor has no solid class to measure, or no reference diameter is
-            given or recorded.
+            given or recorded (:func:`rescaler` lets ``auto`` fall back to the images as given).
     """
 
     def __init__(
@@ -90,20 +128,11 @@ class Rescaled:
         tolerance: float = 1.25,
         refine: bool = True,
     ) -> None:
-        if not predictor.roles.solid:
-            raise SegnetError(
-                f"per-image scale needs a solid class to measure (class_roles); {predictor.class_names} has none"
-            )
+        reference = _recorded_reference(predictor) if reference is None else reference
+        if reason := _why_not_rescalable(predictor, reference):
+            raise SegnetError(f"{reason}: segment each image as given (--diameter {AS_GIVEN_DIAMETER})")
         self.class_id = predictor.roles.solid[0]
-        recorded = predictor.reference_diameters
-        if reference is None and recorded is not None and len(recorded) > self.class_id:
-            reference = recorded[self.class_id]
-        if not (isinstance(reference, int | float) and 0 < reference < math.inf):
-            raise SegnetError(
-                f"the model records no usable reference cell size ({reference!r}; "
-                "a checkpoint, or an ONNX file exported from one, of an older segnet): "
-                "segment without --diameter, or with a model trained by this version"
-            )
+        self.roles = predictor.roles
         self.predictor = predictor
         self.reference = reference
         self.diameter = diameter
@@ -150,8 +179,11 @@ class Rescaled:
 
     def _cell_diameter(self, proba: np.ndarray) -> float | None:
         """The cells' diameter in ``proba`` (at the image's size, whatever scale it was segmented at):
-        the 75th percentile over the cells, which reads past the fragments found at the wrong scale."""
-        return object_diameter(proba.argmax(axis=0) == self.class_id, quantile=ESTIMATE_QUANTILE)
+        the 75th percentile over the cells counting would count (the prediction cleaned as for
+        counting, so a lone speck taken for a cell in an image without cells sets no scale), which
+        reads past the fragments found at the wrong scale."""
+        cells = clean_prediction(class_mask(proba), self.roles) == self.class_id
+        return object_diameter(cells, quantile=ESTIMATE_QUANTILE)
 
     def _at(self, image: np.ndarray, factor: float, progress: TileProgress | None) -> np.ndarray:
         """The wrapped predictor's probabilities for ``image`` enlarged by ``factor``, at the image's size."""

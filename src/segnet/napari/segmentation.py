@@ -22,7 +22,7 @@ from segnet.core.outputs import safe_stem
 from segnet.data.pairs import MASK_FOLDERS, Pair, class_mask, image_files, read_image, write_pair
 from segnet.evaluate.columns import OBJECT_COLUMNS
 from segnet.evaluate.measure import find_objects, measure_objects, tiff_pixel_size
-from segnet.model.options import InferenceOptions
+from segnet.model.options import DEFAULT_INFERENCE, InferenceOptions
 from segnet.predict.loading import load_predictor
 from segnet.predict.pictures import predictive_entropy
 from segnet.predict.tables import ResultTables
@@ -48,7 +48,7 @@ class ModelOptions:
     tta: bool
     mc_samples: int
     device: str = "auto"
-    diameter: float | str | None = None
+    diameter: float | str | None = DEFAULT_INFERENCE.diameter
 
 
 @dataclass(frozen=True)

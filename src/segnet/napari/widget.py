@@ -49,7 +49,7 @@ from segnet.evaluate.columns import (
     to_viewer_order,
 )
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
-from segnet.model.options import AUTO_DIAMETER, parse_diameter
+from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER, DEFAULT_INFERENCE, parse_diameter
 from segnet.napari.layers import (
     CLASSES_SUFFIX,
     OBJECT_CONTOUR_PX,
@@ -75,7 +75,6 @@ if TYPE_CHECKING:
     import napari
 
 MESSAGE_PREFIX = "segnet: "
-AS_GIVEN = "as given"  # the cell-diameter field's choice for no rescaling
 DEFAULT_TILE = 512  # tiles give the progress bar something to count and Cancel a place to stop
 MAX_MC_SAMPLES = 64
 CANCELLED = "segmentation cancelled"
@@ -187,10 +186,15 @@ class SegmentWidget(QWidget):
         self.mc_box.setToolTip("Monte Carlo dropout samples (bayesian models): adds an uncertainty layer")
         self.diameter_box = QComboBox()
         self.diameter_box.setEditable(True)
-        self.diameter_box.addItems([AS_GIVEN, AUTO_DIAMETER])
+        self.diameter_box.addItems([AUTO_DIAMETER, AS_GIVEN_DIAMETER])
+        self.diameter_box.setCurrentText(
+            AUTO_DIAMETER if DEFAULT_INFERENCE.diameter == AUTO_DIAMETER else AS_GIVEN_DIAMETER
+        )
         self.diameter_box.setToolTip(
             "the red cells' diameter in pixels (type a number): the image is resized so they come to the size the model "
-            f"was trained at, for images of another magnification; '{AUTO_DIAMETER}': estimated from a first pass (2-3x the time)"
+            f"was trained at, for images of another magnification; '{AUTO_DIAMETER}': estimated from a first pass "
+            f"(up to 3x the time; a model that records no cell size segments the image as given); "
+            f"'{AS_GIVEN_DIAMETER}': the image as given"
         )
         self.pixel_box = QDoubleSpinBox()
         self.pixel_box.setRange(0.0, MAX_PIXEL_SIZE_UM)  # 0: the special value below
@@ -267,7 +271,7 @@ class SegmentWidget(QWidget):
 
     def _diameter(self) -> float | str | None:
         text = self.diameter_box.currentText().strip()
-        return None if text in ("", AS_GIVEN) else parse_diameter(text)
+        return DEFAULT_INFERENCE.diameter if not text else parse_diameter(text)
 
     def _run(self, job: _Job) -> Segmentation | str:
         """In the worker thread: the result, or the one-line message of what went wrong."""

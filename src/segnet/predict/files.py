@@ -261,7 +261,7 @@ def predict_paths(
 
     ``counts.csv`` gets one row per image: ``image`` (the path, as in ``objects.csv``), then per counted class
     (all but the background of ``predictor.roles``) ``<name>_count`` (objects of at least ``min_area`` pixels in
-    the mask after :func:`segnet.evaluate.counting.clean_prediction`) and ``<name>_area_fraction`` (of the mask
+    the mask after :func:`segnet.data.cleaning.clean_prediction`) and ``<name>_area_fraction`` (of the mask
     as written). ``objects.csv`` gets one row per object of those counts (:data:`OBJECT_COLUMNS`), in
     micrometres too where ``pixel_size`` (um per pixel) is given or the input TIFF's resolution tags state it.
     Inputs are streamed: images are read one ahead and results written in background threads while the model

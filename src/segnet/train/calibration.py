@@ -37,9 +37,10 @@ from segnet.train.metrics import PixelMetrics
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0 + 1e-9, 0.25), 2)
 """Candidate offsets per class, in nats (a factor of e^4 either way on the odds)."""
-CALIBRATION_INFERENCE = InferenceOptions(tta=False)
-"""One plain pass per image: what training's time budget reserves for calibration (segnet.train.budget),
-and what ``segnet calibrate`` repeats, so it refits exactly what training fitted."""
+CALIBRATION_INFERENCE = InferenceOptions(tta=False, diameter=None)
+"""One plain pass per image at its own size (the scale the network learnt): what training's time
+budget reserves for calibration (segnet.train.budget), and what ``segnet calibrate`` repeats, so it
+refits exactly what training fitted."""
 SEARCH_ROUNDS = 2
 PIXELS_PER_IMAGE = 65_536
 

@@ -473,12 +473,12 @@ def validation_predictor(run: TrainingRun) -> Predictor:
 
     The weights are copied into a plain model built from the spec, as a checkpoint's model is
     rebuilt (float32, contiguous, never wrapped or compiled), so validation computes what
-    ``segnet evaluate --no-tta`` computes on the checkpoint written from them.
+    ``segnet evaluate --no-tta --diameter none`` computes on the checkpoint written from them.
     """
     if run.validation_model is None:
         run.validation_model = build_model(run.module.spec).to(run.step.device)
     run.validation_model.load_state_dict(run.module.state_dict())
-    options = InferenceOptions(device=str(run.step.device), tta=False)
+    options = InferenceOptions(device=str(run.step.device), tta=False, diameter=None)
     return Predictor(
         run.validation_model, list(run.config.classes), run.plan.mean, run.plan.std, options, run.config.roles()
     )

@@ -45,7 +45,7 @@ def run_demo(
     from segnet.evaluate.run import evaluate_run
     from segnet.evaluate.score import METRICS_FILE, PER_IMAGE_FILE
     from segnet.evaluate.tables import format_metrics_table
-    from segnet.model.options import InferenceOptions
+    from segnet.model.options import DEFAULT_INFERENCE
     from segnet.model.predictor import Predictor
     from segnet.plan.config import load_config
     from segnet.predict.files import predict_paths
@@ -71,7 +71,7 @@ def run_demo(
     # The run names its hardware too: the same line twice in a row says nothing new.
     run_dir = train(config, overwrite=True, progress_log=lambda line: None if line == hardware else log(line))
     log("3/4 evaluating the validation images at full size")
-    options = InferenceOptions(device=device)
+    options = DEFAULT_INFERENCE.replace(device=device)
     metrics = evaluate_run(run_dir / BEST_CHECKPOINT, data_dir, split="val", options=options)
     write_report(run_dir)
     log("4/4 segmenting and counting the validation images")

@@ -1,0 +1,51 @@
+"""Write a dataset's train/held-out split as two labelled folders of links, the split `segnet train` makes.
+
+    python tools/split_folders.py --data ../shared/darkfield --seed 0 --out SEED0
+
+makes ``SEED0/train/{images,masks}`` and ``SEED0/test/{images,masks}``: links to the images and masks of
+``--data``, divided by :func:`segnet.data.pairs.split_pairs` with the training defaults' held-out share and
+the given seed (so ``SEED0/test`` holds the images a run with ``--seed 0`` validates on). The README's
+per-split figures (peers, results) train on ``SEED/train`` with ``--val-fraction 0`` and score
+``SEED/test`` with ``--split all``. Nothing is copied; an existing ``--out`` is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segnet.data.pairs import Pair, find_pairs, split_pairs
+from segnet.plan.config import TrainConfig
+
+SIDES = ("train", "test")
+
+
+def link_pairs(pairs: list[Pair], folder: Path) -> None:
+    """Link each pair's image and mask into ``folder``, keeping the source's folder and file names."""
+    for pair in pairs:
+        for source in (pair.image, pair.mask):
+            target = folder / source.parent.name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source.resolve())
+
+
+def main() -> None:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/darkfield"), help="labelled folder to split")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split (as segnet train --seed)")
+    parser.add_argument(
+        "--val-fraction", type=float, default=defaults.val_fraction, help="held-out share (as segnet train)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="new folder for train/ and test/")
+    args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out} already exists; choose a new folder")
+    train, held_out = split_pairs(find_pairs(args.data), args.val_fraction, args.seed)
+    for side, pairs in zip(SIDES, (train, held_out), strict=True):
+        link_pairs(pairs, args.out / side)
+        print(f"{args.out / side}: {len(pairs)} images")
+
+
+if __name__ == "__main__":
+    main()
