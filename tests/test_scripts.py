@@ -73,3 +73,14 @@ def test_split_folders_writes_the_split_train_makes(synthetic_dataset: Path, tmp
                    for pair, source in zip(linked, expected, strict=True))  # fmt: skip
     again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_split_folders_last_makes_the_fine_tuning_split(synthetic_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lowmag"
+    script = str(ROOT / "tools" / "split_folders.py")
+    subprocess.run(
+        [sys.executable, script, "--data", str(synthetic_dataset), "--last", "4", "--out", str(out)], check=True
+    )
+    stems = [pair.stem for pair in find_pairs(synthetic_dataset)]
+    found = {side: [pair.stem for pair in find_pairs(out / side)] for side in ("base", "tune", "test")}
+    assert found == {"base": stems[:-4], "tune": stems[-4::2], "test": stems[-3::2]}
