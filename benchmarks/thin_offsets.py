@@ -2,11 +2,13 @@
 
     python benchmarks/thin_offsets.py --checkpoint runs/real_darkfield_seed1/segnet-basic/best.pt --data ../shared/darkfield
     python benchmarks/thin_offsets.py --checkpoint RUN/best.pt --data DIR --shifts -1 0 1 2 --tta
+    python benchmarks/thin_offsets.py --checkpoint RUN/best.pt --data SEED1/test --split all --tta
 
 Training ends by calibrating per-class logit offsets for the best pixel mean IoU on training
 images (segnet.train.calibration). A lab asks first whether each spirochete is found, so this scores the
-run's held-out images (``segnet evaluate``: the same ConfusionMatrix, object rule and presence
-call) with the thin classes' offsets shifted by each ``--shifts`` value: a positive shift calls
+run's held-out images, or every image of ``--data`` with ``--split all`` (``segnet evaluate``
+with its defaults but TTA: the same ConfusionMatrix, object rule, presence call and per-image
+scale) with the thin classes' offsets shifted by each ``--shifts`` value: a positive shift calls
 more pixels spirochete. Shift 0 is the checkpoint as trained, the baseline every row's object F1
 is divided by.
 """
@@ -19,9 +21,10 @@ from pathlib import Path
 
 from segnet.core.hardware import report_hardware
 from segnet.core.runfiles import SPLIT_FILE
+from segnet.data.pairs import SELECTIONS
 from segnet.evaluate.run import evaluate_run
 from segnet.model.checkpoint import Checkpoint
-from segnet.model.options import InferenceOptions
+from segnet.model.options import DEFAULT_INFERENCE
 
 
 def shifted_checkpoint(checkpoint: Checkpoint, thin: tuple[int, ...], shift: float, path: Path) -> Path:
@@ -48,6 +51,9 @@ def main() -> None:
         help="offset shifts to score (0 is added)",
     )
     parser.add_argument(
+        "--split", choices=SELECTIONS, default="val", help="which images of --data to score (as segnet evaluate)"
+    )
+    parser.add_argument(
         "--tta", action="store_true", help="test-time augmentation (8x slower; default: one plain pass)"
     )
     args = parser.parse_args()
@@ -58,7 +64,7 @@ def main() -> None:
     if not thin:
         parser.error(f"{args.checkpoint}: its classes {classes} have no thin class")
     names = [classes[c] for c in thin]
-    options = InferenceOptions(tta=args.tta, diameter=None)
+    options = DEFAULT_INFERENCE.replace(tta=args.tta)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         # The shifted checkpoints sit beside a copy of the run's split, so they score its held-out images.
@@ -68,7 +74,7 @@ def main() -> None:
             rows[shift] = evaluate_run(
                 path,
                 args.data,
-                split="val",
+                split=args.split,
                 out=Path(folder) / f"evaluation_{shift:+g}",
                 options=options,
                 progress=False,
