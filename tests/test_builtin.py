@@ -21,7 +21,7 @@ from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, resolve_
 from segnet.model.checkpoint import Checkpoint
 from segnet.model.options import InferenceOptions
 from segnet.model.predictor import Predictor
-from segnet.plan.spec import ModelSpec
+from segnet.plan.spec import DEFAULT_MODEL, ModelSpec
 from segnet.train.loop import train
 
 
@@ -180,8 +180,8 @@ def test_the_shipped_model_loads_predicts_and_exports(tmp_path: Path) -> None:
     assert path.stat().st_size < 5 * 2**20
     shipped = Checkpoint.load(path)
     assert shipped.class_names == ["background", "erythrocyte", "spirochete"]
-    # It predates space_to_depth (its spec lacks the key) and ships without the optimiser's state.
-    assert shipped.spec == ModelSpec("segnet-basic", 3, downsample=3) and shipped.optimizer_state is None
+    # Trained with the defaults (the card's recipe), shipped without the optimiser's state.
+    assert shipped.spec == ModelSpec(DEFAULT_MODEL, 3, downsample=3) and shipped.optimizer_state is None
     assert shipped.reference_diameters is not None and shipped.logit_offsets is not None
     image = generate_sample(96, 96, np.random.default_rng(0))[0]
     mask = Predictor.from_checkpoint(path).predict(image)
