@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
@@ -44,10 +45,14 @@ def test_a_checkpoint_reads_back_as_written_and_leaves_out_what_is_not_recorded(
     assert on_disk["model"] == ModelSpec("segnet-basic", 3, downsample=2).to_dict()
 
 
-def test_the_shipped_model_is_read_as_its_file_holds_it() -> None:
+@pytest.mark.parametrize("written_before_space_to_depth", [False, True])
+def test_the_shipped_model_is_read_as_its_file_holds_it(written_before_space_to_depth: bool, tmp_path: Path) -> None:
     path = BUILTIN_MODELS[DEFAULT_BUILTIN_MODEL].path
     on_disk = torch.load(path, weights_only=True)
-    assert "space_to_depth" not in on_disk["model"]  # the one key a checkpoint may lack
+    if written_before_space_to_depth:  # the one key a checkpoint may lack: files written before it existed
+        del on_disk["model"]["space_to_depth"]
+        path = tmp_path / "older.pt"
+        torch.save(on_disk, path)
     shipped = Checkpoint.load(path)
     again = shipped.for_shipping().to_dict()
     assert again.keys() == on_disk.keys()
