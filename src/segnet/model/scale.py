@@ -9,7 +9,8 @@ first solid class) come to the model's reference diameter, the median over its t
 segmented, and the probabilities are resized back to the image.
 
 A user who knows the cells' size gives it (``diameter``, in pixels; one pass). Otherwise it is
-estimated per image: a first pass on the image as given measures the predicted cells (their 75th
+estimated per image: a first pass on the image as given measures the predicted cells, cleaned as
+counting cleans them (:mod:`segnet.data.cleaning`: a lone speck sets no scale; their 75th
 percentile diameter, which reads past the fragments of cells a pass at the wrong scale finds).
 The estimate is checked on the rescaled pass: if the cells found there say the first factor went
 too far (a smaller enlargement or shrinkage, beyond ``tolerance``), the image is segmented once
