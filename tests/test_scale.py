@@ -20,7 +20,7 @@ from segnet.data.fingerprint import compute_fingerprint, object_diameter
 from segnet.export.formats import export_onnx
 from segnet.model.checkpoint import Checkpoint
 from segnet.model.networks import build_model
-from segnet.model.options import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
+from segnet.model.options import AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, diameter_text, parse_diameter
 from segnet.model.predictor import Predictor
 from segnet.model.scale import ESTIMATE_QUANTILE, Rescaled, scale_factor
 from segnet.plan.spec import ModelSpec
@@ -236,6 +236,7 @@ def test_a_lone_speck_in_an_image_without_cells_sets_no_scale() -> None:
 @pytest.mark.parametrize(("text", "expected"), [("auto", AUTO_DIAMETER), ("None", None), (" 48 ", 48.0)])
 def test_a_typed_diameter_is_a_size_auto_or_none(text: str, expected: object) -> None:
     assert parse_diameter(text) == expected
+    assert parse_diameter(diameter_text(expected)) == expected  # type: ignore[arg-type]
     with pytest.raises(SegnetError, match="'auto' or 'none', got 'big'"):
         parse_diameter("big")
 

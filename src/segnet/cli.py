@@ -20,7 +20,14 @@ from segnet import __version__
 from segnet.core.errors import SegnetError
 from segnet.data.classes import DEFAULT_CLASSES, MIN_AREA
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL, is_builtin, resolve_checkpoint
-from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER, DEFAULT_INFERENCE, InferenceOptions, parse_diameter
+from segnet.model.options import (
+    AS_GIVEN_DIAMETER,
+    AUTO_DIAMETER,
+    DEFAULT_INFERENCE,
+    InferenceOptions,
+    diameter_text,
+    parse_diameter,
+)
 from segnet.plan.config import (
     MAX_IMAGE_SIDE,
     MAX_PIXEL_SIZE_UM,
@@ -167,7 +174,7 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         help="the red cells' diameter in the images, in pixels: each image is resized so they come to the size the model "
         f"was trained at (images of another magnification); '{AUTO_DIAMETER}': estimated per image from a first pass "
         f"(up to 3x the compute; a model that records no cell size segments as given); '{AS_GIVEN_DIAMETER}': each "
-        f"image as given (default: {DEFAULT_INFERENCE.diameter or AS_GIVEN_DIAMETER})",
+        f"image as given (default: {diameter_text(DEFAULT_INFERENCE.diameter)})",
     )
 
 

@@ -101,3 +101,8 @@ def parse_diameter(text: str) -> float | Literal["auto"] | None:
             f"the cell diameter must be a number of pixels, '{AUTO_DIAMETER}' or '{AS_GIVEN_DIAMETER}', got {text!r}"
         ) from None
     return InferenceOptions(diameter=value).diameter  # checked where every caller's options are
+
+
+def diameter_text(diameter: float | Literal["auto"] | None) -> str:
+    """A diameter as a user types it: what :func:`parse_diameter` reads back as ``diameter``."""
+    return AS_GIVEN_DIAMETER if diameter is None else str(diameter)

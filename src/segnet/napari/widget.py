@@ -49,7 +49,7 @@ from segnet.evaluate.columns import (
     to_viewer_order,
 )
 from segnet.model.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN_MODEL
-from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER, DEFAULT_INFERENCE, parse_diameter
+from segnet.model.options import AS_GIVEN_DIAMETER, AUTO_DIAMETER, DEFAULT_INFERENCE, diameter_text, parse_diameter
 from segnet.napari.layers import (
     CLASSES_SUFFIX,
     OBJECT_CONTOUR_PX,
@@ -187,9 +187,7 @@ class SegmentWidget(QWidget):
         self.diameter_box = QComboBox()
         self.diameter_box.setEditable(True)
         self.diameter_box.addItems([AUTO_DIAMETER, AS_GIVEN_DIAMETER])
-        self.diameter_box.setCurrentText(
-            AUTO_DIAMETER if DEFAULT_INFERENCE.diameter == AUTO_DIAMETER else AS_GIVEN_DIAMETER
-        )
+        self.diameter_box.setCurrentText(diameter_text(DEFAULT_INFERENCE.diameter))
         self.diameter_box.setToolTip(
             "the red cells' diameter in pixels (type a number): the image is resized so they come to the size the model "
             f"was trained at, for images of another magnification; '{AUTO_DIAMETER}': estimated from a first pass "
